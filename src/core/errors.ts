@@ -1,0 +1,174 @@
+/**
+ * The one catalogue of Tenantry errors. Every error has a stable `code`, an HTTP `status` and a
+ * message that says what to do. The HTTP and CLI edges turn them into responses and exit codes.
+ *
+ * @example
+ * ```ts
+ * try { await tenantry.withTenant('acme', work) }
+ * catch (err) { if (isTenantryError(err) && err.code === ErrorCodes.TENANT_NOT_FOUND) … }
+ * ```
+ */
+export const ErrorCodes = {
+  /** Nothing in the request identifies a tenant. */
+  TENANT_REQUIRED: 'TENANT_REQUIRED',
+  /** An identifier is malformed (not a DNS label, reserved, too long, wrong case…). */
+  TENANT_INVALID: 'TENANT_INVALID',
+  /** The identifier is well-formed but no tenant has it. */
+  TENANT_NOT_FOUND: 'TENANT_NOT_FOUND',
+  /** The tenant exists but is suspended. */
+  TENANT_SUSPENDED: 'TENANT_SUSPENDED',
+  /** The tenant exists but is not ready to serve (provisioning, moving). */
+  TENANT_NOT_READY: 'TENANT_NOT_READY',
+  /** Two strategies named different tenants (e.g. a JWT for A on B's host). */
+  TENANT_MISMATCH: 'TENANT_MISMATCH',
+  /** A token that was meant to identify the tenant failed verification. */
+  TENANT_TOKEN_INVALID: 'TENANT_TOKEN_INVALID',
+  /** Tenant SQL was attempted outside a tenant context. */
+  TENANT_CONTEXT_MISSING: 'TENANT_CONTEXT_MISSING',
+  /** A write tried to create or move a row into another tenant. */
+  CROSS_TENANT_WRITE: 'CROSS_TENANT_WRITE',
+  /** A statement that would change the session (SET, RESET, BEGIN…) was sent through a tenant handle. */
+  STATEMENT_FORBIDDEN: 'STATEMENT_FORBIDDEN',
+  /** A request body or argument failed validation. */
+  VALIDATION_FAILED: 'VALIDATION_FAILED',
+  /** A row referenced by the request does not exist (in this tenant). */
+  NOT_FOUND: 'NOT_FOUND',
+  /** A unique value is already taken. */
+  CONFLICT: 'CONFLICT',
+  /** No connection could be had within the time allowed. */
+  POOL_TIMEOUT: 'POOL_TIMEOUT',
+  /** The tenant's database cannot be reached. */
+  TENANT_UNAVAILABLE: 'TENANT_UNAVAILABLE',
+  /** A server named in a placement is not registered. */
+  SERVER_NOT_FOUND: 'SERVER_NOT_FOUND',
+  /** A configuration or option is wrong. */
+  CONFIG_INVALID: 'CONFIG_INVALID',
+  /** An applied migration file was edited after it ran. */
+  MIGRATION_CHECKSUM_MISMATCH: 'MIGRATION_CHECKSUM_MISMATCH',
+  /** A migration failed to apply. */
+  MIGRATION_FAILED: 'MIGRATION_FAILED',
+  /** The embedded data directory is held by another process. */
+  DATA_DIR_LOCKED: 'DATA_DIR_LOCKED',
+  /** Something unexpected; a bug or an infrastructure fault. */
+  INTERNAL: 'INTERNAL',
+} as const
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
+
+const STATUS: Record<ErrorCode, number> = {
+  TENANT_REQUIRED: 400,
+  TENANT_INVALID: 400,
+  TENANT_NOT_FOUND: 404,
+  TENANT_SUSPENDED: 403,
+  TENANT_NOT_READY: 503,
+  TENANT_MISMATCH: 403,
+  TENANT_TOKEN_INVALID: 401,
+  TENANT_CONTEXT_MISSING: 500,
+  CROSS_TENANT_WRITE: 403,
+  STATEMENT_FORBIDDEN: 500,
+  VALIDATION_FAILED: 400,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  POOL_TIMEOUT: 503,
+  TENANT_UNAVAILABLE: 503,
+  SERVER_NOT_FOUND: 500,
+  CONFIG_INVALID: 500,
+  MIGRATION_CHECKSUM_MISMATCH: 500,
+  MIGRATION_FAILED: 500,
+  DATA_DIR_LOCKED: 500,
+  INTERNAL: 500,
+}
+
+/**
+ * A Tenantry error: stable `code`, HTTP `status`, actionable message, optional `details` that are
+ * safe to show a client, and the underlying `cause`.
+ *
+ * @example
+ * ```ts
+ * throw new TenantryError('TENANT_NOT_FOUND', "No tenant has the slug 'acme'.")
+ * ```
+ */
+export class TenantryError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly details?: Record<string, unknown>
+  /** Seconds a client should wait before retrying (sent as `Retry-After`). */
+  readonly retryAfter?: number
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; details?: Record<string, unknown>; status?: number; retryAfter?: number } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'TenantryError'
+    this.code = code
+    this.status = options.status ?? STATUS[code]
+    if (options.details) this.details = options.details
+    if (options.retryAfter !== undefined) this.retryAfter = options.retryAfter
+  }
+
+  /** The JSON body sent to HTTP clients. Never includes the cause (it may hold internals). */
+  toJSON(): { statusCode: number; code: ErrorCode; error: string; message: string; details?: Record<string, unknown> } {
+    return {
+      statusCode: this.status,
+      code: this.code,
+      error: httpReason(this.status),
+      message: this.message,
+      ...(this.details ? { details: this.details } : {}),
+    }
+  }
+}
+
+/** True when `err` is a {@link TenantryError}, optionally with the given code. */
+export function isTenantryError(err: unknown, code?: ErrorCode): err is TenantryError {
+  return err instanceof TenantryError && (code === undefined || err.code === code)
+}
+
+/** The HTTP status a code maps to. */
+export function statusOf(code: ErrorCode): number {
+  return STATUS[code]
+}
+
+function httpReason(status: number): string {
+  switch (status) {
+    case 400: return 'Bad Request'
+    case 401: return 'Unauthorized'
+    case 403: return 'Forbidden'
+    case 404: return 'Not Found'
+    case 409: return 'Conflict'
+    case 423: return 'Locked'
+    case 429: return 'Too Many Requests'
+    case 503: return 'Service Unavailable'
+    case 504: return 'Gateway Timeout'
+    default: return status >= 500 ? 'Internal Server Error' : 'Error'
+  }
+}
+
+/**
+ * Map a PostgreSQL error raised by tenant SQL to a coded error where it is the client's doing, so
+ * that a forged `tenant_id` or a duplicate value is a 4xx, never a 500. Returns the input when
+ * it is not one of those.
+ */
+export function fromPostgresError(err: unknown): unknown {
+  if (!err || typeof err !== 'object' || !('code' in err)) return err
+  const pgCode = (err as { code?: unknown }).code
+  const message = String((err as { message?: unknown }).message ?? '')
+  if (pgCode === '42501' && /row-level security/i.test(message)) {
+    return new TenantryError(
+      'CROSS_TENANT_WRITE',
+      'The row does not belong to the current tenant: tenant_id must be left to its default or equal the current tenant.',
+      { cause: err },
+    )
+  }
+  if (pgCode === '23505') {
+    return new TenantryError('CONFLICT', 'A row with the same unique value already exists.', { cause: err })
+  }
+  if (pgCode === '23503') {
+    return new TenantryError('VALIDATION_FAILED', 'A referenced row does not exist in this tenant.', { cause: err })
+  }
+  if (pgCode === '23502' || pgCode === '23514' || pgCode === '22P02' || pgCode === '22001' || pgCode === '22003') {
+    return new TenantryError('VALIDATION_FAILED', `A value was rejected by the database: ${message}`, { cause: err })
+  }
+  return err
+}

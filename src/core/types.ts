@@ -1,0 +1,55 @@
+/** The isolation level of a tenant. */
+export type Tier = 'pooled' | 'schema' | 'database'
+
+export const TIERS: readonly Tier[] = ['pooled', 'schema', 'database']
+
+/** The life state of a tenant. Only `active` tenants are served. */
+export type TenantStatus = 'provisioning' | 'active' | 'suspended' | 'deleted'
+
+/**
+ * Where a tenant's data lives. Decided at provisioning, changed only by a move.
+ * `database` is the database on `server` that holds the data (for the pooled and schema tiers,
+ * the server's main database); `schema` is set for the schema tier.
+ */
+export interface Placement {
+  server: string
+  database: string
+  schema?: string
+}
+
+/** A tenant as the catalog returns it. */
+export interface Tenant {
+  id: string
+  slug: string
+  name: string
+  status: TenantStatus
+  /** Why the tenant is suspended or not ready; shown to its users. */
+  statusReason: string | null
+  tier: Tier
+  plan: string
+  region: string | null
+  placement: Placement
+  config: Record<string, unknown>
+  createdAt: Date
+  updatedAt: Date
+}
+
+/** One PostgreSQL server of the fleet. */
+export interface Server {
+  name: string
+  /**
+   * Admin connection (owner of tenant objects; runs DDL): `postgres://…` for a server, or
+   * `pglite:<dir>` / `pglite:memory` for the embedded engine.
+   */
+  url: string
+  region: string | null
+  capacityWeight: number
+  /** The database on this server that holds pooled tables and tenant schemas. */
+  mainDatabase: string
+}
+
+/** A plan, with whatever limits and settings the app attaches to it. */
+export interface Plan {
+  name: string
+  settings: Record<string, unknown>
+}
