@@ -1,0 +1,229 @@
+import { TenantryError } from '../core/errors.ts'
+import type { Plan, Server, Tenant, TenantStatus, Tier } from '../core/types.ts'
+import type { Queryable } from '../data/executor.ts'
+import type { AdminQueryable } from '../data/driver.ts'
+import { BOOTSTRAP_DATABASE_SQL } from '../data/sql.ts'
+import * as sql from './sql.ts'
+
+interface TenantRow {
+  id: string
+  slug: string
+  name: string
+  status: TenantStatus
+  status_reason: string | null
+  tier: Tier
+  plan: string
+  region: string | null
+  server: string
+  database: string
+  schema: string | null
+  config: Record<string, unknown> | string
+  created_at: Date | string
+  updated_at: Date | string
+}
+
+function toTenant(row: TenantRow): Tenant {
+  return Object.freeze({
+    id: row.id,
+    slug: row.slug,
+    name: row.name,
+    status: row.status,
+    statusReason: row.status_reason,
+    tier: row.tier,
+    plan: row.plan,
+    region: row.region,
+    placement: Object.freeze(row.schema ? { server: row.server, database: row.database, schema: row.schema } : { server: row.server, database: row.database }),
+    config: typeof row.config === 'string' ? JSON.parse(row.config) : row.config,
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+  }) as Tenant
+}
+
+export interface CatalogOptions {
+  /** Owner connection to the catalog database. */
+  admin: AdminQueryable
+  /** Subscribe to change notifications from other processes (LISTEN/NOTIFY). */
+  listen?: (channel: string, onMessage: (payload: string) => void, onReconnect?: () => void) => Promise<() => Promise<void>>
+  /** How long a cached lookup may be served without a notification (a backstop). Default 60 s. */
+  cacheTtlMs?: number
+}
+
+interface CacheEntry {
+  value: Promise<Tenant | null>
+  expires: number
+}
+
+/**
+ * The control-plane store: tenants, domains, servers and plans in the `tenantry` schema of the
+ * catalog database. Lookups by id, slug and domain are cached in-process; every change sends a
+ * NOTIFY in its own transaction, and every process listening clears its cache on it.
+ *
+ * @example
+ * ```ts
+ * const tenant = await catalog.bySlug('acme') // Tenant | null
+ * ```
+ */
+export class Catalog {
+  private readonly admin: AdminQueryable
+  private readonly opts: CatalogOptions
+  private readonly cache = new Map<string, CacheEntry>()
+  private readonly ttl: number
+  private unlisten?: () => Promise<void>
+  /** Count of cache clears caused by notifications (tests observe it). */
+  invalidations = 0
+
+  constructor(opts: CatalogOptions) {
+    this.opts = opts
+    this.admin = opts.admin
+    this.ttl = opts.cacheTtlMs ?? 60_000
+  }
+
+  /** Create the catalog tables if needed and start listening for changes. */
+  async init(): Promise<void> {
+    await this.admin.transaction(async (tx) => {
+      await tx.exec(BOOTSTRAP_DATABASE_SQL)
+      await tx.exec(sql.CATALOG_SCHEMA_SQL)
+    })
+    if (this.opts.listen) {
+      this.unlisten = await this.opts.listen(
+        sql.CATALOG_CHANNEL,
+        () => { this.invalidations++; this.clearCache() },
+        () => this.clearCache(),
+      )
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.unlisten?.()
+    this.clearCache()
+  }
+
+  /** Forget every cached lookup. */
+  clearCache(): void {
+    this.cache.clear()
+  }
+
+  bySlug(slug: string): Promise<Tenant | null> {
+    return this.cached(`s:${slug}`, () => sql.tenantBySlug(slug))
+  }
+
+  byId(id: string): Promise<Tenant | null> {
+    return this.cached(`i:${id}`, () => sql.tenantById(id))
+  }
+
+  byDomain(domain: string): Promise<Tenant | null> {
+    return this.cached(`d:${domain}`, () => sql.tenantByDomain(domain))
+  }
+
+  /** All tenants (uncached), optionally filtered. */
+  async list(filter: { status?: TenantStatus; tier?: Tier; server?: string } = {}): Promise<Tenant[]> {
+    const res = await this.admin.query<TenantRow>(...args(sql.listTenants(filter)))
+    return res.rows.map(toTenant)
+  }
+
+  /** Insert a tenant row. A taken slug is a `CONFLICT`. */
+  async insertTenant(input: Parameters<typeof sql.insertTenant>[0]): Promise<Tenant> {
+    return this.change(input.id, async (tx) => {
+      try {
+        const res = await tx.query<TenantRow>(...args(sql.insertTenant(input)))
+        return toTenant(res.rows[0])
+      } catch (err) {
+        if ((err as { code?: string }).code === '23505') {
+          throw new TenantryError('CONFLICT', `The slug '${input.slug}' is already taken; choose another.`, { cause: err, details: { slug: input.slug } })
+        }
+        if ((err as { code?: string }).code === '23503') {
+          throw new TenantryError('VALIDATION_FAILED', `Unknown plan '${input.plan}' or server '${input.server}'.`, { cause: err })
+        }
+        throw err
+      }
+    })
+  }
+
+  async setStatus(id: string, status: TenantStatus, reason: string | null = null): Promise<Tenant> {
+    return this.change(id, async (tx) => {
+      const res = await tx.query<TenantRow>(...args(sql.updateTenantStatus(id, status, reason)))
+      if (res.rowCount === 0) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${id}'.`)
+      return toTenant(res.rows[0])
+    })
+  }
+
+  async updateTenant(id: string, fields: { name?: string; plan?: string; config?: Record<string, unknown> }): Promise<Tenant> {
+    return this.change(id, async (tx) => {
+      const res = await tx.query<TenantRow>(...args(sql.updateTenantFields(id, fields)))
+      if (res.rowCount === 0) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${id}'.`)
+      return toTenant(res.rows[0])
+    })
+  }
+
+  async deleteTenantRow(id: string): Promise<void> {
+    await this.change(id, (tx) => tx.query(...args(sql.deleteTenantRow(id))))
+  }
+
+  async addDomain(tenantId: string, domain: string): Promise<void> {
+    await this.change(tenantId, async (tx) => {
+      try {
+        await tx.query(...args(sql.insertDomain(domain, tenantId)))
+      } catch (err) {
+        if ((err as { code?: string }).code === '23505') throw new TenantryError('CONFLICT', `The domain '${domain}' already belongs to a tenant.`, { cause: err })
+        throw err
+      }
+    })
+  }
+
+  async removeDomain(domain: string): Promise<void> {
+    await this.change(domain, (tx) => tx.query(...args(sql.deleteDomain(domain))))
+  }
+
+  async domainsOf(tenantId: string): Promise<string[]> {
+    const res = await this.admin.query<{ domain: string }>(...args(sql.domainsOf(tenantId)))
+    return res.rows.map((r) => r.domain)
+  }
+
+  async upsertServer(server: Server): Promise<void> {
+    await this.change(`server:${server.name}`, (tx) => tx.query(...args(sql.upsertServer(server))))
+  }
+
+  async listServers(): Promise<Server[]> {
+    const res = await this.admin.query<{ name: string; url: string; region: string | null; capacity_weight: number; main_database: string }>(...args(sql.listServers()))
+    return res.rows.map((r) => ({ name: r.name, url: r.url, region: r.region, capacityWeight: r.capacity_weight, mainDatabase: r.main_database }))
+  }
+
+  async upsertPlan(plan: Plan): Promise<void> {
+    await this.change(`plan:${plan.name}`, (tx) => tx.query(...args(sql.upsertPlan(plan.name, plan.settings))))
+  }
+
+  async listPlans(): Promise<Plan[]> {
+    const res = await this.admin.query<{ name: string; settings: Record<string, unknown> | string }>(...args(sql.listPlans()))
+    return res.rows.map((r) => ({ name: r.name, settings: typeof r.settings === 'string' ? JSON.parse(r.settings) : r.settings }))
+  }
+
+  private cached(key: string, statement: () => { text: string; values: unknown[] }): Promise<Tenant | null> {
+    const now = Date.now()
+    const hit = this.cache.get(key)
+    if (hit && hit.expires > now) return hit.value
+    const { text, values } = statement()
+    const value = this.admin.query<TenantRow>(text, values).then((res) => (res.rows[0] ? toTenant(res.rows[0]) : null))
+    const entry = { value, expires: now + this.ttl }
+    this.cache.set(key, entry)
+    // A failed lookup is not remembered.
+    value.catch(() => { if (this.cache.get(key) === entry) this.cache.delete(key) })
+    return value
+  }
+
+  /** Run a change and its NOTIFY in one transaction, then forget this process's cache at once. */
+  private async change<T>(subject: string, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    try {
+      return await this.admin.transaction(async (tx) => {
+        const result = await fn(tx)
+        await tx.query(...args(sql.notifyChange(subject)))
+        return result
+      })
+    } finally {
+      this.clearCache()
+    }
+  }
+}
+
+function args(s: { text: string; values: unknown[] }): [string, unknown[]] {
+  return [s.text, s.values]
+}

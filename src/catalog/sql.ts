@@ -1,0 +1,113 @@
+import type { Statement } from '../core/sql.ts'
+
+export const CATALOG_CHANNEL = 'tenantry_catalog'
+
+/** Catalog tables; run after the database bootstrap, under its advisory lock. */
+export const CATALOG_SCHEMA_SQL = `
+SELECT pg_advisory_xact_lock(7406710002);
+CREATE TABLE IF NOT EXISTS tenantry.servers (
+  name text PRIMARY KEY,
+  url text NOT NULL,
+  region text,
+  capacity_weight integer NOT NULL DEFAULT 1 CHECK (capacity_weight >= 0),
+  main_database text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS tenantry.plans (
+  name text PRIMARY KEY,
+  settings jsonb NOT NULL DEFAULT '{}',
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO tenantry.plans (name) VALUES ('default') ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS tenantry.tenants (
+  id uuid PRIMARY KEY,
+  slug text NOT NULL UNIQUE,
+  name text NOT NULL,
+  status text NOT NULL CHECK (status IN ('provisioning', 'active', 'suspended', 'deleted')),
+  status_reason text,
+  tier text NOT NULL CHECK (tier IN ('pooled', 'schema', 'database')),
+  plan text NOT NULL REFERENCES tenantry.plans (name),
+  region text,
+  server text NOT NULL REFERENCES tenantry.servers (name),
+  database text NOT NULL,
+  schema text,
+  config jsonb NOT NULL DEFAULT '{}',
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  deleted_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS tenantry.domains (
+  domain text PRIMARY KEY,
+  tenant_id uuid NOT NULL REFERENCES tenantry.tenants (id) ON DELETE CASCADE,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS domains_tenant_idx ON tenantry.domains (tenant_id);
+REVOKE ALL ON ALL TABLES IN SCHEMA tenantry FROM PUBLIC;
+`
+
+const TENANT_COLUMNS = 'id, slug, name, status, status_reason, tier, plan, region, server, database, schema, config, created_at, updated_at'
+
+export const tenantById = (id: string): Statement => ({ text: `SELECT ${TENANT_COLUMNS} FROM tenantry.tenants WHERE id = $1`, values: [id] })
+export const tenantBySlug = (slug: string): Statement => ({ text: `SELECT ${TENANT_COLUMNS} FROM tenantry.tenants WHERE slug = $1`, values: [slug] })
+export const tenantByDomain = (domain: string): Statement => ({
+  text: `SELECT ${TENANT_COLUMNS.split(', ').map((c) => `t.${c}`).join(', ')} FROM tenantry.tenants t JOIN tenantry.domains d ON d.tenant_id = t.id WHERE d.domain = $1`,
+  values: [domain],
+})
+
+export const listTenants = (filter: { status?: string; tier?: string; server?: string }): Statement => {
+  const where: string[] = []
+  const values: unknown[] = []
+  for (const [col, v] of Object.entries(filter)) {
+    if (v === undefined) continue
+    values.push(v)
+    where.push(`${col} = $${values.length}`)
+  }
+  return { text: `SELECT ${TENANT_COLUMNS} FROM tenantry.tenants${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY slug`, values }
+}
+
+export const insertTenant = (t: {
+  id: string; slug: string; name: string; status: string; tier: string; plan: string; region: string | null
+  server: string; database: string; schema: string | null; config: Record<string, unknown>
+}): Statement => ({
+  text: `INSERT INTO tenantry.tenants (id, slug, name, status, tier, plan, region, server, database, schema, config)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${TENANT_COLUMNS}`,
+  values: [t.id, t.slug, t.name, t.status, t.tier, t.plan, t.region, t.server, t.database, t.schema, JSON.stringify(t.config)],
+})
+
+export const updateTenantStatus = (id: string, status: string, reason: string | null): Statement => ({
+  text: `UPDATE tenantry.tenants SET status = $2, status_reason = $3, updated_at = now(),
+         deleted_at = CASE WHEN $2 = 'deleted' THEN coalesce(deleted_at, now()) ELSE NULL END
+         WHERE id = $1 RETURNING ${TENANT_COLUMNS}`,
+  values: [id, status, reason],
+})
+
+export const updateTenantFields = (id: string, fields: { name?: string; plan?: string; config?: Record<string, unknown> }): Statement => ({
+  text: `UPDATE tenantry.tenants SET name = coalesce($2, name), plan = coalesce($3, plan),
+         config = coalesce($4::jsonb, config), updated_at = now() WHERE id = $1 RETURNING ${TENANT_COLUMNS}`,
+  values: [id, fields.name ?? null, fields.plan ?? null, fields.config === undefined ? null : JSON.stringify(fields.config)],
+})
+
+export const deleteTenantRow = (id: string): Statement => ({ text: 'DELETE FROM tenantry.tenants WHERE id = $1', values: [id] })
+
+export const insertDomain = (domain: string, tenantId: string): Statement => ({
+  text: 'INSERT INTO tenantry.domains (domain, tenant_id) VALUES ($1, $2)',
+  values: [domain, tenantId],
+})
+export const deleteDomain = (domain: string): Statement => ({ text: 'DELETE FROM tenantry.domains WHERE domain = $1', values: [domain] })
+export const domainsOf = (tenantId: string): Statement => ({ text: 'SELECT domain FROM tenantry.domains WHERE tenant_id = $1 ORDER BY domain', values: [tenantId] })
+
+export const upsertServer = (s: { name: string; url: string; region: string | null; capacityWeight: number; mainDatabase: string }): Statement => ({
+  text: `INSERT INTO tenantry.servers (name, url, region, capacity_weight, main_database) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url, region = EXCLUDED.region,
+           capacity_weight = EXCLUDED.capacity_weight, main_database = EXCLUDED.main_database`,
+  values: [s.name, s.url, s.region, s.capacityWeight, s.mainDatabase],
+})
+export const listServers = (): Statement => ({ text: 'SELECT name, url, region, capacity_weight, main_database FROM tenantry.servers ORDER BY name', values: [] })
+
+export const upsertPlan = (name: string, settings: Record<string, unknown>): Statement => ({
+  text: 'INSERT INTO tenantry.plans (name, settings) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET settings = EXCLUDED.settings',
+  values: [name, JSON.stringify(settings)],
+})
+export const listPlans = (): Statement => ({ text: 'SELECT name, settings FROM tenantry.plans ORDER BY name', values: [] })
+
+export const notifyChange = (payload: string): Statement => ({ text: 'SELECT pg_notify($1, $2)', values: [CATALOG_CHANNEL, payload] })

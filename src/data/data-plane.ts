@@ -1,0 +1,131 @@
+import { TenantryError } from '../core/errors.ts'
+import type { Server, Tenant } from '../core/types.ts'
+import type { ServerDriver, SessionTarget } from './driver.ts'
+import type { Queryable, QueryResult } from './executor.ts'
+import type { Naming } from './naming.ts'
+import { PgServer } from './pg-server.ts'
+import { PgliteServer } from './pglite-server.ts'
+import { TIER_STRATEGIES, type MigrationTarget, type TierContext } from './tiers/index.ts'
+import type { TenantRunner } from './tenant-handle.ts'
+
+export interface DataPlaneOptions {
+  naming: Naming
+  pooledSchema: string
+  appPassword?: string
+  connectionBudget: number
+  acquireTimeoutMs: number
+  idleTimeoutMs: number
+  maxUsesPerConnection: number
+  transactionPooler: boolean
+}
+
+/**
+ * The one place that talks to PostgreSQL: a driver per server of the fleet, and the translation of
+ * a tenant into a session target through its tier.
+ *
+ * @example
+ * ```ts
+ * const rows = await dataPlane.run(tenant, 'SELECT * FROM projects', [])
+ * ```
+ */
+export class DataPlane implements TenantRunner {
+  readonly opts: DataPlaneOptions
+  private readonly drivers = new Map<string, ServerDriver>()
+  private readonly servers = new Map<string, Server>()
+  // Tenants from the catalog are frozen objects replaced on every change, so a WeakMap keyed by
+  // the object is an exact cache of the session target.
+  private readonly targets = new WeakMap<Tenant, SessionTarget>()
+
+  constructor(opts: DataPlaneOptions) {
+    this.opts = opts
+  }
+
+  /** Register (or re-register) a server of the fleet. */
+  addServer(server: Server): ServerDriver {
+    const existing = this.drivers.get(server.name)
+    if (existing && this.servers.get(server.name)?.url === server.url) return existing
+    if (existing) existing.close().catch(() => undefined)
+    const driver = server.url.startsWith('pglite:')
+      ? new PgliteServer({ name: server.name, dataDir: server.url.slice('pglite:'.length), mainDatabase: server.mainDatabase })
+      : new PgServer({
+          name: server.name,
+          url: server.url,
+          appUser: this.opts.naming.appRole,
+          appPassword: this.opts.appPassword,
+          budget: this.opts.connectionBudget,
+          acquireTimeoutMs: this.opts.acquireTimeoutMs,
+          idleTimeoutMs: this.opts.idleTimeoutMs,
+          maxUses: this.opts.maxUsesPerConnection,
+          transactionPooler: this.opts.transactionPooler,
+        })
+    this.drivers.set(server.name, driver)
+    this.servers.set(server.name, server)
+    return driver
+  }
+
+  driver(name: string): ServerDriver {
+    const d = this.drivers.get(name)
+    if (!d) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered. Add it with tenantry.addServer() first.`)
+    return d
+  }
+
+  server(name: string): Server {
+    const s = this.servers.get(name)
+    if (!s) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered. Add it with tenantry.addServer() first.`)
+    return s
+  }
+
+  serverNames(): string[] {
+    return [...this.servers.keys()]
+  }
+
+  tierContext(serverName: string): TierContext {
+    return { naming: this.opts.naming, driver: this.driver(serverName), server: this.server(serverName), pooledSchema: this.opts.pooledSchema }
+  }
+
+  /** The session target of a tenant (how its connection is pointed). */
+  target(tenant: Tenant): SessionTarget {
+    let t = this.targets.get(tenant)
+    if (!t) {
+      t = TIER_STRATEGIES[tenant.tier].session(tenant, this.opts.naming, this.opts.pooledSchema)
+      this.targets.set(tenant, t)
+    }
+    return t
+  }
+
+  /** The pooled migration target of a server. */
+  pooledTarget(serverName: string): MigrationTarget {
+    const server = this.server(serverName)
+    return {
+      server: server.name,
+      database: server.mainDatabase,
+      schema: this.opts.pooledSchema,
+      role: this.opts.naming.appRole,
+      label: `${server.name}/${this.opts.pooledSchema}`,
+    }
+  }
+
+  /** The migration target a tenant's statements run against. */
+  migrationTarget(tenant: Tenant): MigrationTarget {
+    return TIER_STRATEGIES[tenant.tier].ownTarget(tenant, this.opts.naming) ?? this.pooledTarget(tenant.placement.server)
+  }
+
+  run<R>(tenant: Tenant, text: string, values: unknown[]): Promise<QueryResult<R>> {
+    return this.driver(tenant.placement.server).tenantQuery<R>(this.target(tenant), text, values)
+  }
+
+  transaction<T>(tenant: Tenant, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.driver(tenant.placement.server).tenantTransaction(this.target(tenant), fn)
+  }
+
+  stats(): Record<string, ReturnType<ServerDriver['stats']>> {
+    return Object.fromEntries([...this.drivers].map(([name, d]) => [name, d.stats()]))
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.drivers.values()]
+    this.drivers.clear()
+    this.servers.clear()
+    await Promise.all(all.map((d) => d.close()))
+  }
+}

@@ -1,0 +1,278 @@
+import pg from 'pg'
+import { LRUCache } from 'lru-cache'
+import { TenantryError } from '../core/errors.ts'
+import { quoteIdent } from '../core/sql.ts'
+import type { Queryable, QueryResult } from './executor.ts'
+import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget } from './driver.ts'
+import { pipelined, type PipelineStep } from './pipelined-query.ts'
+import { ServerPool, type PoolSlot } from './server-pool.ts'
+
+export interface PgServerOptions {
+  name: string
+  /** Admin (owner) connection URL; its database part is ignored where another database is named. */
+  url: string
+  /** Login role and password the data plane connects with. */
+  appUser: string
+  appPassword?: string
+  budget: number
+  acquireTimeoutMs: number
+  idleTimeoutMs: number
+  maxUses: number
+  /**
+   * Behind a transaction-mode pooler (PgBouncer, RDS Proxy) no server-side prepared statement may
+   * outlive a transaction, so the tenant-entry statement is sent unnamed each time.
+   */
+  transactionPooler: boolean
+}
+
+class PgConnection {
+  broken = false
+  constructor(readonly client: pg.Client) {
+    client.on('error', () => { this.broken = true })
+  }
+  close(): Promise<void> {
+    return this.client.end()
+  }
+}
+
+const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03', '08006', '08001', '08003', '08004'])
+
+function isConnectionError(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false
+  const code = (err as { code?: unknown }).code
+  if (typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) return true
+  const message = String((err as { message?: unknown }).message ?? '')
+  return /Connection terminated|Client has encountered a connection error|connection timeout/i.test(message)
+}
+
+function urlFor(base: string, database: string, user?: string, password?: string): string {
+  const url = new URL(base)
+  url.pathname = `/${encodeURIComponent(database)}`
+  if (user !== undefined) {
+    url.username = encodeURIComponent(user)
+    url.password = password === undefined ? '' : encodeURIComponent(password)
+  }
+  return url.toString()
+}
+
+/**
+ * A PostgreSQL server reached with node-postgres. Tenant statements go through a {@link ServerPool}
+ * (one budget for all databases of the server) and are pipelined behind the tenant-entry statement:
+ * one round trip per statement, transaction-local settings only.
+ *
+ * @example
+ * ```ts
+ * const server = new PgServer({ name: 'main', url: process.env.DATABASE_URL!, appUser: 'tenantry_app', budget: 20, … })
+ * ```
+ */
+export class PgServer implements ServerDriver {
+  readonly kind = 'pg' as const
+  readonly server: string
+  private readonly opts: PgServerOptions
+  private readonly pool: ServerPool<PgConnection>
+  private readonly adminPools: LRUCache<string, pg.Pool>
+  private readonly enterName: string | undefined
+
+  constructor(opts: PgServerOptions) {
+    this.opts = opts
+    this.server = opts.name
+    this.enterName = opts.transactionPooler ? undefined : 'tenantry_enter'
+    this.pool = new ServerPool<PgConnection>({
+      server: opts.name,
+      budget: opts.budget,
+      acquireTimeoutMs: opts.acquireTimeoutMs,
+      idleTimeoutMs: opts.idleTimeoutMs,
+      maxUses: opts.maxUses,
+      connect: (database) => this.connectApp(database),
+    })
+    this.adminPools = new LRUCache<string, pg.Pool>({
+      max: 8,
+      dispose: (pool) => { pool.end().catch(() => undefined) },
+    })
+  }
+
+  async tenantQuery<R>(target: SessionTarget, text: string, values: unknown[]): Promise<QueryResult<R>> {
+    const slot = await this.acquire(target.database)
+    let discard = false
+    try {
+      const steps: PipelineStep[] = [{ name: this.enterName, text: ENTER_TENANT_SQL, values: enterValues(target) }]
+      const res = await pipelined(slot.conn.client, steps, text, values)
+      return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 }
+    } catch (err) {
+      discard = await this.afterError(slot, err)
+      throw this.mapError(err, target)
+    } finally {
+      this.pool.release(slot, discard || slot.conn.broken || slot.conn.client.getTransactionStatus() !== 'I')
+    }
+  }
+
+  async tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    const slot = await this.acquire(target.database)
+    const client = slot.conn.client
+    let discard = false
+    try {
+      await pipelined(client, [{ text: 'BEGIN', values: [] }], ENTER_TENANT_SQL, enterValues(target))
+      const tx: Queryable = {
+        query: async <R>(text: string, values: unknown[] = []) => {
+          const res = await client.query({ text, values, queryMode: 'extended' } as pg.QueryConfig)
+          return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 }
+        },
+      }
+      const result = await fn(tx)
+      await client.query('COMMIT')
+      return result
+    } catch (err) {
+      discard = await this.afterError(slot, err)
+      throw this.mapError(err, target)
+    } finally {
+      this.pool.release(slot, discard || slot.conn.broken || client.getTransactionStatus() !== 'I')
+    }
+  }
+
+  admin(database: string): AdminQueryable {
+    let pool = this.adminPools.get(database)
+    if (!pool) {
+      pool = new pg.Pool({ connectionString: urlFor(this.opts.url, database), max: 4, idleTimeoutMillis: 5_000 })
+      pool.on('error', () => undefined)
+      this.adminPools.set(database, pool)
+    }
+    const p = pool
+    const run = async <R>(q: Queryable | pg.Pool | pg.PoolClient, text: string, values?: unknown[]): Promise<QueryResult<R>> => {
+      const res = await (q as pg.Pool).query(text, values)
+      return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 }
+    }
+    return {
+      query: (text, values) => run(p, text, values ?? []),
+      exec: async (sql) => { await p.query(sql) },
+      transaction: async (fn) => {
+        const client = await p.connect()
+        let broken = false
+        try {
+          await client.query('BEGIN')
+          const result = await fn({
+            query: (text, values) => run(client, text, values ?? []),
+            exec: async (sql) => { await client.query(sql) },
+          })
+          await client.query('COMMIT')
+          return result
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => { broken = true })
+          throw err
+        } finally {
+          client.release(broken)
+        }
+      },
+    }
+  }
+
+  async databaseExists(name: string): Promise<boolean> {
+    const res = await this.admin('postgres').query('SELECT 1 FROM pg_database WHERE datname = $1', [name])
+    return res.rowCount > 0
+  }
+
+  async createDatabase(name: string): Promise<void> {
+    await this.admin('postgres').query(`CREATE DATABASE ${quoteIdent(name)}`)
+  }
+
+  async dropDatabase(name: string): Promise<void> {
+    await this.pool.closeDatabase(name)
+    const pool = this.adminPools.get(name)
+    if (pool) {
+      this.adminPools.delete(name)
+    }
+    await this.admin('postgres').query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`)
+  }
+
+  async listen(channel: string, onMessage: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>> {
+    let client: pg.Client | undefined
+    let stopped = false
+    let retry: NodeJS.Timeout | undefined
+    const database = new URL(this.opts.url).pathname.slice(1) || 'postgres'
+    const connect = async (isRetry: boolean): Promise<void> => {
+      const c = new pg.Client({ connectionString: urlFor(this.opts.url, database) })
+      c.on('notification', (msg) => { if (msg.channel === channel) onMessage(msg.payload ?? '') })
+      c.on('error', () => undefined)
+      c.on('end', () => {
+        if (stopped) return
+        retry = setTimeout(() => { connect(true).catch(() => undefined) }, 500)
+        retry.unref()
+      })
+      try {
+        await c.connect()
+        await c.query(`LISTEN ${quoteIdent(channel)}`)
+        client = c
+        // Notifications sent while we were away are lost: the caller must forget what it cached.
+        if (isRetry) onReconnect?.()
+      } catch (err) {
+        c.end().catch(() => undefined)
+        if (!isRetry) throw err
+      }
+    }
+    await connect(false)
+    return async () => {
+      stopped = true
+      if (retry) clearTimeout(retry)
+      await client?.end().catch(() => undefined)
+    }
+  }
+
+  stats() {
+    return this.pool.stats()
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close()
+    const pools = [...this.adminPools.values()]
+    this.adminPools.clear()
+    await Promise.all(pools.map((p) => p.end().catch(() => undefined)))
+  }
+
+  private async acquire(database: string): Promise<PoolSlot<PgConnection>> {
+    for (;;) {
+      const slot = await this.pool.acquire(database).catch((err) => { throw this.mapError(err, undefined) })
+      if (!slot.conn.broken) return slot
+      this.pool.release(slot, true)
+    }
+  }
+
+  private async connectApp(database: string): Promise<PgConnection> {
+    const client = new pg.Client({
+      connectionString: urlFor(this.opts.url, database, this.opts.appUser, this.opts.appPassword),
+      connectionTimeoutMillis: this.opts.acquireTimeoutMs,
+    })
+    const conn = new PgConnection(client)
+    try {
+      await client.connect()
+    } catch (err) {
+      client.end().catch(() => undefined)
+      throw err
+    }
+    return conn
+  }
+
+  /**
+   * After a failed statement, make sure no transaction (and so no tenant setting) survives into the
+   * next use of the connection. Returns true when the connection must be discarded.
+   */
+  private async afterError(slot: PoolSlot<PgConnection>, err: unknown): Promise<boolean> {
+    if (slot.conn.broken || isConnectionError(err) || !(err instanceof pg.DatabaseError)) return true
+    try {
+      // Queued behind the failed query's ReadyForQuery, so the status read after it is current.
+      await slot.conn.client.query('ROLLBACK')
+      return slot.conn.client.getTransactionStatus() !== 'I'
+    } catch {
+      return true
+    }
+  }
+
+  private mapError(err: unknown, target: SessionTarget | undefined): unknown {
+    if (isConnectionError(err)) {
+      return new TenantryError(
+        'TENANT_UNAVAILABLE',
+        `The database of this tenant cannot be reached (server '${this.server}'${target ? `, database '${target.database}'` : ''}). Retry later.`,
+        { cause: err, retryAfter: 5 },
+      )
+    }
+    return err
+  }
+}

@@ -1,0 +1,215 @@
+import { mkdirSync, existsSync, readFileSync, writeFileSync, rmSync, openSync, closeSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { PGlite, types } from '@electric-sql/pglite'
+import { TenantryError } from '../core/errors.ts'
+import type { Queryable, QueryResult } from './executor.ts'
+import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget } from './driver.ts'
+
+export interface PgliteServerOptions {
+  name: string
+  /** A directory, or `memory` for an in-memory fleet (tests). */
+  dataDir: string
+  mainDatabase: string
+  /** Most PGlite instances open at once (each costs 200–300 MB); idle ones beyond it are closed. */
+  maxOpen?: number
+}
+
+interface Instance {
+  db: Promise<PGlite>
+  refs: number
+  lastUsed: number
+}
+
+// node-postgres returns int8 and numeric as strings; PGlite must agree so that app code is the same
+// on both drivers.
+const PARSERS = { [types.INT8]: (v: string) => v, [types.NUMERIC]: (v: string) => v }
+
+function toResult<R>(res: { rows: unknown[]; affectedRows?: number }): QueryResult<R> {
+  return { rows: res.rows as R[], rowCount: res.affectedRows || res.rows.length }
+}
+
+/**
+ * The embedded engine: PostgreSQL compiled to WebAssembly. PGlite has one database per instance,
+ * so each database of this "server" is its own instance (the main one in `<dataDir>/main`, a
+ * database-tier tenant's in `<dataDir>/databases/<name>`). Each instance runs one statement at a
+ * time; a tenant statement holds the instance for its whole transaction.
+ *
+ * PGlite's session is a superuser: every tenant transaction switches to a non-owner role with
+ * `set_config('role', …, true)`, and tenant handles refuse statements that would switch back.
+ *
+ * @example
+ * ```ts
+ * const server = new PgliteServer({ name: 'main', dataDir: '.tenantry', mainDatabase: 'main' })
+ * ```
+ */
+export class PgliteServer implements ServerDriver {
+  readonly kind = 'pglite' as const
+  readonly server: string
+  private readonly opts: PgliteServerOptions
+  private readonly instances = new Map<string, Instance>()
+  private readonly memory: boolean
+  private readonly lockFile?: string
+  private busy = 0
+  private peakOpen = 0
+
+  constructor(opts: PgliteServerOptions) {
+    this.opts = opts
+    this.server = opts.name
+    this.memory = opts.dataDir === 'memory'
+    if (!this.memory) {
+      const dir = resolve(opts.dataDir)
+      mkdirSync(join(dir, 'databases'), { recursive: true })
+      this.lockFile = join(dir, 'tenantry.pid')
+      acquireDirLock(this.lockFile, dir)
+    }
+  }
+
+  async tenantQuery<R>(target: SessionTarget, text: string, values: unknown[]): Promise<QueryResult<R>> {
+    return this.use(target.database, (db) =>
+      db.transaction(async (tx) => {
+        await tx.query(ENTER_TENANT_SQL, enterValues(target))
+        return toResult<R>(await tx.query(text, values))
+      }),
+    )
+  }
+
+  async tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.use(target.database, (db) =>
+      db.transaction(async (tx) => {
+        await tx.query(ENTER_TENANT_SQL, enterValues(target))
+        return fn({ query: async <R>(text: string, values: unknown[] = []) => toResult<R>(await tx.query(text, values)) })
+      }),
+    )
+  }
+
+  admin(database: string): AdminQueryable {
+    return {
+      query: <R>(text: string, values?: unknown[]) => this.use(database, async (db) => toResult<R>(await db.query(text, values ?? []))),
+      exec: (sql) => this.use(database, async (db) => { await db.exec(sql) }),
+      transaction: (fn) =>
+        this.use(database, (db) =>
+          db.transaction((tx) =>
+            fn({
+              query: async <R>(text: string, values?: unknown[]) => toResult<R>(await tx.query(text, values ?? [])),
+              exec: async (sql: string) => { await tx.exec(sql) },
+            }),
+          ),
+        ),
+    }
+  }
+
+  async databaseExists(name: string): Promise<boolean> {
+    if (this.instances.has(name)) return true
+    return !this.memory && existsSync(join(this.dirOf(name), 'PG_VERSION'))
+  }
+
+  async createDatabase(name: string): Promise<void> {
+    if (await this.databaseExists(name)) {
+      throw new TenantryError('CONFLICT', `Database '${name}' already exists on server '${this.server}'.`)
+    }
+    await this.use(name, async () => undefined)
+  }
+
+  async dropDatabase(name: string): Promise<void> {
+    const inst = this.instances.get(name)
+    if (inst) {
+      this.instances.delete(name)
+      await (await inst.db).close().catch(() => undefined)
+    }
+    if (!this.memory) rmSync(this.dirOf(name), { recursive: true, force: true })
+  }
+
+  async listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>> {
+    const db = await this.open(this.opts.mainDatabase).db
+    const unlisten = await db.listen(channel, onMessage)
+    return async () => { await unlisten().catch(() => undefined) }
+  }
+
+  stats() {
+    return { open: this.instances.size, busy: this.busy, idle: this.instances.size - this.busy, waiting: 0, peakOpen: this.peakOpen }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.instances.values()]
+    this.instances.clear()
+    await Promise.all(all.map(async (i) => (await i.db.catch(() => null))?.close().catch(() => undefined)))
+    if (this.lockFile) rmSync(this.lockFile, { force: true })
+  }
+
+  private dirOf(database: string): string {
+    const root = resolve(this.opts.dataDir)
+    return database === this.opts.mainDatabase ? join(root, 'main') : join(root, 'databases', database)
+  }
+
+  private open(database: string): Instance {
+    let inst = this.instances.get(database)
+    if (!inst) {
+      const db = PGlite.create(this.memory ? undefined : this.dirOf(database), { parsers: PARSERS })
+      inst = { db, refs: 0, lastUsed: Date.now() }
+      this.instances.set(database, inst)
+      db.catch(() => this.instances.delete(database))
+      if (this.instances.size > this.peakOpen) this.peakOpen = this.instances.size
+      this.evictIdle()
+    }
+    return inst
+  }
+
+  private async use<T>(database: string, fn: (db: PGlite) => Promise<T>): Promise<T> {
+    const inst = this.open(database)
+    inst.refs++
+    this.busy++
+    try {
+      return await fn(await inst.db)
+    } finally {
+      inst.refs--
+      this.busy--
+      inst.lastUsed = Date.now()
+    }
+  }
+
+  private evictIdle(): void {
+    const max = this.opts.maxOpen ?? 16
+    if (this.memory || this.instances.size <= max) return
+    const idle = [...this.instances.entries()]
+      .filter(([name, i]) => i.refs === 0 && name !== this.opts.mainDatabase)
+      .sort((a, b) => a[1].lastUsed - b[1].lastUsed)
+    for (const [name, inst] of idle.slice(0, this.instances.size - max)) {
+      this.instances.delete(name)
+      inst.db.then((db) => db.close()).catch(() => undefined)
+    }
+  }
+}
+
+/** One process per data directory: PGlite would corrupt a directory two processes write to. */
+function acquireDirLock(lockFile: string, dir: string): void {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(lockFile, 'wx')
+      writeFileSync(fd, String(process.pid))
+      closeSync(fd)
+      return
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const pid = Number(readFileSync(lockFile, 'utf8').trim())
+      if (pid && pid !== process.pid && isAlive(pid)) {
+        throw new TenantryError(
+          'DATA_DIR_LOCKED',
+          `The data directory '${dir}' is in use by process ${pid} (probably a running 'npm start'). Stop it first, or set TENANTRY_DATA_DIR to another directory, or use DATABASE_URL.`,
+          { details: { pid, dir } },
+        )
+      }
+      // A stale lock from a process that died: take it over.
+      rmSync(lockFile, { force: true })
+    }
+  }
+  throw new TenantryError('DATA_DIR_LOCKED', `Could not lock the data directory '${dir}'.`)
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}

@@ -1,0 +1,59 @@
+import { quoteIdent } from '../core/sql.ts'
+
+/**
+ * What every database that holds tenant data gets once: the `tenantry` schema with the policy
+ * helper `tenantry.tenant_id()` and the migration ledger. The helper is STABLE and used as
+ * `(select tenantry.tenant_id())` in policies so it is evaluated once per statement (LESSONS).
+ */
+export const BOOTSTRAP_DATABASE_SQL = `
+SELECT pg_advisory_xact_lock(7406710001);
+CREATE SCHEMA IF NOT EXISTS tenantry;
+CREATE OR REPLACE FUNCTION tenantry.tenant_id() RETURNS uuid
+  LANGUAGE sql STABLE PARALLEL SAFE
+  AS $$ SELECT nullif(current_setting('tenantry.tenant_id', true), '')::uuid $$;
+GRANT USAGE ON SCHEMA tenantry TO PUBLIC;
+CREATE TABLE IF NOT EXISTS tenantry.migrations (
+  target text NOT NULL,
+  version text NOT NULL,
+  name text NOT NULL,
+  checksum text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (target, version)
+);
+REVOKE ALL ON tenantry.migrations FROM PUBLIC;
+`
+
+/**
+ * Create a role if it is missing. CREATE ROLE takes no parameters, so the name goes through the
+ * quoting helper; roles are derived from the role prefix and tenant ids, never from user input.
+ */
+export function ensureRoleSql(role: string, attributes: string): string {
+  const lit = role.replace(/'/g, "''")
+  return `DO $tenantry$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${lit}') THEN
+    CREATE ROLE ${quoteIdent(role)} ${attributes};
+  END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $tenantry$;`
+}
+
+/** The login role of the data plane: never owner, never superuser, never BYPASSRLS. */
+export function ensureAppRoleSql(role: string, password?: string): string {
+  const pw = password === undefined ? '' : ` PASSWORD '${password.replace(/'/g, "''")}'`
+  return ensureRoleSql(role, `LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE${pw}`)
+}
+
+/** A tenant's own role; the app role may SET ROLE to it but does not inherit its rights. */
+export function ensureTenantRoleSql(role: string, appRole: string): string {
+  return `${ensureRoleSql(role, 'NOLOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS')}
+GRANT ${quoteIdent(role)} TO ${quoteIdent(appRole)};`
+}
+
+/** Give `role` the data rights on everything a migration made in `schema`. */
+export function grantSchemaSql(schema: string, role: string): string {
+  const s = quoteIdent(schema)
+  const r = quoteIdent(role)
+  return `GRANT USAGE ON SCHEMA ${s} TO ${r};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${s} TO ${r};
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${r};`
+}

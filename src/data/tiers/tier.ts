@@ -1,0 +1,36 @@
+import type { Placement, Server, Tenant, Tier } from '../../core/types.ts'
+import type { ServerDriver, SessionTarget } from '../driver.ts'
+import type { Naming } from '../naming.ts'
+
+/** One schema that migrations run against, and the role that gets rights on what they create. */
+export interface MigrationTarget {
+  server: string
+  database: string
+  schema: string
+  role: string
+  /** Human label: `main/public`, `main/t_0a1b…`, `main/tenantry_t_0a1b…/public`. */
+  label: string
+}
+
+export interface TierContext {
+  naming: Naming
+  driver: ServerDriver
+  server: Server
+  pooledSchema: string
+}
+
+/**
+ * A tier says only how a connection is pointed at a tenant, how the tenant's room is made, and what
+ * its migration target is. Everything else in Tenantry is tier-blind (invariant 4).
+ */
+export interface TierStrategy {
+  readonly tier: Tier
+  placement(tenantId: string, server: Server, naming: Naming): Placement
+  session(tenant: Tenant, naming: Naming, pooledSchema: string): SessionTarget
+  /** The target this tenant owns alone, or null when it shares its server's pooled target. */
+  ownTarget(tenant: Tenant, naming: Naming): MigrationTarget | null
+  /** Make the tenant's room (role, schema, database). Idempotent: a resumed provision runs it again. */
+  create(ctx: TierContext, tenant: Tenant): Promise<void>
+  /** Remove the tenant's room and rows; returns what was removed, for the report. Idempotent. */
+  remove(ctx: TierContext, tenant: Tenant, tables: string[]): Promise<string[]>
+}

@@ -1,0 +1,141 @@
+import { createHash } from 'node:crypto'
+import { readdirSync, readFileSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { TenantryError } from '../core/errors.ts'
+import { quoteIdent } from '../core/sql.ts'
+import type { AdminQueryable } from '../data/driver.ts'
+import { grantSchemaSql } from '../data/sql.ts'
+import type { MigrationTarget } from '../data/tiers/index.ts'
+
+/** One migration file: `migrations/0001_create_projects.sql`. */
+export interface MigrationFile {
+  version: string
+  name: string
+  sql: string
+  checksum: string
+}
+
+const FILE_RE = /^(\d+)_([A-Za-z0-9_-]+)\.sql$/
+
+/**
+ * Read the migration files of an app, sorted by version. Files not named `NNNN_name.sql` are
+ * refused, and so are two files with one version.
+ *
+ * @example
+ * ```ts
+ * const files = loadMigrations('./migrations')
+ * ```
+ */
+export function loadMigrations(dir: string): MigrationFile[] {
+  if (!existsSync(dir)) throw new TenantryError('CONFIG_INVALID', `The migrations directory '${dir}' does not exist.`)
+  const files: MigrationFile[] = []
+  const seen = new Map<string, string>()
+  for (const entry of readdirSync(dir).sort()) {
+    if (!entry.endsWith('.sql')) continue
+    const m = FILE_RE.exec(entry)
+    if (!m) throw new TenantryError('CONFIG_INVALID', `Migration file '${entry}' must be named NNNN_name.sql (digits, underscore, a name).`)
+    const version = m[1]
+    if (seen.has(version)) {
+      throw new TenantryError('CONFIG_INVALID', `Migration files '${seen.get(version)}' and '${entry}' have the same version ${version}.`)
+    }
+    seen.set(version, entry)
+    const sql = readFileSync(join(dir, entry), 'utf8')
+    files.push({ version, name: m[2], sql, checksum: checksumOf(sql) })
+  }
+  return files.sort((a, b) => Number(a.version) - Number(b.version) || a.version.localeCompare(b.version))
+}
+
+/** sha256 of the file with line endings normalised, so a checkout on Windows does not "edit" it. */
+export function checksumOf(sql: string): string {
+  return createHash('sha256').update(sql.replace(/\r\n/g, '\n')).digest('hex')
+}
+
+export interface MigrateTargetOptions {
+  /** DDL waits at most this long for a lock, so it never stalls traffic queued behind it. */
+  lockTimeoutMs?: number
+  /** Retries of a file that hit the lock timeout, with doubling backoff. */
+  lockRetries?: number
+}
+
+export interface MigrateTargetResult {
+  target: string
+  applied: string[]
+}
+
+/**
+ * Read a target's ledger: version → checksum. Empty when the ledger has no rows for it.
+ */
+export async function appliedMigrations(admin: AdminQueryable, target: MigrationTarget): Promise<Map<string, string>> {
+  const res = await admin.query<{ version: string; checksum: string }>('SELECT version, checksum FROM tenantry.migrations WHERE target = $1', [target.schema])
+  return new Map(res.rows.map((r) => [r.version, r.checksum]))
+}
+
+/**
+ * The files not yet applied to a target. An applied file whose checksum changed is refused with
+ * `MIGRATION_CHECKSUM_MISMATCH`: edit history by adding a new migration, never by changing one.
+ */
+export function pendingMigrations(files: MigrationFile[], applied: Map<string, string>, label: string): MigrationFile[] {
+  for (const f of files) {
+    const sum = applied.get(f.version)
+    if (sum !== undefined && sum !== f.checksum) {
+      throw new TenantryError(
+        'MIGRATION_CHECKSUM_MISMATCH',
+        `Migration ${f.version}_${f.name} was edited after it was applied to ${label}. Restore the original file and put the change in a new migration.`,
+        { details: { target: label, version: f.version } },
+      )
+    }
+  }
+  return files.filter((f) => !applied.has(f.version))
+}
+
+/**
+ * Apply the pending files to one target, each in its own transaction together with its ledger row
+ * and the grants for the target's role: a target is never left between two versions.
+ *
+ * @example
+ * ```ts
+ * await migrateTarget(driver.admin('app'), target, loadMigrations('migrations'))
+ * ```
+ */
+export async function migrateTarget(
+  admin: AdminQueryable,
+  target: MigrationTarget,
+  files: MigrationFile[],
+  opts: MigrateTargetOptions = {},
+): Promise<MigrateTargetResult> {
+  const pending = pendingMigrations(files, await appliedMigrations(admin, target), target.label)
+  const applied: string[] = []
+  const lockTimeout = opts.lockTimeoutMs ?? 3000
+  for (const file of pending) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const done = await admin.transaction(async (tx) => {
+          // Serialises workers on one target; the ledger is re-read under the lock.
+          await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tenantry.migrate:${target.database}:${target.schema}`])
+          const again = await tx.query('SELECT 1 FROM tenantry.migrations WHERE target = $1 AND version = $2', [target.schema, file.version])
+          if (again.rowCount > 0) return false
+          await tx.query("SELECT set_config('search_path', $1, true), set_config('lock_timeout', $2, true)", [quoteIdent(target.schema), `${lockTimeout}ms`])
+          await tx.exec(file.sql)
+          await tx.query('INSERT INTO tenantry.migrations (target, version, name, checksum) VALUES ($1, $2, $3, $4)', [
+            target.schema, file.version, file.name, file.checksum,
+          ])
+          await tx.exec(grantSchemaSql(target.schema, target.role))
+          return true
+        })
+        if (done) applied.push(`${file.version}_${file.name}`)
+        break
+      } catch (err) {
+        const code = (err as { code?: string }).code
+        if (code === '55P03' && attempt < (opts.lockRetries ?? 5)) {
+          await new Promise((r) => setTimeout(r, 100 * 2 ** attempt))
+          continue
+        }
+        throw new TenantryError('MIGRATION_FAILED', `Migration ${file.version}_${file.name} failed on ${target.label}: ${(err as Error).message}`, {
+          cause: err,
+          details: { target: target.label, version: file.version },
+        })
+      }
+    }
+  }
+  return { target: target.label, applied }
+}

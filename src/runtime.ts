@@ -1,0 +1,286 @@
+import { resolve as resolvePath } from 'node:path'
+import { Catalog } from './catalog/catalog.ts'
+import { withTenant as runWithTenant, currentTenant } from './context/context.ts'
+import { TenantryError } from './core/errors.ts'
+import type { Server, Tenant, TenantStatus } from './core/types.ts'
+import { isUuid, printable } from './core/validation.ts'
+import { DataPlane } from './data/data-plane.ts'
+import { naming as makeNaming } from './data/naming.ts'
+import { BOOTSTRAP_DATABASE_SQL, ensureAppRoleSql } from './data/sql.ts'
+import { TenantHandle } from './data/tenant-handle.ts'
+import { TIER_STRATEGIES } from './data/tiers/index.ts'
+import { checkDatabase, type Finding } from './doctor/index.ts'
+import { loadMigrations, migrateTarget, type MigrationFile } from './lifecycle/migrator.ts'
+import { provision, type ProvisionOptions } from './lifecycle/provision.ts'
+import type { RequestInfo, ResolveStrategy } from './resolve/index.ts'
+import { TenantResolver, header } from './resolve/index.ts'
+
+/**
+ * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
+ * (PGlite in `.tenantry/`) and resolves tenants from an `x-tenant` header.
+ */
+export interface TenantryOptions {
+  /** Admin URL of the main server (holds the catalog). Default: `DATABASE_URL`; without it, embedded PGlite. */
+  databaseUrl?: string
+  /** Embedded data directory, or `memory`. Default: `TENANTRY_DATA_DIR`, else `.tenantry`. */
+  dataDir?: string
+  /** Directory of the app's migrations (`NNNN_name.sql`), the same for every tier. */
+  migrations?: string
+  /** Prefix of the roles and databases Tenantry creates (cluster-wide names). Default `tenantry`. */
+  rolePrefix?: string
+  /** Schema of the pooled tables. Default `public`. */
+  pooledSchema?: string
+  /** Password of the app login role. Default: `TENANTRY_APP_PASSWORD`, else none (trust/peer auth). */
+  appPassword?: string
+  /** Resolve strategies, tried in order. Default: `[header()]`. */
+  resolve?: ResolveStrategy[]
+  /** Most connections the data plane opens to one server, all databases together. Default 20. */
+  connectionBudget?: number
+  /** How long a statement waits for a connection. Default 5000 ms. */
+  acquireTimeoutMs?: number
+  /** Idle connections are closed after this. Default 30000 ms. */
+  idleTimeoutMs?: number
+  /** A connection is recycled after this many statements (bounds backend memory). Default 5000. */
+  maxUsesPerConnection?: number
+  /** Set when a transaction-mode pooler (PgBouncer, RDS Proxy) sits in front of PostgreSQL. */
+  transactionPooler?: boolean
+  /** Backstop expiry of the catalog cache; notifications clear it sooner. Default 60000 ms. */
+  cacheTtlMs?: number
+}
+
+/** A target's result in a fleet migration. */
+export interface TargetMigration {
+  target: string
+  tenant?: string
+  status: 'done' | 'skipped' | 'failed'
+  applied: string[]
+  error?: TenantryError
+}
+
+/**
+ * The Tenantry runtime: the catalog, the data plane, resolution and the tenant-scoped handles.
+ * Created with {@link createTenantry}.
+ */
+export interface Tenantry {
+  readonly catalog: Catalog
+  /**
+   * The ambient handle: runs against the tenant of the current context (a resolved request or
+   * `withTenant`) and throws `TENANT_CONTEXT_MISSING` outside one.
+   */
+  readonly db: TenantHandle
+  readonly resolver: TenantResolver
+  readonly dataPlane: DataPlane
+  readonly migrationFiles: MigrationFile[]
+  /** The tenant a request names, or a coded error (400/403/404/503). */
+  resolve(req: RequestInfo): Promise<Tenant>
+  /** A handle bound to one tenant. */
+  handle(tenant: Tenant): TenantHandle
+  /** Run `fn` as `tenant` (a tenant, slug or id); it must be active. */
+  withTenant<T>(tenant: Tenant | string, fn: () => Promise<T>): Promise<T>
+  /** Find a tenant by slug or id (`null` when none). */
+  findTenant(slugOrId: string): Promise<Tenant | null>
+  provision(input: ProvisionOptions): Promise<Tenant>
+  /** Bring every target of every server to the latest migration. */
+  migrate(): Promise<TargetMigration[]>
+  setStatus(slugOrId: string, status: Exclude<TenantStatus, 'provisioning'>, reason?: string): Promise<Tenant>
+  addDomain(slugOrId: string, domain: string): Promise<void>
+  /** Register another PostgreSQL server of the fleet. */
+  addServer(server: { name: string; url: string; region?: string; capacityWeight?: number }): Promise<void>
+  /** Check every target against invariants 1–2. */
+  doctor(): Promise<Finding[]>
+  close(): Promise<void>
+}
+
+/**
+ * Create the Tenantry runtime: opens the catalog (creating it on first use), registers the fleet's
+ * servers and reads the app's migrations. The one place concrete parts are put together.
+ *
+ * @example
+ * ```ts
+ * const tenantry = await createTenantry({
+ *   migrations: './migrations',
+ *   resolve: [subdomain({ baseDomain: 'example.com' }), header()],
+ * })
+ * const acme = await tenantry.provision({ slug: 'acme', tier: 'schema' })
+ * await tenantry.withTenant('acme', () => tenantry.db.query('SELECT * FROM projects'))
+ * ```
+ */
+export async function createTenantry(options: TenantryOptions = {}): Promise<Tenantry> {
+  const databaseUrl = options.databaseUrl ?? process.env.DATABASE_URL ?? undefined
+  const naming = makeNaming(options.rolePrefix ?? 'tenantry')
+  const pooledSchema = options.pooledSchema ?? 'public'
+  const appPassword = options.appPassword ?? process.env.TENANTRY_APP_PASSWORD ?? undefined
+  const dataPlane = new DataPlane({
+    naming,
+    pooledSchema,
+    appPassword,
+    connectionBudget: options.connectionBudget ?? 20,
+    acquireTimeoutMs: options.acquireTimeoutMs ?? 5000,
+    idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
+    maxUsesPerConnection: options.maxUsesPerConnection ?? 5000,
+    transactionPooler: options.transactionPooler ?? false,
+  })
+
+  const main: Server = databaseUrl
+    ? { name: 'main', url: databaseUrl, region: null, capacityWeight: 1, mainDatabase: databaseFromUrl(databaseUrl) }
+    : {
+        name: 'main',
+        url: `pglite:${dataDirOf(options.dataDir)}`,
+        region: null,
+        capacityWeight: 1,
+        mainDatabase: 'main',
+      }
+  const mainDriver = dataPlane.addServer(main)
+  const files = options.migrations ? loadMigrations(options.migrations) : []
+
+  let catalog: Catalog
+  try {
+    await bootstrapServer(main)
+    catalog = new Catalog({
+      admin: mainDriver.admin(main.mainDatabase),
+      listen: (channel, onMessage, onReconnect) => mainDriver.listen(channel, onMessage, onReconnect),
+      cacheTtlMs: options.cacheTtlMs,
+    })
+    await catalog.init()
+    const known = await catalog.listServers()
+    const stored = known.find((s) => s.name === 'main')
+    if (!stored || stored.url !== main.url || stored.mainDatabase !== main.mainDatabase) await catalog.upsertServer(main)
+    for (const s of known) if (s.name !== 'main') dataPlane.addServer(s)
+  } catch (err) {
+    await dataPlane.close().catch(() => undefined)
+    throw err
+  }
+
+  async function bootstrapServer(server: Server): Promise<void> {
+    const admin = dataPlane.driver(server.name).admin(server.mainDatabase)
+    await admin.transaction(async (tx) => {
+      await tx.exec(BOOTSTRAP_DATABASE_SQL)
+      await tx.exec(ensureAppRoleSql(naming.appRole, appPassword))
+    })
+  }
+
+  const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
+  const handles = new WeakMap<Tenant, TenantHandle>()
+
+  async function findTenant(slugOrId: string): Promise<Tenant | null> {
+    if (typeof slugOrId !== 'string') return null
+    return isUuid(slugOrId) ? catalog.byId(slugOrId) : catalog.bySlug(slugOrId)
+  }
+
+  async function mustFind(slugOrId: string): Promise<Tenant> {
+    const t = await findTenant(slugOrId)
+    if (!t) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug or id '${printable(String(slugOrId))}'.`)
+    return t
+  }
+
+  const tenantry: Tenantry = {
+    catalog,
+    dataPlane,
+    resolver,
+    migrationFiles: files,
+    db: new TenantHandle(dataPlane, currentTenant),
+    resolve: (req) => resolver.resolve(req),
+    handle(tenant) {
+      let h = handles.get(tenant)
+      if (!h) handles.set(tenant, (h = new TenantHandle(dataPlane, tenant)))
+      return h
+    },
+    findTenant,
+    async withTenant(tenantOrSlug, fn) {
+      const tenant = typeof tenantOrSlug === 'string' ? await mustFind(tenantOrSlug) : tenantOrSlug
+      if (tenant.status !== 'active') {
+        throw new TenantryError(
+          tenant.status === 'suspended' ? 'TENANT_SUSPENDED' : tenant.status === 'deleted' ? 'TENANT_NOT_FOUND' : 'TENANT_NOT_READY',
+          `Tenant '${tenant.slug}' is ${tenant.status}${tenant.statusReason ? `: ${tenant.statusReason}` : ''}.`,
+        )
+      }
+      return runWithTenant(tenant, fn)
+    },
+    provision: (input) => provision(catalog, dataPlane, files, input),
+    async migrate() {
+      const results: TargetMigration[] = []
+      const run = async (label: string, tenant: string | undefined, fn: () => Promise<{ applied: string[] }>) => {
+        try {
+          const { applied } = await fn()
+          results.push({ target: label, tenant, status: applied.length ? 'done' : 'skipped', applied })
+        } catch (err) {
+          const error = err instanceof TenantryError ? err : new TenantryError('MIGRATION_FAILED', String((err as Error).message), { cause: err })
+          results.push({ target: label, tenant, status: 'failed', applied: [], error })
+        }
+      }
+      for (const name of dataPlane.serverNames()) {
+        const target = dataPlane.pooledTarget(name)
+        await run(target.label, undefined, () => migrateTarget(dataPlane.driver(name).admin(target.database), target, files))
+      }
+      for (const tenant of await catalog.list()) {
+        if (tenant.status === 'deleted' || !TIER_STRATEGIES[tenant.tier].ownTarget(tenant, naming)) continue
+        const target = dataPlane.migrationTarget(tenant)
+        await run(target.label, tenant.slug, () => migrateTarget(dataPlane.driver(target.server).admin(target.database), target, files))
+      }
+      return results
+    },
+    async setStatus(slugOrId, status, reason) {
+      const tenant = await mustFind(slugOrId)
+      return catalog.setStatus(tenant.id, status, reason ?? null)
+    },
+    async addDomain(slugOrId, domain) {
+      const tenant = await mustFind(slugOrId)
+      await catalog.addDomain(tenant.id, domain.toLowerCase())
+    },
+    async addServer(input) {
+      if (!/^[a-z][a-z0-9_-]{0,62}$/.test(input.name)) {
+        throw new TenantryError('VALIDATION_FAILED', `Server name '${printable(input.name)}' must be lowercase letters, digits, - and _.`)
+      }
+      const server: Server = {
+        name: input.name,
+        url: input.url,
+        region: input.region ?? null,
+        capacityWeight: input.capacityWeight ?? 1,
+        mainDatabase: input.url.startsWith('pglite:') ? 'main' : databaseFromUrl(input.url),
+      }
+      dataPlane.addServer(server)
+      await bootstrapServer(server)
+      await catalog.upsertServer(server)
+    },
+    async doctor() {
+      const findings: Finding[] = []
+      const tenants = await catalog.list()
+      for (const name of dataPlane.serverNames()) {
+        const server = dataPlane.server(name)
+        const inMain = tenants.filter((t) => t.placement.server === name && t.tier !== 'database' && t.status !== 'deleted')
+        const schemas = [pooledSchema, ...inMain.filter((t) => t.tier === 'schema').map((t) => t.placement.schema!)]
+        const roles = [naming.appRole, ...inMain.filter((t) => t.tier === 'schema').map((t) => naming.tenantRole(t.id))]
+        findings.push(...(await checkDatabase(dataPlane.driver(name).admin(server.mainDatabase), { schemas, roles, target: `${name}/${server.mainDatabase}` })))
+        for (const t of tenants.filter((x) => x.placement.server === name && x.tier === 'database' && x.status !== 'deleted')) {
+          findings.push(
+            ...(await checkDatabase(dataPlane.driver(name).admin(t.placement.database), {
+              schemas: ['public'],
+              roles: [naming.appRole, naming.tenantRole(t.id)],
+              target: `${name}/${t.placement.database}`,
+            })),
+          )
+        }
+      }
+      return findings
+    },
+    async close() {
+      await catalog.close()
+      await dataPlane.close()
+    },
+  }
+  return tenantry
+}
+
+function databaseFromUrl(url: string): string {
+  try {
+    const name = decodeURIComponent(new URL(url).pathname.slice(1))
+    return name || 'postgres'
+  } catch {
+    throw new TenantryError('CONFIG_INVALID', `DATABASE_URL '${printable(url.replace(/:[^:@/]*@/, ':***@'))}' is not a valid postgres:// URL.`)
+  }
+}
+
+function dataDirOf(dir: string | undefined): string {
+  const d = dir ?? process.env.TENANTRY_DATA_DIR ?? '.tenantry'
+  return d === 'memory' ? d : resolvePath(d)
+}
