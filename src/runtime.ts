@@ -9,7 +9,7 @@ import { naming as makeNaming } from './data/naming.ts'
 import { BOOTSTRAP_DATABASE_SQL, ensureAppRoleSql } from './data/sql.ts'
 import { TenantHandle } from './data/tenant-handle.ts'
 import { TIER_STRATEGIES } from './data/tiers/index.ts'
-import { checkDatabase, type Finding } from './doctor/index.ts'
+import { inspectDatabase, type Finding } from './doctor/index.ts'
 import { loadMigrations, migrateTarget, type MigrationFile } from './lifecycle/migrator.ts'
 import { provision, type ProvisionOptions } from './lifecycle/provision.ts'
 import type { RequestInfo, ResolveStrategy } from './resolve/index.ts'
@@ -20,7 +20,7 @@ import { TenantResolver, header } from './resolve/index.ts'
  * (PGlite in `.tenantry/`) and resolves tenants from an `x-tenant` header.
  */
 export interface TenantryOptions {
-  /** Admin URL of the main server (holds the catalog). Default: `DATABASE_URL`; without it, embedded PGlite. */
+  /** Admin URL of the main server (holds the catalog). Default: `DATABASE_URL` unless `dataDir` is given; without either, embedded PGlite. */
   databaseUrl?: string
   /** Embedded data directory, or `memory`. Default: `TENANTRY_DATA_DIR`, else `.tenantry`. */
   dataDir?: string
@@ -86,8 +86,8 @@ export interface Tenantry {
   addDomain(slugOrId: string, domain: string): Promise<void>
   /** Register another PostgreSQL server of the fleet. */
   addServer(server: { name: string; url: string; region?: string; capacityWeight?: number }): Promise<void>
-  /** Check every target against invariants 1–2. */
-  doctor(): Promise<Finding[]>
+  /** Check every target of every server against invariants 1–2. */
+  doctor(): Promise<{ findings: Finding[]; tables: number }>
   close(): Promise<void>
 }
 
@@ -106,7 +106,8 @@ export interface Tenantry {
  * ```
  */
 export async function createTenantry(options: TenantryOptions = {}): Promise<Tenantry> {
-  const databaseUrl = options.databaseUrl ?? process.env.DATABASE_URL ?? undefined
+  // An explicit dataDir means embedded, whatever DATABASE_URL the environment has.
+  const databaseUrl = options.databaseUrl ?? (options.dataDir === undefined ? process.env.DATABASE_URL : undefined) ?? undefined
   const naming = makeNaming(options.rolePrefix ?? 'tenantry')
   const pooledSchema = options.pooledSchema ?? 'public'
   const appPassword = options.appPassword ?? process.env.TENANTRY_APP_PASSWORD ?? undefined
@@ -244,24 +245,28 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     async doctor() {
       const findings: Finding[] = []
-      const tenants = await catalog.list()
+      let tables = 0
+      const check = async (server: string, database: string, schemas: string[], roles: string[]) => {
+        const r = await inspectDatabase(dataPlane.driver(server).admin(database), { schemas, roles, target: `${server}/${database}` })
+        findings.push(...r.findings)
+        tables += r.tables
+      }
+      const tenants = (await catalog.list()).filter((t) => t.status !== 'deleted')
       for (const name of dataPlane.serverNames()) {
         const server = dataPlane.server(name)
-        const inMain = tenants.filter((t) => t.placement.server === name && t.tier !== 'database' && t.status !== 'deleted')
-        const schemas = [pooledSchema, ...inMain.filter((t) => t.tier === 'schema').map((t) => t.placement.schema!)]
-        const roles = [naming.appRole, ...inMain.filter((t) => t.tier === 'schema').map((t) => naming.tenantRole(t.id))]
-        findings.push(...(await checkDatabase(dataPlane.driver(name).admin(server.mainDatabase), { schemas, roles, target: `${name}/${server.mainDatabase}` })))
-        for (const t of tenants.filter((x) => x.placement.server === name && x.tier === 'database' && x.status !== 'deleted')) {
-          findings.push(
-            ...(await checkDatabase(dataPlane.driver(name).admin(t.placement.database), {
-              schemas: ['public'],
-              roles: [naming.appRole, naming.tenantRole(t.id)],
-              target: `${name}/${t.placement.database}`,
-            })),
-          )
+        const here = tenants.filter((t) => t.placement.server === name)
+        const schemaTenants = here.filter((t) => t.tier === 'schema')
+        await check(
+          name,
+          server.mainDatabase,
+          [pooledSchema, ...schemaTenants.map((t) => t.placement.schema!)],
+          [naming.appRole, ...schemaTenants.map((t) => naming.tenantRole(t.id))],
+        )
+        for (const t of here.filter((x) => x.tier === 'database')) {
+          await check(name, t.placement.database, ['public'], [naming.appRole, naming.tenantRole(t.id)])
         }
       }
-      return findings
+      return { findings, tables }
     },
     async close() {
       await catalog.close()

@@ -108,6 +108,11 @@ export class TenantryError extends Error {
     if (options.retryAfter !== undefined) this.retryAfter = options.retryAfter
   }
 
+  /** Alias of `status`, the name Fastify and Express error handlers read. */
+  get statusCode(): number {
+    return this.status
+  }
+
   /** The JSON body sent to HTTP clients. Never includes the cause (it may hold internals). */
   toJSON(): { statusCode: number; code: ErrorCode; error: string; message: string; details?: Record<string, unknown> } {
     return {

@@ -27,6 +27,7 @@ export function slugProblem(value: string, reserved: ReadonlySet<string> = RESER
   if (value !== value.toLowerCase()) return 'must be lowercase'
   if (!SLUG_RE.test(value)) return 'must be a DNS label: letters a-z, digits and inner hyphens'
   if (/^[0-9]+$/.test(value)) return 'must contain a letter'
+  if (UUID_RE.test(value)) return 'must not have the form of a uuid (identifiers of that form are read as tenant ids)'
   if (value.slice(2, 4) === '--') return "must not have '--' in the third and fourth place (reserved for IDN/punycode)"
   if (reserved.has(value)) return 'is reserved'
   return null

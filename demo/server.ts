@@ -1,0 +1,59 @@
+import { fileURLToPath } from 'node:url'
+import { createTenantry, subdomain, header, isTenantryError, type Tier } from '../src/index.ts'
+import { buildDemoApp } from './app.ts'
+
+const SEED: { slug: string; name: string; tier: Tier }[] = [
+  { slug: 'acme', name: 'Acme Corp', tier: 'pooled' },
+  { slug: 'globex', name: 'Globex', tier: 'schema' },
+  { slug: 'initech', name: 'Initech', tier: 'database' },
+]
+
+async function main(): Promise<void> {
+  const port = Number(process.env.PORT ?? 3000)
+  const started = Date.now()
+  const tenantry = await createTenantry({
+    migrations: fileURLToPath(new URL('./migrations', import.meta.url)),
+    resolve: [subdomain({ baseDomain: 'localhost' }), header({ name: 'x-tenant' })],
+  })
+  const where = process.env.DATABASE_URL ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite in ${process.env.TENANTRY_DATA_DIR ?? '.tenantry'}/`
+
+  const results = await tenantry.migrate()
+  const failed = results.filter((r) => r.status === 'failed')
+  if (failed.length) {
+    for (const f of failed) console.error(`migration failed on ${f.target}: ${f.error?.message}`)
+    process.exit(1)
+  }
+  for (const seed of SEED) {
+    if (!(await tenantry.findTenant(seed.slug))) {
+      console.log(`seeding tenant '${seed.slug}' (${seed.tier} tier)…`)
+      await tenantry.provision(seed)
+    }
+  }
+
+  const app = await buildDemoApp(tenantry, { logger: process.env.LOG === '1' })
+  await app.listen({ port, host: '127.0.0.1' })
+  console.log(`
+  Tenantry demo on ${where}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s
+  Tenants: acme (pooled), globex (schema), initech (database)
+
+  Try:
+    curl http://acme.localhost:${port}/api/tenant
+    curl -X POST http://globex.localhost:${port}/api/projects -H 'content-type: application/json' -d '{"name":"Launch"}'
+    curl http://globex.localhost:${port}/api/projects
+    curl -H 'x-tenant: initech' http://localhost:${port}/api/projects
+    curl http://nobody.localhost:${port}/api/projects      # 404 TENANT_NOT_FOUND
+  `)
+
+  async function shutdown(): Promise<void> {
+    await app.close()
+    await tenantry.close()
+    process.exit(0)
+  }
+  process.on('SIGINT', shutdown)
+  process.on('SIGTERM', shutdown)
+}
+
+main().catch((err) => {
+  console.error(isTenantryError(err) ? `${err.code}: ${err.message}` : err)
+  process.exit(1)
+})

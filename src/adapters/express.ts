@@ -1,0 +1,67 @@
+import type { ErrorRequestHandler, Request, RequestHandler } from 'express'
+import { withTenant } from '../context/context.ts'
+import type { Tenant } from '../core/types.ts'
+import type { TenantHandle } from '../data/tenant-handle.ts'
+import type { Tenantry } from '../runtime.ts'
+import { errorReply } from './http-errors.ts'
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      /** The tenant of this request (set by tenantryMiddleware). */
+      tenant?: Tenant
+      /** Tenant data, already scoped to `req.tenant`. */
+      db?: TenantHandle
+    }
+  }
+}
+
+export interface TenantryExpressOptions {
+  /** Requests this returns true for are served without a tenant. */
+  skip?: (req: Request) => boolean
+}
+
+/**
+ * Express middleware: resolves the tenant, sets `req.tenant` and the scoped `req.db`, and runs
+ * the rest of the chain in the tenant's context. Errors go to `next(err)`; mount
+ * {@link tenantryErrorHandler} last to turn them into coded JSON replies.
+ *
+ * @example
+ * ```ts
+ * app.use(tenantryMiddleware(tenantry))
+ * app.get('/api/projects', async (req, res) => res.json((await req.db!.query('SELECT * FROM projects')).rows))
+ * app.use(tenantryErrorHandler())
+ * ```
+ */
+export function tenantryMiddleware(tenantry: Tenantry, opts: TenantryExpressOptions = {}): RequestHandler {
+  return function tenantryResolve(req, _res, next) {
+    if (opts.skip?.(req)) return next()
+    tenantry.resolve({ host: req.headers.host, path: req.path, headers: req.headers, raw: req }).then(
+      (tenant) => {
+        req.tenant = tenant
+        req.db = tenantry.handle(tenant)
+        withTenant(tenant, () => next())
+      },
+      next,
+    )
+  }
+}
+
+/**
+ * Express error handler: coded JSON bodies (`{ statusCode, code, error, message }`) and
+ * `Retry-After` where the error has one.
+ *
+ * @example
+ * ```ts
+ * app.use(tenantryErrorHandler())
+ * ```
+ */
+export function tenantryErrorHandler(): ErrorRequestHandler {
+  return function tenantryError(err, _req, res, next) {
+    if (res.headersSent) return next(err)
+    const { status, headers, body } = errorReply(err)
+    if (status >= 500) console.error(err)
+    res.status(status).set(headers).json(body)
+  }
+}

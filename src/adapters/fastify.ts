@@ -1,0 +1,68 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyError } from 'fastify'
+import fp from 'fastify-plugin'
+import { withTenant } from '../context/context.ts'
+import type { Tenant } from '../core/types.ts'
+import type { TenantHandle } from '../data/tenant-handle.ts'
+import type { Tenantry } from '../runtime.ts'
+import { errorReply } from './http-errors.ts'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The tenant of this request (set by the Tenantry plugin). */
+    tenant: Tenant
+    /** Tenant data, already scoped to `request.tenant`. */
+    db: TenantHandle
+  }
+}
+
+export interface TenantryFastifyOptions {
+  tenantry: Tenantry
+  /** Requests this returns true for are served without a tenant (health checks, public pages). */
+  skip?: (request: FastifyRequest) => boolean
+  /** Install Tenantry's error handler (coded JSON bodies, Retry-After). Default true. */
+  errorHandler?: boolean
+}
+
+async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOptions): Promise<void> {
+  const { tenantry, skip } = opts
+  fastify.decorateRequest('tenant', null as unknown as Tenant)
+  fastify.decorateRequest('db', null as unknown as TenantHandle)
+
+  fastify.addHook('onRequest', function tenantryResolve(request, _reply, done) {
+    if (skip?.(request)) return done()
+    const url = request.url
+    const q = url.indexOf('?')
+    tenantry
+      .resolve({ host: request.headers.host, path: q < 0 ? url : url.slice(0, q), headers: request.headers, raw: request })
+      .then(
+        (tenant) => {
+          request.tenant = tenant
+          request.db = tenantry.handle(tenant)
+          // Later hooks and the handler are called from inside done(), so they run in the context.
+          withTenant(tenant, () => done())
+        },
+        (err) => done(err),
+      )
+  })
+
+  if (opts.errorHandler !== false) {
+    fastify.setErrorHandler(function tenantryErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+      const { status, headers, body } = errorReply(err)
+      if (status >= 500) request.log.error({ err, tenant: request.tenant?.id }, 'request failed')
+      reply.code(status).headers(headers).send(body)
+    })
+  }
+}
+
+/**
+ * Fastify plugin: resolves each request's tenant, decorates `request.tenant` and the scoped
+ * `request.db`, and runs the rest of the request in the tenant's context.
+ *
+ * @example
+ * ```ts
+ * await app.register(tenantryPlugin, { tenantry, skip: (req) => req.url === '/health' })
+ * app.get('/api/projects', (req) => req.db.query('SELECT id, name FROM projects').then((r) => r.rows))
+ * ```
+ */
+export const tenantryPlugin = fp(tenantryFastify, { name: 'tenantry', fastify: '5.x' })
+export default tenantryPlugin

@@ -1,0 +1,42 @@
+import { TenantryError, isTenantryError } from '../core/errors.ts'
+
+/** What an HTTP adapter sends for an error: status, extra headers and a JSON body with a `code`. */
+export interface ErrorReply {
+  status: number
+  headers: Record<string, string>
+  body: { statusCode: number; code: string; error: string; message: string; details?: Record<string, unknown> }
+}
+
+/**
+ * Turn any error met while serving a request into a coded reply. Tenantry errors keep their code
+ * and status; framework validation errors become 400 `VALIDATION_FAILED`; other client errors the
+ * framework flagged (4xx with a code, e.g. malformed JSON) keep theirs; anything else is a 500
+ * whose message reveals nothing internal.
+ *
+ * @example
+ * ```ts
+ * const { status, headers, body } = errorReply(err)
+ * ```
+ */
+export function errorReply(err: unknown): ErrorReply {
+  let e: TenantryError
+  if (isTenantryError(err)) {
+    e = err
+  } else if (err && typeof err === 'object' && 'validation' in err) {
+    e = new TenantryError('VALIDATION_FAILED', String((err as unknown as Error).message), { cause: err })
+  } else {
+    const status = Number((err as { statusCode?: unknown })?.statusCode)
+    if (status >= 400 && status < 500) {
+      const code = String((err as { code?: unknown }).code ?? 'BAD_REQUEST')
+      return {
+        status,
+        headers: {},
+        body: { statusCode: status, code, error: status === 413 ? 'Payload Too Large' : 'Bad Request', message: String((err as Error).message) },
+      }
+    }
+    e = new TenantryError('INTERNAL', 'Internal error; it has been logged.', { cause: err })
+  }
+  const headers: Record<string, string> = {}
+  if (e.retryAfter !== undefined) headers['retry-after'] = String(e.retryAfter)
+  return { status: e.status, headers, body: e.toJSON() }
+}
