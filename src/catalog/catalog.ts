@@ -2,6 +2,7 @@ import { TenantryError } from '../core/errors.ts'
 import type { Plan, Server, Tenant, TenantStatus, Tier } from '../core/types.ts'
 import type { Queryable } from '../data/executor.ts'
 import type { AdminQueryable } from '../data/driver.ts'
+import { isUuid, printable } from '../core/validation.ts'
 import { BOOTSTRAP_DATABASE_SQL } from '../data/sql.ts'
 import * as sql from './sql.ts'
 
@@ -47,6 +48,10 @@ export interface CatalogOptions {
   /** How long a cached lookup may be served without a notification (a backstop). Default 60 s. */
   cacheTtlMs?: number
 }
+
+const STATUSES: readonly TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
+
+const NO_TENANT: Promise<Tenant | null> = Promise.resolve(null)
 
 interface CacheEntry {
   value: Promise<Tenant | null>
@@ -108,6 +113,8 @@ export class Catalog {
   }
 
   byId(id: string): Promise<Tenant | null> {
+    // A malformed id names no tenant (PostgreSQL would reject it as a uuid: a 500 for bad input).
+    if (typeof id !== 'string' || !isUuid(id.toLowerCase())) return NO_TENANT
     return this.cached(`i:${id}`, () => sql.tenantById(id))
   }
 
@@ -140,6 +147,9 @@ export class Catalog {
   }
 
   async setStatus(id: string, status: TenantStatus, reason: string | null = null): Promise<Tenant> {
+    if (!STATUSES.includes(status)) {
+      throw new TenantryError('VALIDATION_FAILED', `Status '${printable(String(status))}' is not one of ${STATUSES.join(', ')}.`, { details: { status: printable(String(status)) } })
+    }
     return this.change(id, async (tx) => {
       const res = await tx.query<TenantRow>(...args(sql.updateTenantStatus(id, status, reason)))
       if (res.rowCount === 0) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${id}'.`)
@@ -149,7 +159,15 @@ export class Catalog {
 
   async updateTenant(id: string, fields: { name?: string; plan?: string; config?: Record<string, unknown> }): Promise<Tenant> {
     return this.change(id, async (tx) => {
-      const res = await tx.query<TenantRow>(...args(sql.updateTenantFields(id, fields)))
+      let res
+      try {
+        res = await tx.query<TenantRow>(...args(sql.updateTenantFields(id, fields)))
+      } catch (err) {
+        if ((err as { code?: string }).code === '23503') {
+          throw new TenantryError('VALIDATION_FAILED', `Unknown plan '${printable(String(fields.plan))}'.`, { cause: err, details: { plan: printable(String(fields.plan)) } })
+        }
+        throw err
+      }
       if (res.rowCount === 0) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${id}'.`)
       return toTenant(res.rows[0])
     })
@@ -165,6 +183,7 @@ export class Catalog {
         await tx.query(...args(sql.insertDomain(domain, tenantId)))
       } catch (err) {
         if ((err as { code?: string }).code === '23505') throw new TenantryError('CONFLICT', `The domain '${domain}' already belongs to a tenant.`, { cause: err })
+        if ((err as { code?: string }).code === '23503') throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${printable(tenantId)}'.`, { cause: err })
         throw err
       }
     })
