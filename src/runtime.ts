@@ -10,6 +10,7 @@ import { BOOTSTRAP_DATABASE_SQL, ensureAppRoleSql } from './data/sql.ts'
 import { TenantHandle } from './data/tenant-handle.ts'
 import { TIER_STRATEGIES } from './data/tiers/index.ts'
 import { inspectDatabase, type Finding } from './doctor/index.ts'
+import { createGuard, type Guard, type GuardOptions } from './guard/index.ts'
 import { loadMigrations, migrateTarget, type MigrationFile } from './lifecycle/migrator.ts'
 import { provision, type ProvisionOptions } from './lifecycle/provision.ts'
 import type { RequestInfo, ResolveStrategy } from './resolve/index.ts'
@@ -46,6 +47,11 @@ export interface TenantryOptions {
   transactionPooler?: boolean
   /** Backstop expiry of the catalog cache; notifications clear it sooner. Default 60000 ms. */
   cacheTtlMs?: number
+  /**
+   * Noisy-neighbour guards: rate limits, in-flight and connection shares, statement budgets and
+   * circuit breakers, from plans (see docs/guards.md). On by default with no rate limits.
+   */
+  guard?: GuardOptions
 }
 
 /** A target's result in a fleet migration. */
@@ -70,6 +76,8 @@ export interface Tenantry {
   readonly db: TenantHandle
   readonly resolver: TenantResolver
   readonly dataPlane: DataPlane
+  /** Noisy-neighbour protection: admission of requests, limits per plan, rejection counts. */
+  readonly guard: Guard
   readonly migrationFiles: MigrationFile[]
   /** The tenant a request names, or a coded error (400/403/404/503). */
   resolve(req: RequestInfo): Promise<Tenant>
@@ -135,6 +143,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const files = options.migrations ? loadMigrations(options.migrations) : []
 
   let catalog: Catalog
+  let guard: Guard
   try {
     await bootstrapServer(main)
     catalog = new Catalog({
@@ -147,7 +156,11 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     const stored = known.find((s) => s.name === 'main')
     if (!stored || stored.url !== main.url || stored.mainDatabase !== main.mainDatabase) await catalog.upsertServer(main)
     for (const s of known) if (s.name !== 'main') dataPlane.addServer(s)
+    guard = await createGuard(options.guard, { plans: () => catalog.listPlans() })
+    dataPlane.useGuard(guard.enabled ? guard : undefined)
   } catch (err) {
+    // The catalog may already be listening: a plan with invalid limits fails the guard after it.
+    await (catalog! as Catalog | undefined)?.close().catch(() => undefined)
     await dataPlane.close().catch(() => undefined)
     throw err
   }
@@ -177,6 +190,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const tenantry: Tenantry = {
     catalog,
     dataPlane,
+    guard,
     resolver,
     migrationFiles: files,
     db: new TenantHandle(dataPlane, currentTenant),
@@ -269,6 +283,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       return { findings, tables }
     },
     async close() {
+      await guard.close()
       await catalog.close()
       await dataPlane.close()
     },

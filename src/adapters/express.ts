@@ -35,16 +35,31 @@ export interface TenantryExpressOptions {
  * ```
  */
 export function tenantryMiddleware(tenantry: Tenantry, opts: TenantryExpressOptions = {}): RequestHandler {
-  return function tenantryResolve(req, _res, next) {
+  return function tenantryResolve(req, res, next) {
     if (opts.skip?.(req)) return next()
-    tenantry.resolve({ host: req.headers.host, path: req.path, headers: req.headers, raw: req }).then(
-      (tenant) => {
+    tenantry
+      .resolve({ host: req.headers.host, path: req.path, headers: req.headers, raw: req })
+      .then((tenant) => {
         req.tenant = tenant
         req.db = tenantry.handle(tenant)
-        withTenant(tenant, () => next())
-      },
-      next,
-    )
+        // Rate limits, then an in-flight slot (issue 4).
+        return tenantry.guard.admit(tenant, { method: req.method, path: req.path, headers: req.headers, raw: req })
+      })
+      .then(
+        (admission) => {
+          // RateLimit-* on every response of a rate-limited tenant, errors included.
+          res.set(admission.headers)
+          // 'close' comes after the response is sent, and also when the client goes away first.
+          res.once('close', admission.release)
+          withTenant(req.tenant!, () => next())
+        },
+        (err) => {
+          // A rejection's headers also reach an app's own error handler.
+          const headers = (err as { responseHeaders?: Record<string, string> }).responseHeaders
+          if (headers && !res.headersSent) res.set(headers)
+          next(err)
+        },
+      )
   }
 }
 

@@ -13,6 +13,10 @@ declare module 'fastify' {
     /** Tenant data, already scoped to `request.tenant`. */
     db: TenantHandle
   }
+  interface FastifyContextConfig {
+    /** Rate-limit points a request to this route costs (default 1): `{ config: { tenantryCost: 5 } }`. */
+    tenantryCost?: number
+  }
 }
 
 export interface TenantryFastifyOptions {
@@ -28,20 +32,34 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   fastify.decorateRequest('tenant', null as unknown as Tenant)
   fastify.decorateRequest('db', null as unknown as TenantHandle)
 
-  fastify.addHook('onRequest', function tenantryResolve(request, _reply, done) {
+  fastify.addHook('onRequest', function tenantryResolve(request, reply, done) {
     if (skip?.(request)) return done()
     const url = request.url
     const q = url.indexOf('?')
+    const path = q < 0 ? url : url.slice(0, q)
     tenantry
-      .resolve({ host: request.headers.host, path: q < 0 ? url : url.slice(0, q), headers: request.headers, raw: request })
+      .resolve({ host: request.headers.host, path, headers: request.headers, raw: request })
+      .then((tenant) => {
+        request.tenant = tenant
+        request.db = tenantry.handle(tenant)
+        // Rate limits, then an in-flight slot (issue 4).
+        return tenantry.guard.admit(tenant, { method: request.method, path, headers: request.headers, raw: request, cost: request.routeOptions.config?.tenantryCost })
+      })
       .then(
-        (tenant) => {
-          request.tenant = tenant
-          request.db = tenantry.handle(tenant)
+        (admission) => {
+          // RateLimit-* on every response of a rate-limited tenant, errors included.
+          reply.headers(admission.headers)
+          // 'close' comes after the response is sent, and also when the client goes away first.
+          reply.raw.once('close', admission.release)
           // Later hooks and the handler are called from inside done(), so they run in the context.
-          withTenant(tenant, () => done())
+          withTenant(request.tenant, () => done())
         },
-        (err) => done(err),
+        (err) => {
+          // A rejection's headers also reach an app's own error handler.
+          const headers = (err as { responseHeaders?: Record<string, string> }).responseHeaders
+          if (headers) reply.headers(headers)
+          done(err)
+        },
       )
   })
 

@@ -36,7 +36,9 @@ export function errorReply(err: unknown): ErrorReply {
     }
     e = new TenantryError('INTERNAL', 'Internal error; it has been logged.', { cause: err })
   }
-  const headers: Record<string, string> = {}
+  // A guard rejection carries the headers its response must have (RateLimit-*, Retry-After).
+  const extra = (e as { responseHeaders?: unknown }).responseHeaders
+  const headers: Record<string, string> = extra && typeof extra === 'object' ? { ...(extra as Record<string, string>) } : {}
   if (e.retryAfter !== undefined) headers['retry-after'] = String(e.retryAfter)
   return { status: e.status, headers, body: e.toJSON() }
 }

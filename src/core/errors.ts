@@ -39,6 +39,12 @@ export const ErrorCodes = {
   POOL_TIMEOUT: 'POOL_TIMEOUT',
   /** The tenant's database cannot be reached. */
   TENANT_UNAVAILABLE: 'TENANT_UNAVAILABLE',
+  /** A tenant or one of its users sent more requests than its plan allows (`details.layer`). */
+  RATE_LIMITED: 'RATE_LIMITED',
+  /** The tenant already uses its whole share of in-flight requests or connections; its queue is full or timed out. */
+  TENANT_BUSY: 'TENANT_BUSY',
+  /** A statement ran past the tenant's statement budget (`statement_timeout`) and was cancelled. */
+  STATEMENT_TIMEOUT: 'STATEMENT_TIMEOUT',
   /** A server named in a placement is not registered. */
   SERVER_NOT_FOUND: 'SERVER_NOT_FOUND',
   /** A configuration or option is wrong. */
@@ -71,6 +77,9 @@ const STATUS: Record<ErrorCode, number> = {
   CONFLICT: 409,
   POOL_TIMEOUT: 503,
   TENANT_UNAVAILABLE: 503,
+  RATE_LIMITED: 429,
+  TENANT_BUSY: 503,
+  STATEMENT_TIMEOUT: 504,
   SERVER_NOT_FOUND: 500,
   CONFIG_INVALID: 500,
   MIGRATION_CHECKSUM_MISMATCH: 500,
@@ -163,6 +172,13 @@ export function fromPostgresError(err: unknown): unknown {
     return new TenantryError(
       'CROSS_TENANT_WRITE',
       'The row does not belong to the current tenant: tenant_id must be left to its default or equal the current tenant.',
+      { cause: err },
+    )
+  }
+  if (pgCode === '57014' && /statement timeout/i.test(message)) {
+    return new TenantryError(
+      'STATEMENT_TIMEOUT',
+      "The statement ran longer than this tenant's statement budget and was cancelled. Make the query cheaper (filter and index by tenant_id first) or raise the plan's statementTimeoutMs.",
       { cause: err },
     )
   }

@@ -1,6 +1,6 @@
 import { TenantryError } from '../core/errors.ts'
 import type { Server, Tenant } from '../core/types.ts'
-import type { ServerDriver, SessionTarget } from './driver.ts'
+import type { ServerDriver, SessionTarget, TenantBudget } from './driver.ts'
 import type { Queryable, QueryResult } from './executor.ts'
 import type { Naming } from './naming.ts'
 import { PgServer } from './pg-server.ts'
@@ -20,6 +20,16 @@ export interface DataPlaneOptions {
 }
 
 /**
+ * What the data plane asks of the noisy-neighbour guard (`guard/`), a port so that `data/` does
+ * not depend on it: a tenant's budget (connection share, fair-share weight, statement timeout),
+ * and a wrapper around each unit of tenant work (circuit breakers, rejection counting).
+ */
+export interface DataPlaneGuard {
+  budgetOf(tenant: Tenant): TenantBudget | undefined
+  protect<T>(tenant: Tenant, server: string, database: string, work: () => Promise<T>): Promise<T>
+}
+
+/**
  * The one place that talks to PostgreSQL: a driver per server of the fleet, and the translation of
  * a tenant into a session target through its tier.
  *
@@ -35,9 +45,15 @@ export class DataPlane implements TenantRunner {
   // Tenants from the catalog are frozen objects replaced on every change, so a WeakMap keyed by
   // the object is an exact cache of the session target.
   private readonly targets = new WeakMap<Tenant, SessionTarget>()
+  private guard?: DataPlaneGuard
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts
+  }
+
+  /** Put tenant statements under a guard (budgets, circuit breakers); `undefined` removes it. */
+  useGuard(guard: DataPlaneGuard | undefined): void {
+    this.guard = guard
   }
 
   /** Register (or re-register) a server of the fleet. */
@@ -111,11 +127,21 @@ export class DataPlane implements TenantRunner {
   }
 
   run<R>(tenant: Tenant, text: string, values: unknown[]): Promise<QueryResult<R>> {
-    return this.driver(tenant.placement.server).tenantQuery<R>(this.target(tenant), text, values)
+    const driver = this.driver(tenant.placement.server)
+    const target = this.target(tenant)
+    const guard = this.guard
+    if (!guard) return driver.tenantQuery<R>(target, text, values)
+    const budget = guard.budgetOf(tenant)
+    return guard.protect(tenant, driver.server, target.database, () => driver.tenantQuery<R>(target, text, values, budget))
   }
 
   transaction<T>(tenant: Tenant, fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    return this.driver(tenant.placement.server).tenantTransaction(this.target(tenant), fn)
+    const driver = this.driver(tenant.placement.server)
+    const target = this.target(tenant)
+    const guard = this.guard
+    if (!guard) return driver.tenantTransaction(target, fn)
+    const budget = guard.budgetOf(tenant)
+    return guard.protect(tenant, driver.server, target.database, () => driver.tenantTransaction(target, fn, budget))
   }
 
   stats(): Record<string, ReturnType<ServerDriver['stats']>> {

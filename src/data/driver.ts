@@ -28,9 +28,9 @@ export interface ServerDriver {
   readonly server: string
   readonly kind: 'pg' | 'pglite'
   /** Run one tenant statement (the tenant settings and the statement in one unit). */
-  tenantQuery<R = Record<string, unknown>>(target: SessionTarget, text: string, values: unknown[]): Promise<QueryResult<R>>
+  tenantQuery<R = Record<string, unknown>>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>>
   /** Run `fn` in one transaction with the tenant settings applied. */
-  tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>): Promise<T>
+  tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>, budget?: TenantBudget): Promise<T>
   /** An owner connection to `database` on this server. */
   admin(database: string): AdminQueryable
   databaseExists(name: string): Promise<boolean>
@@ -42,10 +42,35 @@ export interface ServerDriver {
   close(): Promise<void>
 }
 
-/** The statement that points a connection at a tenant; all three settings are transaction-local. */
-export const ENTER_TENANT_SQL =
-  "SELECT set_config('tenantry.tenant_id', $1, true), set_config('search_path', $2, true), set_config('role', $3, true)"
+/**
+ * What a tenant may use of a server while its statement runs (from its plan, via the guard): its
+ * share of the server's connections, its place in the fair-share queue and its statement budget.
+ */
+export interface TenantBudget {
+  /** Key of the tenant in the pool's per-tenant accounting (its id). */
+  tenant: string
+  /** Fair-share weight: when a server's pool is saturated, the waiter with the least held/weight goes first. */
+  weight: number
+  /** Fraction of each server's connection budget the tenant may hold at once (0 < share ≤ 1). */
+  connectionShare: number
+  /** Most statements of the tenant waiting for a connection to one server; more fail at once with `TENANT_BUSY`. */
+  maxWaiting: number
+  /** Longest wait for a connection (capped by the pool's own acquire timeout). */
+  waitTimeoutMs: number
+  /** `statement_timeout` for the tenant's statements, transaction-local; null keeps the server's setting. */
+  statementTimeoutMs: number | null
+}
 
-export function enterValues(target: SessionTarget): unknown[] {
-  return [target.tenantId, target.searchPath, target.role]
+/**
+ * The statement that points a connection at a tenant; all four settings are transaction-local.
+ * `$4` is the tenant's statement budget; NULL keeps the session's own `statement_timeout`. It is
+ * set in the same statement, so a budget costs no extra round trip.
+ */
+export const ENTER_TENANT_SQL =
+  "SELECT set_config('tenantry.tenant_id', $1, true), set_config('search_path', $2, true), set_config('role', $3, true), " +
+  "set_config('statement_timeout', coalesce($4::text, current_setting('statement_timeout')), true)"
+
+export function enterValues(target: SessionTarget, budget?: TenantBudget): unknown[] {
+  const ms = budget?.statementTimeoutMs
+  return [target.tenantId, target.searchPath, target.role, ms == null ? null : String(Math.max(1, Math.round(ms)))]
 }

@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache'
 import { TenantryError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget } from './driver.ts'
+import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
 import { pipelined, type PipelineStep } from './pipelined-query.ts'
 import { ServerPool, type PoolSlot } from './server-pool.ts'
 
@@ -91,11 +91,11 @@ export class PgServer implements ServerDriver {
     })
   }
 
-  async tenantQuery<R>(target: SessionTarget, text: string, values: unknown[]): Promise<QueryResult<R>> {
-    const slot = await this.acquire(target.database)
+  async tenantQuery<R>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
+    const slot = await this.acquire(target.database, budget)
     let discard = false
     try {
-      const steps: PipelineStep[] = [{ name: this.enterName, text: ENTER_TENANT_SQL, values: enterValues(target) }]
+      const steps: PipelineStep[] = [{ name: this.enterName, text: ENTER_TENANT_SQL, values: enterValues(target, budget) }]
       const res = await pipelined(slot.conn.client, steps, text, values)
       return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 }
     } catch (err) {
@@ -106,12 +106,12 @@ export class PgServer implements ServerDriver {
     }
   }
 
-  async tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    const slot = await this.acquire(target.database)
+  async tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>, budget?: TenantBudget): Promise<T> {
+    const slot = await this.acquire(target.database, budget)
     const client = slot.conn.client
     let discard = false
     try {
-      await pipelined(client, [{ text: 'BEGIN', values: [] }], ENTER_TENANT_SQL, enterValues(target))
+      await pipelined(client, [{ text: 'BEGIN', values: [] }], ENTER_TENANT_SQL, enterValues(target, budget))
       const tx: Queryable = {
         query: async <R>(text: string, values: unknown[] = []) => {
           const res = await client.query({ text, values, queryMode: 'extended' } as pg.QueryConfig)
@@ -227,9 +227,9 @@ export class PgServer implements ServerDriver {
     await Promise.all(pools.map((p) => p.end().catch(() => undefined)))
   }
 
-  private async acquire(database: string): Promise<PoolSlot<PgConnection>> {
+  private async acquire(database: string, budget?: TenantBudget): Promise<PoolSlot<PgConnection>> {
     for (;;) {
-      const slot = await this.pool.acquire(database).catch((err) => { throw this.mapError(err, undefined) })
+      const slot = await this.pool.acquire(database, budget).catch((err) => { throw this.mapError(err, undefined) })
       if (!slot.conn.broken) return slot
       this.pool.release(slot, true)
     }

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path'
 import { PGlite, types } from '@electric-sql/pglite'
 import { TenantryError } from '../core/errors.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget } from './driver.ts'
+import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
 
 export interface PgliteServerOptions {
   name: string
@@ -64,19 +64,19 @@ export class PgliteServer implements ServerDriver {
     }
   }
 
-  async tenantQuery<R>(target: SessionTarget, text: string, values: unknown[]): Promise<QueryResult<R>> {
+  async tenantQuery<R>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
     return this.use(target.database, (db) =>
       db.transaction(async (tx) => {
-        await tx.query(ENTER_TENANT_SQL, enterValues(target))
+        await tx.query(ENTER_TENANT_SQL, enterValues(target, budget))
         return toResult<R>(await tx.query(text, values))
       }),
     )
   }
 
-  async tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  async tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>, budget?: TenantBudget): Promise<T> {
     return this.use(target.database, (db) =>
       db.transaction(async (tx) => {
-        await tx.query(ENTER_TENANT_SQL, enterValues(target))
+        await tx.query(ENTER_TENANT_SQL, enterValues(target, budget))
         return fn({ query: async <R>(text: string, values: unknown[] = []) => toResult<R>(await tx.query(text, values)) })
       }),
     )

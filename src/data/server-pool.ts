@@ -23,11 +23,30 @@ export interface ServerPoolOptions<C extends PoolableConnection> {
   maxUses: number
 }
 
+/**
+ * A tenant's share of the server (from its plan, via the guard). Without one, an acquire is
+ * served in plain FIFO order and counts toward no tenant.
+ */
+export interface PoolShare {
+  /** Key of the tenant (its id). */
+  tenant: string
+  /** Fair-share weight (> 0). */
+  weight: number
+  /** Fraction of the budget the tenant may hold at once (0 < share ≤ 1); at least one connection. */
+  connectionShare: number
+  /** Most waiters of this tenant at once; one more fails at once with `TENANT_BUSY`. */
+  maxWaiting: number
+  /** Longest wait (capped by `acquireTimeoutMs`). */
+  waitTimeoutMs: number
+}
+
 interface Slot<C> {
   conn: C
   database: string
   uses: number
   idleSince: number
+  /** The tenant the slot is lent to, while it is busy. */
+  holder?: string
 }
 
 interface Waiter<C> {
@@ -35,6 +54,14 @@ interface Waiter<C> {
   resolve(slot: Slot<C>): void
   reject(err: unknown): void
   timer: NodeJS.Timeout
+  share?: PoolShare
+}
+
+interface TenantUse {
+  held: number
+  waiting: number
+  weight: number
+  cap: number
 }
 
 /**
@@ -42,6 +69,12 @@ interface Waiter<C> {
  * never mean thousands of connections: when the budget is used up, the least recently used idle
  * connection (of any database) is closed to make room, and if none is idle the caller waits in a
  * FIFO queue with a timeout.
+ *
+ * With a {@link PoolShare} (issue 4, noisy neighbours) the queue is fair instead: a tenant holds
+ * at most its share of the budget (beyond it, it waits even while connections are free), and a
+ * freed connection goes to the waiter whose tenant holds the least per unit of weight, FIFO among
+ * equals. So tenants over their fair share wait first, and a quiet tenant (holding none) is
+ * always next in line.
  *
  * @example
  * ```ts
@@ -56,6 +89,8 @@ export class ServerPool<C extends PoolableConnection> {
   /** All idle slots in release order (least recently used first) for eviction. */
   private readonly idleOrder = new Set<Slot<C>>()
   private readonly waiters: Waiter<C>[] = []
+  /** Per-tenant use, for tenants with a share that hold or wait for a connection. */
+  private readonly tenants = new Map<string, TenantUse>()
   private open = 0
   private busy = 0
   private peakOpen = 0
@@ -69,32 +104,56 @@ export class ServerPool<C extends PoolableConnection> {
     this.sweeper.unref()
   }
 
-  /** Take a connection to `database`, opening or evicting as the budget allows. */
-  acquire(database: string): Promise<Slot<C>> {
+  /**
+   * Take a connection to `database`, opening or evicting as the budget allows. With `share`, the
+   * connection counts toward that tenant, which waits while it holds its whole share.
+   */
+  acquire(database: string, share?: PoolShare): Promise<Slot<C>> {
     if (this.closed) return Promise.reject(new TenantryError('INTERNAL', `The pool of server '${this.opts.server}' is closed.`))
-    const slot = this.takeIdle(database)
-    if (slot) {
-      this.busy++
-      return Promise.resolve(slot)
+    const use = share ? this.useOf(share) : undefined
+    if (!use || use.held < use.cap) {
+      const slot = this.takeIdle(database)
+      if (slot) {
+        this.busy++
+        this.hold(slot, share)
+        return Promise.resolve(slot)
+      }
+      if (this.open < this.opts.budget || this.evictOne()) return this.openFor(database, share)
     }
-    if (this.open < this.opts.budget || this.evictOne()) return this.openFor(database)
+    if (share && use!.waiting >= share.maxWaiting) {
+      this.forget(share.tenant)
+      return Promise.reject(this.busyError(share, use!, 'its queue for a connection is full'))
+    }
+    const waitMs = share ? Math.min(this.opts.acquireTimeoutMs, share.waitTimeoutMs) : this.opts.acquireTimeoutMs
     return new Promise<Slot<C>>((resolve, reject) => {
       const waiter: Waiter<C> = {
         database,
         resolve,
         reject,
+        share,
         timer: setTimeout(() => {
           const i = this.waiters.indexOf(waiter)
           if (i >= 0) this.waiters.splice(i, 1)
+          if (share) {
+            use!.waiting--
+            // Over its share (or its fair share of a saturated pool): this tenant's own load.
+            if (use!.held >= use!.cap || use!.held > this.fairShare(use!)) {
+              this.forget(share.tenant)
+              reject(this.busyError(share, use!, `no connection was free for it within ${waitMs} ms`))
+              return
+            }
+            this.forget(share.tenant)
+          }
           reject(
             new TenantryError(
               'POOL_TIMEOUT',
-              `No connection to server '${this.opts.server}' within ${this.opts.acquireTimeoutMs} ms: all ${this.opts.budget} connections of its budget are busy. Retry shortly.`,
+              `No connection to server '${this.opts.server}' within ${waitMs} ms: all ${this.opts.budget} connections of its budget are busy. Retry shortly.`,
               { retryAfter: 1 },
             ),
           )
-        }, this.opts.acquireTimeoutMs),
+        }, waitMs),
       }
+      if (use) use.waiting++
       this.waiters.push(waiter)
     })
   }
@@ -106,22 +165,23 @@ export class ServerPool<C extends PoolableConnection> {
   release(slot: Slot<C>, discard = false): void {
     this.busy--
     slot.uses++
+    this.unhold(slot)
     if (discard || this.closed || slot.uses >= this.opts.maxUses) {
       this.destroy(slot)
       this.serveWaiter()
       return
     }
-    const waiter = this.waiters[0]
-    if (waiter) {
-      this.waiters.shift()
-      clearTimeout(waiter.timer)
+    const i = this.nextWaiter()
+    if (i >= 0) {
+      const waiter = this.takeWaiter(i)
       if (waiter.database === slot.database) {
         this.busy++
+        this.hold(slot, waiter.share)
         waiter.resolve(slot)
       } else {
-        // FIFO fairness across databases: the connection makes room for the first waiter.
+        // Fairness across databases: the connection makes room for the waiter next in line.
         this.destroy(slot)
-        this.openFor(waiter.database).then(waiter.resolve, waiter.reject)
+        this.openFor(waiter.database, waiter.share).then(waiter.resolve, waiter.reject)
       }
       return
     }
@@ -137,6 +197,11 @@ export class ServerPool<C extends PoolableConnection> {
     return { open: this.open, busy: this.busy, idle: this.idleOrder.size, waiting: this.waiters.length, peakOpen: this.peakOpen, databases: this.idle.size }
   }
 
+  /** Connections held and statements waiting, per tenant with a share (for tests, metrics and benchmarks). */
+  tenantStats(): Record<string, { held: number; waiting: number; cap: number }> {
+    return Object.fromEntries([...this.tenants].map(([t, u]) => [t, { held: u.held, waiting: u.waiting, cap: u.cap }]))
+  }
+
   /** Close idle connections to `database` (before it is dropped) and return how many were closed. */
   async closeDatabase(database: string): Promise<number> {
     const list = this.idle.get(database) ?? []
@@ -149,6 +214,7 @@ export class ServerPool<C extends PoolableConnection> {
   async close(): Promise<void> {
     this.closed = true
     clearInterval(this.sweeper)
+    this.tenants.clear()
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer)
       w.reject(new TenantryError('INTERNAL', `The pool of server '${this.opts.server}' was closed.`))
@@ -179,16 +245,20 @@ export class ServerPool<C extends PoolableConnection> {
     return true
   }
 
-  private async openFor(database: string): Promise<Slot<C>> {
+  private async openFor(database: string, share?: PoolShare): Promise<Slot<C>> {
     this.open++
     this.busy++
     if (this.open > this.peakOpen) this.peakOpen = this.open
+    // Counted from now, so that concurrent acquires of the tenant see the connection being opened.
+    const slot: Slot<C> = { conn: undefined as unknown as C, database, uses: 0, idleSince: 0 }
+    this.hold(slot, share)
     try {
-      const conn = await this.opts.connect(database)
-      return { conn, database, uses: 0, idleSince: 0 }
+      slot.conn = await this.opts.connect(database)
+      return slot
     } catch (err) {
       this.open--
       this.busy--
+      this.unhold(slot)
       this.serveWaiter()
       throw err
     }
@@ -201,17 +271,100 @@ export class ServerPool<C extends PoolableConnection> {
 
   private serveWaiter(): void {
     if (this.closed) return
-    while (this.waiters.length > 0 && (this.open < this.opts.budget || this.evictOne())) {
-      const waiter = this.waiters.shift()!
-      clearTimeout(waiter.timer)
-      const slot = this.takeIdle(waiter.database)
+    for (;;) {
+      const i = this.nextWaiter()
+      if (i < 0) return
+      const slot = this.takeIdle(this.waiters[i].database)
+      if (!slot && !(this.open < this.opts.budget || this.evictOne())) return
+      const waiter = this.takeWaiter(i)
       if (slot) {
         this.busy++
+        this.hold(slot, waiter.share)
         waiter.resolve(slot)
       } else {
-        this.openFor(waiter.database).then(waiter.resolve, waiter.reject)
+        this.openFor(waiter.database, waiter.share).then(waiter.resolve, waiter.reject)
       }
     }
+  }
+
+  /**
+   * The waiter a free connection goes to: among waiters whose tenant is below its share, the one
+   * whose tenant holds the least per unit of weight; the first in line among equals. Waiters
+   * without a share count as holding nothing. -1 when no waiter may take one.
+   */
+  private nextWaiter(): number {
+    let best = -1
+    let bestLoad = Infinity
+    for (let i = 0; i < this.waiters.length; i++) {
+      const share = this.waiters[i].share
+      let load = 0
+      if (share) {
+        const use = this.tenants.get(share.tenant)!
+        if (use.held >= use.cap) continue
+        load = use.held / use.weight
+      }
+      if (load < bestLoad) {
+        best = i
+        bestLoad = load
+        if (load === 0) break
+      }
+    }
+    return best
+  }
+
+  private takeWaiter(i: number): Waiter<C> {
+    const [waiter] = this.waiters.splice(i, 1)
+    clearTimeout(waiter.timer)
+    if (waiter.share) this.tenants.get(waiter.share.tenant)!.waiting--
+    return waiter
+  }
+
+  private useOf(share: PoolShare): TenantUse {
+    const weight = share.weight > 0 ? share.weight : 1
+    const cap = Math.max(1, Math.floor(Math.min(1, Math.max(0, share.connectionShare)) * this.opts.budget))
+    let use = this.tenants.get(share.tenant)
+    if (!use) this.tenants.set(share.tenant, (use = { held: 0, waiting: 0, weight, cap }))
+    // The plan may have changed since the tenant's last statement.
+    use.weight = weight
+    use.cap = cap
+    return use
+  }
+
+  /** The tenant's fair share of the budget: its weight over the weight of every tenant in play. */
+  private fairShare(use: TenantUse): number {
+    let total = 0
+    for (const u of this.tenants.values()) total += u.weight
+    return (this.opts.budget * use.weight) / total
+  }
+
+  private hold(slot: Slot<C>, share: PoolShare | undefined): void {
+    if (!share) return
+    slot.holder = share.tenant
+    this.useOf(share).held++
+  }
+
+  private unhold(slot: Slot<C>): void {
+    const tenant = slot.holder
+    if (tenant === undefined) return
+    slot.holder = undefined
+    const use = this.tenants.get(tenant)
+    if (!use) return
+    use.held--
+    this.forget(tenant)
+  }
+
+  /** Drop a tenant's entry once it neither holds nor waits. */
+  private forget(tenant: string): void {
+    const use = this.tenants.get(tenant)
+    if (use && use.held <= 0 && use.waiting <= 0) this.tenants.delete(tenant)
+  }
+
+  private busyError(share: PoolShare, use: TenantUse, why: string): TenantryError {
+    return new TenantryError(
+      'TENANT_BUSY',
+      `This tenant already holds ${use.held} of its ${use.cap} connections to server '${this.opts.server}' and ${why}. Retry shortly, or move it to a plan with a larger share.`,
+      { retryAfter: 1, details: { layer: 'connections', server: this.opts.server, held: use.held, cap: use.cap } },
+    )
   }
 
   private sweep(): void {
