@@ -200,6 +200,11 @@ export class PgServer implements ServerDriver {
       try {
         await c.connect()
         await c.query(`LISTEN ${quoteIdent(channel)}`)
+        if (stopped) {
+          // Closed while this reconnect was under way: nobody would ever end this client.
+          await c.end().catch(() => undefined)
+          return
+        }
         client = c
         // Notifications sent while we were away are lost: the caller must forget what it cached.
         if (isRetry) onReconnect?.()
