@@ -75,8 +75,8 @@ export function tenantryMiddleware(tenantry: Tenantry, opts: TenantryExpressOpti
 export function tenantryErrorHandler(): ErrorRequestHandler {
   return function tenantryError(err, _req, res, next) {
     if (res.headersSent) return next(err)
-    const { status, headers, body } = errorReply(err)
-    if (status >= 500) console.error(err)
+    const { status, headers, body, quiet } = errorReply(err)
+    if (status >= 500 && !quiet) console.error(err)
     res.status(status).set(headers).json(body)
   }
 }

@@ -65,8 +65,8 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
 
   if (opts.errorHandler !== false) {
     fastify.setErrorHandler(function tenantryErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply) {
-      const { status, headers, body } = errorReply(err)
-      if (status >= 500) request.log.error({ err, tenant: request.tenant?.id }, 'request failed')
+      const { status, headers, body, quiet } = errorReply(err)
+      if (status >= 500 && !quiet) request.log.error({ err, tenant: request.tenant?.id }, 'request failed')
       reply.code(status).headers(headers).send(body)
     })
   }

@@ -5,6 +5,8 @@ export interface ErrorReply {
   status: number
   headers: Record<string, string>
   body: { statusCode: number; code: string; error: string; message: string; details?: Record<string, unknown> }
+  /** An expected refusal (a guard rejection, an open circuit breaker): not worth an error log line each time. */
+  quiet?: boolean
 }
 
 /**
@@ -40,5 +42,6 @@ export function errorReply(err: unknown): ErrorReply {
   const extra = (e as { responseHeaders?: unknown }).responseHeaders
   const headers: Record<string, string> = extra && typeof extra === 'object' ? { ...(extra as Record<string, string>) } : {}
   if (e.retryAfter !== undefined) headers['retry-after'] = String(e.retryAfter)
-  return { status: e.status, headers, body: e.toJSON() }
+  const quiet = extra !== undefined || e.details?.breaker !== undefined
+  return { status: e.status, headers, body: e.toJSON(), ...(quiet ? { quiet } : {}) }
 }
