@@ -18,9 +18,9 @@ async function main(): Promise<void> {
   const where = process.env.DATABASE_URL ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite in ${process.env.TENANTRY_DATA_DIR ?? '.tenantry'}/`
 
   const results = await tenantry.migrate()
-  const failed = results.filter((r) => r.status === 'failed')
+  const failed = results.targets.filter((r) => r.status === 'failed')
   if (failed.length) {
-    for (const f of failed) console.error(`migration failed on ${f.target}: ${f.error?.message}`)
+    for (const f of failed) console.error(`migration failed on ${f.target}: ${f.error}`)
     process.exit(1)
   }
   for (const seed of SEED) {

@@ -11,8 +11,12 @@ import { TenantHandle } from './data/tenant-handle.ts'
 import { TIER_STRATEGIES } from './data/tiers/index.ts'
 import { inspectDatabase, type Finding } from './doctor/index.ts'
 import { createGuard, type Guard, type GuardOptions } from './guard/index.ts'
-import { loadMigrations, migrateTarget, type MigrationFile } from './lifecycle/migrator.ts'
-import { provision, type ProvisionOptions } from './lifecycle/provision.ts'
+import { TenantryEvents } from './lifecycle/events.ts'
+import { FleetMigrator, type FleetMigrateOptions, type FleetMigrateResult, type PlannedTarget } from './lifecycle/fleet-migrate.ts'
+import { Lifecycle, type ProvisionHook, type PurgeResult } from './lifecycle/lifecycle.ts'
+import { loadMigrations, type MigrationFile } from './lifecycle/migrator.ts'
+import { Operations, type Operation, type OperationTarget } from './lifecycle/operations.ts'
+import type { ProvisionOptions } from './lifecycle/provision.ts'
 import type { RequestInfo, ResolveStrategy } from './resolve/index.ts'
 import { TenantResolver, header } from './resolve/index.ts'
 
@@ -52,15 +56,12 @@ export interface TenantryOptions {
    * circuit breakers, from plans (see docs/guards.md). On by default with no rate limits.
    */
   guard?: GuardOptions
-}
-
-/** A target's result in a fleet migration. */
-export interface TargetMigration {
-  target: string
-  tenant?: string
-  status: 'done' | 'skipped' | 'failed'
-  applied: string[]
-  error?: TenantryError
+  /** Steps run at the end of every provisioning, inside the new tenant's context (seed data…). Must be idempotent: a resumed provision runs them again. */
+  onProvision?: ProvisionHook[]
+  /** Days a deleted tenant's data is kept before `purge` may remove it without `force`. Default 30. */
+  retentionDays?: number
+  /** Take over and finish operations whose process died, at start-up. Default true. */
+  resumeOperations?: boolean
 }
 
 /**
@@ -87,9 +88,28 @@ export interface Tenantry {
   withTenant<T>(tenant: Tenant | string, fn: () => Promise<T>): Promise<T>
   /** Find a tenant by slug or id (`null` when none). */
   findTenant(slugOrId: string): Promise<Tenant | null>
-  provision(input: ProvisionOptions): Promise<Tenant>
-  /** Bring every target of every server to the latest migration. */
-  migrate(): Promise<TargetMigration[]>
+  /** Typed lifecycle events (`tenant.provisioning`/`tenant.provisioned`, …). */
+  readonly events: TenantryEvents
+  /** Durable operation records (provision, migrate, purge). */
+  readonly operations: Operations
+  /** Create a tenant as a durable operation; invalid or taken slugs are refused before anything is written. */
+  provision(input: ProvisionOptions, startedBy?: string): Promise<Tenant>
+  /** Bring every target of the fleet to the latest migration (see FleetMigrateOptions). */
+  migrate(options?: FleetMigrateOptions): Promise<FleetMigrateResult>
+  /** Every target in scope and its pending files. */
+  planMigrations(options?: Pick<FleetMigrateOptions, 'only' | 'canary'>): Promise<PlannedTarget[]>
+  suspend(slugOrId: string, reason?: string): Promise<Tenant>
+  resume(slugOrId: string): Promise<Tenant>
+  /** Soft delete: not served any more, data kept for `retentionDays`. */
+  delete(slugOrId: string): Promise<Tenant>
+  /** Undo a soft delete (the tenant comes back suspended). */
+  restore(slugOrId: string): Promise<Tenant>
+  /** Remove a deleted tenant's data and catalog row; before the retention period ends only with `force`. */
+  purge(slugOrId: string, opts?: { force?: boolean; startedBy?: string }): Promise<PurgeResult>
+  /** Finish operations whose process died; with an id, that one. */
+  resumeOperations(id?: string): Promise<Operation[]>
+  /** The targets of a fleet operation. */
+  operationTargets(id: string): Promise<OperationTarget[]>
   setStatus(slugOrId: string, status: Exclude<TenantStatus, 'provisioning'>, reason?: string): Promise<Tenant>
   addDomain(slugOrId: string, domain: string): Promise<void>
   /** Register another PostgreSQL server of the fleet. */
@@ -173,6 +193,14 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     })
   }
 
+  const events = new TenantryEvents()
+  const operations = new Operations(mainDriver.admin(main.mainDatabase))
+  const lifecycle = new Lifecycle({
+    catalog, dataPlane, operations, files, events,
+    hooks: options.onProvision ?? [],
+    retentionDays: options.retentionDays ?? 30,
+  })
+  const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
@@ -211,29 +239,20 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       }
       return runWithTenant(tenant, fn)
     },
-    provision: (input) => provision(catalog, dataPlane, files, input),
-    async migrate() {
-      const results: TargetMigration[] = []
-      const run = async (label: string, tenant: string | undefined, fn: () => Promise<{ applied: string[] }>) => {
-        try {
-          const { applied } = await fn()
-          results.push({ target: label, tenant, status: applied.length ? 'done' : 'skipped', applied })
-        } catch (err) {
-          const error = err instanceof TenantryError ? err : new TenantryError('MIGRATION_FAILED', String((err as Error).message), { cause: err })
-          results.push({ target: label, tenant, status: 'failed', applied: [], error })
-        }
-      }
-      for (const name of dataPlane.serverNames()) {
-        const target = dataPlane.pooledTarget(name)
-        await run(target.label, undefined, () => migrateTarget(dataPlane.driver(name).admin(target.database), target, files))
-      }
-      for (const tenant of await catalog.list()) {
-        if (tenant.status === 'deleted' || !TIER_STRATEGIES[tenant.tier].ownTarget(tenant, naming)) continue
-        const target = dataPlane.migrationTarget(tenant)
-        await run(target.label, tenant.slug, () => migrateTarget(dataPlane.driver(target.server).admin(target.database), target, files))
-      }
-      return results
+    events,
+    operations,
+    provision: (input, startedBy) => lifecycle.provision(input, startedBy),
+    migrate: (opts) => fleet.run(opts),
+    planMigrations: (opts) => fleet.plan(opts),
+    suspend: (t, reason) => lifecycle.suspend(t, reason),
+    resume: (t) => lifecycle.resume(t),
+    delete: (t) => lifecycle.delete(t),
+    restore: (t) => lifecycle.restore(t),
+    purge: (t, opts) => lifecycle.purge(t, opts),
+    async resumeOperations(id) {
+      return id === undefined ? lifecycle.resumeOrphans() : [await lifecycle.resumeOperationById(id)]
     },
+    operationTargets: (id) => operations.targets(id),
     async setStatus(slugOrId, status, reason) {
       const tenant = await mustFind(slugOrId)
       return catalog.setStatus(tenant.id, status, reason ?? null)
@@ -284,9 +303,15 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     async close() {
       await guard.close()
+      await operations.close()
       await catalog.close()
       await dataPlane.close()
     },
+  }
+  if (options.resumeOperations !== false) {
+    // Operations left running by a process that died (kill -9, a crash, a restarted database)
+    // are finished now, so no tenant stays half-provisioned.
+    await lifecycle.resumeOrphans().catch((error) => events.emit('error', { error, context: 'resuming operations at start-up' }))
   }
   return tenantry
 }

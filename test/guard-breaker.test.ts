@@ -66,7 +66,7 @@ describe.skipIf(!PG_OK || !CAN_MAKE_CLUSTER)('circuit breakers: a second Postgre
       guard: { redis: null, breaker: { threshold: THRESHOLD, halfOpenAfterMs: HALF_OPEN_MS } },
     })
     await tenantry.addServer({ name: 'second', url: second.url })
-    expect((await tenantry.migrate()).filter((r) => r.status === 'failed')).toEqual([])
+    expect((await tenantry.migrate()).targets.filter((r) => r.status === 'failed')).toEqual([])
     for (const [slug, tier, server] of [
       ['alpha', 'pooled', 'main'],
       ['beta', 'schema', 'main'],

@@ -27,7 +27,7 @@ const NOBODY_ID = 'c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e06'
 function makeTenant(slug: string, id: string, status: TenantStatus = 'active', statusReason: string | null = null): Tenant {
   return {
     id, slug, name: `${slug} Inc.`, status, statusReason, tier: 'pooled', plan: 'free', region: null,
-    placement: { server: 'main', database: 'app' }, config: {}, createdAt: new Date(0), updatedAt: new Date(0),
+    placement: { server: 'main', database: 'app' }, config: {}, createdAt: new Date(0), updatedAt: new Date(0), deletedAt: null,
   }
 }
 

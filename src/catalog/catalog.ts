@@ -21,6 +21,7 @@ interface TenantRow {
   config: Record<string, unknown> | string
   created_at: Date | string
   updated_at: Date | string
+  deleted_at: Date | string | null
 }
 
 function toTenant(row: TenantRow): Tenant {
@@ -37,6 +38,7 @@ function toTenant(row: TenantRow): Tenant {
     config: typeof row.config === 'string' ? JSON.parse(row.config) : row.config,
     createdAt: new Date(row.created_at),
     updatedAt: new Date(row.updated_at),
+    deletedAt: row.deleted_at === null ? null : new Date(row.deleted_at),
   }) as Tenant
 }
 
@@ -128,11 +130,15 @@ export class Catalog {
     return res.rows.map(toTenant)
   }
 
-  /** Insert a tenant row. A taken slug is a `CONFLICT`. */
-  async insertTenant(input: Parameters<typeof sql.insertTenant>[0]): Promise<Tenant> {
+  /**
+   * Insert a tenant row. A taken slug is a `CONFLICT`. `alsoInTransaction` runs in the same
+   * transaction (provisioning records its operation there, so a refused slug writes nothing).
+   */
+  async insertTenant(input: Parameters<typeof sql.insertTenant>[0], alsoInTransaction?: (tx: Queryable) => Promise<void>): Promise<Tenant> {
     return this.change(input.id, async (tx) => {
       try {
         const res = await tx.query<TenantRow>(...args(sql.insertTenant(input)))
+        await alsoInTransaction?.(tx)
         return toTenant(res.rows[0])
       } catch (err) {
         if ((err as { code?: string }).code === '23505') {

@@ -42,10 +42,52 @@ CREATE TABLE IF NOT EXISTS tenantry.domains (
   created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS domains_tenant_idx ON tenantry.domains (tenant_id);
+CREATE TABLE IF NOT EXISTS tenantry.operations (
+  id uuid PRIMARY KEY,
+  kind text NOT NULL,
+  tenant_id uuid,
+  slug text,
+  params jsonb NOT NULL DEFAULT '{}',
+  state text NOT NULL CHECK (state IN ('running', 'done', 'failed', 'rolled_back')),
+  step text,
+  progress jsonb NOT NULL DEFAULT '{}',
+  error text,
+  started_by text NOT NULL,
+  owner text,
+  heartbeat_at timestamptz,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS operations_state_idx ON tenantry.operations (state, kind);
+CREATE TABLE IF NOT EXISTS tenantry.operation_targets (
+  operation_id uuid NOT NULL REFERENCES tenantry.operations (id) ON DELETE CASCADE,
+  target text NOT NULL,
+  server text NOT NULL,
+  database text NOT NULL,
+  schema text NOT NULL,
+  role text NOT NULL,
+  tier text NOT NULL,
+  tenant_id uuid,
+  slug text,
+  canary boolean NOT NULL DEFAULT false,
+  state text NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed', 'skipped')),
+  claimed_by text,
+  claimed_at timestamptz,
+  applied text[] NOT NULL DEFAULT '{}',
+  error text,
+  finished_at timestamptz,
+  PRIMARY KEY (operation_id, target)
+);
+CREATE TABLE IF NOT EXISTS tenantry.workers (
+  id text PRIMARY KEY,
+  heartbeat_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS operation_targets_claim_idx ON tenantry.operation_targets (operation_id, state, canary);
 REVOKE ALL ON ALL TABLES IN SCHEMA tenantry FROM PUBLIC;
 `
 
-const TENANT_COLUMNS = 'id, slug, name, status, status_reason, tier, plan, region, server, database, schema, config, created_at, updated_at'
+const TENANT_COLUMNS = 'id, slug, name, status, status_reason, tier, plan, region, server, database, schema, config, created_at, updated_at, deleted_at'
 
 export const tenantById = (id: string): Statement => ({ text: `SELECT ${TENANT_COLUMNS} FROM tenantry.tenants WHERE id = $1`, values: [id] })
 export const tenantBySlug = (slug: string): Statement => ({ text: `SELECT ${TENANT_COLUMNS} FROM tenantry.tenants WHERE slug = $1`, values: [slug] })

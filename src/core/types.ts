@@ -32,6 +32,8 @@ export interface Tenant {
   config: Record<string, unknown>
   createdAt: Date
   updatedAt: Date
+  /** When the tenant was (soft-)deleted; its data is kept until purged. */
+  deletedAt: Date | null
 }
 
 /** One PostgreSQL server of the fleet. */

@@ -36,6 +36,15 @@ export interface ServerDriver {
   databaseExists(name: string): Promise<boolean>
   createDatabase(name: string): Promise<void>
   dropDatabase(name: string): Promise<void>
+  /**
+   * Create `name` as a copy of `template` (`CREATE DATABASE … TEMPLATE`). Returns false when the
+   * driver cannot clone (PGlite), and the caller builds the database by migrations instead.
+   */
+  cloneDatabase(template: string, name: string): Promise<boolean>
+  /** Close every connection this process holds to `database` (before it is cloned or dropped). */
+  releaseDatabase(database: string): Promise<void>
+  /** Most owner connections to one database at once: the bound of a fleet migration's concurrency. */
+  readonly adminPoolSize: number
   /** Subscribe to NOTIFY on `channel`; returns an unsubscribe function. `onReconnect` fires after a lost connection is re-established. */
   listen(channel: string, onMessage: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>>
   stats(): { open: number; busy: number; idle: number; waiting: number; peakOpen: number }

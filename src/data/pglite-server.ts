@@ -119,6 +119,20 @@ export class PgliteServer implements ServerDriver {
     if (!this.memory) rmSync(this.dirOf(name), { recursive: true, force: true })
   }
 
+  async cloneDatabase(): Promise<boolean> {
+    return false
+  }
+
+  async releaseDatabase(database: string): Promise<void> {
+    const inst = this.instances.get(database)
+    if (!inst || inst.refs > 0 || database === this.opts.mainDatabase) return
+    this.instances.delete(database)
+    await (await inst.db).close().catch(() => undefined)
+  }
+
+  // One statement at a time per instance: more owner "connections" would only queue.
+  readonly adminPoolSize = 1
+
   async listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>> {
     const db = await this.open(this.opts.mainDatabase).db
     const unlisten = await db.listen(channel, onMessage)

@@ -57,3 +57,38 @@ export function grantSchemaSql(schema: string, role: string): string {
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${s} TO ${r};
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${r};`
 }
+
+/**
+ * Tables of `schema` that carry `tenant_id`, with the foreign-key edges between them, so rows can
+ * be deleted children first.
+ */
+export const TENANT_TABLES_SQL = `
+SELECT c.relname AS table_name,
+       coalesce(array_agg(DISTINCT r.relname) FILTER (WHERE r.relname IS NOT NULL AND r.oid <> c.oid), '{}') AS references
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+LEFT JOIN pg_constraint f ON f.conrelid = c.oid AND f.contype = 'f'
+LEFT JOIN pg_class r ON r.oid = f.confrelid
+WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+GROUP BY c.relname`
+
+/** Order tables so that a table comes before every table it references (delete order). */
+export function deleteOrder(rows: { table_name: string; references: string[] | string }[]): string[] {
+  const refs = new Map(rows.map((r) => [r.table_name, Array.isArray(r.references) ? r.references : r.references.replace(/^\{|\}$/g, '').split(',').filter(Boolean)]))
+  const order: string[] = []
+  const seen = new Set<string>()
+  // A table is emitted after every table that references it.
+  const referencedBy = new Map<string, string[]>()
+  for (const [t, rs] of refs) for (const r of rs) referencedBy.set(r, [...(referencedBy.get(r) ?? []), t])
+  const visit = (t: string, path: Set<string>) => {
+    if (seen.has(t) || path.has(t)) return
+    path.add(t)
+    for (const child of referencedBy.get(t) ?? []) visit(child, path)
+    path.delete(t)
+    seen.add(t)
+    order.push(t)
+  }
+  for (const t of [...refs.keys()].sort()) visit(t, new Set())
+  return order
+}

@@ -119,7 +119,7 @@ export async function migrateTarget(
           await tx.query('INSERT INTO tenantry.migrations (target, version, name, checksum) VALUES ($1, $2, $3, $4)', [
             target.schema, file.version, file.name, file.checksum,
           ])
-          await tx.exec(grantSchemaSql(target.schema, target.role))
+          if (target.role) await tx.exec(grantSchemaSql(target.schema, target.role))
           return true
         })
         if (done) applied.push(`${file.version}_${file.name}`)
@@ -138,4 +138,43 @@ export async function migrateTarget(
     }
   }
   return { target: target.label, applied }
+}
+
+/**
+ * Build a new target in ONE transaction: `preamble` (role, schema), every migration file, their
+ * ledger rows and the grants. Nobody uses the target yet, so one transaction is safe, and it is
+ * both the fastest path and all-or-nothing: a killed provision leaves no half-built schema.
+ * Idempotent: a target that already has some files applied gets only the rest.
+ *
+ * @example
+ * ```ts
+ * await createTarget(admin, target, files, 'CREATE SCHEMA IF NOT EXISTS "t_0a1b…";')
+ * ```
+ */
+export async function createTarget(
+  admin: AdminQueryable,
+  target: MigrationTarget,
+  files: MigrationFile[],
+  preamble: string,
+): Promise<MigrateTargetResult> {
+  try {
+    return await admin.transaction(async (tx) => {
+      await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tenantry.migrate:${target.database}:${target.schema}`])
+      if (preamble) await tx.exec(preamble)
+      const res = await tx.query<{ version: string; checksum: string }>('SELECT version, checksum FROM tenantry.migrations WHERE target = $1', [target.schema])
+      const pending = pendingMigrations(files, new Map(res.rows.map((r) => [r.version, r.checksum])), target.label)
+      await tx.query("SELECT set_config('search_path', $1, true)", [quoteIdent(target.schema)])
+      for (const file of pending) {
+        await tx.exec(file.sql)
+        await tx.query('INSERT INTO tenantry.migrations (target, version, name, checksum) VALUES ($1, $2, $3, $4)', [
+          target.schema, file.version, file.name, file.checksum,
+        ])
+      }
+      if (target.role) await tx.exec(grantSchemaSql(target.schema, target.role))
+      return { target: target.label, applied: pending.map((f) => `${f.version}_${f.name}`) }
+    })
+  } catch (err) {
+    if (err instanceof TenantryError) throw err
+    throw new TenantryError('MIGRATION_FAILED', `Building ${target.label} failed: ${(err as Error).message}`, { cause: err, details: { target: target.label } })
+  }
 }

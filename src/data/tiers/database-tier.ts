@@ -19,12 +19,13 @@ export const databaseTier: TierStrategy = {
     role: naming.tenantRole(tenant.id),
     label: `${tenant.placement.server}/${tenant.placement.database}/public`,
   }),
-  async create(ctx, tenant) {
+  async prepare(ctx, tenant, template) {
     const database = tenant.placement.database
-    if (!(await ctx.driver.databaseExists(database))) await ctx.driver.createDatabase(database)
+    if (!(await ctx.driver.databaseExists(database)) && !(await template.cloneInto(database))) {
+      await ctx.driver.createDatabase(database)
+    }
     const role = ctx.naming.tenantRole(tenant.id)
-    await ctx.driver.admin(database).exec(
-      `${BOOTSTRAP_DATABASE_SQL}
+    return `${BOOTSTRAP_DATABASE_SQL}
 ${ensureAppRoleSql(ctx.naming.appRole)}
 ${ensureTenantRoleSql(role, ctx.naming.appRole)}
 DO $tenantry$ BEGIN
@@ -33,8 +34,7 @@ DO $tenantry$ BEGIN
   EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), '${ctx.naming.appRole}');
 END $tenantry$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA public TO ${quoteIdent(role)};`,
-    )
+GRANT USAGE ON SCHEMA public TO ${quoteIdent(role)};`
   },
   async remove(ctx, tenant) {
     const role = ctx.naming.tenantRole(tenant.id)

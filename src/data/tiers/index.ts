@@ -4,7 +4,7 @@ import { pooledTier } from './pooled-tier.ts'
 import { schemaTier } from './schema-tier.ts'
 import type { TierStrategy } from './tier.ts'
 
-export type { MigrationTarget, TierContext, TierStrategy } from './tier.ts'
+export type { MigrationTarget, TemplateSource, TierContext, TierStrategy } from './tier.ts'
 
 /** The tier strategies by name. */
 export const TIER_STRATEGIES: Readonly<Record<Tier, TierStrategy>> = {

@@ -12,7 +12,7 @@ export const pooledTier: TierStrategy = {
     role: naming.appRole,
   }),
   ownTarget: () => null,
-  create: async () => undefined,
+  prepare: async () => '',
   async remove(ctx, tenant, tables) {
     const removed: string[] = []
     await ctx.driver.admin(tenant.placement.database).transaction(async (tx) => {

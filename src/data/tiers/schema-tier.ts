@@ -20,14 +20,12 @@ export const schemaTier: TierStrategy = {
     role: naming.tenantRole(tenant.id),
     label: `${tenant.placement.server}/${tenant.placement.schema}`,
   }),
-  async create(ctx, tenant) {
+  async prepare(ctx, tenant) {
     const role = ctx.naming.tenantRole(tenant.id)
     const schema = quoteIdent(tenant.placement.schema!)
-    await ctx.driver.admin(tenant.placement.database).exec(
-      `${ensureTenantRoleSql(role, ctx.naming.appRole)}
+    return `${ensureTenantRoleSql(role, ctx.naming.appRole)}
 CREATE SCHEMA IF NOT EXISTS ${schema};
-GRANT USAGE ON SCHEMA ${schema} TO ${quoteIdent(role)};`,
-    )
+GRANT USAGE ON SCHEMA ${schema} TO ${quoteIdent(role)};`
   },
   async remove(ctx, tenant) {
     const role = ctx.naming.tenantRole(tenant.id)

@@ -12,6 +12,12 @@ export interface MigrationTarget {
   label: string
 }
 
+/** Where a database-tier tenant's database is copied from; null where the driver cannot clone. */
+export interface TemplateSource {
+  /** Clone the server's template database (kept at the latest migration) into `database`. */
+  cloneInto(database: string): Promise<boolean>
+}
+
 export interface TierContext {
   naming: Naming
   driver: ServerDriver
@@ -29,8 +35,13 @@ export interface TierStrategy {
   session(tenant: Tenant, naming: Naming, pooledSchema: string): SessionTarget
   /** The target this tenant owns alone, or null when it shares its server's pooled target. */
   ownTarget(tenant: Tenant, naming: Naming): MigrationTarget | null
-  /** Make the tenant's room (role, schema, database). Idempotent: a resumed provision runs it again. */
-  create(ctx: TierContext, tenant: Tenant): Promise<void>
+  /**
+   * Make what cannot be made inside a transaction (a database: cloned from the server's template
+   * when the driver can) and return the SQL that makes the rest of the tenant's room (role,
+   * schema, rights). Provisioning runs that SQL, every migration file and the grants in ONE
+   * transaction on the tenant's database. Idempotent: a resumed provision calls it again.
+   */
+  prepare(ctx: TierContext, tenant: Tenant, template: TemplateSource): Promise<string>
   /** Remove the tenant's room and rows; returns what was removed, for the report. Idempotent. */
   remove(ctx: TierContext, tenant: Tenant, tables: string[]): Promise<string[]>
 }

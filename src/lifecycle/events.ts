@@ -1,0 +1,53 @@
+import { EventEmitter } from 'node:events'
+import type { Tenant } from '../core/types.ts'
+import type { Operation } from './operations.ts'
+
+/** Events Tenantry emits, in present/past pairs where an action takes time. */
+export interface TenantryEventMap {
+  'tenant.provisioning': { tenant: Tenant; operationId: string }
+  'tenant.provisioned': { tenant: Tenant; operationId: string; ms: number }
+  'tenant.provision_failed': { slug: string; operationId: string; error: Error }
+  'tenant.suspended': { tenant: Tenant }
+  'tenant.resumed': { tenant: Tenant }
+  'tenant.deleted': { tenant: Tenant }
+  'tenant.purging': { tenant: Tenant; operationId: string }
+  'tenant.purged': { tenant: Tenant; operationId: string; removed: string[] }
+  'migration.target_done': { operationId: string; target: string; tenant: string | null; applied: string[] }
+  'migration.target_failed': { operationId: string; target: string; tenant: string | null; error: Error }
+  'operation.resumed': { operation: Operation }
+  /** A failure in background work (it is not thrown anywhere else). */
+  error: { error: Error; context: string }
+}
+
+/**
+ * A typed event emitter.
+ *
+ * @example
+ * ```ts
+ * tenantry.events.on('tenant.provisioned', ({ tenant, ms }) => log.info({ tenant: tenant.slug, ms }, 'provisioned'))
+ * ```
+ */
+export class TenantryEvents {
+  private readonly emitter = new EventEmitter()
+
+  on<K extends keyof TenantryEventMap>(event: K, listener: (payload: TenantryEventMap[K]) => void): this {
+    this.emitter.on(event, listener)
+    return this
+  }
+
+  off<K extends keyof TenantryEventMap>(event: K, listener: (payload: TenantryEventMap[K]) => void): this {
+    this.emitter.off(event, listener)
+    return this
+  }
+
+  emit<K extends keyof TenantryEventMap>(event: K, payload: TenantryEventMap[K]): void {
+    // An 'error' event with no listener must not crash the process: background failures are
+    // reported, not thrown into nowhere.
+    if (event === 'error' && this.emitter.listenerCount('error') === 0) return
+    try {
+      this.emitter.emit(event, payload)
+    } catch (err) {
+      if (event !== 'error') this.emit('error', { error: err as Error, context: `listener of ${event}` })
+    }
+  }
+}
