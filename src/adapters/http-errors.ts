@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http'
 import { TenantryError, isTenantryError } from '../core/errors.ts'
 
 /** What an HTTP adapter sends for an error: status, extra headers and a JSON body with a `code`. */
@@ -33,7 +34,7 @@ export function errorReply(err: unknown): ErrorReply {
       return {
         status,
         headers: {},
-        body: { statusCode: status, code, error: status === 413 ? 'Payload Too Large' : 'Bad Request', message: String((err as Error).message) },
+        body: { statusCode: status, code, error: STATUS_CODES[status] ?? 'Bad Request', message: String((err as Error).message) },
       }
     }
     e = new TenantryError('INTERNAL', 'Internal error; it has been logged.', { cause: err })
