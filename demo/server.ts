@@ -2,11 +2,14 @@ import { fileURLToPath } from 'node:url'
 import { createTenantry, subdomain, header, isTenantryError, type Tier } from '../src/index.ts'
 import { buildDemoApp } from './app.ts'
 
-const SEED: { slug: string; name: string; tier: Tier }[] = [
-  { slug: 'acme', name: 'Acme Corp', tier: 'pooled' },
-  { slug: 'globex', name: 'Globex', tier: 'schema' },
-  { slug: 'initech', name: 'Initech', tier: 'database' },
+const SEED: { slug: string; name: string; tier: Tier; plan: string }[] = [
+  { slug: 'acme', name: 'Acme Corp', tier: 'pooled', plan: 'free' },
+  { slug: 'globex', name: 'Globex', tier: 'schema', plan: 'default' },
+  { slug: 'initech', name: 'Initech', tier: 'database', plan: 'default' },
 ]
+
+// The free plan's limits (docs/guards.md): small enough to see a 429 by hand.
+const FREE_LIMITS = { rate: { points: 10, duration: 60 }, concurrency: 2, queue: 2, statementTimeoutMs: 2000 }
 
 async function main(): Promise<void> {
   const port = Number(process.env.PORT ?? 3000)
@@ -23,10 +26,15 @@ async function main(): Promise<void> {
     for (const f of failed) console.error(`migration failed on ${f.target}: ${f.error}`)
     process.exit(1)
   }
+  await tenantry.catalog.upsertPlan({ name: 'free', settings: { limits: FREE_LIMITS } })
+  await tenantry.guard.reloadPlans()
   for (const seed of SEED) {
-    if (!(await tenantry.findTenant(seed.slug))) {
-      console.log(`seeding tenant '${seed.slug}' (${seed.tier} tier)…`)
+    const found = await tenantry.findTenant(seed.slug)
+    if (!found) {
+      console.log(`seeding tenant '${seed.slug}' (${seed.tier} tier, ${seed.plan} plan)…`)
       await tenantry.provision(seed)
+    } else if (found.plan !== seed.plan) {
+      await tenantry.catalog.updateTenant(found.id, { plan: seed.plan })
     }
   }
 
@@ -34,7 +42,7 @@ async function main(): Promise<void> {
   await app.listen({ port, host: '127.0.0.1' })
   console.log(`
   Tenantry demo on ${where}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s
-  Tenants: acme (pooled), globex (schema), initech (database)
+  Tenants: acme (pooled, free plan: ${FREE_LIMITS.rate.points} requests/min), globex (schema), initech (database)
 
   Try:
     curl http://acme.localhost:${port}/api/tenant
@@ -42,6 +50,9 @@ async function main(): Promise<void> {
     curl http://globex.localhost:${port}/api/projects
     curl -H 'x-tenant: initech' http://localhost:${port}/api/projects
     curl http://nobody.localhost:${port}/api/projects      # 404 TENANT_NOT_FOUND
+    curl -i http://acme.localhost:${port}/api/projects     # RateLimit-Limit/Remaining/Reset headers
+    for i in $(seq 1 12); do curl -s -o /dev/null -w '%{http_code} ' http://acme.localhost:${port}/api/projects; done; echo
+                                                           # acme's free plan allows ${FREE_LIMITS.rate.points} a minute, then 429 RATE_LIMITED
   `)
 
   async function shutdown(): Promise<void> {
