@@ -108,6 +108,8 @@ export interface Tenantry {
   purge(slugOrId: string, opts?: { force?: boolean; startedBy?: string }): Promise<PurgeResult>
   /** Finish operations whose process died; with an id, that one. */
   resumeOperations(id?: string): Promise<Operation[]>
+  /** Operations this process took over and finished at start-up (see `resumeOperations` option). */
+  readonly resumedAtStartup: Operation[]
   /** The targets of a fleet operation. */
   operationTargets(id: string): Promise<OperationTarget[]>
   setStatus(slugOrId: string, status: Exclude<TenantStatus, 'provisioning'>, reason?: string): Promise<Tenant>
@@ -253,6 +255,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       return id === undefined ? lifecycle.resumeOrphans() : [await lifecycle.resumeOperationById(id)]
     },
     operationTargets: (id) => operations.targets(id),
+    resumedAtStartup: [],
     async setStatus(slugOrId, status, reason) {
       const tenant = await mustFind(slugOrId)
       return catalog.setStatus(tenant.id, status, reason ?? null)
@@ -311,7 +314,11 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   if (options.resumeOperations !== false) {
     // Operations left running by a process that died (kill -9, a crash, a restarted database)
     // are finished now, so no tenant stays half-provisioned.
-    await lifecycle.resumeOrphans().catch((error) => events.emit('error', { error, context: 'resuming operations at start-up' }))
+    const resumed = await lifecycle.resumeOrphans().catch((error) => {
+      events.emit('error', { error, context: 'resuming operations at start-up' })
+      return []
+    })
+    ;(tenantry.resumedAtStartup as Operation[]).push(...resumed)
   }
   return tenantry
 }

@@ -1,7 +1,116 @@
-import { Command, Option } from 'commander'
-import { isTenantryError } from '../core/errors.ts'
+import { hostname, userInfo } from 'node:os'
+import cliProgress from 'cli-progress'
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { TenantryError, isTenantryError } from '../core/errors.ts'
+import { isUuid } from '../core/validation.ts'
+import { TIERS, type Tier, type TenantStatus } from '../core/types.ts'
 import { formatFindings } from '../doctor/index.ts'
+import type { FleetMigrateResult, MigrateProgress } from '../lifecycle/fleet-migrate.ts'
+import type { Tenantry } from '../runtime.ts'
+import { operationsTable, table, tenantDetails, tenantJson, tenantsTable, truncate } from './format.ts'
 import { openTenantry, type ConnectionFlags } from './open.ts'
+
+const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
+const OP_STATES = ['running', 'done', 'failed', 'rolled_back']
+
+function startedBy(): string {
+  let user = 'unknown'
+  try { user = userInfo().username } catch { /* no passwd entry in some containers */ }
+  return `cli:${user}@${hostname()}`
+}
+
+function positiveInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value)
+    if (!/^[0-9]+$/.test(value) || !Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a whole number of at least 1.`)
+    return n
+  }
+}
+
+function list(value: string): string[] {
+  return value.split(',').map((s) => s.trim()).filter(Boolean)
+}
+
+function print(json: boolean | undefined, data: unknown, text: () => string): void {
+  console.log(json ? JSON.stringify(data, null, 2) : text())
+}
+
+/** Open Tenantry for one command and always close it. */
+async function withTenantry<T>(flags: ConnectionFlags, fn: (t: Tenantry) => Promise<T>): Promise<T> {
+  const tenantry = await openTenantry(flags)
+  try {
+    return await fn(tenantry)
+  } finally {
+    await tenantry.close()
+  }
+}
+
+function progressBar(enabled: boolean): { update(p: MigrateProgress): void; stop(): void } {
+  if (!enabled) return { update() {}, stop() {} }
+  const bar = new cliProgress.SingleBar(
+    {
+      format: 'migrate [{bar}] {value}/{total} targets | {rate}/s | ETA {eta_formatted} | failed {failed}',
+      etaBuffer: 50,
+      hideCursor: true,
+      stream: process.stderr,
+    },
+    cliProgress.Presets.shades_classic,
+  )
+  let started = false
+  return {
+    update(p) {
+      const finished = p.done + p.failed + p.skipped
+      const payload = { rate: p.rate.toFixed(1), failed: p.failed }
+      if (!started) {
+        bar.start(p.total, finished, payload)
+        started = true
+      } else {
+        bar.setTotal(p.total)
+        bar.update(finished, payload)
+      }
+    },
+    stop() {
+      if (started) bar.stop()
+    },
+  }
+}
+
+function migrateReport(r: FleetMigrateResult): string {
+  const lines: string[] = []
+  const shown = r.targets.filter((t) => t.status !== 'skipped')
+  if (shown.length > 0) {
+    lines.push(
+      table(
+        ['TARGET', 'TIER', 'SERVER', 'TENANT', 'STATUS', 'APPLIED / PENDING', 'ERROR'],
+        shown.map((t) => [t.target, t.tier, t.server, t.tenant ?? '(pooled)', t.status, t.applied.join(', '), t.error ? truncate(t.error, 80) : '']),
+      ),
+    )
+  }
+  const c = r.counts
+  const head =
+    r.state === 'dry-run' ? 'Dry run: nothing was changed.'
+    : r.state === 'up-to-date' ? 'Every target is at the latest migration.'
+    : r.state === 'done' ? 'Migration done.'
+    : `Migration incomplete${r.halted ? `: ${r.halted}` : ''}.`
+  lines.push(`${head} ${c.total} targets: ${c.done} done, ${c.failed} failed, ${c.skipped} up to date, ${c.pending} pending (${(r.elapsedMs / 1000).toFixed(1)} s)${r.operationId ? `; operation ${r.operationId}` : ''}`)
+  return lines.join('\n')
+}
+
+function dryRunReport(r: FleetMigrateResult): string {
+  const pending = r.targets.filter((t) => t.status === 'pending')
+  if (pending.length === 0) return `Every target is at the latest migration (${r.counts.total} targets).`
+  const groups = new Map<string, typeof pending>()
+  for (const t of pending) {
+    const key = `${t.tier} on ${t.server}`
+    groups.set(key, [...(groups.get(key) ?? []), t])
+  }
+  const out: string[] = [`Plan: ${pending.length} of ${r.counts.total} targets have pending migrations (nothing was changed).`]
+  for (const [key, ts] of groups) {
+    out.push('', `${key} (${ts.length}):`)
+    for (const t of ts) out.push(`  ${t.target}${t.tenant ? ` [${t.tenant}]` : ''}: ${t.applied.join(', ')}`)
+  }
+  return out.join('\n')
+}
 
 /**
  * The `tenantry` command. Every command exits 0 on success, 1 when it found problems or was
@@ -20,21 +129,201 @@ export function buildProgram(): Command {
       .addOption(new Option('--role-prefix <prefix>', 'prefix of the roles and databases Tenantry creates').env('TENANTRY_ROLE_PREFIX'))
       .addOption(new Option('--migrations <dir>', 'directory of NNNN_name.sql migrations').env('TENANTRY_MIGRATIONS'))
 
+  // ---- tenants -------------------------------------------------------------------------------
+  const tenants = program.command('tenants').description('create, list and manage tenants')
+
+  withConnection(
+    tenants
+      .command('create <slug>')
+      .description('provision a tenant (a durable operation: killed, it is finished by the next run)')
+      .addOption(new Option('--tier <tier>', 'isolation tier').choices(TIERS as string[]).makeOptionMandatory())
+      .option('--name <name>', 'display name (default: the slug)')
+      .option('--plan <plan>', 'plan name', 'default')
+      .option('--server <server>', 'server of the fleet (default: chosen by region, then capacity)')
+      .option('--region <region>', 'region of the tenant')
+      .option('--json', 'print the tenant as JSON'),
+  ).action(async (slug: string, opts: ConnectionFlags & { tier: Tier; name?: string; plan?: string; server?: string; region?: string; json?: boolean }) => {
+    await withTenantry(opts, async (t) => {
+      const started = Date.now()
+      const tenant = await t.provision({ slug, tier: opts.tier, name: opts.name, plan: opts.plan, server: opts.server, region: opts.region }, startedBy())
+      print(opts.json, tenantJson(tenant), () => `Created tenant '${tenant.slug}' (${tenant.tier} tier on ${tenant.placement.server}) in ${Date.now() - started} ms.`)
+    })
+  })
+
+  withConnection(
+    tenants
+      .command('list')
+      .description('list tenants')
+      .addOption(new Option('--status <status>', 'only tenants in this status').choices(STATUSES))
+      .addOption(new Option('--tier <tier>', 'only tenants on this tier').choices(TIERS as string[]))
+      .option('--json', 'print JSON'),
+  ).action(async (opts: ConnectionFlags & { status?: TenantStatus; tier?: Tier; json?: boolean }) => {
+    await withTenantry(opts, async (t) => {
+      const all = await t.catalog.list({ status: opts.status, tier: opts.tier })
+      print(opts.json, all.map(tenantJson), () => tenantsTable(all))
+    })
+  })
+
+  withConnection(tenants.command('show <slug>').description('show one tenant').option('--json', 'print JSON')).action(
+    async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
+      await withTenantry(opts, async (t) => {
+        const tenant = await t.findTenant(slug)
+        if (!tenant) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug or id '${slug}'.`)
+        const domains = await t.catalog.domainsOf(tenant.id)
+        print(opts.json, { ...tenantJson(tenant), domains }, () => tenantDetails(tenant, domains))
+      })
+    },
+  )
+
+  withConnection(tenants.command('suspend <slug>').description('stop serving a tenant (403 TENANT_SUSPENDED); data is untouched').option('--reason <text>', 'shown to the tenant\'s users').option('--json', 'print JSON')).action(
+    async (slug: string, opts: ConnectionFlags & { reason?: string; json?: boolean }) => {
+      await withTenantry(opts, async (t) => {
+        const tenant = await t.suspend(slug, opts.reason)
+        print(opts.json, tenantJson(tenant), () => `Suspended '${tenant.slug}'${tenant.statusReason ? `: ${tenant.statusReason}` : ''}.`)
+      })
+    },
+  )
+
+  withConnection(tenants.command('resume <slug>').description('serve a suspended tenant again').option('--json', 'print JSON')).action(
+    async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
+      await withTenantry(opts, async (t) => {
+        const tenant = await t.resume(slug)
+        print(opts.json, tenantJson(tenant), () => `Resumed '${tenant.slug}'.`)
+      })
+    },
+  )
+
+  withConnection(tenants.command('delete <slug>').description('soft delete: no longer served (404), data kept for the retention period').option('--json', 'print JSON')).action(
+    async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
+      await withTenantry(opts, async (t) => {
+        const tenant = await t.delete(slug)
+        print(opts.json, tenantJson(tenant), () => `Deleted '${tenant.slug}' (data kept; 'tenants purge ${tenant.slug}' removes it after the retention period, 'tenants restore ${tenant.slug}' undoes this).`)
+      })
+    },
+  )
+
+  withConnection(tenants.command('restore <slug>').description('undo a soft delete (the tenant comes back suspended)').option('--json', 'print JSON')).action(
+    async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
+      await withTenantry(opts, async (t) => {
+        const tenant = await t.restore(slug)
+        print(opts.json, tenantJson(tenant), () => `Restored '${tenant.slug}' as suspended; 'tenants resume ${tenant.slug}' serves it again.`)
+      })
+    },
+  )
+
+  withConnection(
+    tenants
+      .command('purge <slug>')
+      .description("remove a deleted tenant's data for good: database, or schema and role, or its pooled rows; then its catalog row")
+      .option('--force', 'purge before the retention period ends, or a tenant that was not deleted')
+      .option('--json', 'print JSON'),
+  ).action(async (slug: string, opts: ConnectionFlags & { force?: boolean; json?: boolean }) => {
+    await withTenantry(opts, async (t) => {
+      const r = await t.purge(slug, { force: opts.force, startedBy: startedBy() })
+      print(opts.json, { tenant: tenantJson(r.tenant), operationId: r.operationId, removed: r.removed }, () =>
+        [`Purged '${r.tenant.slug}' (operation ${r.operationId}). Removed:`, ...r.removed.map((x) => `  - ${x}`)].join('\n'),
+      )
+    })
+  })
+
+  // ---- migrate -------------------------------------------------------------------------------
+  withConnection(
+    program
+      .command('migrate')
+      .description('bring every target (pooled tables, tenant schemas, tenant databases) to the latest migration')
+      .option('--dry-run', 'print the plan: every target with its pending files; change nothing')
+      .option('--canary <slugs>', 'migrate these tenants first; the rest only if all of them succeed', list)
+      .option('--concurrency <n>', 'targets migrated at once by this process', positiveInt('--concurrency'), 4)
+      .option('--max-failures <n>', 'stop after this many failed targets', positiveInt('--max-failures'))
+      .option('--only <items>', 'only these tenant slugs, tiers (pooled, schema, database) or servers', list)
+      .option('--json', 'print the result per target as JSON'),
+  ).action(async (opts: ConnectionFlags & { dryRun?: boolean; canary?: string[]; concurrency: number; maxFailures?: number; only?: string[]; json?: boolean }) => {
+    await withTenantry(opts, async (t) => {
+      if (t.migrationFiles.length === 0) {
+        throw new TenantryError('CONFIG_INVALID', 'No migrations found: pass --migrations <dir> or set TENANTRY_MIGRATIONS (default ./migrations).')
+      }
+      const bar = progressBar(!opts.json && !opts.dryRun && Boolean(process.stderr.isTTY))
+      let result: FleetMigrateResult
+      try {
+        result = await t.migrate({
+          dryRun: opts.dryRun,
+          canary: opts.canary,
+          concurrency: opts.concurrency,
+          maxFailures: opts.maxFailures,
+          only: opts.only,
+          startedBy: startedBy(),
+          onProgress: (p) => bar.update(p),
+        })
+      } finally {
+        bar.stop()
+      }
+      print(opts.json, result, () => (result.state === 'dry-run' ? dryRunReport(result) : migrateReport(result)))
+      if (result.state === 'failed') process.exitCode = 1
+    })
+  })
+
+  // ---- operations ----------------------------------------------------------------------------
+  const operations = program.command('operations').description('list, inspect and resume durable operations')
+
+  withConnection(
+    operations
+      .command('list')
+      .description('recent operations, newest first')
+      .addOption(new Option('--state <state>', 'only operations in this state').choices(OP_STATES))
+      .option('--kind <kind>', 'only this kind (provision, migrate, purge)')
+      .option('--limit <n>', 'how many', positiveInt('--limit'), 50)
+      .option('--json', 'print JSON'),
+  ).action(async (opts: ConnectionFlags & { state?: 'running' | 'done' | 'failed' | 'rolled_back'; kind?: string; limit: number; json?: boolean }) => {
+    await withTenantry(opts, async (t) => {
+      const ops = await t.operations.list({ state: opts.state, kind: opts.kind, limit: opts.limit })
+      print(opts.json, ops, () => operationsTable(ops))
+    })
+  })
+
+  withConnection(operations.command('show <id>').description('one operation, with its targets for a migration').option('--json', 'print JSON')).action(
+    async (id: string, opts: ConnectionFlags & { json?: boolean }) => {
+      await withTenantry(opts, async (t) => {
+        if (!isUuid(id)) throw new TenantryError('VALIDATION_FAILED', `'${id}' is not an operation id (a uuid).`)
+        const op = await t.operations.get(id)
+        if (!op) throw new TenantryError('NOT_FOUND', `No operation has the id '${id}'.`)
+        const targets = op.kind === 'migrate' ? await t.operationTargets(id) : []
+        print(opts.json, { ...op, targets }, () => {
+          const lines = [
+            `id        ${op.id}`, `kind      ${op.kind}`, `tenant    ${op.slug ?? '-'}`, `state     ${op.state}`, `step      ${op.step ?? '-'}`,
+            `started   ${op.createdAt.toISOString()} by ${op.startedBy}`, `finished  ${op.finishedAt?.toISOString() ?? '-'}`,
+            `progress  ${JSON.stringify(op.progress)}`, ...(op.error ? [`error     ${op.error}`] : []),
+          ]
+          if (targets.length) lines.push('', table(['TARGET', 'TENANT', 'STATE', 'APPLIED', 'ERROR'], targets.map((x) => [x.target, x.slug ?? '(pooled)', x.state, x.applied.join(', '), x.error ? truncate(x.error, 80) : ''])))
+          return lines.join('\n')
+        })
+      })
+    },
+  )
+
+  withConnection(operations.command('resume [id]').description('finish operations whose process died (all of them, or the one given)').option('--json', 'print JSON')).action(
+    async (id: string | undefined, opts: ConnectionFlags & { json?: boolean }) => {
+      // Opening Tenantry already resumes orphans at start-up; with an id, that one is taken over explicitly.
+      await withTenantry(opts, async (t) => {
+        const resumed = [...t.resumedAtStartup, ...(id ? await t.resumeOperations(id) : await t.resumeOperations())]
+        const after = await Promise.all(resumed.map((o) => t.operations.get(o.id)))
+        print(opts.json, after, () => (after.length === 0 ? 'No interrupted operations.' : operationsTable(after.filter((o) => o !== null))))
+      })
+    },
+  )
+
+  // ---- doctor --------------------------------------------------------------------------------
   withConnection(
     program
       .command('doctor')
       .description('check every tenant table and app role against the isolation invariants (tenant_id, forced RLS, policies, tenant-led keys, role rights)')
       .option('--json', 'print the findings as JSON'),
   ).action(async (opts: ConnectionFlags & { json?: boolean }) => {
-    const tenantry = await openTenantry(opts)
-    try {
+    await withTenantry(opts, async (tenantry) => {
       const { findings, tables } = await tenantry.doctor()
       if (opts.json) console.log(JSON.stringify({ ok: findings.length === 0, tables, findings }, null, 2))
       else console.log(formatFindings(findings, { tables }))
       process.exitCode = findings.length === 0 ? 0 : 1
-    } finally {
-      await tenantry.close()
-    }
+    })
   })
 
   return program
@@ -49,7 +338,7 @@ export async function runCli(argv: string[]): Promise<number> {
   } catch (err) {
     const e = err as { code?: string; exitCode?: number; message?: string }
     if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
-      return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2
+      return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help' ? 0 : 2
     }
     if (isTenantryError(err)) {
       console.error(`error ${err.code}: ${err.message}`)
