@@ -358,6 +358,9 @@ export default async function routing(argv: string[]): Promise<number> {
       x.result.errors + x.result.timeouts, x.result.non2xx, round(x.cpu.server, 2), round(x.cpu.postgres, 2), round(x.cpu.load, 2), round(x.cpu.other, 2),
     ]),
   )
+  // CPU per request (µs): what each side spends on one request, which contention from other
+  // processes disturbs much less than requests/s.
+  const usPerReq = (v: Variant, who: 'server' | 'postgres' | 'load') => med(v, (x) => (x.cpu[who] / x.result.rps) * 1e6)
   const base = { rps: med('baseline', (x) => x.result.rps), p50: med('baseline', (x) => x.result.latency.p50), p99: med('baseline', (x) => x.result.latency.p99) }
   const tier = (v: Variant) => {
     const rps = med(v, (x) => x.result.rps)
@@ -371,12 +374,12 @@ export default async function routing(argv: string[]): Promise<number> {
   const schema = tier('schema')
   console.log(`\nmedians over ${rounds} rounds (target: ≥ ${TARGET_RPS_RATIO}× baseline req/s and ≤ ${TARGET_P99_RATIO}× baseline p99)\n`)
   printTable(
-    ['variant', 'req/s', 'p50 ms', 'p99 ms', 'req/s ratio', 'p99 ratio', 'cpu node', 'cpu pg', 'target'],
+    ['variant', 'req/s', 'p50 ms', 'p99 ms', 'req/s ratio', 'p99 ratio', 'node µs/req', 'pg µs/req', 'target'],
     [
-      ['baseline', round(base.rps, 0), round(base.p50, 2), round(base.p99, 2), 1, 1, round(med('baseline', (x) => x.cpu.server), 2), round(med('baseline', (x) => x.cpu.postgres), 2), '-'],
+      ['baseline', round(base.rps, 0), round(base.p50, 2), round(base.p99, 2), 1, 1, round(usPerReq('baseline', 'server'), 0), round(usPerReq('baseline', 'postgres'), 0), '-'],
       ...(['pooled', 'schema'] as const).map((v) => {
         const t = v === 'pooled' ? pooled : schema
-        return [v, round(t.rps, 0), round(t.p50, 2), round(t.p99, 2), round(t.rpsRatio, 3), round(t.p99Ratio, 3), round(med(v, (x) => x.cpu.server), 2), round(med(v, (x) => x.cpu.postgres), 2), t.met ? 'met' : 'MISSED']
+        return [v, round(t.rps, 0), round(t.p50, 2), round(t.p99, 2), round(t.rpsRatio, 3), round(t.p99Ratio, 3), round(usPerReq(v, 'server'), 0), round(usPerReq(v, 'postgres'), 0), t.met ? 'met' : 'MISSED']
       }),
     ],
   )
@@ -400,6 +403,12 @@ export default async function routing(argv: string[]): Promise<number> {
     pooled_p99_ratio: round(pooled.p99Ratio, 3),
     schema_rps_ratio: round(schema.rpsRatio, 3),
     schema_p99_ratio: round(schema.p99Ratio, 3),
+    baseline_node_us_per_req: round(usPerReq('baseline', 'server'), 0),
+    baseline_pg_us_per_req: round(usPerReq('baseline', 'postgres'), 0),
+    pooled_node_us_per_req: round(usPerReq('pooled', 'server'), 0),
+    pooled_pg_us_per_req: round(usPerReq('pooled', 'postgres'), 0),
+    schema_node_us_per_req: round(usPerReq('schema', 'server'), 0),
+    schema_pg_us_per_req: round(usPerReq('schema', 'postgres'), 0),
     pooled_target_met: pooled.met,
     schema_target_met: schema.met,
     target_met: pooled.met && schema.met,
