@@ -47,14 +47,20 @@ async function outcome(p: Promise<unknown>): Promise<string> {
   }
 }
 
-/** Drop what a run on the real server leaves behind: tenant databases, the test database, roles. */
+/**
+ * Drop what a run on the real server leaves behind: the databases named with the prefix (tenant
+ * databases `<prefix>_t_…` and any template), the test database, then the roles.
+ */
 async function dropPostgresLeftovers(): Promise<void> {
   const like = (s: string) => s.replace(/_/g, '\\_')
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
   await admin.connect()
   try {
-    const dbs = await admin.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datname LIKE $1', [`${like(PREFIX)}\\_t\\_%`])
-    for (const { datname } of dbs.rows) await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
+    const dbs = await admin.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datname LIKE $1', [`${like(PREFIX)}\\_%`])
+    for (const { datname } of dbs.rows) {
+      await admin.query(`ALTER DATABASE "${datname}" IS_TEMPLATE false`)
+      await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
+    }
     await dropDatabase(DB_NAME)
     const roles = await admin.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [`${like(PREFIX)}\\_%`])
     for (const { rolname } of roles.rows) {
