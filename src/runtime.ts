@@ -184,7 +184,13 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     // The catalog may already be listening: a plan with invalid limits fails the guard after it.
     await (catalog! as Catalog | undefined)?.close().catch(() => undefined)
     await dataPlane.close().catch(() => undefined)
-    throw err
+    if (err instanceof TenantryError) throw err
+    const where = main.url.startsWith('pglite:') ? main.url : redactUrl(main.url)
+    throw new TenantryError(
+      'CATALOG_UNAVAILABLE',
+      `Cannot open the catalog on ${where}: ${String((err as Error)?.message ?? err).split('\n')[0]}. Check DATABASE_URL and that the server is running.`,
+      { cause: err },
+    )
   }
 
   async function bootstrapServer(server: Server): Promise<void> {
@@ -321,6 +327,16 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     ;(tenantry.resumedAtStartup as Operation[]).push(...resumed)
   }
   return tenantry
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password) u.password = '***'
+    return u.toString()
+  } catch {
+    return '(invalid URL)'
+  }
 }
 
 function databaseFromUrl(url: string): string {

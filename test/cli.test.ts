@@ -103,10 +103,7 @@ describe('tenantry CLI: usage', SLOW, () => {
     expect(opt.stderr).toContain("error: unknown option '--jsno'")
   })
 
-  // BUG (src/cli/main.ts runCli prints any non-Tenantry error with console.error(err); createTenantry's
-  // bootstrap in src/runtime.ts does not turn connection failures into a coded error): an unreachable
-  // server is reported as a raw ECONNREFUSED stack trace. Remove `.fails` once fixed.
-  it.fails('exits 1 with a coded one-line error, no stack trace, when the server cannot be reached', async () => {
+  it('exits 1 with a coded one-line error, no stack trace, when the server cannot be reached', async () => {
     const r = await tenantry(['doctor'], { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nowhere' })
     expect(r.code, show(r)).toBe(1)
     expect(r.stdout).toBe('')
@@ -212,9 +209,7 @@ describe.skipIf(!PG_UP)('tenantry doctor against PostgreSQL (pooled, schema and 
     for (const f of body.findings) expect(f.message.length).toBeGreaterThan(10)
   })
 
-  // BUG: same as the unreachable server above — a DATABASE_URL naming a database that does not exist
-  // prints pg's raw error object and stack trace. Remove `.fails` once fixed.
-  it.fails('exits 1 with a coded one-line error, no stack trace, when the database does not exist', async () => {
+  it('exits 1 with a coded one-line error, no stack trace, when the database does not exist', async () => {
     const missing = new URL(url)
     missing.pathname = '/tenantry_test_cli_missing'
     const r = await tenantry(['doctor'], { ...env, DATABASE_URL: missing.toString() })

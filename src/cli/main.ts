@@ -344,7 +344,9 @@ export async function runCli(argv: string[]): Promise<number> {
       console.error(`error ${err.code}: ${err.message}`)
       return 1
     }
-    console.error(err)
+    // Not ours and not expected: one line for the user, the stack only on request.
+    console.error(`error: ${(err as Error)?.message ?? String(err)}`)
+    if (process.env.DEBUG) console.error(err)
     return 1
   }
 }

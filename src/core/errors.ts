@@ -53,6 +53,8 @@ export const ErrorCodes = {
   MIGRATION_CHECKSUM_MISMATCH: 'MIGRATION_CHECKSUM_MISMATCH',
   /** A migration failed to apply. */
   MIGRATION_FAILED: 'MIGRATION_FAILED',
+  /** The catalog database (the main server) cannot be opened. */
+  CATALOG_UNAVAILABLE: 'CATALOG_UNAVAILABLE',
   /** The embedded data directory is held by another process. */
   DATA_DIR_LOCKED: 'DATA_DIR_LOCKED',
   /** Something unexpected; a bug or an infrastructure fault. */
@@ -84,6 +86,7 @@ const STATUS: Record<ErrorCode, number> = {
   CONFIG_INVALID: 500,
   MIGRATION_CHECKSUM_MISMATCH: 500,
   MIGRATION_FAILED: 500,
+  CATALOG_UNAVAILABLE: 503,
   DATA_DIR_LOCKED: 500,
   INTERNAL: 500,
 }

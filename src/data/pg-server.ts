@@ -279,7 +279,9 @@ export class PgServer implements ServerDriver {
    * next use of the connection. Returns true when the connection must be discarded.
    */
   private async afterError(slot: PoolSlot<PgConnection>, err: unknown): Promise<boolean> {
-    if (slot.conn.broken || isConnectionError(err) || !(err instanceof pg.DatabaseError)) return true
+    // Any other error (a database error, or the app's own error thrown inside a transaction)
+    // leaves a healthy connection: roll back and reuse it rather than pay for a new one.
+    if (slot.conn.broken || isConnectionError(err)) return true
     try {
       // Queued behind the failed query's ReadyForQuery, so the status read after it is current.
       await slot.conn.client.query('ROLLBACK')
