@@ -180,12 +180,18 @@ export class FleetMigrator {
 
     const opId = await this.joinOrStart(work, opts)
     return this.o.operations.holding(async () => {
-      const halted = await this.work(opId, opts, plan.length, skipped.length, started)
+      let halted = await this.work(opId, opts, plan.length, skipped.length, started)
       // Wait for targets other workers are still running, then whoever finishes first records the end.
+      // Targets held by a worker that died go back to pending and are worked here, unless the run
+      // halted: otherwise a survivor would report them as "not reached" instead of finishing them.
       for (;;) {
         const c = await this.o.operations.counts(opId)
-        if (c.running === 0) break
-        if ((await this.o.operations.releaseDeadClaims(opId)) > 0) continue
+        if (c.running === 0 && (c.pending === 0 || halted)) break
+        const released = c.running > 0 ? await this.o.operations.releaseDeadClaims(opId) : 0
+        if (released > 0 || c.running === 0) {
+          if (!halted) halted = await this.work(opId, opts, plan.length, skipped.length, started)
+          continue
+        }
         await sleep(200)
       }
       const rows = await this.o.operations.targets(opId)

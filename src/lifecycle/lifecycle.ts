@@ -148,7 +148,10 @@ export class Lifecycle {
     const resumed: Operation[] = []
     for (const op of await this.o.operations.takeOverOrphans()) {
       if (op.kind === 'migrate') {
-        // Give it back: a migrate run joins it and finishes its targets.
+        // Targets the dead process held go back to pending: a finished operation must not show
+        // targets as running. A worker that joined the run and still lives finishes it itself.
+        await this.o.operations.releaseDeadClaims(op.id)
+        if ((await this.o.operations.counts(op.id)).running > 0) continue
         await this.o.operations.finish(op.id, 'failed', 'Interrupted: the process running it died. Run migrate again to finish its targets.')
         resumed.push(op)
         continue
