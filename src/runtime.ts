@@ -6,7 +6,7 @@ import type { Server, Tenant, TenantStatus } from './core/types.ts'
 import { isUuid, printable } from './core/validation.ts'
 import { DataPlane } from './data/data-plane.ts'
 import { naming as makeNaming } from './data/naming.ts'
-import { BOOTSTRAP_DATABASE_SQL, ensureAppRoleSql } from './data/sql.ts'
+import { bootstrapDatabaseSql, ensureAppRoleSql } from './data/sql.ts'
 import { TenantHandle } from './data/tenant-handle.ts'
 import { TIER_STRATEGIES } from './data/tiers/index.ts'
 import { inspectDatabase, type Finding } from './doctor/index.ts'
@@ -167,13 +167,14 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   let catalog: Catalog
   let guard: Guard
   try {
-    await bootstrapServer(main)
     catalog = new Catalog({
       admin: mainDriver.admin(main.mainDatabase),
       listen: (channel, onMessage, onReconnect) => mainDriver.listen(channel, onMessage, onReconnect),
       cacheTtlMs: options.cacheTtlMs,
     })
     await catalog.init()
+    dataPlane.tenantKey = catalog.tenantKey
+    await bootstrapServer(main)
     const known = await catalog.listServers()
     const stored = known.find((s) => s.name === 'main')
     if (!stored || stored.url !== main.url || stored.mainDatabase !== main.mainDatabase) await catalog.upsertServer(main)
@@ -196,7 +197,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   async function bootstrapServer(server: Server): Promise<void> {
     const admin = dataPlane.driver(server.name).admin(server.mainDatabase)
     await admin.transaction(async (tx) => {
-      await tx.exec(BOOTSTRAP_DATABASE_SQL)
+      await tx.exec(bootstrapDatabaseSql(dataPlane.tenantKey))
       await tx.exec(ensureAppRoleSql(naming.appRole, appPassword))
     })
   }

@@ -166,7 +166,7 @@ function contractSuite(backend: Backend): void {
     async function expectIsolated(names: string[]): Promise<void> {
       expect(await projectsOf(t)).toEqual(own(t, names))
       expect(await projectsOf(neighbour)).toEqual(own(neighbour, NEIGHBOUR_ROWS))
-      const { rows } = await h().query("SELECT current_setting('tenantry.tenant_id', true) AS tenant, current_user::text AS role, current_setting('search_path') AS search_path")
+      const { rows } = await h().query("SELECT tenantry.tenant_id()::text AS tenant, current_user::text AS role, current_setting('search_path') AS search_path")
       expect(rows).toEqual([
         {
           tenant: t.id,
@@ -329,13 +329,8 @@ function contractSuite(backend: Backend): void {
       await expectIsolated(['kt-project'])
     })
 
-    // BUG (src/data/tenant-handle.ts, transaction(): the `tx.query` it hands out does not pass errors
-    // through fromPostgresError; only the error leaving handle.transaction() is mapped). Kysely
-    // rethrows the error its callback saw, so a constraint violation inside
-    // kysely().transaction().execute() reaches the app as a raw PostgreSQL error (23514 → a 500)
-    // instead of VALIDATION_FAILED. The same raw error is what a handle.transaction() callback sees
-    // if it catches inside the transaction. Remove `.fails` once fixed.
-    it.fails('BUG: a database error inside kysely().transaction() is coded like any other', async () => {
+    // Kysely rethrows the error its callback saw: the tx.query a transaction hands out maps errors too.
+    it('a database error inside kysely().transaction() is coded like any other', async () => {
       const code = await outcome(h().kysely<DB>().transaction().execute(async (trx) => {
         await trx.insertInto('projects').values({ name: '' }).execute()
       }))
@@ -415,17 +410,15 @@ function contractSuite(backend: Backend): void {
       await expectIsolated(['kept'])
     })
 
-    // BUG (src/data/statement-guard.ts, FORBIDDEN_ANYWHERE): a quoted or Unicode-escaped identifier
-    // for set_config is the same function to PostgreSQL but does not match `\bset_config\s*\(`, and
-    // an UPDATE of pg_settings is set_config(…, false) behind a rule; all of them reach the server
-    // today (outcome 'ok'). Remove `.fails` once the guard refuses these.
-    it.fails.each([
+    // A quoted or Unicode-escaped identifier is the same function to PostgreSQL, and an UPDATE of
+    // pg_settings is set_config(…, false) behind a rule: the guard reads statements as the lexer does.
+    it.each([
       `SELECT "set_config"('tenantry.tenant_id', $1, false)`,
       `SELECT pg_catalog."set_config"('tenantry.tenant_id', $1, true)`,
       `SELECT U&"set\\005fconfig"('tenantry.tenant_id', $1, true)`,
       `SELECT "set_config"('statement_timeout', '0', true)`,
       `UPDATE pg_settings SET setting = 'public' WHERE name = 'search_path'`,
-    ])('BUG: a disguised session change is STATEMENT_FORBIDDEN: %s', async (text) => {
+    ])('a disguised session change is STATEMENT_FORBIDDEN: %s', async (text) => {
       expect(await outcome(h().query(text, text.includes('$1') ? [neighbour.id] : []))).toBe('STATEMENT_FORBIDDEN')
     })
 

@@ -181,7 +181,7 @@ function doctorSuite(open: () => Promise<Backend>): void {
       'POLICY_NOT_TENANT_SCOPED d_open_policy.notes write_all',
     ])
     expect(findings.find((f) => f.policy === 'see_all')!.message).toBe(
-      "d_open_policy.notes: policy see_all has USING (true), which does not mention tenant_id, so it lets rows of every tenant through; drop it (DROP POLICY see_all ON d_open_policy.notes) or restrict it to tenant_id = (select nullif(current_setting('tenantry.tenant_id', true), '')::uuid)",
+      "d_open_policy.notes: policy see_all has USING (true), which does not mention tenant_id, so it lets rows of every tenant through; drop it (DROP POLICY see_all ON d_open_policy.notes) or restrict it to tenant_id = (SELECT tenantry.tenant_id())",
     )
     expect(findings.find((f) => f.policy === 'loose_check')!.message).toContain('has WITH CHECK ((owner IS NOT NULL)),')
   })

@@ -151,11 +151,11 @@ describe('the tenant-entry statement', () => {
   it('sets the statement budget in the same statement, NULL keeping the server setting', () => {
     expect(ENTER_TENANT_SQL.split(';').length).toBe(1)
     expect(ENTER_TENANT_SQL).toContain("set_config('statement_timeout', coalesce($4::text, current_setting('statement_timeout')), true)")
-    const target = { database: 'd', tenantId: 't', searchPath: '"public"', role: 'r' }
-    expect(enterValues(target)).toEqual(['t', '"public"', 'r', null])
+    const target = { database: 'd', tenantId: 't', tenantToken: 't.sig', searchPath: '"public"', role: 'r' }
+    expect(enterValues(target)).toEqual(['t.sig', '"public"', 'r', null])
     const budget = { tenant: 't', weight: 1, connectionShare: 1, maxWaiting: 1, waitTimeoutMs: 1, statementTimeoutMs: 250 }
-    expect(enterValues(target, budget)).toEqual(['t', '"public"', 'r', '250'])
-    expect(enterValues(target, { ...budget, statementTimeoutMs: null })).toEqual(['t', '"public"', 'r', null])
+    expect(enterValues(target, budget)).toEqual(['t.sig', '"public"', 'r', '250'])
+    expect(enterValues(target, { ...budget, statementTimeoutMs: null })).toEqual(['t.sig', '"public"', 'r', null])
   })
 })
 

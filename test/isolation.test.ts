@@ -223,7 +223,8 @@ function isolationSuite(backend: Backend): void {
     role: t.tier === 'pooled' ? NAMES.appRole : NAMES.tenantRole(t.id),
     search_path: t.tier === 'schema' ? `"${NAMES.tenantSchema(t.id)}"` : '"public"',
   })
-  const SESSION_SQL = "SELECT current_setting('tenantry.tenant_id', true) AS tenant, current_user::text AS role, current_setting('search_path') AS search_path"
+  // The tenant as the policies see it: the signed setting, verified by tenantry.tenant_id().
+  const SESSION_SQL = "SELECT tenantry.tenant_id()::text AS tenant, current_user::text AS role, current_setting('search_path') AS search_path"
 
   beforeAll(async () => {
     if (backend === 'postgres') {
@@ -524,11 +525,8 @@ function isolationSuite(backend: Backend): void {
     expect(seen).toEqual(tenants.flatMap((t) => [1, 2, 3].map(() => [sessionOf(t)])))
   })
 
-  // BUG (src/data/statement-guard.ts): `"set_config"(…)` (a quoted identifier) is the same function
-  // to PostgreSQL but does not match the guard's `\bset_config\s*\(`; so does `pg_catalog."set_config"`
-  // and `U&"set\005fconfig"`. Inside a transaction a pooled tenant can then point itself at another
-  // tenant and read its rows (both drivers). Remove `.fails` once the guard refuses these.
-  it.fails('BUG: a quoted "set_config" inside a transaction cannot switch to another pooled tenant', async () => {
+  // `"set_config"(…)`, `pg_catalog."set_config"` and `U&"set\005fconfig"` are set_config to PostgreSQL.
+  it('a quoted "set_config" inside a transaction cannot switch to another pooled tenant', async () => {
     const [a, b] = byTier('pooled')
     const got = await tenantry.handle(a).transaction(async (tx) => {
       await tx.query(`SELECT "set_config"('tenantry.tenant_id', $1, true)`, [b.id])
@@ -539,10 +537,8 @@ function isolationSuite(backend: Backend): void {
     expect(leaked).toEqual([])
   })
 
-  // BUG (same cause): `SELECT "set_config"('tenantry.tenant_id', <B>, false)` leaves a *session*
-  // setting on the connection (PostgreSQL) or the instance (PGlite): it survives into the next user
-  // of the connection (LESSONS). Remove `.fails` once the guard refuses it.
-  it.fails('BUG: a session-level setting smuggled in with a quoted "set_config" does not survive the statement', async () => {
+  // A *session* setting would survive into the next user of the connection (LESSONS).
+  it('a session-level setting smuggled in with a quoted "set_config" does not survive the statement', async () => {
     const [a, b] = byTier('pooled')
     const code = await outcome(tenantry.handle(a).query(`SELECT "set_config"('tenantry.tenant_id', $1, false)`, [b.id]))
     const idle = await idleSessions()
@@ -550,24 +546,21 @@ function isolationSuite(backend: Backend): void {
     expect({ code, idle: [...new Set(idle.map((s) => s.tenant))] }).toEqual({ code: 'STATEMENT_FORBIDDEN', idle: [''] })
   })
 
-  // BUG (src/data/statement-guard.ts): `UPDATE pg_settings SET setting = … WHERE name = …` is
-  // set_config(name, value, false) behind the view's rule, so it passes the guard and leaves a
-  // session setting (search_path here; statement_timeout would escape a tenant's statement budget)
-  // on the connection, or on the whole PGlite instance including the admin session. Remove `.fails`
-  // once the guard refuses it.
-  it.fails('BUG: UPDATE pg_settings cannot leave a session setting for the next user of the connection', async () => {
+  // `UPDATE pg_settings SET setting = … WHERE name = …` is set_config(name, value, false) behind the
+  // view's rule: it would leave a session setting on the connection (or the whole PGlite instance).
+  it('UPDATE pg_settings cannot leave a session setting for the next user of the connection', async () => {
     const [c] = byTier('schema')
+    // A connection of this tenant's database is idle in the pool, for the check below to look at.
+    await tenantry.handle(c).query('SELECT 1')
     const code = await outcome(tenantry.handle(c).query("UPDATE pg_settings SET setting = 'public, tenantry' WHERE name = 'search_path'"))
     const idle = await idleSessions()
     await scrubIdleSessions()
     expect({ code, search_paths: [...new Set(idle.map((s) => s.search_path))] }).toEqual({ code: 'STATEMENT_FORBIDDEN', search_paths: [cleanSession().search_path] })
   })
 
-  // BUG on PGlite only (src/data/pglite-server.ts + statement-guard.ts): PGlite's session user is a
-  // superuser, and SET ROLE is checked against the session user, so a disguised set_config('role',
-  // 'postgres') escalates a tenant transaction to superuser, which bypasses RLS: every pooled tenant's
-  // rows. On PostgreSQL the app role may not become postgres (42501).
-  ;(backend === 'pglite' ? it.fails : it)('a disguised SET ROLE cannot escalate a tenant transaction (BUG on PGlite)', async () => {
+  // PGlite's session user is a superuser: a disguised set_config('role', 'postgres') would escalate a
+  // tenant transaction past RLS there. On PostgreSQL the app role may not become postgres (42501).
+  it('a disguised SET ROLE cannot escalate a tenant transaction', async () => {
     const [a] = byTier('pooled')
     const res = await outcome(tenantry.handle(a).transaction(async (tx) => {
       await tx.query(`SELECT "set_config"('role', 'postgres', true)`)
@@ -634,6 +627,49 @@ function isolationSuite(backend: Backend): void {
         await other.end()
       }
       await expectNothingWrittenAnywhere()
+    })
+
+    it('SQL that bypasses every Tenantry check cannot forge the tenant setting: it is signed', async () => {
+      // A raw connection as the app role is what an attacker with arbitrary SQL would have: no
+      // statement guard at all. set_config() is open to every role, so the setting itself must be
+      // worthless without the installation key.
+      const url = new URL(PG_ADMIN_URL)
+      url.username = NAMES.appRole
+      url.password = ''
+      url.pathname = `/${DB_NAME}`
+      const client = new pg.Client({ connectionString: url.toString() })
+      await client.connect()
+      const [a, b] = byTier('pooled')
+      const [c] = byTier('schema')
+      const forge = async (value: string, role?: string, searchPath?: string) => {
+        await client.query('BEGIN')
+        try {
+          await client.query("SELECT set_config('tenantry.tenant_id', $1, true)", [value])
+          if (role) await client.query("SELECT set_config('role', $1, true), set_config('search_path', $2, true)", [role, searchPath])
+          const rows = (await client.query('SELECT tenant_id FROM projects')).rows
+          return { seen: rows.length, verified: (await client.query('SELECT tenantry.tenant_id() AS t')).rows[0].t }
+        } finally {
+          await client.query('ROLLBACK')
+        }
+      }
+      try {
+        const sig = '0'.repeat(64)
+        expect({
+          bareId: await forge(b.id),
+          madeUpSignature: await forge(`${b.id}.${sig}`),
+          otherTenantsSignatureOnMyId: await forge(`${a.id}.${sig.replace(/0/g, 'f')}`),
+          asSchemaTenantRole: await forge(`${c.id}.${sig}`, NAMES.tenantRole(c.id), `"${NAMES.tenantSchema(c.id)}"`),
+        }).toEqual({
+          bareId: { seen: 0, verified: null },
+          madeUpSignature: { seen: 0, verified: null },
+          otherTenantsSignatureOnMyId: { seen: 0, verified: null },
+          asSchemaTenantRole: { seen: 0, verified: null },
+        })
+        // And the key itself is out of reach of the app role.
+        expect(await outcome(client.query('SELECT key FROM tenantry.secret'))).toBe('pg:42501')
+      } finally {
+        await client.end()
+      }
     })
   }
 

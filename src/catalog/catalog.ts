@@ -3,7 +3,7 @@ import type { Plan, Server, Tenant, TenantStatus, Tier } from '../core/types.ts'
 import type { Queryable } from '../data/executor.ts'
 import type { AdminQueryable } from '../data/driver.ts'
 import { isUuid, printable } from '../core/validation.ts'
-import { BOOTSTRAP_DATABASE_SQL } from '../data/sql.ts'
+import { CREATE_TENANT_KEY_SQL, bootstrapDatabaseSql } from '../data/sql.ts'
 import * as sql from './sql.ts'
 
 interface TenantRow {
@@ -76,6 +76,8 @@ export class Catalog {
   private readonly cache = new Map<string, CacheEntry>()
   private readonly ttl: number
   private unlisten?: () => Promise<void>
+  /** The installation's key (see data/tenant-token.ts), read by init(). */
+  tenantKey = ''
   /** Count of cache clears caused by notifications (tests observe it). */
   invalidations = 0
 
@@ -88,7 +90,10 @@ export class Catalog {
   /** Create the catalog tables if needed and start listening for changes. */
   async init(): Promise<void> {
     await this.admin.transaction(async (tx) => {
-      await tx.exec(BOOTSTRAP_DATABASE_SQL)
+      await tx.exec(CREATE_TENANT_KEY_SQL)
+      const key = await tx.query<{ key: string }>('SELECT key FROM tenantry.secret')
+      this.tenantKey = key.rows[0].key
+      await tx.exec(bootstrapDatabaseSql(this.tenantKey))
       await tx.exec(sql.CATALOG_SCHEMA_SQL)
     })
     if (this.opts.listen) {

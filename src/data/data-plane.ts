@@ -7,6 +7,7 @@ import { PgServer } from './pg-server.ts'
 import { PgliteServer } from './pglite-server.ts'
 import { TIER_STRATEGIES, type MigrationTarget, type TierContext } from './tiers/index.ts'
 import type { TenantRunner } from './tenant-handle.ts'
+import { tenantToken } from './tenant-token.ts'
 
 export interface DataPlaneOptions {
   naming: Naming
@@ -46,6 +47,9 @@ export class DataPlane implements TenantRunner {
   // the object is an exact cache of the session target.
   private readonly targets = new WeakMap<Tenant, SessionTarget>()
   private guard?: DataPlaneGuard
+
+  /** The installation's key (from the catalog): signs tenant settings, bootstraps databases. */
+  tenantKey = ''
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts
@@ -96,14 +100,15 @@ export class DataPlane implements TenantRunner {
   }
 
   tierContext(serverName: string): TierContext {
-    return { naming: this.opts.naming, driver: this.driver(serverName), server: this.server(serverName), pooledSchema: this.opts.pooledSchema }
+    return { naming: this.opts.naming, tenantKey: this.tenantKey, driver: this.driver(serverName), server: this.server(serverName), pooledSchema: this.opts.pooledSchema }
   }
 
   /** The session target of a tenant (how its connection is pointed). */
   target(tenant: Tenant): SessionTarget {
     let t = this.targets.get(tenant)
     if (!t) {
-      t = TIER_STRATEGIES[tenant.tier].session(tenant, this.opts.naming, this.opts.pooledSchema)
+      if (!this.tenantKey) throw new TenantryError('INTERNAL', 'The data plane has no tenant key: createTenantry() sets it from the catalog.')
+      t = { ...TIER_STRATEGIES[tenant.tier].session(tenant, this.opts.naming, this.opts.pooledSchema), tenantToken: tenantToken(this.tenantKey, tenant.id) }
       this.targets.set(tenant, t)
     }
     return t

@@ -7,6 +7,8 @@ import type { Queryable, QueryResult, TransactionalQueryable } from './executor.
 export interface SessionTarget {
   database: string
   tenantId: string
+  /** The signed tenant setting (see tenant-token.ts); never the bare id. */
+  tenantToken: string
   /** Quoted search_path value, e.g. `"t_0a1b…"` or `"public"`. */
   searchPath: string
   /** Role the statement runs as (never the owner, never a superuser). */
@@ -81,5 +83,5 @@ export const ENTER_TENANT_SQL =
 
 export function enterValues(target: SessionTarget, budget?: TenantBudget): unknown[] {
   const ms = budget?.statementTimeoutMs
-  return [target.tenantId, target.searchPath, target.role, ms == null ? null : String(Math.max(1, Math.round(ms)))]
+  return [target.tenantToken, target.searchPath, target.role, ms == null ? null : String(Math.max(1, Math.round(ms)))]
 }

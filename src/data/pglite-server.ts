@@ -1,5 +1,6 @@
 import { mkdirSync, existsSync, readFileSync, writeFileSync, rmSync, openSync, closeSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { PGlite, types } from '@electric-sql/pglite'
 import { TenantryError } from '../core/errors.ts'
 import type { Queryable, QueryResult } from './executor.ts'
@@ -22,6 +23,11 @@ interface Instance {
 
 // node-postgres returns int8 and numeric as strings; PGlite must agree so that app code is the same
 // on both drivers.
+// The databases whose instance the current async context holds in a transaction. PGlite runs one
+// statement at a time, so a second statement on that instance from inside the transaction (not
+// through its `tx`) would wait for the transaction forever.
+const holding = new AsyncLocalStorage<ReadonlySet<string>>()
+
 const PARSERS = { [types.INT8]: (v: string) => v, [types.NUMERIC]: (v: string) => v }
 
 function toResult<R>(res: { rows: unknown[]; affectedRows?: number }): QueryResult<R> {
@@ -169,11 +175,19 @@ export class PgliteServer implements ServerDriver {
   }
 
   private async use<T>(database: string, fn: (db: PGlite) => Promise<T>): Promise<T> {
+    const held = holding.getStore()
+    if (held?.has(database)) {
+      throw new TenantryError(
+        'STATEMENT_FORBIDDEN',
+        'A statement was sent outside the open transaction of the same embedded database, which runs one statement at a time and would wait forever. Inside transaction(), use the `tx` it gives you.',
+      )
+    }
     const inst = this.open(database)
     inst.refs++
     this.busy++
     try {
-      return await fn(await inst.db)
+      const db = await inst.db
+      return await holding.run(new Set([...(held ?? []), database]), () => fn(db))
     } finally {
       inst.refs--
       this.busy--

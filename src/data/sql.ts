@@ -1,17 +1,45 @@
 import { quoteIdent } from '../core/sql.ts'
 
 /**
- * What every database that holds tenant data gets once: the `tenantry` schema with the policy
- * helper `tenantry.tenant_id()` and the migration ledger. The helper is STABLE and used as
- * `(select tenantry.tenant_id())` in policies so it is evaluated once per statement (LESSONS).
+ * What every database that holds tenant data gets: the `tenantry` schema, the installation's key
+ * (readable only by the owner), the policy helper `tenantry.tenant_id()` and the migration ledger.
+ *
+ * The tenant setting is SIGNED: `<uuid>.<sha256(key || uuid)>`. Any role can call set_config()
+ * (PostgreSQL has no ACL on custom settings), so a setting that merely names a tenant could be
+ * forged by SQL that slipped into a query. `tenantry.tenant_id()` runs as the owner, checks the
+ * signature against the key the app role cannot read, and returns NULL (no rows) for anything else.
+ * Policies use it as `(SELECT tenantry.tenant_id())`, evaluated once per statement (LESSONS).
  */
-export const BOOTSTRAP_DATABASE_SQL = `
+export function bootstrapDatabaseSql(key: string): string {
+  if (!/^[0-9a-f]{32,128}$/.test(key)) throw new Error('The tenant key must be hex')
+  return `
 SELECT pg_advisory_xact_lock(7406710001);
 CREATE SCHEMA IF NOT EXISTS tenantry;
-CREATE OR REPLACE FUNCTION tenantry.tenant_id() RETURNS uuid
-  LANGUAGE sql STABLE PARALLEL SAFE
-  AS $$ SELECT nullif(current_setting('tenantry.tenant_id', true), '')::uuid $$;
 GRANT USAGE ON SCHEMA tenantry TO PUBLIC;
+CREATE TABLE IF NOT EXISTS tenantry.secret (
+  id boolean PRIMARY KEY DEFAULT true CHECK (id),
+  key text NOT NULL
+);
+REVOKE ALL ON tenantry.secret FROM PUBLIC;
+INSERT INTO tenantry.secret (key) VALUES ('${key}') ON CONFLICT (id) DO UPDATE SET key = EXCLUDED.key;
+CREATE OR REPLACE FUNCTION tenantry.tenant_id() RETURNS uuid
+  LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  AS $fn$
+DECLARE
+  v text := current_setting('tenantry.tenant_id', true);
+BEGIN
+  IF v IS NULL OR length(v) <> 101 THEN
+    RETURN NULL;
+  END IF;
+  IF substr(v, 38) = encode(sha256(convert_to((SELECT s.key FROM tenantry.secret s) || substr(v, 1, 36), 'UTF8')), 'hex') THEN
+    RETURN substr(v, 1, 36)::uuid;
+  END IF;
+  RETURN NULL;
+END
+$fn$;
+REVOKE ALL ON FUNCTION tenantry.tenant_id() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantry.tenant_id() TO PUBLIC;
 CREATE TABLE IF NOT EXISTS tenantry.migrations (
   target text NOT NULL,
   version text NOT NULL,
@@ -21,6 +49,21 @@ CREATE TABLE IF NOT EXISTS tenantry.migrations (
   PRIMARY KEY (target, version)
 );
 REVOKE ALL ON tenantry.migrations FROM PUBLIC;
+`
+}
+
+/** Creates the key of a new installation (catalog database only); existing keys are kept. */
+export const CREATE_TENANT_KEY_SQL = `
+SELECT pg_advisory_xact_lock(7406710001);
+CREATE SCHEMA IF NOT EXISTS tenantry;
+CREATE TABLE IF NOT EXISTS tenantry.secret (
+  id boolean PRIMARY KEY DEFAULT true CHECK (id),
+  key text NOT NULL
+);
+REVOKE ALL ON tenantry.secret FROM PUBLIC;
+INSERT INTO tenantry.secret (key)
+  SELECT replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')
+  WHERE NOT EXISTS (SELECT 1 FROM tenantry.secret);
 `
 
 /**

@@ -62,9 +62,14 @@ export class TenantHandle implements TransactionalQueryable {
     try {
       return await this.runner.transaction(tenant, (raw) =>
         fn({
-          query: <R>(text: string, values: unknown[] = []) => {
+          // Mapped here too, so code that catches inside the callback (and Kysely) sees coded errors.
+          query: async <R>(text: string, values: unknown[] = []) => {
             assertTenantStatement(text)
-            return raw.query<R>(text, values)
+            try {
+              return await raw.query<R>(text, values)
+            } catch (err) {
+              throw fromPostgresError(err)
+            }
           },
         }),
       )

@@ -197,7 +197,7 @@ export async function inspectDatabase(q: Queryable, opts: DoctorCheckOptions): P
     if (t.policy_count === 0) {
       findings.push({
         code: 'NO_POLICY', ...at(t),
-        message: `${name}: has no row-level security policy; run CREATE POLICY tenant_isolation ON ${name} USING (tenant_id = (select nullif(current_setting('tenantry.tenant_id', true), '')::uuid))`,
+        message: `${name}: has no row-level security policy; run CREATE POLICY tenant_isolation ON ${name} USING (tenant_id = (SELECT tenantry.tenant_id())) WITH CHECK (tenant_id = (SELECT tenantry.tenant_id()))`,
       })
     }
     // A partition gets its primary key from its parent (an inherited constraint), so this holds for both.
@@ -218,7 +218,7 @@ export async function inspectDatabase(q: Queryable, opts: DoctorCheckOptions): P
     const name = qualified(p.schema, p.table)
     findings.push({
       code: 'POLICY_NOT_TENANT_SCOPED', ...at(p), policy: p.name,
-      message: `${name}: policy ${ident(p.name)} has ${unscoped.join(' and ')}, which does not mention tenant_id, so it lets rows of every tenant through; drop it (DROP POLICY ${ident(p.name)} ON ${name}) or restrict it to tenant_id = (select nullif(current_setting('tenantry.tenant_id', true), '')::uuid)`,
+      message: `${name}: policy ${ident(p.name)} has ${unscoped.join(' and ')}, which does not mention tenant_id, so it lets rows of every tenant through; drop it (DROP POLICY ${ident(p.name)} ON ${name}) or restrict it to tenant_id = (SELECT tenantry.tenant_id())`,
     })
   }
 

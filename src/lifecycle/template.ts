@@ -1,5 +1,5 @@
 import type { DataPlane } from '../data/data-plane.ts'
-import { BOOTSTRAP_DATABASE_SQL } from '../data/sql.ts'
+import { bootstrapDatabaseSql } from '../data/sql.ts'
 import type { MigrationTarget, TemplateSource } from '../data/tiers/index.ts'
 import { migrateTarget, type MigrationFile } from './migrator.ts'
 
@@ -30,7 +30,7 @@ export function serverTemplate(dataPlane: DataPlane, serverName: string, files: 
         await lock.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tenantry.template:${template}`])
         if (!(await driver.databaseExists(template))) await driver.createDatabase(template)
         const admin = driver.admin(template)
-        await admin.exec(BOOTSTRAP_DATABASE_SQL)
+        await admin.exec(bootstrapDatabaseSql(dataPlane.tenantKey))
         // No role gets rights in the template: each clone grants its own tenant role.
         const target: MigrationTarget = { server: serverName, database: template, schema: 'public', role: '', label: `${serverName}/${template}` }
         await migrateTarget(admin, target, files)

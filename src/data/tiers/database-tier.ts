@@ -1,5 +1,5 @@
 import { quoteIdent } from '../../core/sql.ts'
-import { BOOTSTRAP_DATABASE_SQL, ensureAppRoleSql, ensureTenantRoleSql } from '../sql.ts'
+import { bootstrapDatabaseSql, ensureAppRoleSql, ensureTenantRoleSql } from '../sql.ts'
 import type { TierStrategy } from './tier.ts'
 
 /** The tenant's own database on any server of the fleet, reached as the tenant's own role. */
@@ -25,7 +25,7 @@ export const databaseTier: TierStrategy = {
       await ctx.driver.createDatabase(database)
     }
     const role = ctx.naming.tenantRole(tenant.id)
-    return `${BOOTSTRAP_DATABASE_SQL}
+    return `${bootstrapDatabaseSql(ctx.tenantKey)}
 ${ensureAppRoleSql(ctx.naming.appRole)}
 ${ensureTenantRoleSql(role, ctx.naming.appRole)}
 DO $tenantry$ BEGIN

@@ -20,6 +20,8 @@ export interface TemplateSource {
 
 export interface TierContext {
   naming: Naming
+  /** The installation's key: bootstraps new databases and signs the tenant setting. */
+  tenantKey: string
   driver: ServerDriver
   server: Server
   pooledSchema: string
@@ -32,7 +34,7 @@ export interface TierContext {
 export interface TierStrategy {
   readonly tier: Tier
   placement(tenantId: string, server: Server, naming: Naming): Placement
-  session(tenant: Tenant, naming: Naming, pooledSchema: string): SessionTarget
+  session(tenant: Tenant, naming: Naming, pooledSchema: string): Omit<SessionTarget, 'tenantToken'>
   /** The target this tenant owns alone, or null when it shares its server's pooled target. */
   ownTarget(tenant: Tenant, naming: Naming): MigrationTarget | null
   /**
