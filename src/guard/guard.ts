@@ -301,7 +301,7 @@ export class Guard extends EventEmitter implements DataPlaneGuard {
     const p = this.breakers ? this.breakers.run(server, database, work) : work()
     return p.catch((err: unknown) => {
       const layer = layerOf(err)
-      if (layer) this.count(tenant, layer, layer === 'statement' ? 'STATEMENT_TIMEOUT' : (err as TenantryError).code)
+      if (layer) this.count(tenant, layer, layer === 'statement' ? 'STATEMENT_TIMEOUT' : layer === 'connections' ? 'TENANT_BUSY' : 'TENANT_UNAVAILABLE')
       throw err
     })
   }
@@ -403,6 +403,7 @@ export class Guard extends EventEmitter implements DataPlaneGuard {
 /** The layer a data-plane failure was turned away at, or null when it is not a rejection. */
 function layerOf(err: unknown): RejectionLayer | null {
   if (isTenantryError(err, 'TENANT_BUSY')) return 'connections'
+  if (isTenantryError(err, 'STATEMENT_TIMEOUT')) return 'statement'
   if (isTenantryError(err, 'TENANT_UNAVAILABLE')) return err.details?.breaker ? 'circuit' : null
   const e = err as { code?: unknown; message?: unknown } | null
   if (e && e.code === '57014' && /statement timeout/i.test(String(e.message ?? ''))) return 'statement'
