@@ -432,7 +432,7 @@ describe.skipIf(!PG_UP)('kill -9 of the tenantry CLI, then resume (PostgreSQL)',
     }
   })
 
-  it('purge killed before its catalog step is finished by operations resume: nothing of the tenant is left', async () => {
+  it('purge killed before its catalog step is finished by operations resume <id>: nothing of the tenant is left', async () => {
     const before = await objects()
     const t = await openInProcess()
     const victims: Tenant[] = []
@@ -466,12 +466,16 @@ describe.skipIf(!PG_UP)('kill -9 of the tenantry CLI, then resume (PostgreSQL)',
       expect((await tenantRow(v.slug))?.status, v.slug).toBe('deleted')
       expect((await opsOf('purge', v.slug)).map((o) => o.state), v.slug).toEqual(['running'])
     }
+    const [pooledOp] = await opsOf('purge', pooled.slug)
     await Promise.all(procs.map((p) => p.kill9()))
 
-    const resume = await cli(['operations', 'resume', '--json'], env)
+    // `operations resume <id>`, as a person would after reading `operations list`: opening Tenantry
+    // finishes every orphan, that one among them, and the command reports them (exit 0, not CONFLICT).
+    const resume = await cli(['operations', 'resume', pooledOp.id, '--json'], env)
     expect(resume.code, show(resume)).toBe(0)
-    const resumed = JSON.parse(resume.stdout) as { kind: string; slug: string; state: string; progress: { removed?: string[] } }[]
+    const resumed = JSON.parse(resume.stdout) as { id: string; kind: string; slug: string; state: string }[]
     expect(resumed.map((o) => [o.kind, o.slug, o.state]).sort()).toEqual(victims.map((v) => ['purge', v.slug, 'done']).sort())
+    expect(resumed.find((o) => o.id === pooledOp.id)?.state).toBe('done')
 
     for (const v of victims) {
       expect(await tenantRow(v.slug), v.slug).toBeUndefined()

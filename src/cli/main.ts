@@ -304,7 +304,9 @@ export function buildProgram(): Command {
     async (id: string | undefined, opts: ConnectionFlags & { json?: boolean }) => {
       // Opening Tenantry already resumes orphans at start-up; with an id, that one is taken over explicitly.
       await withTenantry(opts, async (t) => {
-        const resumed = [...t.resumedAtStartup, ...(id ? await t.resumeOperations(id) : await t.resumeOperations())]
+        // The one asked for may be among those finished at start-up: resuming it again would be a CONFLICT.
+        const more = id === undefined ? await t.resumeOperations() : t.resumedAtStartup.some((o) => o.id === id) ? [] : await t.resumeOperations(id)
+        const resumed = [...t.resumedAtStartup, ...more]
         const after = await Promise.all(resumed.map((o) => t.operations.get(o.id)))
         print(opts.json, after, () => (after.length === 0 ? 'No interrupted operations.' : operationsTable(after.filter((o) => o !== null))))
       })
