@@ -290,6 +290,29 @@ describe.skipIf(!PG_UP)('kill -9 of the tenantry CLI, then resume (PostgreSQL)',
     }
   })
 
+  it('a resume that is itself killed is taken over again by the next command', async () => {
+    const before = await objects()
+    const create = new CliProcess(['tenants', 'create', 'k-twice', '--tier', 'schema'], { ...env, TENANTRY_FAULT: 'pause:provision:room' })
+    await create.waitForStderr(/tenantry-fault: paused at provision:room\n/)
+    await create.kill9()
+    // The next command takes the provision over at start-up — and dies too, just before activating it.
+    const resumer = new CliProcess(['tenants', 'list', '--json'], { ...env, TENANTRY_FAULT: 'pause:provision:activate' })
+    await resumer.waitForStderr(/tenantry-fault: paused at provision:activate\n/)
+    const [op] = await opsOf('provision', 'k-twice')
+    expect(op).toMatchObject({ state: 'running', step: 'migrate' })
+    expect(op.owner).toContain(`:${resumer.pid}:`)
+    await resumer.kill9()
+    expect(resumer.stdout).toBe('')
+
+    const shown = await cli(['tenants', 'show', 'k-twice', '--json'], env)
+    expect(shown.code, show(shown)).toBe(0)
+    const tenant = JSON.parse(shown.stdout) as { id: string; status: string }
+    expect(tenant.status).toBe('active')
+    expect((await opsOf('provision', 'k-twice')).map((o) => [o.id, o.state, o.step, o.owner])).toEqual([[op.id, 'done', 'activate', null]])
+    expect(await objects()).toEqual(plus(before, roomOf('schema', tenant.id)))
+    expect(await ledgerOf((await tenantRow('k-twice'))!)).toEqual(['0001'])
+  })
+
   it('a fleet migration killed mid-run leaves every target at exactly one version; the next migrate finishes it', async () => {
     const t = await openInProcess()
     const fleet: Tenant[] = []
