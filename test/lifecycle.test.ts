@@ -283,7 +283,9 @@ function lifecycleSuite(backend: Backend): void {
       const before = await objects()
       hookMode = 'fail'
       try {
-        await expect(t.provision({ slug, tier })).rejects.toThrow(`seeding '${slug}' failed: the billing API is down`)
+        const refused = t.provision({ slug, tier })
+        await expect(refused).rejects.toThrow(`seeding '${slug}' failed: the billing API is down`)
+        await expect(refused).rejects.toMatchObject({ code: 'PROVISION_FAILED', status: 500 })
       } finally {
         hookMode = 'seed'
       }

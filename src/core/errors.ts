@@ -51,6 +51,8 @@ export const ErrorCodes = {
   CONFIG_INVALID: 'CONFIG_INVALID',
   /** An applied migration file was edited after it ran. */
   MIGRATION_CHECKSUM_MISMATCH: 'MIGRATION_CHECKSUM_MISMATCH',
+  /** Provisioning failed at a step (a hook, a migration) and was rolled back. */
+  PROVISION_FAILED: 'PROVISION_FAILED',
   /** A migration failed to apply. */
   MIGRATION_FAILED: 'MIGRATION_FAILED',
   /** The catalog database (the main server) cannot be opened. */
@@ -85,6 +87,7 @@ const STATUS: Record<ErrorCode, number> = {
   SERVER_NOT_FOUND: 500,
   CONFIG_INVALID: 500,
   MIGRATION_CHECKSUM_MISMATCH: 500,
+  PROVISION_FAILED: 500,
   MIGRATION_FAILED: 500,
   CATALOG_UNAVAILABLE: 503,
   DATA_DIR_LOCKED: 500,

@@ -10,6 +10,7 @@ export interface TenantryEventMap {
   'tenant.suspended': { tenant: Tenant }
   'tenant.resumed': { tenant: Tenant }
   'tenant.deleted': { tenant: Tenant }
+  'tenant.restored': { tenant: Tenant }
   'tenant.purging': { tenant: Tenant; operationId: string }
   'tenant.purged': { tenant: Tenant; operationId: string; removed: string[] }
   'migration.target_done': { operationId: string; target: string; tenant: string | null; applied: string[] }

@@ -115,7 +115,9 @@ export class Lifecycle {
   async restore(slugOrId: string): Promise<Tenant> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status !== 'deleted') throw this.wrongState(tenant, 'restore')
-    return this.o.catalog.setStatus(tenant.id, 'suspended', 'Restored after deletion; resume it to serve it again.')
+    const t = await this.o.catalog.setStatus(tenant.id, 'suspended', 'Restored after deletion; resume it to serve it again.')
+    this.o.events.emit('tenant.restored', { tenant: t })
+    return t
   }
 
   /**
@@ -231,7 +233,11 @@ export class Lifecycle {
         return active
       } catch (err) {
         await this.rollBackProvision(op, tenant, err as Error)
-        throw err
+        if (err instanceof TenantryError) throw err
+        throw new TenantryError('PROVISION_FAILED', `Provisioning '${tenant.slug}' failed and was rolled back: ${(err as Error)?.message ?? String(err)}`, {
+          cause: err,
+          details: { operationId: op.id },
+        })
       }
     })
   }
