@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { hostname, userInfo } from 'node:os'
 import cliProgress from 'cli-progress'
 import { Command, InvalidArgumentError, Option } from 'commander'
@@ -9,6 +10,7 @@ import type { FleetMigrateResult, MigrateProgress } from '../lifecycle/fleet-mig
 import type { Tenantry } from '../runtime.ts'
 import { operationsTable, table, tenantDetails, tenantJson, tenantsTable, truncate } from './format.ts'
 import { openTenantry, type ConnectionFlags } from './open.ts'
+import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
 const OP_STATES = ['running', 'done', 'failed', 'rolled_back']
@@ -328,7 +330,74 @@ export function buildProgram(): Command {
     })
   })
 
+  // ---- verify-isolation ----------------------------------------------------------------------
+  withConnection(
+    program
+      .command('verify-isolation')
+      .description('attack a scratch copy of your schema: tenants on every tier, random rows, randomized attempts to cross tenants (exit 1 on any leak)')
+      .option('--tenants <n>', 'active tenants, spread over the tiers', positiveInt('--tenants'), 6)
+      .option('--attempts <n>', 'randomized attempts to cross tenants', positiveInt('--attempts'), 2000)
+      .option('--rows <n>', 'random rows per tenant per table', positiveInt('--rows'), 4)
+      .option('--concurrency <n>', 'attempts in flight at once', positiveInt('--concurrency'), 16)
+      .option('--seed <n>', 'seed of the random plan (the report prints it; the same seed replays the same attempts)', (v: string) => {
+        if (!/^[0-9]{1,10}$/.test(v) || Number(v) > 0xffffffff) throw new InvalidArgumentError('--seed must be a whole number from 0 to 4294967295.')
+        return Number(v)
+      })
+      .option('--keep', 'keep the scratch database for a post-mortem (dropped by default)')
+      .option('--json', 'print the report as JSON'),
+  ).action(async (opts: ConnectionFlags & { tenants: number; attempts: number; rows: number; concurrency: number; seed?: number; keep?: boolean; json?: boolean }) => {
+    const migrations = opts.migrations ?? process.env.TENANTRY_MIGRATIONS ?? (existsSync('migrations') ? 'migrations' : undefined)
+    if (!migrations) throw new TenantryError('CONFIG_INVALID', 'No migrations to verify: pass --migrations <dir> or set TENANTRY_MIGRATIONS (default ./migrations).')
+    // Never the user's data: a scratch database on the server of --database-url, or PGlite in memory.
+    if (!opts.databaseUrl && opts.dataDir && !opts.json) console.error('verify-isolation: runs on PGlite in memory; --data-dir is not touched.')
+    const bar = progressOf(!opts.json && Boolean(process.stderr.isTTY))
+    let report: VerifyIsolationReport
+    try {
+      report = await verifyIsolation({
+        migrations,
+        databaseUrl: opts.databaseUrl,
+        rolePrefix: opts.rolePrefix,
+        tenants: opts.tenants,
+        attempts: opts.attempts,
+        rowsPerTable: opts.rows,
+        concurrency: opts.concurrency,
+        seed: opts.seed,
+        keep: opts.keep,
+        onProgress: (p) => bar.update(p),
+      })
+    } finally {
+      bar.stop()
+    }
+    print(opts.json, report, () => formatVerifyReport(report))
+    process.exitCode = report.ok ? 0 : 1
+  })
+
   return program
+}
+
+function progressOf(enabled: boolean): { update(p: VerifyProgress): void; stop(): void } {
+  if (!enabled) return { update() {}, stop() {} }
+  const bar = new cliProgress.SingleBar(
+    { format: 'verify-isolation {phase} [{bar}] {value}/{total} | leaks {leaks} | failures {failures}', hideCursor: true, stream: process.stderr },
+    cliProgress.Presets.shades_classic,
+  )
+  let phase = ''
+  return {
+    update(p) {
+      if (p.phase === 'cleanup') return
+      if (p.phase !== phase) {
+        if (phase) bar.stop()
+        phase = p.phase
+        bar.start(p.total, p.done, { phase: p.phase, leaks: p.leaks, failures: p.failures })
+      } else {
+        bar.setTotal(p.total)
+        bar.update(p.done, { phase: p.phase, leaks: p.leaks, failures: p.failures })
+      }
+    },
+    stop() {
+      if (phase) bar.stop()
+    },
+  }
 }
 
 /** Run the CLI with `argv` (without node and script); resolves to the exit code. */
