@@ -41,7 +41,7 @@ export interface VerifyIsolationOptions {
   seed?: number
   /** Start of the prefix of the scratch roles and databases (a run id is appended). Default `tv`. */
   rolePrefix?: string
-  /** Connections of the scratch data plane per server: small, so that tenants share them. Default 6. */
+  /** Connections of the scratch data plane per server: fewer than `concurrency`, so that tenants share them. Default 10. */
   connectionBudget?: number
   /** Keep the scratch database (for a post-mortem); its name is in the report. */
   keep?: boolean
@@ -134,7 +134,7 @@ export async function verifyIsolation(options: VerifyIsolationOptions): Promise<
       ...(scratch ? { databaseUrl: scratch.url } : { dataDir: 'memory' }),
       migrations: options.migrations,
       rolePrefix: prefix,
-      connectionBudget: options.connectionBudget ?? 6,
+      connectionBudget: options.connectionBudget ?? 10,
       acquireTimeoutMs: 30_000,
       resolve: [
         subdomain({ baseDomain: BASE_DOMAIN }),
