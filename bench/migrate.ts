@@ -11,7 +11,8 @@
  *    tenants, provisioned --fill-concurrency at a time through `tenantry.provision`.
  * 2. (a) No-op: `migrate()` on a fresh runtime (as a CLI run would) with every target up to date,
  *    --noop-runs times; `noop_s` is the median (startup excluded, reported apart).
- * 3. --databases database tenants are added. The demo app starts in a child process
+ * 3. --databases database tenants are added (one at a time), and one more no-op run is timed with
+ *    them (one ledger read per database; reported apart). The demo app starts in a child process
  *    (bench/fixtures/migrate-server.ts) and autocannon in another (bench/fixtures/migrate-load.ts)
  *    reads projects of the load tenants, closed loop, --connections connections: --warmup s
  *    discarded, --before s measured ("before").
@@ -122,6 +123,8 @@ interface MigrationRun {
   result?: FleetMigrateResult
   error?: string
   cpu?: CpuShare
+  /** ms from the start to the last schema / database target done, and how many of each. */
+  tiers?: { schema: number; database: number; schemaCount: number; databaseCount: number }
 }
 
 function firstError(r: FleetMigrateResult | undefined): string | undefined {
@@ -208,6 +211,7 @@ export default async function migrate(argv: string[]): Promise<number> {
   const noopSeconds: number[] = []
   const noopStartup: number[] = []
   let noopState = ''
+  let noopAll: { seconds: number; targets: number; state: string } | undefined
   const runs: MigrationRun[] = []
   let phases: Record<string, PhaseResult> = {}
   const phaseCpu: Record<string, CpuShare> = {}
@@ -280,6 +284,17 @@ export default async function migrate(argv: string[]): Promise<number> {
       })
       await closeRuntime(d)
       targetSlugs = [...schemaSlugs, ...dbSlugs]
+      // The same no-op with the database tenants too: one ledger read per database.
+      const t = await runtime()
+      const t0 = Date.now()
+      try {
+        const r = await t.migrate()
+        noopAll = { seconds: (Date.now() - t0) / 1000, targets: r.counts.total, state: r.state }
+      } catch (err) {
+        noopAll = { seconds: (Date.now() - t0) / 1000, targets: 0, state: `threw: ${(err as Error).message}` }
+      }
+      await closeRuntime(t)
+      log(`no-op run with the database tenants: ${noopAll.targets} targets, ${noopAll.state}, in ${noopAll.seconds.toFixed(2)} s`)
     } else {
       targetSlugs = schemaSlugs
     }
@@ -320,11 +335,23 @@ export default async function migrate(argv: string[]): Promise<number> {
         writeFileSync(join(dir, file), `-- bench/migrate.ts: a column added to every target\nALTER TABLE projects ADD COLUMN ${column} text;\n`)
         const t = await runtime()
         const run: MigrationRun = { name, concurrency: c, seconds: NaN }
+        // When each tier's targets finish (schemas sort before databases in the claim order).
+        const last = { schema: 0, database: 0, schemaCount: 0, databaseCount: 0 }
+        let t0 = Date.now()
+        t.events.on('migration.target_done', ({ target }) => {
+          if (target.split('/').length > 2) {
+            last.database = Date.now() - t0
+            last.databaseCount++
+          } else {
+            last.schema = Date.now() - t0
+            last.schemaCount++
+          }
+        })
         try {
           await loadChild.phase(phase)
           const stop = sample(phase)
           const m = machineSampler()
-          const t0 = Date.now()
+          t0 = Date.now()
           try {
             run.result = await t.migrate({ concurrency: c, only: targetSlugs, startedBy: 'bench/migrate.ts' })
           } catch (err) {
@@ -340,6 +367,10 @@ export default async function migrate(argv: string[]): Promise<number> {
               `in ${run.seconds.toFixed(1)} s at concurrency ${c} (machine ${busy.toFixed(2)} cores busy)`,
           )
           if (r && r.counts.failed > 0) log(`  first failure: ${firstError(r)}`)
+          run.tiers = last
+          if (last.schemaCount && last.databaseCount && last.schema < last.database) {
+            log(`  ${last.schemaCount} schema targets done after ${(last.schema / 1000).toFixed(1)} s, then ${last.databaseCount} database targets in ${((last.database - last.schema) / 1000).toFixed(1)} s`)
+          }
         } finally {
           await closeRuntime(t)
         }
@@ -391,19 +422,29 @@ export default async function migrate(argv: string[]): Promise<number> {
   const b = runs.find((r) => r.concurrency === concurrency && r.name.startsWith('(b)'))
   const c = runs.find((r) => r.name.startsWith('(c)'))
   const addColumnTargets = targetSlugs.length
+  // Schema targets sort before database targets in the claim order, so the run splits in two.
+  const tierRates = (r: MigrationRun): (number | string)[] => {
+    const x = r.tiers
+    if (!x || !x.schemaCount) return ['-', '-']
+    const schemaRate = round(x.schemaCount / (x.schema / 1000), 1)
+    if (!x.databaseCount || x.database <= x.schema) return [schemaRate, '-']
+    return [schemaRate, round(x.databaseCount / ((x.database - x.schema) / 1000), 1)]
+  }
   const ok = (r: MigrationRun | undefined) => !!r?.result && r.result.state === 'done' && r.result.counts.done === addColumnTargets
   console.log(
     `\nmigrate: ${schemas} schema + ${databases} database tenants (+ ${LOAD_POOLED} pooled and ${LOAD_SCHEMA} schema load tenants); ` +
       `node ${process.version}, PostgreSQL ${pgVersion}, ${cpus().length} cores, load average ${load0} → ${load1}; setup ${setupSeconds.toFixed(0)} s\n`,
   )
   printTable(
-    ['run', 'targets', 'concurrency', 'seconds', 'targets/s', 'done', 'failed', 'state', 'target'],
+    ['run', 'targets', 'concurrency', 'seconds', 'targets/s', 'done', 'failed', 'state', 'target', 'schemas/s', 'databases/s'],
     [
-      ['(a) no-op (median)', noopTargets, '-', round(median(noopSeconds), 2), round(noopTargets / median(noopSeconds), 0), 0, 0, noopState, median(noopSeconds) <= TARGET_NOOP_S ? `met (≤ ${TARGET_NOOP_S} s)` : `MISSED (≤ ${TARGET_NOOP_S} s)`],
+      ['(a) no-op (median)', noopTargets, '-', round(median(noopSeconds), 2), round(noopTargets / median(noopSeconds), 0), 0, 0, noopState, median(noopSeconds) <= TARGET_NOOP_S ? `met (≤ ${TARGET_NOOP_S} s)` : `MISSED (≤ ${TARGET_NOOP_S} s)`, '-', '-'],
+      ...(noopAll ? [['(a\') no-op, with databases', noopAll.targets, '-', round(noopAll.seconds, 2), round(noopAll.targets / noopAll.seconds, 0), 0, 0, noopAll.state, '-', '-', '-']] : []),
       ...runs.map((r) => [
         r.name, addColumnTargets, r.concurrency, round(r.seconds, 1), round(addColumnTargets / r.seconds, 1), r.result?.counts.done ?? 0, r.result?.counts.failed ?? 0,
         r.result?.state ?? 'threw',
         r.name.startsWith('(b)') ? (ok(r) && r.seconds <= TARGET_ADD_COLUMN_S ? `met (≤ ${TARGET_ADD_COLUMN_S} s)` : `MISSED (≤ ${TARGET_ADD_COLUMN_S} s${ok(r) ? '' : ', incomplete'})`) : '-',
+        ...tierRates(r),
       ]),
     ],
   )
@@ -441,6 +482,8 @@ export default async function migrate(argv: string[]): Promise<number> {
     noop_s: round(median(noopSeconds), 2),
     noop_targets: noopTargets,
     noop_runs_s: noopSeconds.map((s) => round(s, 2)),
+    noop_with_databases_s: noopAll ? round(noopAll.seconds, 2) : null,
+    noop_with_databases_targets: noopAll?.targets ?? null,
     add_column_targets: addColumnTargets,
     add_column_schemas: schemas,
     add_column_databases: databases,
@@ -453,6 +496,8 @@ export default async function migrate(argv: string[]): Promise<number> {
     sequential_done: c?.result?.counts.done ?? 0,
     sequential_error: c?.error ?? firstError(c?.result) ?? null,
     sequential_ratio: sequentialRatio,
+    add_column_schemas_per_s: b ? (tierRates(b)[0] === '-' ? null : tierRates(b)[0]) : null,
+    add_column_databases_per_s: b ? (tierRates(b)[1] === '-' ? null : tierRates(b)[1]) : null,
     failed_requests: failedDuring,
     failed_requests_before: failedBefore,
     p99_before_ms: round(phases.before?.latency.p99 ?? NaN, 2),
