@@ -146,7 +146,7 @@ async function runNoisyLoad(job: NoisyLoadJob, serverPid: number): Promise<{ res
   try {
     let sampler: ReturnType<typeof startCpuSampler> | undefined
     const result = await new Promise<Record<string, StreamResult>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('load generator: no result in time')), (job.warmupSeconds + job.durationSeconds) * 1000 + 60_000)
+      const timer = setTimeout(() => reject(new Error('load generator: no result in time')), (job.warmupSeconds + job.durationSeconds) * 1000 + job.timeoutMs + 60_000)
       child.on('message', (m: any) => {
         if (m?.type === 'measuring') sampler = startCpuSampler({ server: serverPid, load: child.pid! }, DATABASE)
         if (m?.type === 'result') {
