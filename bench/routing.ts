@@ -1,7 +1,7 @@
 /**
  * Routing overhead: the demo's point read of one project by id through Tenantry (pooled and schema tier) vs a single-tenant baseline.
  *
- * `npm run bench -- routing [--duration 10] [--warmup 3] [--connections 50] [--rounds 2] [--pool 10] [--ids 1000] [--keep] [--check]`
+ * `npm run bench -- routing [--duration 10] [--warmup 3] [--connections 50] [--rounds 2] [--pool 10] [--ids 1000] [--retries 1] [--max-other 0.25] [--quiet-wait 30] [--keep] [--check]`
  *
  * Servers run one at a time in a child process (bench/fixtures/routing-server.ts); load comes from
  * another child process (autocannon). Order per round: baseline, pooled, schema. Medians over
@@ -47,9 +47,9 @@ function usage(): string {
     '  --duration 10  measured seconds per run       --warmup 3       discarded seconds before each run',
     '  --connections 50  autocannon connections      --rounds 2       rounds of baseline, pooled, schema',
     '  --pool 10      connections of both servers    --ids 1000       distinct project ids cycled through',
-    '  --retries 2    repeat a run disturbed by other processes, keeping the quietest attempt',
+    '  --retries 1    repeat a run disturbed by other processes, keeping the quietest attempt',
     '  --max-other 0.25  cores other processes may use during a run (and before it starts)',
-    '  --quiet-wait 120  seconds to wait for a quiet machine before each run',
+    '  --quiet-wait 30   seconds to wait for a quiet machine before each run',
     '  --keep         leave the bench database and roles   --check   exit 1 when a target is missed',
   ].join('\n')
 }
@@ -224,9 +224,9 @@ export default async function routing(argv: string[]): Promise<number> {
     rounds = positiveInt('rounds', flags.rounds, 2)
     pool = positiveInt('pool', flags.pool, 10)
     idCount = Math.min(PROJECTS_PER_BENCH_TENANT, positiveInt('ids', flags.ids, PROJECTS_PER_BENCH_TENANT))
-    retries = flags.retries === undefined ? 2 : Number(flags.retries)
+    retries = flags.retries === undefined ? 1 : Number(flags.retries)
     maxOther = flags['max-other'] === undefined ? 0.25 : Number(flags['max-other'])
-    quietWait = flags['quiet-wait'] === undefined ? 120 : Number(flags['quiet-wait'])
+    quietWait = flags['quiet-wait'] === undefined ? 30 : Number(flags['quiet-wait'])
     if (!(Number.isInteger(retries) && retries >= 0) || !(maxOther > 0) || !(quietWait >= 0)) {
       throw new Error(`--retries must be an integer ≥ 0, --max-other a number of cores > 0, --quiet-wait seconds ≥ 0\n${usage()}`)
     }
