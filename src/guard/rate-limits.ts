@@ -76,6 +76,10 @@ export class RateLimits {
             duration: spec.duration,
             rejectIfRedisNotReady: true,
             insuranceLimiter: memory,
+            // Once a key is over its limit, refuse it from memory until its window ends: a tenant
+            // hammering at 10× its quota costs Redis one command per window, not one per request.
+            // (points + 1: a refund only ever follows an allowed consumption, never a blocked one.)
+            inMemoryBlockOnConsumed: spec.points + 1,
           })
         : memory
       this.limiters.set(id, limiter)
