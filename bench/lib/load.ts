@@ -82,7 +82,7 @@ export interface ServerChild {
  * try { … } finally { await server.stop() }
  * ```
  */
-export async function startServer(script: string, env: Record<string, string>, timeoutMs = 60_000): Promise<ServerChild> {
+export async function startServer(script: string, env: Record<string, string>, timeoutMs = 120_000): Promise<ServerChild> {
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
   const child = forkTs(resolvePath(REPO_ROOT, script), [], env, nodeArgs)
   const ready = await onceMessage<{ port: number } & Record<string, unknown>>(child, `server ${script}`, timeoutMs, (m) => m?.type === 'ready').catch((err) => {
@@ -162,7 +162,8 @@ export interface CpuShare {
 export async function runLoad(job: LoadJob, watch: { server: number; postgresDatabase: string }): Promise<{ result: LoadResult; cpu: CpuShare }> {
   const child = forkTs(fileURLToPath(import.meta.url), ['--load-worker'], {})
   try {
-    const budget = (job.warmupSeconds + job.durationSeconds) * 1000 + 60_000
+    // Generous: on an overloaded machine starting a tsx child alone can take tens of seconds.
+    const budget = (job.warmupSeconds + job.durationSeconds) * 1000 + 120_000
     const measuring = onceMessage(child, 'load generator', budget, (m) => m?.type === 'measuring')
     const finished = onceMessage<{ result: LoadResult }>(child, 'load generator', budget, (m) => m?.type === 'result')
     finished.catch(() => undefined)
