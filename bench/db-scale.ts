@@ -278,7 +278,8 @@ export default async function dbScale(argv: string[]): Promise<number> {
     }
   } finally {
     await t?.close().catch(() => undefined)
-    if (!f.keep) await cleanupPrefix(admin, DATABASE, PREFIX).catch((err) => log(`cleanup failed: ${(err as Error).message}`))
+    // A private cluster goes as a whole; on a given server, drop what this run made.
+    if (!f.keep && !server) await cleanupPrefix(admin, DATABASE, PREFIX).catch((err) => log(`cleanup failed: ${(err as Error).message}`))
     await admin.end().catch(() => undefined)
     await server?.close()
     rmSync(dir, { recursive: true, force: true })

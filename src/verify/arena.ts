@@ -79,7 +79,6 @@ export interface Arena {
   makeRow(table: RelationInfo, tenant: Tenant, tenantId: string): Record<string, string | null> | null
   baseDomain: string
   customDomain: string
-  record(kind: AttemptKind, outcome: Outcome): void
 }
 
 export type TokenKind = 'slug' | 'id' | 'badSignature' | 'expired' | 'unsigned' | 'upperClaim' | 'numberClaim'

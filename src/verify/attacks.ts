@@ -544,7 +544,8 @@ const sqlCrossRead: Attack = async (a) => {
       })
     : await attempt(() => h.query<Row>(sql, values))
   // An error (no such schema, no privilege) is a refusal; rows must be the attacker's own.
-  return judgeSql(a, 'sql-cross-read', `${attacker.slug}: ${sql}`, res, { allowed: only(attacker.id), refuse: 'either' }, { attacker, victim, relation: rel })
+  const how = via === 3 ? `Kysely selectFrom('${rel.name}').where('tenant_id', '=', <${victim.slug}>)` : `${via < 3 ? 'in a transaction: ' : ''}${sql}`
+  return judgeSql(a, 'sql-cross-read', `${attacker.slug}: ${how}`, res, { allowed: only(attacker.id), refuse: 'either' }, { attacker, victim, relation: rel })
 }
 
 const ROLLBACK = Symbol('verify.rollback')

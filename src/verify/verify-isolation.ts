@@ -327,7 +327,7 @@ export async function verifyIsolation(options: VerifyIsolationOptions): Promise<
     const arena: Arena = {
       tenantry: t, app, rnd, active, all: finalAll, suspended, deleted, relations, writable, rowsOf, countOf, tokens,
       makeRow: (rel, tenant, tenantId) => makeRow(rel, tenant, tenantId),
-      baseDomain: BASE_DOMAIN, customDomain: CUSTOM_DOMAIN, record,
+      baseDomain: BASE_DOMAIN, customDomain: CUSTOM_DOMAIN,
     }
     const enabled = (options.kinds?.length ? ATTEMPT_KINDS.filter((k) => options.kinds!.includes(k)) : [...ATTEMPT_KINDS])
     const totalWeight = enabled.reduce((s, k) => s + ATTACKS[k].weight, 0)
