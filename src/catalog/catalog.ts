@@ -157,13 +157,15 @@ export class Catalog {
     })
   }
 
-  async setStatus(id: string, status: TenantStatus, reason: string | null = null): Promise<Tenant> {
+  /** Change a tenant's status; `alsoInTransaction` runs in the same transaction (an operation's end). */
+  async setStatus(id: string, status: TenantStatus, reason: string | null = null, alsoInTransaction?: (tx: Queryable) => Promise<void>): Promise<Tenant> {
     if (!STATUSES.includes(status)) {
       throw new TenantryError('VALIDATION_FAILED', `Status '${printable(String(status))}' is not one of ${STATUSES.join(', ')}.`, { details: { status: printable(String(status)) } })
     }
     return this.change(id, async (tx) => {
       const res = await tx.query<TenantRow>(...args(sql.updateTenantStatus(id, status, reason)))
       if (res.rowCount === 0) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${id}'.`)
+      await alsoInTransaction?.(tx)
       return toTenant(res.rows[0])
     })
   }

@@ -27,10 +27,39 @@ export interface PgServerOptions {
   adminPoolSize?: number
 }
 
+/** Distinct statement texts prepared per connection; beyond it statements go unnamed. */
+const STATEMENT_CACHE_SIZE = 256
+
 class PgConnection {
   broken = false
+  /** Statement text → server-side prepared statement name on this connection. */
+  private readonly statements = new Map<string, string>()
+  private nextName = 0
+
   constructor(readonly client: pg.Client) {
     client.on('error', () => { this.broken = true })
+  }
+
+  /**
+   * A prepared-statement name for `text`, so PostgreSQL parses and plans it once per connection
+   * instead of per request (row-level security makes planning dearer). The plan cache re-plans by
+   * itself when search_path or the role differ, which they do between tenants.
+   */
+  statementName(text: string): string | undefined {
+    const known = this.statements.get(text)
+    if (known !== undefined || this.statements.size >= STATEMENT_CACHE_SIZE) return known
+    const name = `tenantry_q${this.nextName++}`
+    this.statements.set(text, name)
+    return name
+  }
+
+  /** After an error the statement may or may not exist on the server: use a fresh name next time. */
+  forgetStatement(text: string): void {
+    const name = this.statements.get(text)
+    if (name === undefined) return
+    this.statements.delete(text)
+    const parsed = (this.client as unknown as { connection: { parsedStatements: Record<string, string> } }).connection.parsedStatements
+    delete parsed[name]
   }
   close(): Promise<void> {
     return this.client.end()
@@ -88,7 +117,8 @@ export class PgServer implements ServerDriver {
       connect: (database) => this.connectApp(database),
     })
     this.adminPools = new LRUCache<string, pg.Pool>({
-      max: 8,
+      // More pools than a fleet migration's concurrency (bounded by adminPoolSize) plus the catalog's.
+      max: 2 * (opts.adminPoolSize ?? 8) + 1,
       // pg.Pool.end() twice rejects; releaseDatabase() may already have ended it.
       dispose: (pool) => { if (!pool.ending) pool.end().catch(() => undefined) },
     })
@@ -99,9 +129,14 @@ export class PgServer implements ServerDriver {
     let discard = false
     try {
       const steps: PipelineStep[] = [{ name: this.enterName, text: ENTER_TENANT_SQL, values: enterValues(target, budget) }]
-      const res = await pipelined(slot.conn.client, steps, text, values)
+      const name = this.opts.transactionPooler ? undefined : slot.conn.statementName(text)
+      const res = await pipelined(slot.conn.client, steps, text, values, name)
       return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 }
     } catch (err) {
+      // Only a failed Parse (class 42: syntax, unknown table…) leaves the statement's existence in
+      // doubt; constraint and data errors happen after it was prepared.
+      const code = (err as { code?: unknown }).code
+      if (typeof code !== 'string' || code.startsWith('42') || code.startsWith('0A') || code.startsWith('26')) slot.conn.forgetStatement(text)
       discard = await this.afterError(slot, err)
       throw this.mapError(err, target)
     } finally {
@@ -133,22 +168,19 @@ export class PgServer implements ServerDriver {
   }
 
   admin(database: string): AdminQueryable {
-    let pool = this.adminPools.get(database)
-    if (!pool) {
-      pool = new pg.Pool({ connectionString: urlFor(this.opts.url, database), max: this.adminPoolSize, idleTimeoutMillis: 5_000 })
-      pool.on('error', () => undefined)
-      this.adminPools.set(database, pool)
-    }
-    const p = pool
-    const run = async <R>(q: Queryable | pg.Pool | pg.PoolClient, text: string, values?: unknown[]): Promise<QueryResult<R>> => {
-      const res = await (q as pg.Pool).query(text, values)
+    // The pool is looked up at every call, never kept: the LRU below ends pools of databases not
+    // used lately, and a handle kept for the life of the process (the catalog's) must not die
+    // with its pool. A pool ended while a client is checked out lets that client finish.
+    const pool = () => this.adminPool(database)
+    const run = async <R>(q: pg.Pool | pg.PoolClient, text: string, values?: unknown[]): Promise<QueryResult<R>> => {
+      const res = await q.query(text, values)
       return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 }
     }
     return {
-      query: (text, values) => run(p, text, values ?? []),
-      exec: async (sql) => { await p.query(sql) },
+      query: (text, values) => run(pool(), text, values ?? []),
+      exec: async (sql) => { await pool().query(sql) },
       transaction: async (fn) => {
-        const client = await p.connect()
+        const client = await pool().connect()
         let broken = false
         try {
           await client.query('BEGIN')
@@ -166,6 +198,16 @@ export class PgServer implements ServerDriver {
         }
       },
     }
+  }
+
+  private adminPool(database: string): pg.Pool {
+    let pool = this.adminPools.get(database)
+    if (!pool || pool.ending) {
+      pool = new pg.Pool({ connectionString: urlFor(this.opts.url, database), max: this.adminPoolSize, idleTimeoutMillis: 5_000 })
+      pool.on('error', () => undefined)
+      this.adminPools.set(database, pool)
+    }
+    return pool
   }
 
   async databaseExists(name: string): Promise<boolean> {

@@ -112,11 +112,12 @@ export class PipelinedQuery extends BaseQuery {
  * const r = await pipelined(client, [{ text: "SELECT set_config('x', $1, true)", values: ['1'] }], 'SELECT 1', [])
  * ```
  */
-export function pipelined(client: pg.ClientBase, steps: PipelineStep[], text: string, values: unknown[]): Promise<pg.QueryResult> {
+export function pipelined(client: pg.ClientBase, steps: PipelineStep[], text: string, values: unknown[], name?: string): Promise<pg.QueryResult> {
   return new Promise((resolve, reject) => {
     const query = new PipelinedQuery(steps, {
       text,
       values,
+      ...(name === undefined ? {} : { name }),
       callback: (err: Error | null, res: pg.QueryResult) => (err ? reject(err) : resolve(res)),
     } as pg.QueryConfig)
     client.query(query as unknown as pg.QueryConfig)

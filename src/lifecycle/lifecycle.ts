@@ -10,7 +10,7 @@ import { TenantHandle } from '../data/tenant-handle.ts'
 import { TIER_STRATEGIES } from '../data/tiers/index.ts'
 import type { TenantryEvents } from './events.ts'
 import { faultPoint } from './faults.ts'
-import { createTarget, type MigrationFile } from './migrator.ts'
+import { appliedMigrations, createTarget, pendingMigrations, type MigrationFile } from './migrator.ts'
 import type { Operation, Operations } from './operations.ts'
 import { chooseServer, validateProvision, type ProvisionOptions } from './provision.ts'
 import { serverTemplate } from './template.ts'
@@ -212,23 +212,29 @@ export class Lifecycle {
     const strategy = TIER_STRATEGIES[tenant.tier]
     const ctx = dataPlane.tierContext(tenant.placement.server)
     return operations.holding(async () => {
+      // A pooled tenant needs only its row: its steps are not recorded one by one, and the shared
+      // tables are touched only when they lack a migration (a fresh install).
+      const pooled = tenant.tier === 'pooled'
       try {
         await faultPoint('provision:room')
-        await operations.step(op.id, 'room')
+        if (!pooled) await operations.step(op.id, 'room')
         const preamble = await strategy.prepare(ctx, tenant, serverTemplate(dataPlane, tenant.placement.server, files))
         await faultPoint('provision:migrate')
-        await operations.step(op.id, 'migrate')
         const target = dataPlane.migrationTarget(tenant)
-        await createTarget(ctx.driver.admin(target.database), target, files, preamble)
+        const admin = ctx.driver.admin(target.database)
+        if (!pooled) await operations.step(op.id, 'migrate')
+        if (!pooled || pendingMigrations(files, await appliedMigrations(admin, target), target.label).length > 0) {
+          await createTarget(admin, target, files, preamble)
+        }
         if (this.o.hooks.length > 0) {
           await operations.step(op.id, 'hooks')
           const db = new TenantHandle(dataPlane, tenant)
           for (const hook of this.o.hooks) await withTenant(tenant, () => hook({ tenant, db }))
         }
         await faultPoint('provision:activate')
-        await operations.step(op.id, 'activate')
-        const active = await catalog.setStatus(tenant.id, 'active')
-        await operations.finish(op.id, 'done', null, { ms: Date.now() - started })
+        const active = await catalog.setStatus(tenant.id, 'active', null, async (tx) => {
+          await operations.finish(op.id, 'done', null, { ms: Date.now() - started }, tx, 'activate')
+        })
         events.emit('tenant.provisioned', { tenant: active, operationId: op.id, ms: Date.now() - started })
         return active
       } catch (err) {

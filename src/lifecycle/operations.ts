@@ -120,6 +120,7 @@ export class Operations {
   private readonly staleMs: number
   private timer?: NodeJS.Timeout
   private holders = 0
+  private lastBeat = 0
 
   constructor(admin: AdminQueryable, opts: { worker?: string; staleMs?: number } = {}) {
     this.admin = admin
@@ -130,7 +131,8 @@ export class Operations {
   /** Keep this worker's heartbeat fresh while `fn` runs. */
   async holding<T>(fn: () => Promise<T>): Promise<T> {
     if (this.holders++ === 0) {
-      await this.beat()
+      // start() writes the heartbeat with the operation; no second write right after it.
+      if (Date.now() - this.lastBeat > 1000) await this.beat()
       this.timer = setInterval(() => { this.beat().catch(() => undefined) }, Math.max(500, this.staleMs / 5))
       this.timer.unref()
     }
@@ -147,6 +149,8 @@ export class Operations {
   /** Record a new running operation owned by this worker. */
   async start(kind: string, o: { tenantId?: string | null; slug?: string | null; params: unknown; step: string; startedBy?: string }, tx?: { query: AdminQueryable['query'] }): Promise<Operation> {
     const q = tx ?? this.admin
+    await q.query(...args(sql.heartbeatWorker(this.worker)))
+    this.lastBeat = Date.now()
     const res = await q.query<OpRow>(...args(sql.insertOperation({
       id: randomUUID(), kind, tenantId: o.tenantId ?? null, slug: o.slug ?? null, params: o.params, step: o.step,
       startedBy: o.startedBy ?? defaultStartedBy(), owner: this.worker,
@@ -158,8 +162,15 @@ export class Operations {
     await this.admin.query(...args(sql.updateOperationStep(id, this.worker, step, progress)))
   }
 
-  async finish(id: string, state: Exclude<OperationState, 'running'>, error?: string | null, progress?: unknown): Promise<Operation | null> {
-    const res = await this.admin.query<OpRow>(...args(sql.finishOperation(id, state, error ?? null, progress)))
+  async finish(
+    id: string,
+    state: Exclude<OperationState, 'running'>,
+    error?: string | null,
+    progress?: unknown,
+    tx?: { query: AdminQueryable['query'] },
+    step?: string,
+  ): Promise<Operation | null> {
+    const res = await (tx ?? this.admin).query<OpRow>(...args(sql.finishOperation(id, state, error ?? null, progress, step)))
     return res.rows[0] ? toOperation(res.rows[0]) : null
   }
 
@@ -239,6 +250,7 @@ export class Operations {
   }
 
   private async beat(): Promise<void> {
+    this.lastBeat = Date.now()
     await this.admin.query(...args(sql.heartbeatWorker(this.worker)))
   }
 

@@ -15,10 +15,10 @@ export const updateOperationStep = (id: string, owner: string, step: string, pro
   values: [id, owner, step, progress === undefined ? null : JSON.stringify(progress)],
 })
 
-export const finishOperation = (id: string, state: string, error: string | null, progress: unknown): Statement => ({
-  text: `UPDATE tenantry.operations SET state = $2, error = $3, progress = coalesce($4::jsonb, progress), owner = NULL,
-         updated_at = now(), finished_at = now() WHERE id = $1 AND state = 'running' RETURNING ${OP_COLUMNS}`,
-  values: [id, state, error, progress === undefined ? null : JSON.stringify(progress)],
+export const finishOperation = (id: string, state: string, error: string | null, progress: unknown, step?: string): Statement => ({
+  text: `UPDATE tenantry.operations SET state = $2, error = $3, progress = coalesce($4::jsonb, progress), step = coalesce($5, step),
+         owner = NULL, updated_at = now(), finished_at = now() WHERE id = $1 AND state = 'running' RETURNING ${OP_COLUMNS}`,
+  values: [id, state, error, progress === undefined ? null : JSON.stringify(progress), step ?? null],
 })
 
 export const getOperation = (id: string): Statement => ({ text: `SELECT ${OP_COLUMNS} FROM tenantry.operations WHERE id = $1`, values: [id] })
