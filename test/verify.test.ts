@@ -109,7 +109,7 @@ afterAll(() => {
 
 const pgOk = await postgresAvailable()
 
-describe.skipIf(!pgOk)('verify-isolation on PostgreSQL', { timeout: 120_000 }, () => {
+describe.skipIf(!pgOk)('verify-isolation on PostgreSQL', { timeout: 300_000 }, () => {
   beforeAll(dropLeftovers)
   afterAll(dropLeftovers)
 
@@ -149,7 +149,7 @@ describe.skipIf(!pgOk)('verify-isolation on PostgreSQL', { timeout: 120_000 }, (
   })
 })
 
-describe('verify-isolation on PGlite (in memory)', { timeout: 120_000 }, () => {
+describe('verify-isolation on PGlite (in memory)', { timeout: 300_000 }, () => {
   it('finds no leak in Tenantry', async () => {
     const r = await verifyIsolation({ migrations: migrations(), tenants: 4, attempts: 500, seed: 11 })
     expectClean(r, 500)
