@@ -16,7 +16,7 @@ import { TenantryError } from '../src/core/errors.ts'
 import type { Tenant, Tier } from '../src/core/types.ts'
 import { naming } from '../src/data/naming.ts'
 import { createTenantry, type Tenantry } from '../src/runtime.ts'
-import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable, outcome, dropPostgresLeftovers as dropLeftovers } from './helpers/backends.ts'
 
 const PREFIX = 'tc_isolation'
 const DB_NAME = 'tenantry_test_isolation'
@@ -59,42 +59,7 @@ function seedOf(tenant: Tenant, n: number): { projects: ProjectRow[]; tasks: Tas
   }
 }
 
-/** The outcome of a promise as one comparable string: a Tenantry code, `pg:<sqlstate>`, or `ok`. */
-async function outcome(p: Promise<unknown>): Promise<string> {
-  try {
-    await p
-    return 'ok'
-  } catch (err) {
-    if (err instanceof TenantryError) return err.code
-    const code = (err as { code?: unknown } | null)?.code
-    return typeof code === 'string' ? `pg:${code}` : `error:${String((err as Error)?.message ?? err)}`
-  }
-}
-
-/**
- * Drop what a run on the real server leaves behind: the databases named with the prefix (tenant
- * databases `<prefix>_t_…` and any template), the test database, then the roles.
- */
-async function dropPostgresLeftovers(): Promise<void> {
-  const like = (s: string) => s.replace(/_/g, '\\_')
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await admin.connect()
-  try {
-    const dbs = await admin.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datname LIKE $1', [`${like(PREFIX)}\\_%`])
-    for (const { datname } of dbs.rows) {
-      await admin.query(`ALTER DATABASE "${datname}" IS_TEMPLATE false`)
-      await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
-    }
-    await dropDatabase(DB_NAME)
-    const roles = await admin.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [`${like(PREFIX)}\\_%`])
-    for (const { rolname } of roles.rows) {
-      await admin.query(`DROP OWNED BY "${rolname}"`)
-      await admin.query(`DROP ROLE "${rolname}"`)
-    }
-  } finally {
-    await admin.end()
-  }
-}
+const dropPostgresLeftovers = () => dropLeftovers(PREFIX, DB_NAME)
 
 /** A small deterministic PRNG (mulberry32) so a failing interleaving can be replayed. */
 function prng(seed: number): () => number {

@@ -1,5 +1,6 @@
 import pg from 'pg'
 import { PGlite } from '@electric-sql/pglite'
+import { TenantryError } from '../../src/core/errors.ts'
 
 /** The admin URL of the test PostgreSQL server (trust auth on this machine and in CI). */
 export const PG_ADMIN_URL = process.env.TENANTRY_TEST_PG_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
@@ -59,4 +60,41 @@ export async function freshPGlite(): Promise<PGlite> {
   const db = new PGlite()
   await db.waitReady
   return db
+}
+
+/**
+ * Drop what a run on the test server leaves behind: the databases named with `prefix` (tenant
+ * databases `<prefix>_t_…` and the template), the test database `database`, then the roles.
+ */
+export async function dropPostgresLeftovers(prefix: string, database: string): Promise<void> {
+  const like = (s: string) => s.replace(/_/g, '\\_')
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+  await admin.connect()
+  try {
+    const dbs = await admin.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datname LIKE $1', [`${like(prefix)}\\_%`])
+    for (const { datname } of dbs.rows) {
+      await admin.query(`ALTER DATABASE "${datname}" IS_TEMPLATE false`)
+      await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
+    }
+    await dropDatabase(database)
+    const roles = await admin.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [`${like(prefix)}\\_%`])
+    for (const { rolname } of roles.rows) {
+      await admin.query(`DROP OWNED BY "${rolname}"`)
+      await admin.query(`DROP ROLE "${rolname}"`)
+    }
+  } finally {
+    await admin.end()
+  }
+}
+
+/** The outcome of a promise as one comparable string: a Tenantry code, `pg:<sqlstate>`, or `ok`. */
+export async function outcome(p: Promise<unknown>): Promise<string> {
+  try {
+    await p
+    return 'ok'
+  } catch (err) {
+    if (err instanceof TenantryError) return err.code
+    const code = (err as { code?: unknown } | null)?.code
+    return typeof code === 'string' ? `pg:${code}` : `error:${String((err as Error)?.message ?? err)}`
+  }
 }
