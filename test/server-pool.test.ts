@@ -216,8 +216,8 @@ describe('ServerPool', () => {
     expect(a.conn.closed).toBe(0)
   })
 
-  it('serves waiters first in, first out', async () => {
-    const h = harness({ budget: 1, acquireTimeoutMs: 10_000 })
+  it('serves waiters first in, first out when switching databases has no grace (switchGraceMs 0)', async () => {
+    const h = harness({ budget: 1, acquireTimeoutMs: 10_000, switchGraceMs: 0 })
     const first = await h.pool.acquire('a')
     const order: string[] = []
     const w1 = h.pool.acquire('b').then((s) => { order.push('w1:b'); return s })
@@ -281,6 +281,55 @@ describe('ServerPool', () => {
     h.pool.release(s)
     expect((await w).conn).toBe(s.conn)
     expect(h.connects).toEqual(['a'])
+    expect(h.closes).toEqual([])
+  })
+
+  it('a statement for a database with busy connections waits for one of them instead of closing another database’s idle connection', async () => {
+    const h = harness({ budget: 2, acquireTimeoutMs: 10_000, switchGraceMs: 10_000 })
+    const a1 = await h.pool.acquire('a')
+    h.pool.release(await h.pool.acquire('b'))
+    // Budget full (a busy, b idle): the second 'a' waits for a1 rather than evict b.
+    const w = h.pool.acquire('a')
+    await flush()
+    expect(h.pool.stats()).toMatchObject({ open: 2, busy: 1, idle: 1, waiting: 1 })
+    h.pool.release(a1)
+    expect((await w).conn).toBe(a1.conn)
+    expect(h.connects).toEqual(['a', 'b'])
+    expect(h.closes).toEqual([])
+  })
+
+  it('a waiter of another database is preferred only during its grace; after it, it closes an idle connection of another database', async () => {
+    const h = harness({ budget: 2, acquireTimeoutMs: 10_000, switchGraceMs: 30 })
+    const a1 = await h.pool.acquire('a')
+    const b1 = await h.pool.acquire('b')
+    h.pool.release(b1)
+    const started = Date.now()
+    const w = await h.pool.acquire('a')
+    // a1 was never released: after the grace, b's idle connection made room for a new one.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(25)
+    expect(w.conn).not.toBe(a1.conn)
+    expect(h.connects).toEqual(['a', 'b', 'a'])
+    expect(h.closes).toEqual([b1.conn])
+    h.pool.release(a1)
+    h.pool.release(w)
+  })
+
+  it('a released connection goes to a waiter of its own database before an older waiter of another database still in its grace', async () => {
+    const h = harness({ budget: 2, acquireTimeoutMs: 10_000, switchGraceMs: 10_000 })
+    const a1 = await h.pool.acquire('a')
+    const b1 = await h.pool.acquire('b')
+    const order: string[] = []
+    const wb = h.pool.acquire('b').then((x) => { order.push('b'); return x })
+    const wa = h.pool.acquire('a').then((x) => { order.push('a'); return x })
+    await flush()
+    // wb is older, but b1 will be free soon: a1 goes to wa, and no connection is closed or opened.
+    h.pool.release(a1)
+    expect((await wa).conn).toBe(a1.conn)
+    expect(order).toEqual(['a'])
+    h.pool.release(b1)
+    expect((await wb).conn).toBe(b1.conn)
+    expect(order).toEqual(['a', 'b'])
+    expect(h.connects).toEqual(['a', 'b'])
     expect(h.closes).toEqual([])
   })
 

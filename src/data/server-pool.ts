@@ -21,6 +21,13 @@ export interface ServerPoolOptions<C extends PoolableConnection> {
    * while touching many tenant schemas (LESSONS: out of memory around 800 schemas per backend).
    */
   maxUses: number
+  /**
+   * A statement for a database whose own connections are all busy waits this long for one of them
+   * before a connection of another database is closed to make room (default 25 ms). A new
+   * connection costs a backend start, far more than a statement; without the wait, a few busy
+   * databases took connections from one another over and over.
+   */
+  switchGraceMs?: number
 }
 
 /**
@@ -55,6 +62,9 @@ interface Waiter<C> {
   reject(err: unknown): void
   timer: NodeJS.Timeout
   share?: PoolShare
+  /** Until then, the waiter waits for a connection of its own database (see `switchGraceMs`); 0 when it may take any. */
+  graceUntil: number
+  graceTimer?: NodeJS.Timeout
 }
 
 interface TenantUse {
@@ -93,6 +103,9 @@ export class ServerPool<C extends PoolableConnection> {
   private readonly tenants = new Map<string, TenantUse>()
   private open = 0
   private busy = 0
+  /** Busy connections per database. */
+  private readonly busyByDb = new Map<string, number>()
+  private readonly switchGraceMs: number
   private peakOpen = 0
   private closed = false
   private readonly sweeper: NodeJS.Timeout
@@ -100,6 +113,7 @@ export class ServerPool<C extends PoolableConnection> {
   constructor(opts: ServerPoolOptions<C>) {
     if (!(opts.budget >= 1)) throw new TenantryError('CONFIG_INVALID', `Connection budget for server '${opts.server}' must be at least 1.`)
     this.opts = opts
+    this.switchGraceMs = opts.switchGraceMs ?? 25
     this.sweeper = setInterval(() => this.sweep(), Math.max(1000, Math.min(opts.idleTimeoutMs, 10_000)))
     this.sweeper.unref()
   }
@@ -111,14 +125,16 @@ export class ServerPool<C extends PoolableConnection> {
   acquire(database: string, share?: PoolShare): Promise<Slot<C>> {
     if (this.closed) return Promise.reject(new TenantryError('INTERNAL', `The pool of server '${this.opts.server}' is closed.`))
     const use = share ? this.useOf(share) : undefined
+    // Connections of this database are busy: one will be free within a statement's time, which
+    // is cheaper than closing another database's connection to open a new one.
+    const ownBusy = (this.busyByDb.get(database) ?? 0) > 0
     if (!use || use.held < use.cap) {
       const slot = this.takeIdle(database)
       if (slot) {
-        this.busy++
-        this.hold(slot, share)
+        this.lend(slot, share)
         return Promise.resolve(slot)
       }
-      if (this.open < this.opts.budget || this.evictOne()) return this.openFor(database, share)
+      if (this.open < this.opts.budget || (!ownBusy && this.evictOne())) return this.openFor(database, share)
     }
     if (share && use!.waiting >= share.maxWaiting) {
       this.forget(share.tenant)
@@ -131,7 +147,9 @@ export class ServerPool<C extends PoolableConnection> {
         resolve,
         reject,
         share,
+        graceUntil: ownBusy ? Date.now() + this.switchGraceMs : 0,
         timer: setTimeout(() => {
+          if (waiter.graceTimer) clearTimeout(waiter.graceTimer)
           const i = this.waiters.indexOf(waiter)
           if (i >= 0) this.waiters.splice(i, 1)
           if (share) {
@@ -153,6 +171,14 @@ export class ServerPool<C extends PoolableConnection> {
           )
         }, waitMs),
       }
+      if (waiter.graceUntil > 0) {
+        // Its grace over, the waiter may take another database's idle connection.
+        waiter.graceTimer = setTimeout(() => {
+          waiter.graceTimer = undefined
+          waiter.graceUntil = 0
+          this.serveWaiter()
+        }, this.switchGraceMs)
+      }
       if (use) use.waiting++
       this.waiters.push(waiter)
     })
@@ -163,23 +189,27 @@ export class ServerPool<C extends PoolableConnection> {
    * state is not known to be clean).
    */
   release(slot: Slot<C>, discard = false): void {
-    this.busy--
+    this.returned(slot)
     slot.uses++
-    this.unhold(slot)
     if (discard || this.closed || slot.uses >= this.opts.maxUses) {
       this.destroy(slot)
       this.serveWaiter()
       return
     }
-    const i = this.nextWaiter()
+    // The fairest waiter; but while that one waits for a connection of its own (other) database
+    // within its grace, a waiter for this connection's database goes first. A waiter of another
+    // database gets the connection closed and a new one opened.
+    let i = this.nextWaiter()
+    if (i >= 0 && this.waiters[i].database !== slot.database && !this.mayTakeOther(this.waiters[i])) {
+      i = this.nextWaiter((w) => w.database === slot.database)
+      if (i < 0) i = this.nextWaiter((w) => this.mayTakeOther(w))
+    }
     if (i >= 0) {
       const waiter = this.takeWaiter(i)
       if (waiter.database === slot.database) {
-        this.busy++
-        this.hold(slot, waiter.share)
+        this.lend(slot, waiter.share)
         waiter.resolve(slot)
       } else {
-        // Fairness across databases: the connection makes room for the waiter next in line.
         this.destroy(slot)
         this.openFor(waiter.database, waiter.share).then(waiter.resolve, waiter.reject)
       }
@@ -217,6 +247,7 @@ export class ServerPool<C extends PoolableConnection> {
     this.tenants.clear()
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer)
+      if (w.graceTimer) clearTimeout(w.graceTimer)
       w.reject(new TenantryError('INTERNAL', `The pool of server '${this.opts.server}' was closed.`))
     }
     const slots = [...this.idleOrder]
@@ -247,18 +278,16 @@ export class ServerPool<C extends PoolableConnection> {
 
   private async openFor(database: string, share?: PoolShare): Promise<Slot<C>> {
     this.open++
-    this.busy++
     if (this.open > this.peakOpen) this.peakOpen = this.open
     // Counted from now, so that concurrent acquires of the tenant see the connection being opened.
     const slot: Slot<C> = { conn: undefined as unknown as C, database, uses: 0, idleSince: 0 }
-    this.hold(slot, share)
+    this.lend(slot, share)
     try {
       slot.conn = await this.opts.connect(database)
       return slot
     } catch (err) {
       this.open--
-      this.busy--
-      this.unhold(slot)
+      this.returned(slot)
       this.serveWaiter()
       throw err
     }
@@ -272,14 +301,14 @@ export class ServerPool<C extends PoolableConnection> {
   private serveWaiter(): void {
     if (this.closed) return
     for (;;) {
-      const i = this.nextWaiter()
+      const i = this.nextWaiter((w) => this.idle.has(w.database) || this.mayTakeOther(w))
       if (i < 0) return
-      const slot = this.takeIdle(this.waiters[i].database)
+      const waiter = this.waiters[i]
+      const slot = this.takeIdle(waiter.database)
       if (!slot && !(this.open < this.opts.budget || this.evictOne())) return
-      const waiter = this.takeWaiter(i)
+      this.takeWaiter(i)
       if (slot) {
-        this.busy++
-        this.hold(slot, waiter.share)
+        this.lend(slot, waiter.share)
         waiter.resolve(slot)
       } else {
         this.openFor(waiter.database, waiter.share).then(waiter.resolve, waiter.reject)
@@ -287,16 +316,24 @@ export class ServerPool<C extends PoolableConnection> {
     }
   }
 
+  /** A waiter may be served by closing another database's connection: its grace is over, or its database has no busy connection to wait for. */
+  private mayTakeOther(waiter: Waiter<C>): boolean {
+    return waiter.graceUntil === 0 || Date.now() >= waiter.graceUntil || (this.busyByDb.get(waiter.database) ?? 0) === 0
+  }
+
   /**
    * The waiter a free connection goes to: among waiters whose tenant is below its share, the one
    * whose tenant holds the least per unit of weight; the first in line among equals. Waiters
-   * without a share count as holding nothing. -1 when no waiter may take one.
+   * without a share count as holding nothing. -1 when no waiter may take one. Only waiters that
+   * pass `eligible` are considered.
    */
-  private nextWaiter(): number {
+  private nextWaiter(eligible?: (w: Waiter<C>) => boolean): number {
     let best = -1
     let bestLoad = Infinity
     for (let i = 0; i < this.waiters.length; i++) {
-      const share = this.waiters[i].share
+      const w = this.waiters[i]
+      if (eligible && !eligible(w)) continue
+      const share = w.share
       let load = 0
       if (share) {
         const use = this.tenants.get(share.tenant)!
@@ -312,9 +349,26 @@ export class ServerPool<C extends PoolableConnection> {
     return best
   }
 
+  /** The slot goes out to a statement (of the tenant of `share`, if any). */
+  private lend(slot: Slot<C>, share: PoolShare | undefined): void {
+    this.busy++
+    this.busyByDb.set(slot.database, (this.busyByDb.get(slot.database) ?? 0) + 1)
+    this.hold(slot, share)
+  }
+
+  /** The slot is back from its statement. */
+  private returned(slot: Slot<C>): void {
+    this.busy--
+    const n = (this.busyByDb.get(slot.database) ?? 1) - 1
+    if (n > 0) this.busyByDb.set(slot.database, n)
+    else this.busyByDb.delete(slot.database)
+    this.unhold(slot)
+  }
+
   private takeWaiter(i: number): Waiter<C> {
     const [waiter] = this.waiters.splice(i, 1)
     clearTimeout(waiter.timer)
+    if (waiter.graceTimer) clearTimeout(waiter.graceTimer)
     if (waiter.share) this.tenants.get(waiter.share.tenant)!.waiting--
     return waiter
   }
