@@ -45,8 +45,13 @@ export interface TenantryOptions {
   acquireTimeoutMs?: number
   /** Idle connections are closed after this. Default 30000 ms. */
   idleTimeoutMs?: number
-  /** A connection is recycled after this many statements (bounds backend memory). Default 5000. */
+  /** A connection is recycled after this many statements. Default 100000. */
   maxUsesPerConnection?: number
+  /**
+   * A connection is recycled once it has served this many distinct schemas: this bounds the
+   * catalog cache (memory) its backend accumulates over schema-tier tenants. Default 100.
+   */
+  maxSchemasPerConnection?: number
   /** Set when a transaction-mode pooler (PgBouncer, RDS Proxy) sits in front of PostgreSQL. */
   transactionPooler?: boolean
   /** Backstop expiry of the catalog cache; notifications clear it sooner. Default 60000 ms. */
@@ -148,7 +153,8 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     connectionBudget: options.connectionBudget ?? 20,
     acquireTimeoutMs: options.acquireTimeoutMs ?? 5000,
     idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
-    maxUsesPerConnection: options.maxUsesPerConnection ?? 5000,
+    maxUsesPerConnection: options.maxUsesPerConnection ?? 100_000,
+    maxSchemasPerConnection: options.maxSchemasPerConnection ?? 100,
     transactionPooler: options.transactionPooler ?? false,
   })
 

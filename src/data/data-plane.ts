@@ -17,6 +17,7 @@ export interface DataPlaneOptions {
   acquireTimeoutMs: number
   idleTimeoutMs: number
   maxUsesPerConnection: number
+  maxSchemasPerConnection: number
   transactionPooler: boolean
 }
 
@@ -27,7 +28,8 @@ export interface DataPlaneOptions {
  */
 export interface DataPlaneGuard {
   budgetOf(tenant: Tenant): TenantBudget | undefined
-  protect<T>(tenant: Tenant, server: string, database: string, work: () => Promise<T>): Promise<T>
+  /** `database` is null for the server's main database (pooled and schema tenants). */
+  protect<T>(tenant: Tenant, server: string, database: string | null, work: () => Promise<T>): Promise<T>
 }
 
 /**
@@ -76,6 +78,7 @@ export class DataPlane implements TenantRunner {
           acquireTimeoutMs: this.opts.acquireTimeoutMs,
           idleTimeoutMs: this.opts.idleTimeoutMs,
           maxUses: this.opts.maxUsesPerConnection,
+          maxSchemas: this.opts.maxSchemasPerConnection,
           transactionPooler: this.opts.transactionPooler,
         })
     this.drivers.set(server.name, driver)
@@ -137,7 +140,7 @@ export class DataPlane implements TenantRunner {
     const guard = this.guard
     if (!guard) return driver.tenantQuery<R>(target, text, values)
     const budget = guard.budgetOf(tenant)
-    return guard.protect(tenant, driver.server, target.database, () => driver.tenantQuery<R>(target, text, values, budget))
+    return guard.protect(tenant, driver.server, this.ownDatabase(tenant, target), () => driver.tenantQuery<R>(target, text, values, budget))
   }
 
   transaction<T>(tenant: Tenant, fn: (tx: Queryable) => Promise<T>): Promise<T> {
@@ -146,7 +149,12 @@ export class DataPlane implements TenantRunner {
     const guard = this.guard
     if (!guard) return driver.tenantTransaction(target, fn)
     const budget = guard.budgetOf(tenant)
-    return guard.protect(tenant, driver.server, target.database, () => driver.tenantTransaction(target, fn, budget))
+    return guard.protect(tenant, driver.server, this.ownDatabase(tenant, target), () => driver.tenantTransaction(target, fn, budget))
+  }
+
+  /** The tenant's own database, or null when it lives in its server's main database. */
+  private ownDatabase(tenant: Tenant, target: SessionTarget): string | null {
+    return target.database === this.servers.get(tenant.placement.server)?.mainDatabase ? null : target.database
   }
 
   stats(): Record<string, ReturnType<ServerDriver['stats']>> {

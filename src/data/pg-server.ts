@@ -4,7 +4,7 @@ import { TenantryError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import type { Queryable, QueryResult } from './executor.ts'
 import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
-import { pipelined, type PipelineStep } from './pipelined-query.ts'
+import { PipelinedQuery, pipelined, type PipelineStep } from './pipelined-query.ts'
 import { ServerPool, type PoolSlot } from './server-pool.ts'
 
 export interface PgServerOptions {
@@ -18,6 +18,11 @@ export interface PgServerOptions {
   acquireTimeoutMs: number
   idleTimeoutMs: number
   maxUses: number
+  /**
+   * A connection is closed once it has served this many distinct schemas (search paths): what a
+   * backend caches grows with the relations it touched, not with the statements it ran.
+   */
+  maxSchemas: number
   /**
    * Behind a transaction-mode pooler (PgBouncer, RDS Proxy) no server-side prepared statement may
    * outlive a transaction, so the tenant-entry statement is sent unnamed each time.
@@ -35,6 +40,8 @@ class PgConnection {
   /** Statement text → server-side prepared statement name on this connection. */
   private readonly statements = new Map<string, string>()
   private nextName = 0
+  /** Search paths this connection has run statements under (a proxy for the catalog cache its backend holds). */
+  private readonly schemas = new Set<string>()
 
   constructor(readonly client: pg.Client) {
     client.on('error', () => { this.broken = true })
@@ -51,6 +58,12 @@ class PgConnection {
     const name = `tenantry_q${this.nextName++}`
     this.statements.set(text, name)
     return name
+  }
+
+  /** Record that `searchPath` was used; returns how many distinct ones this connection has served. */
+  touch(searchPath: string): number {
+    this.schemas.add(searchPath)
+    return this.schemas.size
   }
 
   /** After an error the statement may or may not exist on the server: use a fresh name next time. */
@@ -124,30 +137,63 @@ export class PgServer implements ServerDriver {
     })
   }
 
-  async tenantQuery<R>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
-    const slot = await this.acquire(target.database, budget)
-    let discard = false
-    try {
-      const steps: PipelineStep[] = [{ name: this.enterName, text: ENTER_TENANT_SQL, values: enterValues(target, budget) }]
-      const name = this.opts.transactionPooler ? undefined : slot.conn.statementName(text)
-      const res = await pipelined(slot.conn.client, steps, text, values, name)
-      return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 }
-    } catch (err) {
-      // Only a failed Parse (class 42: syntax, unknown table…) leaves the statement's existence in
-      // doubt; constraint and data errors happen after it was prepared.
-      const code = (err as { code?: unknown }).code
-      if (typeof code !== 'string' || code.startsWith('42') || code.startsWith('0A') || code.startsWith('26')) slot.conn.forgetStatement(text)
-      discard = await this.afterError(slot, err)
-      throw this.mapError(err, target)
-    } finally {
-      this.pool.release(slot, discard || slot.conn.broken || slot.conn.client.getTransactionStatus() !== 'I')
+  tenantQuery<R>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
+    // Callbacks rather than async/await on this path: every promise costs more while
+    // AsyncLocalStorage is active (it is, in any app that resolves tenants per request), and the
+    // routing benchmark counts each one.
+    return this.pool.acquire(target.database, budget).then(
+      (slot) => this.runOn<R>(slot, target, text, values, budget),
+      (err: unknown) => { throw this.mapError(err, undefined) },
+    )
+  }
+
+  /** One tenant statement on an acquired connection: the tenant settings and the statement in one round trip. */
+  private runOn<R>(slot: PoolSlot<PgConnection>, target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
+    const conn = slot.conn
+    if (conn.broken) {
+      this.pool.release(slot, true)
+      return this.tenantQuery<R>(target, text, values, budget)
     }
+    const recycle = conn.touch(target.searchPath) > this.opts.maxSchemas
+    const name = this.opts.transactionPooler ? undefined : conn.statementName(text)
+    const steps: PipelineStep[] = [{ name: this.enterName, text: ENTER_TENANT_SQL, values: enterValues(target, budget) }]
+    return new Promise<QueryResult<R>>((resolve, reject) => {
+      let thrown = false
+      const query = new PipelinedQuery(steps, text, values, name, (err, res) => {
+        if (thrown) return // already released and rejected below
+        if (err) {
+          this.failed(slot, err, text, recycle).then(() => reject(this.mapError(err, target)))
+          return
+        }
+        this.pool.release(slot, recycle || conn.broken || conn.client.getTransactionStatus() !== 'I')
+        resolve({ rows: res.rows as R[], rowCount: res.rowCount ?? 0 })
+      })
+      try {
+        conn.client.query(query as unknown as pg.QueryConfig)
+      } catch (err) {
+        // Thrown while writing the pipeline: what reached the server is unknown, so the
+        // connection goes, and never back to the pool.
+        thrown = true
+        this.pool.release(slot, true)
+        reject(this.mapError(err, target))
+      }
+    })
+  }
+
+  /** After a failed tenant statement: forget a statement whose preparation is in doubt, roll back, give the connection back. */
+  private async failed(slot: PoolSlot<PgConnection>, err: unknown, text: string, recycle: boolean): Promise<void> {
+    // Only a failed Parse (class 42: syntax, unknown table…) leaves the statement's existence in
+    // doubt; constraint and data errors happen after it was prepared.
+    const code = (err as { code?: unknown }).code
+    if (typeof code !== 'string' || code.startsWith('42') || code.startsWith('0A') || code.startsWith('26')) slot.conn.forgetStatement(text)
+    const discard = (await this.afterError(slot, err)) || recycle
+    this.pool.release(slot, discard || slot.conn.broken || slot.conn.client.getTransactionStatus() !== 'I')
   }
 
   async tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>, budget?: TenantBudget): Promise<T> {
     const slot = await this.acquire(target.database, budget)
     const client = slot.conn.client
-    let discard = false
+    let discard = slot.conn.touch(target.searchPath) > this.opts.maxSchemas
     try {
       await pipelined(client, [{ text: 'BEGIN', values: [] }], ENTER_TENANT_SQL, enterValues(target, budget))
       const tx: Queryable = {
@@ -160,7 +206,7 @@ export class PgServer implements ServerDriver {
       await client.query('COMMIT')
       return result
     } catch (err) {
-      discard = await this.afterError(slot, err)
+      discard = (await this.afterError(slot, err)) || discard
       throw this.mapError(err, target)
     } finally {
       this.pool.release(slot, discard || slot.conn.broken || client.getTransactionStatus() !== 'I')
