@@ -37,30 +37,33 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
     const url = request.url
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
-    tenantry
-      .resolve({ host: request.headers.host, path, headers: request.headers, raw: request })
-      .then((tenant) => {
-        request.tenant = tenant
-        request.db = tenantry.handle(tenant)
-        // Rate limits, then an in-flight slot (issue 4).
-        return tenantry.guard.admit(tenant, { method: request.method, path, headers: request.headers, raw: request, cost: request.routeOptions.config?.tenantryCost })
-      })
-      .then(
-        (admission) => {
-          // RateLimit-* on every response of a rate-limited tenant, errors included.
-          reply.headers(admission.headers)
-          // 'close' comes after the response is sent, and also when the client goes away first.
-          reply.raw.once('close', admission.release)
-          // Later hooks and the handler are called from inside done(), so they run in the context.
-          withTenant(request.tenant, () => done())
-        },
-        (err) => {
-          // A rejection's headers also reach an app's own error handler.
-          const headers = (err as { responseHeaders?: Record<string, string> }).responseHeaders
-          if (headers) reply.headers(headers)
-          done(err)
-        },
-      )
+    const refused = (err: unknown) => {
+      // A rejection's headers also reach an app's own error handler.
+      const headers = (err as { responseHeaders?: Record<string, string> }).responseHeaders
+      if (headers) reply.headers(headers)
+      done(err as Error)
+    }
+    // Later hooks and the handler are called from inside done(), so they run in the context.
+    const proceed = () => withTenant(request.tenant, () => done())
+    tenantry.resolve({ host: request.headers.host, path, headers: request.headers, raw: request }).then((tenant) => {
+      request.tenant = tenant
+      request.db = tenantry.handle(tenant)
+      let free: boolean
+      try {
+        free = tenantry.guard.admitsFreely(tenant)
+      } catch (err) {
+        return refused(err)
+      }
+      if (free) return proceed()
+      // Rate limits, then an in-flight slot (issue 4).
+      tenantry.guard.admit(tenant, { method: request.method, path, headers: request.headers, raw: request, cost: request.routeOptions.config?.tenantryCost }).then((admission) => {
+        // RateLimit-* on every response of a rate-limited tenant, errors included.
+        reply.headers(admission.headers)
+        // 'close' comes after the response is sent, and also when the client goes away first.
+        reply.raw.once('close', admission.release)
+        proceed()
+      }, refused)
+    }, refused)
   })
 
   if (opts.errorHandler !== false) {

@@ -10,10 +10,11 @@ export interface PipelineStep {
 
 // node-postgres' Query is a "Submittable" (the public extension point pg-cursor and
 // pg-query-stream use). Its type declaration does not include the protocol hooks we override.
-const BaseQuery = pg.Query as unknown as new (config: pg.QueryConfig) => PgQueryInternals
+const BaseQuery = pg.Query as unknown as new (text: string, values: unknown[], callback: (err: Error | null, res: pg.QueryResult) => void) => PgQueryInternals
 
 interface PgQueryInternals {
   text: string
+  queryMode?: string
   values?: unknown[]
   name?: string
   handleDataRow(msg: unknown): void
@@ -49,10 +50,14 @@ export class PipelinedQuery extends BaseQuery {
   private pendingSteps: number
   private readonly steps: PipelineStep[]
 
-  constructor(steps: PipelineStep[], config: pg.QueryConfig) {
-    // `queryMode: 'extended'` forces Parse/Bind/Execute even without values, which also means
-    // the server accepts exactly one statement per text: no `; SET ROLE …` smuggled behind it.
-    super({ ...config, queryMode: 'extended' } as pg.QueryConfig)
+  constructor(steps: PipelineStep[], text: string, values: unknown[], name: string | undefined, callback: (err: Error | null, res: pg.QueryResult) => void) {
+    // Text, values and callback as arguments: a config object would be copied property by
+    // property (node-postgres clones it), which showed in the routing benchmark's profile.
+    super(text, values, callback)
+    this.name = name
+    // Extended protocol even without values, which also means the server accepts exactly one
+    // statement per text: no `; SET ROLE …` smuggled behind it.
+    this.queryMode = 'extended'
     this.steps = steps
     this.pendingSteps = steps.length
   }
@@ -114,12 +119,7 @@ export class PipelinedQuery extends BaseQuery {
  */
 export function pipelined(client: pg.ClientBase, steps: PipelineStep[], text: string, values: unknown[], name?: string): Promise<pg.QueryResult> {
   return new Promise((resolve, reject) => {
-    const query = new PipelinedQuery(steps, {
-      text,
-      values,
-      ...(name === undefined ? {} : { name }),
-      callback: (err: Error | null, res: pg.QueryResult) => (err ? reject(err) : resolve(res)),
-    } as pg.QueryConfig)
+    const query = new PipelinedQuery(steps, text, values, name, (err, res) => (err ? reject(err) : resolve(res)))
     client.query(query as unknown as pg.QueryConfig)
   })
 }

@@ -85,21 +85,29 @@ export class Breakers {
     this.on = on
   }
 
-  async run<T>(server: string, database: string, work: () => Promise<T>): Promise<T> {
+  /**
+   * Run `work` under the breaker of `server` and, when `database` is given, the breaker of that
+   * database too. Statements of the server's main database (pooled and schema tenants) pass
+   * `null`: its failures are the server's. `onError` sees every failure as it is thrown.
+   */
+  run<T>(server: string, database: string | null, work: () => Promise<T>, onError?: (err: unknown) => void): Promise<T> {
     const s = this.entry(server, undefined)
-    const d = this.entry(server, database)
+    const d = database === null ? undefined : this.entry(server, database)
     // cockatiel lets callers wait for a half-open trial; a tenant request must not wait on a
     // database that is probably still down, so everyone but the trial fails fast.
-    if (s.policy.state === CircuitState.HalfOpen || s.policy.state === CircuitState.Isolated) throw this.unavailable(s.event)
-    if (d.policy.state === CircuitState.HalfOpen || d.policy.state === CircuitState.Isolated) throw this.unavailable(d.event)
-    try {
-      return await s.policy.execute(() => d.policy.execute(work))
-    } catch (err) {
-      if (err instanceof BrokenCircuitError || err instanceof IsolatedCircuitError) {
-        throw this.unavailable(d.policy.state === CircuitState.Open ? d.event : s.event, err)
-      }
-      throw err
+    let refused: TenantryError | undefined
+    if (s.policy.state === CircuitState.HalfOpen || s.policy.state === CircuitState.Isolated) refused = this.unavailable(s.event)
+    else if (d && (d.policy.state === CircuitState.HalfOpen || d.policy.state === CircuitState.Isolated)) refused = this.unavailable(d.event)
+    if (refused) {
+      onError?.(refused)
+      return Promise.reject(refused)
     }
+    const run = d ? s.policy.execute(() => d.policy.execute(work)) : s.policy.execute(work)
+    return run.catch((err: unknown) => {
+      const out = err instanceof BrokenCircuitError || err instanceof IsolatedCircuitError ? this.unavailable(d?.policy.state === CircuitState.Open ? d.event : s.event, err) : err
+      onError?.(out)
+      throw out
+    })
   }
 
   /** The state of a server's breaker, or of one of its databases'. */

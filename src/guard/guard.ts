@@ -253,9 +253,8 @@ export class Guard extends EventEmitter implements DataPlaneGuard {
    * ```
    */
   async admit(tenant: Tenant, req: AdmitRequest = {}): Promise<Admission> {
-    if (!this.enabled) return NOOP_ADMISSION
+    if (this.admitsFreely(tenant)) return NOOP_ADMISSION
     const limits = this.resolve(tenant).limits
-    if (!limits.rate && !limits.userRate && !limits.concurrency) return NOOP_ADMISSION
     const cost = this.costOf(req)
     let headers: Record<string, string> = {}
     let tenantOutcome: RateOutcome | undefined
@@ -296,12 +295,25 @@ export class Guard extends EventEmitter implements DataPlaneGuard {
     }
   }
 
+  /**
+   * True when the tenant's requests pass {@link admit} unconditionally (guard off, or a plan
+   * without rate or concurrency limits): adapters skip admission for them.
+   */
+  admitsFreely(tenant: Tenant): boolean {
+    if (!this.enabled) return true
+    const limits = this.resolve(tenant).limits
+    return !limits.rate && !limits.userRate && !limits.concurrency
+  }
+
   /** Run one unit of tenant work under the circuit breakers, counting what is turned away. */
-  protect<T>(tenant: Tenant, server: string, database: string, work: () => Promise<T>): Promise<T> {
-    const p = this.breakers ? this.breakers.run(server, database, work) : work()
-    return p.catch((err: unknown) => {
+  protect<T>(tenant: Tenant, server: string, database: string | null, work: () => Promise<T>): Promise<T> {
+    const counted = (err: unknown): void => {
       const layer = layerOf(err)
       if (layer) this.count(tenant, layer, layer === 'statement' ? 'STATEMENT_TIMEOUT' : layer === 'connections' ? 'TENANT_BUSY' : 'TENANT_UNAVAILABLE')
+    }
+    if (this.breakers) return this.breakers.run(server, database, work, counted)
+    return work().catch((err: unknown) => {
+      counted(err)
       throw err
     })
   }

@@ -105,46 +105,80 @@ export class TenantResolver {
    * const tenant = await resolver.resolve({ host: req.headers.host, path, headers: req.headers, raw: req })
    * ```
    */
-  async resolve(req: RequestInfo): Promise<Tenant> {
-    // One identifier is the common case: keep it out of an array.
+  resolve(req: RequestInfo): Promise<Tenant> {
+    // Fast path, the common case: strategies that answer synchronously and one identifier. One
+    // promise instead of several; they cost more while AsyncLocalStorage is active (it is).
     let first: Identifier | null = null
-    let more: Identifier[] | null = null
-    for (const strategy of this.#strategies) {
-      let found = strategy.identify(req)
-      if (found !== null && typeof (found as Promise<unknown>).then === 'function') found = await found
-      if (found === null || found === undefined) continue
-      if (first === null) first = found as Identifier
-      else (more ??= []).push(found as Identifier)
-    }
-    if (first === null) {
-      throw new TenantryError('TENANT_REQUIRED', this.#requiredMessage, { details: { tried: this.#tried } })
-    }
-    const tenant = await this.#find(first, req)
-    if (more !== null) {
-      // Sequential, so the reported error is always the one of the earliest strategy.
-      for (const other of more) {
-        if (namesTenant(other, tenant, first)) continue
-        const t = await this.#find(other, req)
-        if (t.id !== tenant.id) throw mismatch(first, other)
+    try {
+      for (let i = 0; i < this.#strategies.length; i++) {
+        const found = this.#strategies[i].identify(req)
+        if (found === null || found === undefined) continue
+        if (typeof (found as Promise<unknown>).then === 'function' || first !== null) return this.#resolveSlowly(req, i, first, found)
+        first = found as Identifier
       }
+      if (first === null) throw this.#required()
+      const ident = first
+      return this.#lookupOf(ident).then((tenant) => this.#servable(this.#found(tenant, ident, req), ident))
+    } catch (err) {
+      return Promise.reject(err)
     }
-    if (tenant.status === 'active') return tenant
-    throw refusal(tenant, first)
   }
 
-  async #find(ident: Identifier, req: RequestInfo): Promise<Tenant> {
+  /** The general case: asynchronous strategies, or several identifiers that must agree. */
+  async #resolveSlowly(req: RequestInfo, from: number, first: Identifier | null, pendingFound: Identifier | Promise<Identifier | null>): Promise<Tenant> {
+    let more: Identifier[] | null = null
+    const add = (found: Identifier | null | undefined) => {
+      if (found === null || found === undefined) return
+      if (first === null) first = found
+      else (more ??= []).push(found)
+    }
+    add(await pendingFound)
+    for (let i = from + 1; i < this.#strategies.length; i++) {
+      let found = this.#strategies[i].identify(req)
+      if (found !== null && typeof (found as Promise<unknown>).then === 'function') found = await found
+      add(found as Identifier | null)
+    }
+    if (first === null) throw this.#required()
+    const ident: Identifier = first
+    const tenant = await this.#find(ident, req)
+    if (more !== null) {
+      // Sequential, so the reported error is always the one of the earliest strategy.
+      for (const other of more as Identifier[]) {
+        if (namesTenant(other, tenant, ident)) continue
+        const t = await this.#find(other, req)
+        if (t.id !== tenant.id) throw mismatch(ident, other)
+      }
+    }
+    return this.#servable(tenant, ident)
+  }
+
+  #required(): TenantryError {
+    return new TenantryError('TENANT_REQUIRED', this.#requiredMessage, { details: { tried: this.#tried } })
+  }
+
+  #servable(tenant: Tenant, ident: Identifier): Tenant {
+    if (tenant.status === 'active') return tenant
+    throw refusal(tenant, ident)
+  }
+
+  #lookupOf(ident: Identifier): Promise<Tenant | null> {
     const lookup = this.#lookup
-    let pending: Promise<Tenant | null>
     switch (ident.kind) {
-      case 'slug': pending = lookup.bySlug(ident.value); break
-      case 'id': pending = lookup.byId(ident.value); break
-      case 'domain': pending = lookup.byDomain(ident.value); break
+      case 'slug': return lookup.bySlug(ident.value)
+      case 'id': return lookup.byId(ident.value)
+      case 'domain': return lookup.byDomain(ident.value)
       default:
         throw new TenantryError('CONFIG_INVALID', `Strategy '${printable(String(ident.source))}' returned an identifier of unknown kind '${printable(String((ident as { kind: unknown }).kind))}'.`)
     }
-    const tenant = await pending
+  }
+
+  #found(tenant: Tenant | null | undefined, ident: Identifier, req: RequestInfo): Tenant {
     if (tenant === null || tenant === undefined || tenant.status === 'deleted') throw this.#notFound(ident, req)
     return tenant
+  }
+
+  async #find(ident: Identifier, req: RequestInfo): Promise<Tenant> {
+    return this.#found(await this.#lookupOf(ident), ident, req)
   }
 
   #notFound(ident: Identifier, req: RequestInfo): TenantryError {
