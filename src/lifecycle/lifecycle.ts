@@ -266,8 +266,17 @@ export class Lifecycle {
     const { catalog, dataPlane, operations, events } = this.o
     return operations.holding(async () => {
       await faultPoint('purge:remove')
-      await operations.step(op.id, 'remove')
-      const removed = await TIER_STRATEGIES[tenant.tier].remove(dataPlane.tierContext(tenant.placement.server), tenant, await this.pooledTables(tenant))
+      const strategy = TIER_STRATEGIES[tenant.tier]
+      const ctx = dataPlane.tierContext(tenant.placement.server)
+      const tables = await this.pooledTables(tenant)
+      // Recorded before anything is removed (a deleted tenant gets no new rows): a run killed after
+      // its removal committed is resumed with the report of what it removed.
+      const progress = op.progress ?? {}
+      const recorded = Array.isArray(progress.removing) ? (progress.removing as string[]) : Array.isArray(progress.removed) ? (progress.removed as string[]) : undefined
+      const inventory = recorded ?? (await strategy.inventory?.(ctx, tenant, tables))
+      await operations.step(op.id, 'remove', inventory ? { removing: inventory } : undefined)
+      const done = await strategy.remove(ctx, tenant, tables)
+      const removed = recorded ?? done
       await faultPoint('purge:catalog')
       await operations.step(op.id, 'catalog', { removed })
       const domains = await catalog.domainsOf(tenant.id)

@@ -1,6 +1,7 @@
 import { quoteIdent } from '../../core/sql.ts'
 import { tenantToken } from '../tenant-token.ts'
-import type { TierStrategy } from './tier.ts'
+import type { Tenant } from '../../core/types.ts'
+import type { TierContext, TierStrategy } from './tier.ts'
 
 /** Rows in shared tables; row-level security on `tenantry.tenant_id` keeps tenants apart. */
 export const pooledTier: TierStrategy = {
@@ -14,16 +15,21 @@ export const pooledTier: TierStrategy = {
   }),
   ownTarget: () => null,
   prepare: async () => '',
-  async remove(ctx, tenant, tables) {
-    const removed: string[] = []
-    await ctx.driver.admin(tenant.placement.database).transaction(async (tx) => {
-      // The owner may be subject to FORCEd RLS: point the transaction at the tenant first.
-      await tx.query("SELECT set_config('tenantry.tenant_id', $1, true)", [tenantToken(ctx.tenantKey, tenant.id)])
-      for (const table of tables) {
-        const res = await tx.query(`DELETE FROM ${quoteIdent(ctx.pooledSchema)}.${quoteIdent(table)} WHERE tenant_id = $1`, [tenant.id])
-        removed.push(`${res.rowCount} rows from ${ctx.pooledSchema}.${table}`)
-      }
-    })
-    return removed
-  },
+  remove: (ctx, tenant, tables) => eachTable(ctx, tenant, tables, 'DELETE FROM'),
+  inventory: (ctx, tenant, tables) => eachTable(ctx, tenant, tables, 'SELECT count(*) AS n FROM'),
+}
+
+/** Delete or count the tenant's rows of each table, in one transaction; the report names each table with its row count. */
+async function eachTable(ctx: TierContext, tenant: Tenant, tables: string[], verb: 'DELETE FROM' | 'SELECT count(*) AS n FROM'): Promise<string[]> {
+  const report: string[] = []
+  await ctx.driver.admin(tenant.placement.database).transaction(async (tx) => {
+    // The owner may be subject to FORCEd RLS: point the transaction at the tenant first.
+    await tx.query("SELECT set_config('tenantry.tenant_id', $1, true)", [tenantToken(ctx.tenantKey, tenant.id)])
+    for (const table of tables) {
+      const res = await tx.query<{ n: string }>(`${verb} ${quoteIdent(ctx.pooledSchema)}.${quoteIdent(table)} WHERE tenant_id = $1`, [tenant.id])
+      const rows = verb === 'DELETE FROM' ? res.rowCount : Number(res.rows[0].n)
+      report.push(`${rows} rows from ${ctx.pooledSchema}.${table}`)
+    }
+  })
+  return report
 }

@@ -46,4 +46,10 @@ export interface TierStrategy {
   prepare(ctx: TierContext, tenant: Tenant, template: TemplateSource): Promise<string>
   /** Remove the tenant's room and rows; returns what was removed, for the report. Idempotent. */
   remove(ctx: TierContext, tenant: Tenant, tables: string[]): Promise<string[]>
+  /**
+   * What {@link remove} would remove, in the same words, where it depends on the data (row
+   * counts). A purge records it before removing, so a purge resumed after a kill still reports
+   * what the interrupted run removed.
+   */
+  inventory?(ctx: TierContext, tenant: Tenant, tables: string[]): Promise<string[]>
 }
