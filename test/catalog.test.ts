@@ -1,12 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import pg from 'pg'
 import { TenantryError } from '../src/core/errors.ts'
 import { Catalog } from '../src/catalog/catalog.ts'
 import type { Tenant } from '../src/core/types.ts'
 import type { AdminQueryable } from '../src/data/driver.ts'
 import { createTenantry, type Tenantry } from '../src/runtime.ts'
-import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { dropDatabase, dropPostgresLeftovers, freshDatabase, postgresAvailable } from './helpers/backends.ts'
 
 const DB_NAME = 'tenantry_test_catalog'
 // Roles and databases are cluster-wide on a real server: everything this file makes carries this prefix.
@@ -176,6 +175,21 @@ function catalogSuite(open: () => Promise<Tenantry>, opts: { databaseTier: boole
     expect((await c.bySlug('acme'))!.status).toBe('active')
   })
 
+  it('bounds the cache: lookups of identifiers naming no tenant cannot grow it without end, nor push known tenants out', async () => {
+    const c = tenantry.catalog
+    c.clearCache()
+    const known = await c.bySlug('acme')
+    expect(known).not.toBeNull()
+    const { maxMisses } = c.cacheStats()
+    const unknown = Array.from({ length: maxMisses + 500 }, (_, i) => `nobody-${i}`)
+    for (let i = 0; i < unknown.length; i += 250) {
+      expect(await Promise.all(unknown.slice(i, i + 250).map((slug) => c.bySlug(slug)))).toEqual(Array(Math.min(250, unknown.length - i)).fill(null))
+    }
+    expect(c.cacheStats()).toMatchObject({ entries: 1, misses: maxMisses })
+    // The known tenant is still served from the cache (the same object).
+    expect(await c.bySlug('acme')).toBe(known)
+  })
+
   it('clears its own cache on a change without waiting for any notification', async () => {
     // A second catalog on the same database that does not listen: only its own changes clear its cache.
     const quiet = new Catalog({ admin })
@@ -249,7 +263,8 @@ function catalogSuite(open: () => Promise<Tenantry>, opts: { databaseTier: boole
     const t = await tenantry.provision({ slug: 'hooli', tier: 'database' })
     expect(t).toMatchObject({ slug: 'hooli', status: 'active', tier: 'database', placement: { server: 'main', database: `${PREFIX}_t_${t.id.replace(/-/g, '')}` } })
     const after = await snapshot(admin)
-    expect(after.databases).toEqual([...before.databases, t.placement.database].sort())
+    // The first database tenant of a server also creates its template database (kept migrated).
+    expect(after.databases).toEqual([...new Set([...before.databases, t.placement.database, `${PREFIX}_template`])].sort())
     expect(after.roles).toEqual([...before.roles, `${PREFIX}_t_${t.id.replace(/-/g, '')}`].sort())
   })
 
@@ -338,20 +353,7 @@ function catalogSuite(open: () => Promise<Tenantry>, opts: { databaseTier: boole
 }
 
 async function cleanPostgres(): Promise<void> {
-  const client = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await client.connect()
-  try {
-    const dbs = await client.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE $1`, [`${PREFIX}\\_t\\_%`])
-    for (const { datname } of dbs.rows) await client.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
-    await client.query(`DROP DATABASE IF EXISTS "${DB_NAME}" WITH (FORCE)`)
-    const roles = await client.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${PREFIX}\\_%`])
-    for (const { rolname } of roles.rows) {
-      await client.query(`DROP OWNED BY "${rolname}"`)
-      await client.query(`DROP ROLE "${rolname}"`)
-    }
-  } finally {
-    await client.end()
-  }
+  await dropPostgresLeftovers(PREFIX, DB_NAME)
 }
 
 describe.skipIf(!(await postgresAvailable()))('catalog on PostgreSQL', () => {

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import { TenantryError } from '../core/errors.ts'
 import type { Plan, Server, Tenant, TenantStatus, Tier } from '../core/types.ts'
 import type { Queryable } from '../data/executor.ts'
@@ -73,7 +74,10 @@ interface CacheEntry {
 export class Catalog {
   private readonly admin: AdminQueryable
   private readonly opts: CatalogOptions
-  private readonly cache = new Map<string, CacheEntry>()
+  // Bounded, so that requests naming tenants that do not exist cannot grow memory without end;
+  // misses apart, so that a flood of them cannot push the known tenants out.
+  private readonly cache = new LRUCache<string, CacheEntry>({ max: 20_000 })
+  private readonly misses = new LRUCache<string, CacheEntry>({ max: 2_000 })
   private readonly ttl: number
   private unlisten?: () => Promise<void>
   /** The installation's key (see data/tenant-token.ts), read by init(). */
@@ -110,9 +114,15 @@ export class Catalog {
     this.clearCache()
   }
 
+  /** Cached lookups: of tenants found, and of identifiers that name no tenant (for metrics and tests). */
+  cacheStats(): { entries: number; misses: number; maxEntries: number; maxMisses: number } {
+    return { entries: this.cache.size, misses: this.misses.size, maxEntries: this.cache.max, maxMisses: this.misses.max }
+  }
+
   /** Forget every cached lookup. */
   clearCache(): void {
     this.cache.clear()
+    this.misses.clear()
   }
 
   bySlug(slug: string): Promise<Tenant | null> {
@@ -231,14 +241,23 @@ export class Catalog {
 
   private cached(key: string, statement: () => { text: string; values: unknown[] }): Promise<Tenant | null> {
     const now = Date.now()
-    const hit = this.cache.get(key)
+    const hit = this.cache.get(key) ?? this.misses.get(key)
     if (hit && hit.expires > now) return hit.value
     const { text, values } = statement()
     const value = this.admin.query<TenantRow>(text, values).then((res) => (res.rows[0] ? toTenant(res.rows[0]) : null))
     const entry = { value, expires: now + this.ttl }
     this.cache.set(key, entry)
-    // A failed lookup is not remembered.
-    value.catch(() => { if (this.cache.get(key) === entry) this.cache.delete(key) })
+    this.misses.delete(key)
+    value.then(
+      (tenant) => {
+        if (tenant === null && this.cache.get(key) === entry) {
+          this.cache.delete(key)
+          this.misses.set(key, entry)
+        }
+      },
+      // A failed lookup is not remembered.
+      () => { if (this.cache.get(key) === entry) this.cache.delete(key) },
+    )
     return value
   }
 
