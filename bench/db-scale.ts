@@ -2,7 +2,7 @@
  * Database-tier tenants by the thousand under a small connection budget (connections sampled, cold first-query p95), schema-tier by the thousand with backend memory bounded by connection recycling, and a mixed load over a few databases.
  *
  * `npm run bench -- db-scale [--tenants 1000] [--schemas 1000] [--budget 20] [--concurrency 8] [--passes 2]
- *                             [--mem-budget 4] [--mem-passes 3] [--recycle 200] [--url postgres://…] [--keep]`
+ *                             [--mem-budget 4] [--mem-passes 3] [--recycle 100] [--url postgres://…] [--keep]`
  *
  * By default on a PRIVATE PostgreSQL cluster (initdb in a temp dir, fsync off, max_connections 50;
  * test/fixtures/guard-servers.ts): a thousand databases is 7–8 GB of catalog files and heavy I/O
@@ -18,7 +18,7 @@
  *    statements/s and connections opened (pg_stat_database.sessions) per 100 statements.
  * 3. schema tier: --schemas schema-tier tenants, served in random order --mem-passes times with a
  *    budget of --mem-budget connections, once with connections never recycled and once recycled
- *    after --recycle statements; the largest private memory (RssAnon) of any app backend is the
+ *    after serving --recycle distinct schemas (`maxSchemasPerConnection`); the largest private memory (RssAnon) of any app backend is the
  *    figure (the catalog cache a backend builds up across schemas).
  * The last line is one JSON object: tenants, max_connections, errors, cold_p95_ms…
  */
@@ -101,7 +101,7 @@ export default async function dbScale(argv: string[]): Promise<number> {
   const passes = intFlag('passes', f.passes, 2)
   const memBudget = intFlag('mem-budget', f['mem-budget'], 4)
   const memPasses = intFlag('mem-passes', f['mem-passes'], 3)
-  const recycle = intFlag('recycle', f.recycle, 200)
+  const recycle = intFlag('recycle', f.recycle, 100)
 
   let server: PrivatePostgres | undefined
   let adminUrl = f.url
@@ -243,8 +243,8 @@ export default async function dbScale(argv: string[]): Promise<number> {
         if (++made % 200 === 0) log(`  ${made}/${nSchema} schema tenants provisioned (${((Date.now() - started) / 1000).toFixed(0)} s)`)
       })
       const schemaTenants = await tenantry.catalog.list({ tier: 'schema' })
-      for (const [label, maxUses] of [['never recycled', 1e9], [`recycled after ${recycle} statements`, recycle]] as const) {
-        const m = await createTenantry({ databaseUrl: dbUrl, migrations: dir, rolePrefix: PREFIX, connectionBudget: memBudget, maxUsesPerConnection: maxUses, guard: { redis: null }, resumeOperations: false })
+      for (const [label, maxSchemas] of [['never recycled', 1e9], [`recycled after ${recycle} schemas`, recycle]] as const) {
+        const m = await createTenantry({ databaseUrl: dbUrl, migrations: dir, rolePrefix: PREFIX, connectionBudget: memBudget, maxUsesPerConnection: 1e9, maxSchemasPerConnection: maxSchemas, guard: { redis: null }, resumeOperations: false })
         let maxKb = 0
         let stop = false
         const watch = (async () => {
@@ -271,7 +271,7 @@ export default async function dbScale(argv: string[]): Promise<number> {
         await watch
         await m.close()
         rows.push([`schema tier, ${nSchema} schemas × ${memPasses}, budget ${memBudget}, ${label}`, n, round(n / ((Date.now() - t0) / 1000), 0), round(maxKb / 1024, 1), '-'])
-        summary[maxUses === recycle ? 'schema_backend_max_mb_recycled' : 'schema_backend_max_mb_unrecycled'] = round(maxKb / 1024, 1)
+        summary[maxSchemas === recycle ? 'schema_backend_max_mb_recycled' : 'schema_backend_max_mb_unrecycled'] = round(maxKb / 1024, 1)
         log(`schema tier ${label}: largest app backend ${(maxKb / 1024).toFixed(1)} MB private memory`)
       }
       Object.assign(summary, { schema_tenants: nSchema, schema_recycle_after: recycle, errors })

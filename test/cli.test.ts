@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTenantry, type Tenant } from '../src/index.ts'
-import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { dropPostgresLeftovers, freshDatabase, postgresAvailable } from './helpers/backends.ts'
 
 // End-to-end runs of the real `tenantry` command (and the demo server) as subprocesses.
 
@@ -48,18 +48,7 @@ function tenantry(args: string[], env: Record<string, string>, timeoutMs = 150_0
 const show = (r: Run) => `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`
 
 async function cleanUpPostgres(): Promise<void> {
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await admin.connect()
-  try {
-    const dbs = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE $1`, [`${ROLE_PREFIX}\\_t\\_%`])
-    for (const { datname } of dbs.rows) await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
-    await dropDatabase(DB_NAME)
-    const roles = await admin.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${ROLE_PREFIX}\\_%`])
-    for (const { rolname } of roles.rows) await admin.query(`DROP OWNED BY "${rolname}"`)
-    for (const { rolname } of roles.rows) await admin.query(`DROP ROLE IF EXISTS "${rolname}"`)
-  } finally {
-    await admin.end()
-  }
+  await dropPostgresLeftovers(ROLE_PREFIX, DB_NAME)
 }
 
 async function adminExec(url: string, sql: string): Promise<void> {

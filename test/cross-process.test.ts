@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import pg from 'pg'
 import { createTenantry, type Tenantry } from '../src/runtime.ts'
-import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { dropDatabase, dropPostgresLeftovers, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
 
 const DB_NAME = 'tenantry_test_xproc'
 // Roles are cluster-wide on a real server: everything this file makes carries this prefix.
@@ -79,20 +79,7 @@ class Child {
 }
 
 async function cleanPostgres(): Promise<void> {
-  const client = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await client.connect()
-  try {
-    const dbs = await client.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE $1`, [`${PREFIX}\\_t\\_%`])
-    for (const { datname } of dbs.rows) await client.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
-    await client.query(`DROP DATABASE IF EXISTS "${DB_NAME}" WITH (FORCE)`)
-    const roles = await client.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${PREFIX}\\_%`])
-    for (const { rolname } of roles.rows) {
-      await client.query(`DROP OWNED BY "${rolname}"`)
-      await client.query(`DROP ROLE "${rolname}"`)
-    }
-  } finally {
-    await client.end()
-  }
+  await dropPostgresLeftovers(PREFIX, DB_NAME)
 }
 
 const pgOk = await postgresAvailable()

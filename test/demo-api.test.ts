@@ -1,10 +1,9 @@
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
-import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildDemoApp } from '../demo/app.ts'
 import { createTenantry, header, subdomain, type Tenant, type Tenantry, type Tier } from '../src/index.ts'
-import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { dropPostgresLeftovers, freshDatabase, postgresAvailable } from './helpers/backends.ts'
 
 // The demo project tracker over HTTP (app.inject), the same suite on real PostgreSQL and on PGlite.
 
@@ -16,18 +15,7 @@ const PG_UP = await postgresAvailable()
 
 /** Drop what a run against the real server left: tenant databases, roles, the test database. */
 async function cleanUpPostgres(): Promise<void> {
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await admin.connect()
-  try {
-    const dbs = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE $1`, [`${ROLE_PREFIX}\\_t\\_%`])
-    for (const { datname } of dbs.rows) await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
-    await dropDatabase(DB_NAME)
-    const roles = await admin.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${ROLE_PREFIX}\\_%`])
-    for (const { rolname } of roles.rows) await admin.query(`DROP OWNED BY "${rolname}"`)
-    for (const { rolname } of roles.rows) await admin.query(`DROP ROLE IF EXISTS "${rolname}"`)
-  } finally {
-    await admin.end()
-  }
+  await dropPostgresLeftovers(ROLE_PREFIX, DB_NAME)
 }
 
 interface Backend {

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTenantry, type Tenant } from '../src/index.ts'
-import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { dropPostgresLeftovers, freshDatabase, postgresAvailable } from './helpers/backends.ts'
 
 // Several workers share one fleet migration: two `tenantry migrate` processes started together
 // join one operation, split its targets, and no target is migrated twice.
@@ -50,18 +50,7 @@ function start(args: string[], env: Record<string, string>): { pid: number; done
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 async function cleanUpPostgres(): Promise<void> {
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await admin.connect()
-  try {
-    const dbs = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE $1 OR datname = $2`, [`${PREFIX}\\_t\\_%`, `${PREFIX}_template`])
-    for (const { datname } of dbs.rows) await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
-    await dropDatabase(DB_NAME)
-    const roles = await admin.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${PREFIX}\\_%`])
-    for (const { rolname } of roles.rows) await admin.query(`DROP OWNED BY "${rolname}"`)
-    for (const { rolname } of roles.rows) await admin.query(`DROP ROLE IF EXISTS "${rolname}"`)
-  } finally {
-    await admin.end()
-  }
+  await dropPostgresLeftovers(PREFIX, DB_NAME)
 }
 
 describe.skipIf(!PG_UP)('two migrate processes at once (PostgreSQL)', { timeout: 240_000 }, () => {

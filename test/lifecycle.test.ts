@@ -3,7 +3,6 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileS
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   createTenantry,
@@ -16,7 +15,7 @@ import {
   type TenantryEventMap,
   type TenantryOptions,
 } from '../src/index.ts'
-import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { dropPostgresLeftovers, freshDatabase, postgresAvailable } from './helpers/backends.ts'
 
 // The tenant lifecycle end to end, on PostgreSQL and on PGlite (database-tier tenants only on
 // PostgreSQL: on PGlite each costs seconds). Provisioning on every tier, refusals that create
@@ -627,18 +626,7 @@ function lifecycleSuite(backend: Backend): void {
 }
 
 async function cleanPostgres(): Promise<void> {
-  const client = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await client.connect()
-  try {
-    const dbs = await client.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE $1 OR datname = $2`, [`${PREFIX}\\_t\\_%`, `${PREFIX}_template`])
-    for (const { datname } of dbs.rows) await client.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`)
-    await dropDatabase(DB_NAME)
-    const roles = await client.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${PREFIX}\\_%`])
-    for (const { rolname } of roles.rows) await client.query(`DROP OWNED BY "${rolname}"`)
-    for (const { rolname } of roles.rows) await client.query(`DROP ROLE IF EXISTS "${rolname}"`)
-  } finally {
-    await client.end()
-  }
+  await dropPostgresLeftovers(PREFIX, DB_NAME)
 }
 
 describe.skipIf(!PG_UP)('tenant lifecycle on PostgreSQL', { timeout: 180_000 }, () => {
