@@ -87,6 +87,8 @@ export interface Tenantry {
   readonly migrationFiles: MigrationFile[]
   /** The tenant a request names, or a coded error (400/403/404/503). */
   resolve(req: RequestInfo): Promise<Tenant>
+  /** {@link resolve}, or the tenant itself when it is at hand without waiting (cached); never throws. For adapters. */
+  resolveNow(req: RequestInfo): Tenant | Promise<Tenant>
   /** A handle bound to one tenant. */
   handle(tenant: Tenant): TenantHandle
   /** Run `fn` as `tenant` (a tenant, slug or id); it must be active. */
@@ -238,6 +240,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     migrationFiles: files,
     db: new TenantHandle(dataPlane, currentTenant),
     resolve: (req) => resolver.resolve(req),
+    resolveNow: (req) => resolver.resolveNow(req),
     handle(tenant) {
       let h = handles.get(tenant)
       if (!h) handles.set(tenant, (h = new TenantHandle(dataPlane, tenant)))

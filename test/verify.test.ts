@@ -125,7 +125,10 @@ describe.skipIf(!pgOk)('verify-isolation on PostgreSQL', { timeout: 300_000 }, (
 
   for (const planted of Object.keys(PLANTED) as (keyof typeof PLANTED)[]) {
     it(`catches a planted leak: ${planted}`, async () => {
-      const r = await verifyIsolation({ migrations: migrations(planted), databaseUrl: PG_ADMIN_URL, rolePrefix: PREFIX, tenants: 3, attempts: 250, seed: 7 })
+      // A planted leak shows only between pooled tenants (their rows share the table): 4 tenants
+      // put 2 of them on the pooled tier. With 3 tenants and 250 attempts, runs found 1–3 leaks
+      // over HTTP (and sometimes none: a red CI); with 4 and 400, 7–14 (using-true, 5 runs).
+      const r = await verifyIsolation({ migrations: migrations(planted), databaseUrl: PG_ADMIN_URL, rolePrefix: PREFIX, tenants: 4, attempts: 400, seed: 7 })
       expectCaught(r)
       expect(await leftovers()).toEqual({ databases: [], roles: [] })
     })
@@ -157,6 +160,6 @@ describe('verify-isolation on PGlite (in memory)', { timeout: 300_000 }, () => {
   })
 
   it('catches a table with row-level security switched off', async () => {
-    expectCaught(await verifyIsolation({ migrations: migrations('rls-off'), tenants: 3, attempts: 300, seed: 12 }))
+    expectCaught(await verifyIsolation({ migrations: migrations('rls-off'), tenants: 4, attempts: 400, seed: 12 }))
   })
 })

@@ -1,8 +1,8 @@
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express'
-import { withTenant } from '../context/context.ts'
 import type { Tenant } from '../core/types.ts'
 import type { TenantHandle } from '../data/tenant-handle.ts'
 import type { Tenantry } from '../runtime.ts'
+import { admitRequest } from './admit-request.ts'
 import { errorReply } from './http-errors.ts'
 
 declare global {
@@ -37,29 +37,18 @@ export interface TenantryExpressOptions {
 export function tenantryMiddleware(tenantry: Tenantry, opts: TenantryExpressOptions = {}): RequestHandler {
   return function tenantryResolve(req, res, next) {
     if (opts.skip?.(req)) return next()
-    tenantry
-      .resolve({ host: req.headers.host, path: req.path, headers: req.headers, raw: req })
-      .then((tenant) => {
+    const info = { host: req.headers.host, path: req.path, headers: req.headers, raw: req }
+    admitRequest(tenantry, info, { method: req.method, path: req.path, headers: req.headers, raw: req }, {
+      found(tenant) {
         req.tenant = tenant
         req.db = tenantry.handle(tenant)
-        // Rate limits, then an in-flight slot (issue 4).
-        return tenantry.guard.admit(tenant, { method: req.method, path: req.path, headers: req.headers, raw: req })
-      })
-      .then(
-        (admission) => {
-          // RateLimit-* on every response of a rate-limited tenant, errors included.
-          res.set(admission.headers)
-          // 'close' comes after the response is sent, and also when the client goes away first.
-          res.once('close', admission.release)
-          withTenant(req.tenant!, () => next())
-        },
-        (err) => {
-          // A rejection's headers also reach an app's own error handler.
-          const headers = (err as { responseHeaders?: Record<string, string> }).responseHeaders
-          if (headers && !res.headersSent) res.set(headers)
-          next(err)
-        },
-      )
+      },
+      headers: (h) => { if (!res.headersSent) res.set(h) },
+      // 'close' comes after the response is sent, and also when the client goes away first.
+      onClose: (release) => res.once('close', release),
+      next: () => next(),
+      refuse: (err) => next(err),
+    })
   }
 }
 

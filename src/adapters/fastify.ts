@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyError } from 'fastify'
 import fp from 'fastify-plugin'
-import { withTenant } from '../context/context.ts'
 import type { Tenant } from '../core/types.ts'
 import type { TenantHandle } from '../data/tenant-handle.ts'
 import type { Tenantry } from '../runtime.ts'
+import { admitRequest } from './admit-request.ts'
 import { errorReply } from './http-errors.ts'
 
 declare module 'fastify' {
@@ -37,33 +37,19 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
     const url = request.url
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
-    const refused = (err: unknown) => {
-      // A rejection's headers also reach an app's own error handler.
-      const headers = (err as { responseHeaders?: Record<string, string> }).responseHeaders
-      if (headers) reply.headers(headers)
-      done(err as Error)
-    }
-    // Later hooks and the handler are called from inside done(), so they run in the context.
-    const proceed = () => withTenant(request.tenant, () => done())
-    tenantry.resolve({ host: request.headers.host, path, headers: request.headers, raw: request }).then((tenant) => {
-      request.tenant = tenant
-      request.db = tenantry.handle(tenant)
-      let free: boolean
-      try {
-        free = tenantry.guard.admitsFreely(tenant)
-      } catch (err) {
-        return refused(err)
-      }
-      if (free) return proceed()
-      // Rate limits, then an in-flight slot (issue 4).
-      tenantry.guard.admit(tenant, { method: request.method, path, headers: request.headers, raw: request, cost: request.routeOptions.config?.tenantryCost }).then((admission) => {
-        // RateLimit-* on every response of a rate-limited tenant, errors included.
-        reply.headers(admission.headers)
-        // 'close' comes after the response is sent, and also when the client goes away first.
-        reply.raw.once('close', admission.release)
-        proceed()
-      }, refused)
-    }, refused)
+    const headers = request.headers
+    admitRequest(tenantry, { host: headers.host, path, headers, raw: request }, { method: request.method, path, headers, raw: request, cost: request.routeOptions.config?.tenantryCost }, {
+      found(tenant) {
+        request.tenant = tenant
+        request.db = tenantry.handle(tenant)
+      },
+      headers: (h) => reply.headers(h),
+      // 'close' comes after the response is sent, and also when the client goes away first.
+      onClose: (release) => reply.raw.once('close', release),
+      // Later hooks and the handler are called from inside done(), so they run in the context.
+      next: () => done(),
+      refuse: (err) => done(err as Error),
+    })
   })
 
   if (opts.errorHandler !== false) {

@@ -59,6 +59,8 @@ const NO_TENANT: Promise<Tenant | null> = Promise.resolve(null)
 interface CacheEntry {
   value: Promise<Tenant | null>
   expires: number
+  /** The lookup's result once it has arrived (undefined before). */
+  settled?: Tenant | null
 }
 
 /**
@@ -123,6 +125,16 @@ export class Catalog {
   clearCache(): void {
     this.cache.clear()
     this.misses.clear()
+  }
+
+  /**
+   * The cached result of a lookup by slug (`s`), id (`i`) or domain (`d`), when it is at hand
+   * without waiting: a tenant, `null` for a known miss, `undefined` when only an (asynchronous)
+   * lookup can tell. The resolver's fast path: a request of a cached tenant costs no promise.
+   */
+  cachedBy(kind: 'slug' | 'id' | 'domain', value: string): Tenant | null | undefined {
+    const hit = this.cache.get(`${kind[0]}:${value}`) ?? this.misses.get(`${kind[0]}:${value}`)
+    return hit && hit.expires > Date.now() ? hit.settled : undefined
   }
 
   bySlug(slug: string): Promise<Tenant | null> {
@@ -245,11 +257,12 @@ export class Catalog {
     if (hit && hit.expires > now) return hit.value
     const { text, values } = statement()
     const value = this.admin.query<TenantRow>(text, values).then((res) => (res.rows[0] ? toTenant(res.rows[0]) : null))
-    const entry = { value, expires: now + this.ttl }
+    const entry: CacheEntry = { value, expires: now + this.ttl }
     this.cache.set(key, entry)
     this.misses.delete(key)
     value.then(
       (tenant) => {
+        entry.settled = tenant
         if (tenant === null && this.cache.get(key) === entry) {
           this.cache.delete(key)
           this.misses.set(key, entry)

@@ -29,7 +29,7 @@ export interface AdminQueryable extends TransactionalQueryable {
 export interface ServerDriver {
   readonly server: string
   readonly kind: 'pg' | 'pglite'
-  /** Run one tenant statement (the tenant settings and the statement in one unit). */
+  /** Run one tenant statement (the tenant settings and the statement in one unit). Rejects with coded errors (`fromPostgresError`). */
   tenantQuery<R = Record<string, unknown>>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>>
   /** Run `fn` in one transaction with the tenant settings applied. */
   tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>, budget?: TenantBudget): Promise<T>
@@ -39,10 +39,16 @@ export interface ServerDriver {
   createDatabase(name: string): Promise<void>
   dropDatabase(name: string): Promise<void>
   /**
-   * Create `name` as a copy of `template` (`CREATE DATABASE … TEMPLATE`). Returns false when the
-   * driver cannot clone (PGlite), and the caller builds the database by migrations instead.
+   * Create `name` as a copy of `template` (`CREATE DATABASE … TEMPLATE` on PostgreSQL, a copy of
+   * the closed template's data directory on PGlite). Returns false when the driver cannot clone,
+   * and the caller builds the database by migrations instead.
    */
   cloneDatabase(template: string, name: string): Promise<boolean>
+  /**
+   * False when {@link cloneDatabase} always returns false (in-memory PGlite), so that no template
+   * is built for nothing. Absent means the driver can clone.
+   */
+  readonly canClone?: boolean
   /** Close every connection this process holds to `database` (before it is cloned or dropped). */
   releaseDatabase(database: string): Promise<void>
   /** Most owner connections to one database at once: the bound of a fleet migration's concurrency. */

@@ -1,6 +1,6 @@
 import pg from 'pg'
 import { LRUCache } from 'lru-cache'
-import { TenantryError } from '../core/errors.ts'
+import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import type { Queryable, QueryResult } from './executor.ts'
 import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
@@ -42,6 +42,7 @@ class PgConnection {
   private nextName = 0
   /** Search paths this connection has run statements under (a proxy for the catalog cache its backend holds). */
   private readonly schemas = new Set<string>()
+  private lastSchema: string | undefined
 
   constructor(readonly client: pg.Client) {
     client.on('error', () => { this.broken = true })
@@ -62,7 +63,10 @@ class PgConnection {
 
   /** Record that `searchPath` was used; returns how many distinct ones this connection has served. */
   touch(searchPath: string): number {
-    this.schemas.add(searchPath)
+    if (searchPath !== this.lastSchema) {
+      this.lastSchema = searchPath
+      this.schemas.add(searchPath)
+    }
     return this.schemas.size
   }
 
@@ -138,46 +142,49 @@ export class PgServer implements ServerDriver {
   }
 
   tenantQuery<R>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
-    // Callbacks rather than async/await on this path: every promise costs more while
+    // One promise for the whole statement, callbacks inside it: every promise costs more while
     // AsyncLocalStorage is active (it is, in any app that resolves tenants per request), and the
-    // routing benchmark counts each one.
-    return this.pool.acquire(target.database, budget).then(
-      (slot) => this.runOn<R>(slot, target, text, values, budget),
-      (err: unknown) => { throw this.mapError(err, undefined) },
-    )
+    // routing benchmark counts each one. Errors leave it coded (fromPostgresError), so no layer
+    // above needs a catch of its own.
+    return new Promise<QueryResult<R>>((resolve, reject) => this.queryOn<R>(target, text, values, budget, resolve, reject))
+  }
+
+  private queryOn<R>(target: SessionTarget, text: string, values: unknown[], budget: TenantBudget | undefined, resolve: (r: QueryResult<R>) => void, reject: (err: unknown) => void): void {
+    this.pool.acquireThen(target.database, budget, (err, slot) => {
+      if (!slot) return reject(this.mapError(err, undefined))
+      if (slot.conn.broken) {
+        this.pool.release(slot, true)
+        return this.queryOn<R>(target, text, values, budget, resolve, reject)
+      }
+      this.runOn<R>(slot, target, text, values, budget, resolve, reject)
+    })
   }
 
   /** One tenant statement on an acquired connection: the tenant settings and the statement in one round trip. */
-  private runOn<R>(slot: PoolSlot<PgConnection>, target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
+  private runOn<R>(slot: PoolSlot<PgConnection>, target: SessionTarget, text: string, values: unknown[], budget: TenantBudget | undefined, resolve: (r: QueryResult<R>) => void, reject: (err: unknown) => void): void {
     const conn = slot.conn
-    if (conn.broken) {
-      this.pool.release(slot, true)
-      return this.tenantQuery<R>(target, text, values, budget)
-    }
     const recycle = conn.touch(target.searchPath) > this.opts.maxSchemas
     const name = this.opts.transactionPooler ? undefined : conn.statementName(text)
     const steps: PipelineStep[] = [{ name: this.enterName, text: ENTER_TENANT_SQL, values: enterValues(target, budget) }]
-    return new Promise<QueryResult<R>>((resolve, reject) => {
-      let thrown = false
-      const query = new PipelinedQuery(steps, text, values, name, (err, res) => {
-        if (thrown) return // already released and rejected below
-        if (err) {
-          this.failed(slot, err, text, recycle).then(() => reject(this.mapError(err, target)))
-          return
-        }
-        this.pool.release(slot, recycle || conn.broken || conn.client.getTransactionStatus() !== 'I')
-        resolve({ rows: res.rows as R[], rowCount: res.rowCount ?? 0 })
-      })
-      try {
-        conn.client.query(query as unknown as pg.QueryConfig)
-      } catch (err) {
-        // Thrown while writing the pipeline: what reached the server is unknown, so the
-        // connection goes, and never back to the pool.
-        thrown = true
-        this.pool.release(slot, true)
-        reject(this.mapError(err, target))
+    let thrown = false
+    const query = new PipelinedQuery(steps, text, values, name, (err, res) => {
+      if (thrown) return // already released and rejected below
+      if (err) {
+        this.failed(slot, err, text, recycle).then(() => reject(this.mapError(err, target)))
+        return
       }
+      this.pool.release(slot, recycle || conn.broken || conn.client.getTransactionStatus() !== 'I')
+      resolve({ rows: res.rows as R[], rowCount: res.rowCount ?? 0 })
     })
+    try {
+      conn.client.query(query as unknown as pg.QueryConfig)
+    } catch (err) {
+      // Thrown while writing the pipeline: what reached the server is unknown, so the
+      // connection goes, and never back to the pool.
+      thrown = true
+      this.pool.release(slot, true)
+      reject(this.mapError(err, target))
+    }
   }
 
   /** After a failed tenant statement: forget a statement whose preparation is in doubt, roll back, give the connection back. */
@@ -380,13 +387,11 @@ export class PgServer implements ServerDriver {
   }
 
   private mapError(err: unknown, target: SessionTarget | undefined): unknown {
-    if (isConnectionError(err)) {
-      return new TenantryError(
-        'TENANT_UNAVAILABLE',
-        `The database of this tenant cannot be reached (server '${this.server}'${target ? `, database '${target.database}'` : ''}). Retry later.`,
-        { cause: err, retryAfter: 5 },
-      )
-    }
-    return err
+    if (!isConnectionError(err)) return fromPostgresError(err)
+    return new TenantryError(
+      'TENANT_UNAVAILABLE',
+      `The database of this tenant cannot be reached (server '${this.server}'${target ? `, database '${target.database}'` : ''}). Retry later.`,
+      { cause: err, retryAfter: 5 },
+    )
   }
 }

@@ -1,8 +1,8 @@
-import { mkdirSync, existsSync, readFileSync, writeFileSync, rmSync, openSync, closeSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { mkdirSync, existsSync, readFileSync, writeFileSync, rmSync, openSync, closeSync, cpSync, renameSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { PGlite, types } from '@electric-sql/pglite'
-import { TenantryError } from '../core/errors.ts'
+import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import type { Queryable, QueryResult } from './executor.ts'
 import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
 
@@ -71,12 +71,16 @@ export class PgliteServer implements ServerDriver {
   }
 
   async tenantQuery<R>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
-    return this.use(target.database, (db) =>
-      db.transaction(async (tx) => {
-        await tx.query(ENTER_TENANT_SQL, enterValues(target, budget))
-        return toResult<R>(await tx.query(text, values))
-      }),
-    )
+    try {
+      return await this.use(target.database, (db) =>
+        db.transaction(async (tx) => {
+          await tx.query(ENTER_TENANT_SQL, enterValues(target, budget))
+          return toResult<R>(await tx.query(text, values))
+        }),
+      )
+    } catch (err) {
+      throw fromPostgresError(err)
+    }
   }
 
   async tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>, budget?: TenantBudget): Promise<T> {

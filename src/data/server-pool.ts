@@ -56,15 +56,18 @@ interface Slot<C> {
   holder?: string
 }
 
+/** Called once, with the slot or the reason there is none. */
+export type AcquireCallback<C> = (err: unknown, slot?: Slot<C>) => void
+
 interface Waiter<C> {
   database: string
-  resolve(slot: Slot<C>): void
-  reject(err: unknown): void
-  timer: NodeJS.Timeout
+  done: AcquireCallback<C>
   share?: PoolShare
+  /** When the wait fails (`POOL_TIMEOUT` or `TENANT_BUSY`). */
+  deadline: number
+  waitMs: number
   /** Until then, the waiter waits for a connection of its own database (see `switchGraceMs`); 0 when it may take any. */
   graceUntil: number
-  graceTimer?: NodeJS.Timeout
 }
 
 interface TenantUse {
@@ -109,6 +112,10 @@ export class ServerPool<C extends PoolableConnection> {
   private peakOpen = 0
   private closed = false
   private readonly sweeper: NodeJS.Timeout
+  // One timer for every waiter's deadline and grace, armed for the earliest: a timer per waiter
+  // (two with a grace) cost more than the rest of an acquire under load.
+  private wake: NodeJS.Timeout | undefined
+  private wakeAt = Infinity
 
   constructor(opts: ServerPoolOptions<C>) {
     if (!(opts.budget >= 1)) throw new TenantryError('CONFIG_INVALID', `Connection budget for server '${opts.server}' must be at least 1.`)
@@ -123,7 +130,16 @@ export class ServerPool<C extends PoolableConnection> {
    * connection counts toward that tenant, which waits while it holds its whole share.
    */
   acquire(database: string, share?: PoolShare): Promise<Slot<C>> {
-    if (this.closed) return Promise.reject(new TenantryError('INTERNAL', `The pool of server '${this.opts.server}' is closed.`))
+    return new Promise((resolve, reject) => this.acquireThen(database, share, (err, slot) => (slot ? resolve(slot) : reject(err))))
+  }
+
+  /**
+   * {@link acquire} with a callback, called synchronously when a connection is idle: the data
+   * plane's statement path, where every promise counts (each costs more while AsyncLocalStorage is
+   * active).
+   */
+  acquireThen(database: string, share: PoolShare | undefined, done: AcquireCallback<C>): void {
+    if (this.closed) return done(new TenantryError('INTERNAL', `The pool of server '${this.opts.server}' is closed.`))
     const use = share ? this.useOf(share) : undefined
     // Connections of this database are busy: one will be free within a statement's time, which
     // is cheaper than closing another database's connection to open a new one.
@@ -132,56 +148,20 @@ export class ServerPool<C extends PoolableConnection> {
       const slot = this.takeIdle(database)
       if (slot) {
         this.lend(slot, share)
-        return Promise.resolve(slot)
+        return done(undefined, slot)
       }
-      if (this.open < this.opts.budget || (!ownBusy && this.evictOne())) return this.openFor(database, share)
+      if (this.open < this.opts.budget || (!ownBusy && this.evictOne())) return this.openFor(database, share, done)
     }
     if (share && use!.waiting >= share.maxWaiting) {
       this.forget(share.tenant)
-      return Promise.reject(this.busyError(share, use!, 'its queue for a connection is full'))
+      return done(this.busyError(share, use!, 'its queue for a connection is full'))
     }
     const waitMs = share ? Math.min(this.opts.acquireTimeoutMs, share.waitTimeoutMs) : this.opts.acquireTimeoutMs
-    return new Promise<Slot<C>>((resolve, reject) => {
-      const waiter: Waiter<C> = {
-        database,
-        resolve,
-        reject,
-        share,
-        graceUntil: ownBusy ? Date.now() + this.switchGraceMs : 0,
-        timer: setTimeout(() => {
-          if (waiter.graceTimer) clearTimeout(waiter.graceTimer)
-          const i = this.waiters.indexOf(waiter)
-          if (i >= 0) this.waiters.splice(i, 1)
-          if (share) {
-            use!.waiting--
-            // Over its share (or its fair share of a saturated pool): this tenant's own load.
-            if (use!.held >= use!.cap || use!.held > this.fairShare(use!)) {
-              this.forget(share.tenant)
-              reject(this.busyError(share, use!, `no connection was free for it within ${waitMs} ms`))
-              return
-            }
-            this.forget(share.tenant)
-          }
-          reject(
-            new TenantryError(
-              'POOL_TIMEOUT',
-              `No connection to server '${this.opts.server}' within ${waitMs} ms: all ${this.opts.budget} connections of its budget are busy. Retry shortly.`,
-              { retryAfter: 1 },
-            ),
-          )
-        }, waitMs),
-      }
-      if (waiter.graceUntil > 0) {
-        // Its grace over, the waiter may take another database's idle connection.
-        waiter.graceTimer = setTimeout(() => {
-          waiter.graceTimer = undefined
-          waiter.graceUntil = 0
-          this.serveWaiter()
-        }, this.switchGraceMs)
-      }
-      if (use) use.waiting++
-      this.waiters.push(waiter)
-    })
+    const now = Date.now()
+    const waiter: Waiter<C> = { database, done, share, deadline: now + waitMs, waitMs, graceUntil: ownBusy ? now + this.switchGraceMs : 0 }
+    if (use) use.waiting++
+    this.waiters.push(waiter)
+    this.arm(waiter.graceUntil > 0 ? waiter.graceUntil : waiter.deadline)
   }
 
   /**
@@ -208,10 +188,10 @@ export class ServerPool<C extends PoolableConnection> {
       const waiter = this.takeWaiter(i)
       if (waiter.database === slot.database) {
         this.lend(slot, waiter.share)
-        waiter.resolve(slot)
+        waiter.done(undefined, slot)
       } else {
         this.destroy(slot)
-        this.openFor(waiter.database, waiter.share).then(waiter.resolve, waiter.reject)
+        this.openFor(waiter.database, waiter.share, waiter.done)
       }
       return
     }
@@ -245,10 +225,9 @@ export class ServerPool<C extends PoolableConnection> {
     this.closed = true
     clearInterval(this.sweeper)
     this.tenants.clear()
+    this.disarm()
     for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer)
-      if (w.graceTimer) clearTimeout(w.graceTimer)
-      w.reject(new TenantryError('INTERNAL', `The pool of server '${this.opts.server}' was closed.`))
+      w.done(new TenantryError('INTERNAL', `The pool of server '${this.opts.server}' was closed.`))
     }
     const slots = [...this.idleOrder]
     this.idle.clear()
@@ -276,21 +255,30 @@ export class ServerPool<C extends PoolableConnection> {
     return true
   }
 
-  private async openFor(database: string, share?: PoolShare): Promise<Slot<C>> {
+  private openFor(database: string, share: PoolShare | undefined, done: AcquireCallback<C>): void {
     this.open++
     if (this.open > this.peakOpen) this.peakOpen = this.open
     // Counted from now, so that concurrent acquires of the tenant see the connection being opened.
     const slot: Slot<C> = { conn: undefined as unknown as C, database, uses: 0, idleSince: 0 }
     this.lend(slot, share)
+    let connecting: Promise<C>
     try {
-      slot.conn = await this.opts.connect(database)
-      return slot
+      connecting = this.opts.connect(database)
     } catch (err) {
-      this.open--
-      this.returned(slot)
-      this.serveWaiter()
-      throw err
+      connecting = Promise.reject(err)
     }
+    connecting.then(
+      (conn) => {
+        slot.conn = conn
+        done(undefined, slot)
+      },
+      (err: unknown) => {
+        this.open--
+        this.returned(slot)
+        this.serveWaiter()
+        done(err)
+      },
+    )
   }
 
   private destroy(slot: Slot<C>): Promise<void> {
@@ -309,9 +297,9 @@ export class ServerPool<C extends PoolableConnection> {
       this.takeWaiter(i)
       if (slot) {
         this.lend(slot, waiter.share)
-        waiter.resolve(slot)
+        waiter.done(undefined, slot)
       } else {
-        this.openFor(waiter.database, waiter.share).then(waiter.resolve, waiter.reject)
+        this.openFor(waiter.database, waiter.share, waiter.done)
       }
     }
   }
@@ -366,11 +354,61 @@ export class ServerPool<C extends PoolableConnection> {
   }
 
   private takeWaiter(i: number): Waiter<C> {
-    const [waiter] = this.waiters.splice(i, 1)
-    clearTimeout(waiter.timer)
-    if (waiter.graceTimer) clearTimeout(waiter.graceTimer)
+    const waiter = i === 0 ? this.waiters.shift()! : this.waiters.splice(i, 1)[0]
+    if (this.waiters.length === 0) this.disarm()
     if (waiter.share) this.tenants.get(waiter.share.tenant)!.waiting--
     return waiter
+  }
+
+  /** Make sure the wake-up timer fires by `at`. */
+  private arm(at: number): void {
+    if (at >= this.wakeAt) return
+    if (this.wake) clearTimeout(this.wake)
+    this.wakeAt = at
+    this.wake = setTimeout(() => this.onWake(), Math.max(0, at - Date.now()))
+  }
+
+  private disarm(): void {
+    if (this.wake) clearTimeout(this.wake)
+    this.wake = undefined
+    this.wakeAt = Infinity
+  }
+
+  /** Fail the waiters whose deadline passed, serve those whose grace ended, and re-arm for the next. */
+  private onWake(): void {
+    this.wake = undefined
+    this.wakeAt = Infinity
+    const now = Date.now()
+    for (let i = 0; i < this.waiters.length; ) {
+      const w = this.waiters[i]
+      if (w.deadline > now) { i++; continue }
+      this.takeWaiter(i)
+      w.done(this.timeoutError(w))
+    }
+    this.serveWaiter()
+    let next = Infinity
+    for (const w of this.waiters) {
+      const at = w.graceUntil > now ? Math.min(w.graceUntil, w.deadline) : w.deadline
+      if (at < next) next = at
+    }
+    if (next < Infinity) this.arm(Math.max(next, now + 1))
+  }
+
+  /** The error of a waiter whose wait ran out (already taken from the queue). */
+  private timeoutError(w: Waiter<C>): TenantryError {
+    const share = w.share
+    if (share) {
+      const use = this.useOf(share)
+      // Over its share (or its fair share of a saturated pool): this tenant's own load.
+      const own = use.held >= use.cap || use.held > this.fairShare(use)
+      this.forget(share.tenant)
+      if (own) return this.busyError(share, use, `no connection was free for it within ${w.waitMs} ms`)
+    }
+    return new TenantryError(
+      'POOL_TIMEOUT',
+      `No connection to server '${this.opts.server}' within ${w.waitMs} ms: all ${this.opts.budget} connections of its budget are busy. Retry shortly.`,
+      { retryAfter: 1 },
+    )
   }
 
   private useOf(share: PoolShare): TenantUse {

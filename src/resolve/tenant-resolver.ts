@@ -21,6 +21,8 @@ export interface TenantLookup {
   bySlug(slug: string): Promise<Tenant | null>
   byId(id: string): Promise<Tenant | null>
   byDomain(domain: string): Promise<Tenant | null>
+  /** A result at hand without waiting (a tenant, or `null` for a known miss); `undefined` when only a lookup can tell. Optional. */
+  cachedBy?(kind: 'slug' | 'id' | 'domain', value: string): Tenant | null | undefined
 }
 
 /**
@@ -106,8 +108,24 @@ export class TenantResolver {
    * ```
    */
   resolve(req: RequestInfo): Promise<Tenant> {
-    // Fast path, the common case: strategies that answer synchronously and one identifier. One
-    // promise instead of several; they cost more while AsyncLocalStorage is active (it is).
+    const found = this.resolveNow(req)
+    return found instanceof Promise ? found : Promise.resolve(found)
+  }
+
+  /**
+   * {@link resolve}, but the tenant itself when the answer is at hand without waiting (synchronous
+   * strategies, one identifier, the lookup cached); otherwise a promise. Never throws: errors are
+   * a rejected promise. For adapters, where a promise per request is worth saving (each costs more
+   * while AsyncLocalStorage is active, and it is).
+   *
+   * @example
+   * ```ts
+   * const found = resolver.resolveNow(info)
+   * if (found instanceof Promise) found.then(serve, refuse)
+   * else serve(found)
+   * ```
+   */
+  resolveNow(req: RequestInfo): Tenant | Promise<Tenant> {
     let first: Identifier | null = null
     try {
       for (let i = 0; i < this.#strategies.length; i++) {
@@ -118,6 +136,8 @@ export class TenantResolver {
       }
       if (first === null) throw this.#required()
       const ident = first
+      const cached = this.#lookup.cachedBy?.(ident.kind, ident.value)
+      if (cached !== undefined) return this.#servable(this.#found(cached, ident, req), ident)
       return this.#lookupOf(ident).then((tenant) => this.#servable(this.#found(tenant, ident, req), ident))
     } catch (err) {
       return Promise.reject(err)
