@@ -237,6 +237,26 @@ describe('circuit breakers', () => {
     expect(b.openBreakers()).toEqual([])
   })
 
+  it('opens only on consecutive failures: a success in between starts the count again, failures that are not unreachability never count', async () => {
+    const opened: string[] = []
+    const b = new Breakers({ threshold: 3, halfOpenAfterMs: 60_000 }, { opened: (e) => opened.push(e.scope), closed() {} })
+    const refused = () => Promise.reject(unavailable(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' })))
+    const conflict = () => Promise.reject(new TenantryError('CONFLICT', 'duplicate'))
+    const ok = () => Promise.resolve('ok')
+    const outcome = (p: Promise<unknown>) => p.then(() => 'ok', (e: TenantryError) => `${e.code}${e.details?.breaker ? ' (breaker)' : ''}`)
+    const seen: string[] = []
+    const note = (e: unknown) => seen.push((e as TenantryError).code)
+    for (const step of [refused, refused, ok, refused, refused, conflict, conflict, ok, refused, refused]) await outcome(b.run('s', null, step, note))
+    expect([b.state('s'), opened]).toEqual(['closed', []])
+    // Every failure reached onError, whether the breaker counted it or not.
+    expect(seen).toEqual(['TENANT_UNAVAILABLE', 'TENANT_UNAVAILABLE', 'TENANT_UNAVAILABLE', 'TENANT_UNAVAILABLE', 'CONFLICT', 'CONFLICT', 'TENANT_UNAVAILABLE', 'TENANT_UNAVAILABLE'])
+    // A conflict does not reset the count either: two refusals, a conflict, a third refusal opens.
+    expect(await outcome(b.run('s', null, conflict))).toBe('CONFLICT')
+    expect(await outcome(b.run('s', null, refused))).toBe('TENANT_UNAVAILABLE')
+    expect([b.state('s'), opened]).toEqual(['open', ['server']])
+    expect(await outcome(b.run('s', null, ok))).toBe('TENANT_UNAVAILABLE (breaker)')
+  })
+
   it('a database that keeps failing does not open its server breaker while other databases answer', async () => {
     const b = new Breakers({ threshold: 2, halfOpenAfterMs: 60_000 }, { opened() {}, closed() {} })
     const missing = () => Promise.reject(unavailable(Object.assign(new Error('too many connections'), { code: '53300' })))

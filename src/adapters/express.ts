@@ -1,8 +1,10 @@
-import type { ErrorRequestHandler, Request, RequestHandler } from 'express'
+import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
 import type { Tenant } from '../core/types.ts'
 import type { TenantHandle } from '../data/tenant-handle.ts'
 import type { Tenantry } from '../runtime.ts'
-import { admitRequest } from './admit-request.ts'
+import type { AdmitRequest } from '../guard/users.ts'
+import type { RequestInfo } from '../resolve/request-info.ts'
+import { admitRequest, type AdmitSteps } from './admit-request.ts'
 import { errorReply } from './http-errors.ts'
 
 declare global {
@@ -37,18 +39,49 @@ export interface TenantryExpressOptions {
 export function tenantryMiddleware(tenantry: Tenantry, opts: TenantryExpressOptions = {}): RequestHandler {
   return function tenantryResolve(req, res, next) {
     if (opts.skip?.(req)) return next()
-    const info = { host: req.headers.host, path: req.path, headers: req.headers, raw: req }
-    admitRequest(tenantry, info, { method: req.method, path: req.path, headers: req.headers, raw: req }, {
-      found(tenant) {
-        req.tenant = tenant
-        req.db = tenantry.handle(tenant)
-      },
-      headers: (h) => { if (!res.headersSent) res.set(h) },
-      // 'close' comes after the response is sent, and also when the client goes away first.
-      onClose: (release) => res.once('close', release),
-      next: () => next(),
-      refuse: (err) => next(err),
-    })
+    admitRequest(tenantry, new ExpressSteps(tenantry, req, res, next))
+  }
+}
+
+/** One request's part in {@link admitRequest}. */
+class ExpressSteps implements AdmitSteps {
+  constructor(
+    private readonly tenantry: Tenantry,
+    private readonly req: Request,
+    private readonly res: Response,
+    private readonly nextFn: NextFunction,
+  ) {}
+
+  info(): RequestInfo {
+    const req = this.req
+    return { host: req.headers.host, path: req.path, headers: req.headers, raw: req }
+  }
+
+  admission(): AdmitRequest {
+    const req = this.req
+    return { method: req.method, path: req.path, headers: req.headers, raw: req }
+  }
+
+  found(tenant: Tenant): void {
+    this.req.tenant = tenant
+    this.req.db = this.tenantry.handle(tenant)
+  }
+
+  headers(headers: Record<string, string>): void {
+    if (!this.res.headersSent) this.res.set(headers)
+  }
+
+  onClose(release: () => void): void {
+    // 'close' comes after the response is sent, and also when the client goes away first.
+    this.res.once('close', release)
+  }
+
+  next(): void {
+    this.nextFn()
+  }
+
+  refuse(err: unknown): void {
+    this.nextFn(err)
   }
 }
 

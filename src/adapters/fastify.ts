@@ -3,7 +3,9 @@ import fp from 'fastify-plugin'
 import type { Tenant } from '../core/types.ts'
 import type { TenantHandle } from '../data/tenant-handle.ts'
 import type { Tenantry } from '../runtime.ts'
-import { admitRequest } from './admit-request.ts'
+import type { AdmitRequest } from '../guard/users.ts'
+import type { RequestInfo } from '../resolve/request-info.ts'
+import { admitRequest, type AdmitSteps } from './admit-request.ts'
 import { errorReply } from './http-errors.ts'
 
 declare module 'fastify' {
@@ -27,6 +29,54 @@ export interface TenantryFastifyOptions {
   errorHandler?: boolean
 }
 
+/** One request's part in {@link admitRequest}. */
+class FastifySteps implements AdmitSteps {
+  private readonly path: string
+  constructor(
+    private readonly tenantry: Tenantry,
+    private readonly request: FastifyRequest,
+    private readonly reply: FastifyReply,
+    private readonly done: (err?: Error) => void,
+  ) {
+    const url = request.url
+    const q = url.indexOf('?')
+    this.path = q < 0 ? url : url.slice(0, q)
+  }
+
+  info(): RequestInfo {
+    const headers = this.request.headers
+    return { host: headers.host, path: this.path, headers, raw: this.request }
+  }
+
+  admission(): AdmitRequest {
+    const r = this.request
+    return { method: r.method, path: this.path, headers: r.headers, raw: r, cost: r.routeOptions.config?.tenantryCost }
+  }
+
+  found(tenant: Tenant): void {
+    this.request.tenant = tenant
+    this.request.db = this.tenantry.handle(tenant)
+  }
+
+  headers(headers: Record<string, string>): void {
+    this.reply.headers(headers)
+  }
+
+  onClose(release: () => void): void {
+    // 'close' comes after the response is sent, and also when the client goes away first.
+    this.reply.raw.once('close', release)
+  }
+
+  next(): void {
+    // Later hooks and the handler are called from inside done(), so they run in the context.
+    this.done()
+  }
+
+  refuse(err: unknown): void {
+    this.done(err as Error)
+  }
+}
+
 async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOptions): Promise<void> {
   const { tenantry, skip } = opts
   fastify.decorateRequest('tenant', null as unknown as Tenant)
@@ -34,22 +84,7 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
 
   fastify.addHook('onRequest', function tenantryResolve(request, reply, done) {
     if (skip?.(request)) return done()
-    const url = request.url
-    const q = url.indexOf('?')
-    const path = q < 0 ? url : url.slice(0, q)
-    const headers = request.headers
-    admitRequest(tenantry, { host: headers.host, path, headers, raw: request }, { method: request.method, path, headers, raw: request, cost: request.routeOptions.config?.tenantryCost }, {
-      found(tenant) {
-        request.tenant = tenant
-        request.db = tenantry.handle(tenant)
-      },
-      headers: (h) => reply.headers(h),
-      // 'close' comes after the response is sent, and also when the client goes away first.
-      onClose: (release) => reply.raw.once('close', release),
-      // Later hooks and the handler are called from inside done(), so they run in the context.
-      next: () => done(),
-      refuse: (err) => done(err as Error),
-    })
+    admitRequest(tenantry, new FastifySteps(tenantry, request, reply, done))
   })
 
   if (opts.errorHandler !== false) {

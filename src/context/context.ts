@@ -21,6 +21,14 @@ export function withTenant<T>(tenant: Tenant, fn: () => T): T {
 }
 
 /**
+ * `fn(arg)` as `tenant`, for the adapters' per-request path: with a module-level `fn` no closure is
+ * made per request. Not exported from the package; use {@link withTenant}.
+ */
+export function runAsTenant<A, T>(tenant: Tenant, fn: (arg: A) => T, arg: A): T {
+  return storage.run(tenant, fn, arg)
+}
+
+/**
  * The current tenant; throws `TENANT_CONTEXT_MISSING` outside a tenant context (invariant 3:
  * there is no default tenant).
  *
