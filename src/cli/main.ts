@@ -422,7 +422,7 @@ export async function runCli(argv: string[]): Promise<number> {
   }
 }
 
-const isMain = process.argv[1] !== undefined && /tenantry(\.js)?$|cli[/\\]main\.ts$/.test(process.argv[1])
+const isMain = process.argv[1] !== undefined && /tenantry(\.js)?$|cli[/\\]main\.[jt]s$/.test(process.argv[1])
 if (isMain) {
   runCli(process.argv.slice(2)).then((code) => process.exit(code))
 }
