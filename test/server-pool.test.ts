@@ -373,6 +373,29 @@ describe('ServerPool', () => {
     expect(h.connects).toEqual(['a'])
   })
 
+  it('a later waiter with a shorter wait times out first; the earlier one keeps its place and gets the connection', async () => {
+    vi.useFakeTimers()
+    const h = harness({ budget: 1, acquireTimeoutMs: 1000 })
+    const held = await h.pool.acquire('a')
+    const long = track(h.pool.acquire('a'))
+    const short = track(h.pool.acquire('a', { tenant: 't-short', weight: 1, connectionShare: 1, maxWaiting: 5, waitTimeoutMs: 100 }))
+    await vi.advanceTimersByTimeAsync(99)
+    expect([long.settled(), short.settled()]).toEqual([false, false])
+    await vi.advanceTimersByTimeAsync(1)
+    expect([long.settled(), short.settled()]).toEqual([false, true])
+    expect(isTenantryError(short.error(), 'POOL_TIMEOUT')).toBe(true)
+    expect((short.error() as TenantryError).message).toContain('within 100 ms')
+    expect(h.pool.stats().waiting).toBe(1)
+    await vi.advanceTimersByTimeAsync(500)
+    h.pool.release(held)
+    await vi.advanceTimersByTimeAsync(0)
+    expect(long.settled()).toBe(true)
+    expect(long.error()).toBeUndefined()
+    expect(h.pool.stats()).toMatchObject({ open: 1, busy: 1, waiting: 0 })
+    // Nothing left to wake for: the idle sweeper (unref'd) is the only timer left.
+    expect(vi.getTimerCount()).toBe(1)
+  })
+
   it('release(slot, true) discards the connection', async () => {
     const h = harness()
     const s = await h.pool.acquire('a')
