@@ -56,6 +56,13 @@ const STATUSES: readonly TenantStatus[] = ['provisioning', 'active', 'suspended'
 
 const NO_TENANT: Promise<Tenant | null> = Promise.resolve(null)
 
+type LookupKind = 'slug' | 'id' | 'domain'
+
+/** The cache key of a lookup: `s:acme`, `i:<uuid>`, `d:app.example.com`. */
+function cacheKey(kind: LookupKind, value: string): string {
+  return `${kind[0]}:${value}`
+}
+
 interface CacheEntry {
   value: Promise<Tenant | null>
   expires: number
@@ -132,23 +139,24 @@ export class Catalog {
    * without waiting: a tenant, `null` for a known miss, `undefined` when only an (asynchronous)
    * lookup can tell. The resolver's fast path: a request of a cached tenant costs no promise.
    */
-  cachedBy(kind: 'slug' | 'id' | 'domain', value: string): Tenant | null | undefined {
-    const hit = this.cache.get(`${kind[0]}:${value}`) ?? this.misses.get(`${kind[0]}:${value}`)
+  cachedBy(kind: LookupKind, value: string): Tenant | null | undefined {
+    const key = cacheKey(kind, value)
+    const hit = this.cache.get(key) ?? this.misses.get(key)
     return hit && hit.expires > Date.now() ? hit.settled : undefined
   }
 
   bySlug(slug: string): Promise<Tenant | null> {
-    return this.cached(`s:${slug}`, () => sql.tenantBySlug(slug))
+    return this.cached(cacheKey('slug', slug), () => sql.tenantBySlug(slug))
   }
 
   byId(id: string): Promise<Tenant | null> {
     // A malformed id names no tenant (PostgreSQL would reject it as a uuid: a 500 for bad input).
     if (typeof id !== 'string' || !isUuid(id.toLowerCase())) return NO_TENANT
-    return this.cached(`i:${id}`, () => sql.tenantById(id))
+    return this.cached(cacheKey('id', id), () => sql.tenantById(id))
   }
 
   byDomain(domain: string): Promise<Tenant | null> {
-    return this.cached(`d:${domain}`, () => sql.tenantByDomain(domain))
+    return this.cached(cacheKey('domain', domain), () => sql.tenantByDomain(domain))
   }
 
   /** All tenants (uncached), optionally filtered. */

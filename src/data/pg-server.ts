@@ -150,13 +150,16 @@ export class PgServer implements ServerDriver {
   }
 
   private queryOn<R>(target: SessionTarget, text: string, values: unknown[], budget: TenantBudget | undefined, resolve: (r: QueryResult<R>) => void, reject: (err: unknown) => void): void {
-    this.pool.acquireThen(target.database, budget, (err, slot) => {
-      if (!slot) return reject(this.mapError(err, undefined))
-      if (slot.conn.broken) {
-        this.pool.release(slot, true)
-        return this.queryOn<R>(target, text, values, budget, resolve, reject)
-      }
-      this.runOn<R>(slot, target, text, values, budget, resolve, reject)
+    this.acquireLive(target.database, budget, (err, slot) => (slot ? this.runOn<R>(slot, target, text, values, budget, resolve, reject) : reject(err)))
+  }
+
+  /** A connection that is not broken (broken ones are discarded), or the coded reason there is none. */
+  private acquireLive(database: string, budget: TenantBudget | undefined, done: (err: unknown, slot?: PoolSlot<PgConnection>) => void): void {
+    this.pool.acquireThen(database, budget, (err, slot) => {
+      if (!slot) return done(this.mapError(err, undefined))
+      if (!slot.conn.broken) return done(undefined, slot)
+      this.pool.release(slot, true)
+      this.acquireLive(database, budget, done)
     })
   }
 
@@ -346,12 +349,8 @@ export class PgServer implements ServerDriver {
     await Promise.all(pools.map((p) => p.end().catch(() => undefined)))
   }
 
-  private async acquire(database: string, budget?: TenantBudget): Promise<PoolSlot<PgConnection>> {
-    for (;;) {
-      const slot = await this.pool.acquire(database, budget).catch((err) => { throw this.mapError(err, undefined) })
-      if (!slot.conn.broken) return slot
-      this.pool.release(slot, true)
-    }
+  private acquire(database: string, budget?: TenantBudget): Promise<PoolSlot<PgConnection>> {
+    return new Promise((resolve, reject) => this.acquireLive(database, budget, (err, slot) => (slot ? resolve(slot) : reject(err))))
   }
 
   private async connectApp(database: string): Promise<PgConnection> {

@@ -398,7 +398,8 @@ export class ServerPool<C extends PoolableConnection> {
   private timeoutError(w: Waiter<C>): TenantryError {
     const share = w.share
     if (share) {
-      const use = this.useOf(share)
+      // Still there: takeWaiter() counted the wait off but does not forget the tenant.
+      const use = this.tenants.get(share.tenant)!
       // Over its share (or its fair share of a saturated pool): this tenant's own load.
       const own = use.held >= use.cap || use.held > this.fairShare(use)
       this.forget(share.tenant)

@@ -253,8 +253,8 @@ export class Guard extends EventEmitter implements DataPlaneGuard {
    * ```
    */
   async admit(tenant: Tenant, req: AdmitRequest = {}): Promise<Admission> {
-    if (this.admitsFreely(tenant)) return NOOP_ADMISSION
-    const limits = this.resolve(tenant).limits
+    const limits = this.admissionLimits(tenant)
+    if (!limits) return NOOP_ADMISSION
     const cost = this.costOf(req)
     let headers: Record<string, string> = {}
     let tenantOutcome: RateOutcome | undefined
@@ -300,9 +300,14 @@ export class Guard extends EventEmitter implements DataPlaneGuard {
    * without rate or concurrency limits): adapters skip admission for them.
    */
   admitsFreely(tenant: Tenant): boolean {
-    if (!this.enabled) return true
+    return this.admissionLimits(tenant) === null
+  }
+
+  /** The tenant's admission limits, or null when nothing limits its requests. */
+  private admissionLimits(tenant: Tenant): Limits | null {
+    if (!this.enabled) return null
     const limits = this.resolve(tenant).limits
-    return !limits.rate && !limits.userRate && !limits.concurrency
+    return limits.rate || limits.userRate || limits.concurrency ? limits : null
   }
 
   /** Run one unit of tenant work under the circuit breakers, counting what is turned away. */
