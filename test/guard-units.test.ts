@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { ErrorCodes, TenantryError, fromPostgresError, isTenantryError, statusOf } from '../src/core/errors.ts'
 import type { Tenant } from '../src/core/types.ts'
-import { ENTER_TENANT_SQL, enterValues } from '../src/data/driver.ts'
+import { ENTER_TENANT_SQL, ENTER_TENANT_WITH_TIMEOUT_SQL, enterStatement } from '../src/data/driver.ts'
 import { Breakers, isDatabaseFailure, isServerFailure } from '../src/guard/breakers.ts'
 import { Bulkheads, type BulkheadRefusal } from '../src/guard/bulkheads.ts'
 import { Guard, GuardRejection } from '../src/guard/guard.ts'
@@ -148,14 +148,16 @@ describe('limits', () => {
 })
 
 describe('the tenant-entry statement', () => {
-  it('sets the statement budget in the same statement, NULL keeping the server setting', () => {
-    expect(ENTER_TENANT_SQL.split(';').length).toBe(1)
-    expect(ENTER_TENANT_SQL).toContain("set_config('statement_timeout', coalesce($4::text, current_setting('statement_timeout')), true)")
+  it('sets the statement budget in the same statement; without one the session setting stays', () => {
+    for (const sql of [ENTER_TENANT_SQL, ENTER_TENANT_WITH_TIMEOUT_SQL]) expect(sql.split(';').length).toBe(1)
+    expect(ENTER_TENANT_SQL).not.toContain('statement_timeout')
+    expect(ENTER_TENANT_WITH_TIMEOUT_SQL).toContain("set_config('statement_timeout', $4, true)")
     const target = { database: 'd', tenantId: 't', tenantToken: 't.sig', searchPath: '"public"', role: 'r' }
-    expect(enterValues(target)).toEqual(['t.sig', '"public"', 'r', null])
+    expect(enterStatement(target)).toEqual({ name: 'tenantry_enter', text: ENTER_TENANT_SQL, values: ['t.sig', '"public"', 'r'] })
     const budget = { tenant: 't', weight: 1, connectionShare: 1, maxWaiting: 1, waitTimeoutMs: 1, statementTimeoutMs: 250 }
-    expect(enterValues(target, budget)).toEqual(['t.sig', '"public"', 'r', '250'])
-    expect(enterValues(target, { ...budget, statementTimeoutMs: null })).toEqual(['t.sig', '"public"', 'r', null])
+    expect(enterStatement(target, budget)).toEqual({ name: 'tenantry_enter_t', text: ENTER_TENANT_WITH_TIMEOUT_SQL, values: ['t.sig', '"public"', 'r', '250'] })
+    expect(enterStatement(target, { ...budget, statementTimeoutMs: null }).values).toEqual(['t.sig', '"public"', 'r'])
+    expect(enterStatement(target, { ...budget, statementTimeoutMs: 0.2 }).values[3]).toBe('1')
   })
 })
 

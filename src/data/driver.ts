@@ -78,16 +78,30 @@ export interface TenantBudget {
   statementTimeoutMs: number | null
 }
 
-/**
- * The statement that points a connection at a tenant; all four settings are transaction-local.
- * `$4` is the tenant's statement budget; NULL keeps the session's own `statement_timeout`. It is
- * set in the same statement, so a budget costs no extra round trip.
- */
-export const ENTER_TENANT_SQL =
-  "SELECT set_config('tenantry.tenant_id', $1, true), set_config('search_path', $2, true), set_config('role', $3, true), " +
-  "set_config('statement_timeout', coalesce($4::text, current_setting('statement_timeout')), true)"
+/** A statement that points a connection at a tenant: text, its prepared-statement name and values. */
+export interface EnterStatement {
+  name: string
+  text: string
+  values: unknown[]
+}
 
-export function enterValues(target: SessionTarget, budget?: TenantBudget): unknown[] {
+const ENTER_HEAD =
+  "SELECT num_nonnulls(set_config('tenantry.tenant_id', $1, true), set_config('search_path', $2, true), set_config('role', $3, true)"
+
+/**
+ * The statement that points a connection at a tenant; every setting is transaction-local. With a
+ * statement budget, `statement_timeout` is set in the same statement (`$4`), so a budget costs no
+ * extra round trip; without one the session's own `statement_timeout` stays. All settings are
+ * arguments of one call (`num_nonnulls`), so every one is evaluated, and the answer is one small
+ * integer instead of an echo of each value.
+ */
+export const ENTER_TENANT_SQL = `${ENTER_HEAD})`
+export const ENTER_TENANT_WITH_TIMEOUT_SQL = `${ENTER_HEAD}, set_config('statement_timeout', $4, true))`
+
+/** The entry statement of `target` under `budget`. */
+export function enterStatement(target: SessionTarget, budget?: TenantBudget): EnterStatement {
   const ms = budget?.statementTimeoutMs
-  return [target.tenantToken, target.searchPath, target.role, ms == null ? null : String(Math.max(1, Math.round(ms)))]
+  return ms == null
+    ? { name: 'tenantry_enter', text: ENTER_TENANT_SQL, values: [target.tenantToken, target.searchPath, target.role] }
+    : { name: 'tenantry_enter_t', text: ENTER_TENANT_WITH_TIMEOUT_SQL, values: [target.tenantToken, target.searchPath, target.role, String(Math.max(1, Math.round(ms)))] }
 }

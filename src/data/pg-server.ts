@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache'
 import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
+import { enterStatement, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
 import { PipelinedQuery, pipelined, type PipelineStep } from './pipelined-query.ts'
 import { ServerPool, type PoolSlot } from './server-pool.ts'
 
@@ -119,12 +119,13 @@ export class PgServer implements ServerDriver {
   private readonly opts: PgServerOptions
   private readonly pool: ServerPool<PgConnection>
   private readonly adminPools: LRUCache<string, pg.Pool>
-  private readonly enterName: string | undefined
+  /** False behind a transaction-mode pooler: the entry statement is sent unnamed. */
+  private readonly prepareEnter: boolean
 
   constructor(opts: PgServerOptions) {
     this.opts = opts
     this.server = opts.name
-    this.enterName = opts.transactionPooler ? undefined : 'tenantry_enter'
+    this.prepareEnter = !opts.transactionPooler
     this.pool = new ServerPool<PgConnection>({
       server: opts.name,
       budget: opts.budget,
@@ -168,7 +169,8 @@ export class PgServer implements ServerDriver {
     const conn = slot.conn
     const recycle = conn.touch(target.searchPath) > this.opts.maxSchemas
     const name = this.opts.transactionPooler ? undefined : conn.statementName(text)
-    const steps: PipelineStep[] = [{ name: this.enterName, text: ENTER_TENANT_SQL, values: enterValues(target, budget) }]
+    const enter = enterStatement(target, budget)
+    const steps: PipelineStep[] = [{ name: this.prepareEnter ? enter.name : undefined, text: enter.text, values: enter.values }]
     let thrown = false
     const query = new PipelinedQuery(steps, text, values, name, (err, res) => {
       if (thrown) return // already released and rejected below
@@ -205,7 +207,8 @@ export class PgServer implements ServerDriver {
     const client = slot.conn.client
     let discard = slot.conn.touch(target.searchPath) > this.opts.maxSchemas
     try {
-      await pipelined(client, [{ text: 'BEGIN', values: [] }], ENTER_TENANT_SQL, enterValues(target, budget))
+      const enter = enterStatement(target, budget)
+      await pipelined(client, [{ text: 'BEGIN', values: [] }], enter.text, enter.values)
       const tx: Queryable = {
         query: async <R>(text: string, values: unknown[] = []) => {
           const res = await client.query({ text, values, queryMode: 'extended' } as pg.QueryConfig)

@@ -4,7 +4,7 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { PGlite, types } from '@electric-sql/pglite'
 import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { ENTER_TENANT_SQL, enterValues, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
+import { enterStatement, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
 
 export interface PgliteServerOptions {
   name: string
@@ -74,7 +74,8 @@ export class PgliteServer implements ServerDriver {
     try {
       return await this.use(target.database, (db) =>
         db.transaction(async (tx) => {
-          await tx.query(ENTER_TENANT_SQL, enterValues(target, budget))
+          const enter = enterStatement(target, budget)
+          await tx.query(enter.text, enter.values)
           return toResult<R>(await tx.query(text, values))
         }),
       )
@@ -86,7 +87,8 @@ export class PgliteServer implements ServerDriver {
   async tenantTransaction<T>(target: SessionTarget, fn: (tx: Queryable) => Promise<T>, budget?: TenantBudget): Promise<T> {
     return this.use(target.database, (db) =>
       db.transaction(async (tx) => {
-        await tx.query(ENTER_TENANT_SQL, enterValues(target, budget))
+        const enter = enterStatement(target, budget)
+        await tx.query(enter.text, enter.values)
         return fn({ query: async <R>(text: string, values: unknown[] = []) => toResult<R>(await tx.query(text, values)) })
       }),
     )

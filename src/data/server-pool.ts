@@ -63,6 +63,8 @@ interface Waiter<C> {
   database: string
   done: AcquireCallback<C>
   share?: PoolShare
+  /** The use of the waiter's tenant (kept while the tenant waits: `forget` leaves it in place). */
+  use?: TenantUse
   /** When the wait fails (`POOL_TIMEOUT` or `TENANT_BUSY`). */
   deadline: number
   waitMs: number
@@ -158,7 +160,7 @@ export class ServerPool<C extends PoolableConnection> {
     }
     const waitMs = share ? Math.min(this.opts.acquireTimeoutMs, share.waitTimeoutMs) : this.opts.acquireTimeoutMs
     const now = Date.now()
-    const waiter: Waiter<C> = { database, done, share, deadline: now + waitMs, waitMs, graceUntil: ownBusy ? now + this.switchGraceMs : 0 }
+    const waiter: Waiter<C> = { database, done, share, use, deadline: now + waitMs, waitMs, graceUntil: ownBusy ? now + this.switchGraceMs : 0 }
     if (use) use.waiting++
     this.waiters.push(waiter)
     this.arm(waiter.graceUntil > 0 ? waiter.graceUntil : waiter.deadline)
@@ -318,19 +320,23 @@ export class ServerPool<C extends PoolableConnection> {
   private nextWaiter(eligible?: (w: Waiter<C>) => boolean): number {
     let best = -1
     let bestLoad = Infinity
+    let bestUse: TenantUse | undefined
     for (let i = 0; i < this.waiters.length; i++) {
       const w = this.waiters[i]
+      // A later waiter of the tenant already chosen holds as much: it cannot go first. Under load
+      // the queue is mostly one tenant's, and this keeps a release from weighing each of them.
+      if (best >= 0 && w.use !== undefined && w.use === bestUse) continue
       if (eligible && !eligible(w)) continue
-      const share = w.share
+      const use = w.use
       let load = 0
-      if (share) {
-        const use = this.tenants.get(share.tenant)!
+      if (use) {
         if (use.held >= use.cap) continue
         load = use.held / use.weight
       }
       if (load < bestLoad) {
         best = i
         bestLoad = load
+        bestUse = use
         if (load === 0) break
       }
     }
@@ -356,7 +362,7 @@ export class ServerPool<C extends PoolableConnection> {
   private takeWaiter(i: number): Waiter<C> {
     const waiter = i === 0 ? this.waiters.shift()! : this.waiters.splice(i, 1)[0]
     if (this.waiters.length === 0) this.disarm()
-    if (waiter.share) this.tenants.get(waiter.share.tenant)!.waiting--
+    if (waiter.use) waiter.use.waiting--
     return waiter
   }
 
