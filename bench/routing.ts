@@ -1,18 +1,22 @@
 /**
  * Routing overhead: the demo's point read of one project by id through Tenantry (pooled and schema tier) vs a single-tenant baseline.
  *
- * `npm run bench -- routing [--duration 10] [--warmup 3] [--connections 50] [--rounds 4] [--pool 10] [--ids 1000] [--retries 1] [--max-other 0.25] [--quiet-wait 30] [--keep] [--check]`
+ * `npm run bench -- routing [--duration 5] [--warmup 5] [--run-warmup 1] [--restart-every 3] [--connections 50] [--rounds 12] [--pool 10] [--ids 1000] [--retries 1] [--max-other 0.25] [--quiet-wait 30] [--keep] [--check]`
  *
- * Servers run one at a time in a child process (bench/fixtures/routing-server.ts); load comes from
- * another child process (autocannon). Order per round: baseline, pooled, schema, reversed every
- * other round. Ratios are medians over rounds of each round's figure over that round's baseline. Prints a table, then as the last line one JSON object with the figures. See
- * docs/benchmarks.md for what is compared and why it is fair.
+ * The three servers (bench/fixtures/routing-server.ts: baseline, Tenantry for the pooled tenant,
+ * Tenantry for the schema tenant) each run in a child process of their own, side by side, warmed
+ * up, and are replaced by fresh processes every few rounds; load comes from another child process
+ * (autocannon), against one server at a time, in many short rounds. Each round measures the three in one of the six orders,
+ * every order equally often (12 rounds: each twice), so that neither a slot in the round nor the
+ * drift of a shared machine favours a variant. Ratios are medians over rounds of each round's
+ * figure over that round's baseline. Prints a table, then as the last line one JSON object with
+ * the figures. See docs/benchmarks.md for what is compared and why it is fair.
  */
 import { resolve as resolvePath } from 'node:path'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { createTenantry, header, subdomain, type Tenantry } from '../src/index.ts'
-import { REPO_ROOT, killChildren, median, printTable, round, runLoad, startServer, waitForQuiet, type CpuShare, type LoadResult } from './lib/load.ts'
+import { REPO_ROOT, killChildren, median, printTable, round, runLoad, startServer, waitForQuiet, type CpuShare, type LoadResult, type ServerChild } from './lib/load.ts'
 
 const DATABASE = 'tenantry_bench_routing'
 const ROLE_PREFIX = 'tb_routing'
@@ -34,18 +38,31 @@ interface Run {
   round: number
   result: LoadResult
   cpu: CpuShare
-  pool: unknown
   attempts: number
 }
+
+/**
+ * The six orders of the three variants, one per round in turn: over 12 rounds each variant runs
+ * in each slot of a round equally often, after each other variant equally often.
+ */
+const ORDERS: Variant[][] = [
+  ['baseline', 'pooled', 'schema'],
+  ['schema', 'baseline', 'pooled'],
+  ['pooled', 'schema', 'baseline'],
+  ['baseline', 'schema', 'pooled'],
+  ['pooled', 'baseline', 'schema'],
+  ['schema', 'pooled', 'baseline'],
+]
 
 const log = (msg: string) => process.stderr.write(`[routing] ${msg}\n`)
 
 function usage(): string {
   return [
-    'usage: npm run bench -- routing [--duration S] [--warmup S] [--connections N] [--rounds N] [--pool N] [--ids N]',
-    '                                [--retries N] [--max-other CORES] [--quiet-wait S] [--keep] [--check]',
-    '  --duration 10  measured seconds per run       --warmup 3       discarded seconds before each run',
-    '  --connections 50  autocannon connections      --rounds 4       rounds of baseline, pooled, schema (order reversed every other round)',
+    'usage: npm run bench -- routing [--duration S] [--warmup S] [--run-warmup S] [--restart-every N] [--connections N] [--rounds N] [--pool N]',
+    '                                [--ids N] [--retries N] [--max-other CORES] [--quiet-wait S] [--keep] [--check]',
+    '  --duration 5   measured seconds per run       --warmup 5       discarded seconds per server before the first round',
+    '  --run-warmup 1 discarded seconds before each run   --restart-every 3  rounds before the servers are replaced by fresh ones',
+    '  --connections 50  autocannon connections      --rounds 12      rounds of baseline, pooled, schema (each of the 6 orders in turn)',
     '  --pool 10      connections of both servers    --ids 1000       distinct project ids cycled through',
     '  --retries 1    repeat a run disturbed by other processes, keeping the quietest attempt',
     '  --max-other 0.25  cores other processes may use during a run (and before it starts)',
@@ -57,7 +74,8 @@ function usage(): string {
 function positiveInt(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback
   const n = Number(value)
-  if (!Number.isInteger(n) || n < (name === 'warmup' ? 0 : 1)) throw new Error(`--${name} must be a ${name === 'warmup' ? 'non-negative' : 'positive'} integer, got '${value}'\n${usage()}`)
+  const min = name === 'warmup' || name === 'run-warmup' ? 0 : 1
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a ${min === 0 ? 'non-negative' : 'positive'} integer, got '${value}'\n${usage()}`)
   return n
 }
 
@@ -195,6 +213,8 @@ export default async function routing(argv: string[]): Promise<number> {
       options: {
         duration: { type: 'string' },
         warmup: { type: 'string' },
+        'run-warmup': { type: 'string' },
+        'restart-every': { type: 'string' },
         connections: { type: 'string' },
         rounds: { type: 'string' },
         pool: { type: 'string' },
@@ -215,13 +235,15 @@ export default async function routing(argv: string[]): Promise<number> {
     console.log(usage())
     return 0
   }
-  let duration: number, warmup: number, connections: number, rounds: number, pool: number, idCount: number
+  let duration: number, warmup: number, runWarmup: number, restartEvery: number, connections: number, rounds: number, pool: number, idCount: number
   let retries: number, maxOther: number, quietWait: number
   try {
-    duration = positiveInt('duration', flags.duration, 10)
-    warmup = positiveInt('warmup', flags.warmup, 3)
+    duration = positiveInt('duration', flags.duration, 5)
+    warmup = positiveInt('warmup', flags.warmup, 5)
+    runWarmup = positiveInt('run-warmup', flags['run-warmup'], 1)
+    restartEvery = positiveInt('restart-every', flags['restart-every'], 3)
     connections = positiveInt('connections', flags.connections, 50)
-    rounds = positiveInt('rounds', flags.rounds, 4)
+    rounds = positiveInt('rounds', flags.rounds, 12)
     pool = positiveInt('pool', flags.pool, 10)
     idCount = Math.min(PROJECTS_PER_BENCH_TENANT, positiveInt('ids', flags.ids, PROJECTS_PER_BENCH_TENANT))
     retries = flags.retries === undefined ? 1 : Number(flags.retries)
@@ -262,6 +284,7 @@ export default async function routing(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal)
 
   const runs: Run[] = []
+  const warmups: Run[] = []
   let pgVersion = ''
   try {
     const stale = await cleanup(admin)
@@ -277,53 +300,81 @@ export default async function routing(argv: string[]): Promise<number> {
     const plan: Record<Variant, { env: Record<string, string>; slug: string; ids: string[] }> = {
       baseline: { env: { ...common, BENCH_MODE: 'baseline', BENCH_TENANT_ID: data.pooledId, BENCH_BASELINE_SCHEMA: BASELINE_SCHEMA }, slug: POOLED_SLUG, ids: data.pooledIds },
       pooled: { env: { ...common, BENCH_MODE: 'tenantry' }, slug: POOLED_SLUG, ids: data.pooledIds },
-      schema: { env: { ...common, BENCH_MODE: 'tenantry' }, slug: SCHEMA_SLUG, ids: data.schemaIds },
+      // Diagnostics: BENCH_ROUTING_SCHEMA_SLOT=pooled serves the pooled tenant from the schema
+      // variant's server too, to tell a difference of tiers from a difference of processes.
+      schema: process.env.BENCH_ROUTING_SCHEMA_SLOT === 'pooled'
+        ? { env: { ...common, BENCH_MODE: 'tenantry' }, slug: POOLED_SLUG, ids: data.pooledIds }
+        : { env: { ...common, BENCH_MODE: 'tenantry' }, slug: SCHEMA_SLUG, ids: data.schemaIds },
     }
 
+    const requestsOf = (variant: Variant) => {
+      const ids = shuffled(plan[variant].ids, 42).slice(0, idCount)
+      return { ids, requests: ids.map((id) => ({ path: `/api/projects/${id}`, headers: { 'x-tenant': plan[variant].slug } })) }
+    }
+    // The three servers run side by side, warmed up, for `restartEvery` rounds, and are then
+    // replaced by fresh processes. A server started per run measured its cold start (JIT, caches,
+    // connections) in every run, which left room for a few long runs only, minutes apart, judged
+    // by the machine's drift as much as by the variants' cost. One set of servers for the whole
+    // benchmark measured each process's luck instead: two processes of the same code and tenant
+    // differed by ±5% for their whole life. Several sets average that out.
+    const servers = {} as Record<Variant, ServerChild>
     const firstBody: Partial<Record<Variant, string>> = {}
-    const measure = async (variant: Variant, r: number, attempt: number): Promise<Run> => {
-      const p = plan[variant]
-      const ids = shuffled(p.ids, 42).slice(0, idCount)
-      const requests = ids.map((id) => ({ path: `/api/projects/${id}`, headers: { 'x-tenant': p.slug } }))
-      const quiet = await waitForQuiet({ maxBusyCores: maxOther, timeoutMs: quietWait * 1000 })
-      if (!quiet.quiet) log(`machine still busy after ${quietWait} s (${quiet.busy.toFixed(2)} cores): measuring anyway`)
-      const server = await startServer('bench/fixtures/routing-server.ts', p.env)
-      try {
+    const startServers = async () => {
+      for (const variant of VARIANTS) servers[variant] = await startServer('bench/fixtures/routing-server.ts', plan[variant].env)
+      for (const variant of VARIANTS) {
         // Correctness before speed: the right row, the demo's JSON shape, and the baseline
         // returning byte for byte what Tenantry returns for the pooled tenant.
-        const probe = await fetch(`${server.url}${requests[0].path}`, { headers: requests[0].headers })
+        const { ids, requests } = requestsOf(variant)
+        const probe = await fetch(`${servers[variant].url}${requests[0].path}`, { headers: requests[0].headers })
         const body = await probe.text()
         const parsed = JSON.parse(body) as Record<string, unknown>
         if (probe.status !== 200 || parsed.id !== ids[0] || Object.keys(parsed).join() !== 'id,name,createdAt') {
           throw new Error(`${variant}: GET ${requests[0].path} answered ${probe.status} ${body.slice(0, 200)}`)
         }
-        firstBody[variant] ??= body
-        log(`round ${r}/${rounds} ${variant}${attempt > 1 ? ` (attempt ${attempt})` : ''}: warm-up ${warmup} s, measure ${duration} s, ${connections} connections, ${ids.length} ids`)
-        const { result, cpu } = await runLoad(
-          { url: server.url, requests, connections, warmupSeconds: warmup, durationSeconds: duration },
-          { server: server.pid, postgresDatabase: DATABASE },
-        )
-        const report = await server.stop()
-        log(
-          `  ${fmt(result.rps)} req/s, p50 ${fmt(result.latency.p50, 2)} ms, p99 ${fmt(result.latency.p99, 2)} ms, ` +
-            `errors ${result.errors + result.timeouts}, non-2xx ${result.non2xx}; CPU cores: node ${fmt(cpu.server, 2)}, ` +
-            `postgres ${fmt(cpu.postgres, 2)}, autocannon ${fmt(cpu.load, 2)}, other ${fmt(cpu.other, 2)}`,
-        )
-        return { variant, round: r, result, cpu, pool: report.pool, attempts: attempt }
-      } finally {
-        await server.stop()
+        firstBody[variant] = body
+      }
+      if (firstBody.baseline !== firstBody.pooled) {
+        throw new Error(`baseline and pooled answers differ for the same row:\n  ${firstBody.baseline}\n  ${firstBody.pooled}`)
       }
     }
+    const stopServers = async () => {
+      for (const variant of VARIANTS) {
+        const report = await servers[variant].stop()
+        log(`  ${variant} server: ${JSON.stringify(report)}`)
+      }
+    }
+    const measure = async (variant: Variant, r: number, attempt: number, seconds: number, warm: number): Promise<Run> => {
+      const server = servers[variant]
+      const { requests } = requestsOf(variant)
+      const quiet = await waitForQuiet({ maxBusyCores: maxOther, timeoutMs: quietWait * 1000 })
+      if (!quiet.quiet) log(`machine still busy after ${quietWait} s (${quiet.busy.toFixed(2)} cores): measuring anyway`)
+      const { result, cpu } = await runLoad(
+        { url: server.url, requests, connections, warmupSeconds: warm, durationSeconds: seconds },
+        { server: server.pid, postgresDatabase: DATABASE },
+      )
+      log(
+        `${r === 0 ? 'warm-up' : `round ${r}/${rounds}`} ${variant}${attempt > 1 ? ` (attempt ${attempt})` : ''}: ${fmt(result.rps)} req/s, ` +
+          `p50 ${fmt(result.latency.p50, 2)} ms, p99 ${fmt(result.latency.p99, 2)} ms, errors ${result.errors + result.timeouts}, ` +
+          `non-2xx ${result.non2xx}; CPU cores: node ${fmt(cpu.server, 2)}, postgres ${fmt(cpu.postgres, 2)}, ` +
+          `autocannon ${fmt(cpu.load, 2)}, other ${fmt(cpu.other, 2)}`,
+      )
+      return { variant, round: r, result, cpu, attempts: attempt }
+    }
+    log(`${rounds} rounds of ${runWarmup} s + ${duration} s per server, ${connections} connections; fresh servers (warmed up for ${warmup} s each) every ${restartEvery} rounds`)
     for (let r = 1; r <= rounds; r++) {
-      // Odd rounds baseline → schema, even rounds the reverse: a machine that drifts (it does on
-      // shared hosts, by tens of percent over minutes) favours no variant.
-      for (const variant of r % 2 === 1 ? VARIANTS : [...VARIANTS].reverse()) {
+      if ((r - 1) % restartEvery === 0) {
+        if (r > 1) await stopServers()
+        await startServers()
+        // Warm-up runs count toward the error totals (a failure is a failure), not toward the figures.
+        for (const variant of VARIANTS) if (warmup > 0) warmups.push(await measure(variant, 0, 1, warmup, 0))
+      }
+      for (const variant of ORDERS[(r - 1) % ORDERS.length]) {
         // Other processes on a shared machine take CPU from the run: such a run is repeated (up
         // to --retries times) and the quietest attempt is kept. Which run is repeated depends
         // only on the machine, never on the figures.
         let best: Run | undefined
         for (let attempt = 1; attempt <= 1 + retries; attempt++) {
-          const run = await measure(variant, r, attempt)
+          const run = await measure(variant, r, attempt, duration, runWarmup)
           if (!best || run.cpu.other < best.cpu.other) best = { ...run, attempts: attempt }
           if (run.cpu.other <= maxOther) break
           if (attempt <= retries) log(`  other processes used ${run.cpu.other.toFixed(2)} cores (> ${maxOther}): repeating this run`)
@@ -331,9 +382,7 @@ export default async function routing(argv: string[]): Promise<number> {
         runs.push(best!)
       }
     }
-    if (firstBody.baseline !== firstBody.pooled) {
-      throw new Error(`baseline and pooled answers differ for the same row:\n  ${firstBody.baseline}\n  ${firstBody.pooled}`)
-    }
+    await stopServers()
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
@@ -349,10 +398,10 @@ export default async function routing(argv: string[]): Promise<number> {
   // ─── report ───────────────────────────────────────────────────────────────────────────────────
   const of = (v: Variant) => runs.filter((x) => x.variant === v)
   const med = (v: Variant, f: (x: Run) => number) => median(of(v).map(f))
-  const errors = runs.reduce((n, x) => n + x.result.errors + x.result.timeouts, 0)
-  const non2xx = runs.reduce((n, x) => n + x.result.non2xx, 0)
+  const errors = [...warmups, ...runs].reduce((n, x) => n + x.result.errors + x.result.timeouts, 0)
+  const non2xx = [...warmups, ...runs].reduce((n, x) => n + x.result.non2xx, 0)
 
-  console.log(`\nrouting: GET /api/projects/:id, ${connections} connections, ${warmup} s warm-up + ${duration} s per run, ${rounds} rounds, pool ${pool}, ${idCount} ids; node ${process.version}, PostgreSQL ${pgVersion}\n`)
+  console.log(`\nrouting: GET /api/projects/:id, ${connections} connections, ${warmup} s warm-up per server start, ${runWarmup} s + ${duration} s per run, ${rounds} rounds, fresh servers every ${restartEvery} rounds, pool ${pool}, ${idCount} ids; node ${process.version}, PostgreSQL ${pgVersion}\n`)
   printTable(
     ['round', 'variant', 'try', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'errors', 'non-2xx', 'cpu node', 'cpu pg', 'cpu load', 'cpu other'],
     runs.map((x) => [
@@ -368,7 +417,7 @@ export default async function routing(argv: string[]): Promise<number> {
     const rps = med(v, (x) => x.result.rps)
     const p50 = med(v, (x) => x.result.latency.p50)
     const p99 = med(v, (x) => x.result.latency.p99)
-    // Paired: each round's figure over the baseline of the same round (measured minutes apart at
+    // Paired: each round's figure over the baseline of the same round (measured seconds apart at
     // most), then the median of those ratios.
     const paired = (f: (x: Run) => number) =>
       median(of(v).map((x) => f(x) / f(of('baseline').find((b) => b.round === x.round)!)))
@@ -420,6 +469,8 @@ export default async function routing(argv: string[]): Promise<number> {
     target_met: pooled.met && schema.met,
     duration,
     warmup,
+    run_warmup: runWarmup,
+    restart_every: restartEvery,
     connections,
     rounds,
     pool,
