@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import { TenantryError } from '../core/errors.ts'
 import type { Plan, Server, Tenant, TenantStatus, Tier } from '../core/types.ts'
@@ -93,6 +94,11 @@ export class Catalog {
   tenantKey = ''
   /** Count of cache clears caused by notifications (tests observe it). */
   invalidations = 0
+  /**
+   * Prefix of this catalog's own notifications. Its own changes clear its cache at once, so their
+   * echo is skipped: it arrived later and cleared again what the process had cached meanwhile.
+   */
+  private readonly origin = `${randomUUID()}:`
 
   constructor(opts: CatalogOptions) {
     this.opts = opts
@@ -112,7 +118,11 @@ export class Catalog {
     if (this.opts.listen) {
       this.unlisten = await this.opts.listen(
         sql.CATALOG_CHANNEL,
-        () => { this.invalidations++; this.clearCache() },
+        (payload) => {
+          if (payload.startsWith(this.origin)) return
+          this.invalidations++
+          this.clearCache()
+        },
         () => this.clearCache(),
       )
     }
@@ -287,7 +297,7 @@ export class Catalog {
     try {
       return await this.admin.transaction(async (tx) => {
         const result = await fn(tx)
-        await tx.query(...args(sql.notifyChange(subject)))
+        await tx.query(...args(sql.notifyChange(this.origin + subject)))
         return result
       })
     } finally {
