@@ -60,7 +60,7 @@ function usage(): string {
   return [
     'usage: npm run bench -- routing [--duration S] [--warmup S] [--run-warmup S] [--restart-every N] [--connections N] [--rounds N] [--pool N]',
     '                                [--ids N] [--retries N] [--max-other CORES] [--quiet-wait S] [--keep] [--check]',
-    '  --duration 5   measured seconds per run       --warmup 5       discarded seconds per server before the first round',
+    '  --duration 5   measured seconds per run       --warmup 5       discarded seconds per server after each start',
     '  --run-warmup 1 discarded seconds before each run   --restart-every 3  rounds before the servers are replaced by fresh ones',
     '  --connections 50  autocannon connections      --rounds 12      rounds of baseline, pooled, schema (each of the 6 orders in turn)',
     '  --pool 10      connections of both servers    --ids 1000       distinct project ids cycled through',
