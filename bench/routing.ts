@@ -302,14 +302,17 @@ export default async function routing(argv: string[]): Promise<number> {
       pooled: { env: { ...common, BENCH_MODE: 'tenantry' }, slug: POOLED_SLUG, ids: data.pooledIds },
       // Diagnostics: BENCH_ROUTING_SCHEMA_SLOT=pooled serves the pooled tenant from the schema
       // variant's server too, to tell a difference of tiers from a difference of processes.
-      schema: process.env.BENCH_ROUTING_SCHEMA_SLOT === 'pooled'
-        ? { env: { ...common, BENCH_MODE: 'tenantry' }, slug: POOLED_SLUG, ids: data.pooledIds }
-        : { env: { ...common, BENCH_MODE: 'tenantry' }, slug: SCHEMA_SLUG, ids: data.schemaIds },
+      schema: {
+        env: { ...common, BENCH_MODE: 'tenantry' },
+        ...(process.env.BENCH_ROUTING_SCHEMA_SLOT === 'pooled' ? { slug: POOLED_SLUG, ids: data.pooledIds } : { slug: SCHEMA_SLUG, ids: data.schemaIds }),
+      },
     }
 
-    const requestsOf = (variant: Variant) => {
+    // Every run of a variant reads the same ids in the same order.
+    const load = {} as Record<Variant, { ids: string[]; requests: { path: string; headers: Record<string, string> }[] }>
+    for (const variant of VARIANTS) {
       const ids = shuffled(plan[variant].ids, 42).slice(0, idCount)
-      return { ids, requests: ids.map((id) => ({ path: `/api/projects/${id}`, headers: { 'x-tenant': plan[variant].slug } })) }
+      load[variant] = { ids, requests: ids.map((id) => ({ path: `/api/projects/${id}`, headers: { 'x-tenant': plan[variant].slug } })) }
     }
     // The three servers run side by side, warmed up, for `restartEvery` rounds, and are then
     // replaced by fresh processes. A server started per run measured its cold start (JIT, caches,
@@ -324,7 +327,7 @@ export default async function routing(argv: string[]): Promise<number> {
       for (const variant of VARIANTS) {
         // Correctness before speed: the right row, the demo's JSON shape, and the baseline
         // returning byte for byte what Tenantry returns for the pooled tenant.
-        const { ids, requests } = requestsOf(variant)
+        const { ids, requests } = load[variant]
         const probe = await fetch(`${servers[variant].url}${requests[0].path}`, { headers: requests[0].headers })
         const body = await probe.text()
         const parsed = JSON.parse(body) as Record<string, unknown>
@@ -345,7 +348,7 @@ export default async function routing(argv: string[]): Promise<number> {
     }
     const measure = async (variant: Variant, r: number, attempt: number, seconds: number, warm: number): Promise<Run> => {
       const server = servers[variant]
-      const { requests } = requestsOf(variant)
+      const { requests } = load[variant]
       const quiet = await waitForQuiet({ maxBusyCores: maxOther, timeoutMs: quietWait * 1000 })
       if (!quiet.quiet) log(`machine still busy after ${quietWait} s (${quiet.busy.toFixed(2)} cores): measuring anyway`)
       const { result, cpu } = await runLoad(

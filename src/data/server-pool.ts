@@ -403,9 +403,9 @@ export class ServerPool<C extends PoolableConnection> {
   /** The error of a waiter whose wait ran out (already taken from the queue). */
   private timeoutError(w: Waiter<C>): TenantryError {
     const share = w.share
-    if (share) {
-      // Still there: takeWaiter() counted the wait off but does not forget the tenant.
-      const use = this.tenants.get(share.tenant)!
+    const use = w.use
+    if (share && use) {
+      // takeWaiter() counted the wait off but does not forget the tenant.
       // Over its share (or its fair share of a saturated pool): this tenant's own load.
       const own = use.held >= use.cap || use.held > this.fairShare(use)
       this.forget(share.tenant)
