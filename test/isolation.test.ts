@@ -632,6 +632,8 @@ function isolationSuite(backend: Backend): void {
         })
         // And the key itself is out of reach of the app role.
         expect(await outcome(client.query('SELECT key FROM tenantry.secret'))).toBe('pg:42501')
+        // Nor through the function tenant_id() reads it with (folded into tenant_id()'s own plan).
+        expect(await outcome(client.query('SELECT tenantry.secret_key()'))).toBe('pg:42501')
       } finally {
         await client.end()
       }

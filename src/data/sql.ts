@@ -9,6 +9,18 @@ import { quoteIdent } from '../core/sql.ts'
  * forged by SQL that slipped into a query. `tenantry.tenant_id()` runs as the owner, checks the
  * signature against the key the app role cannot read, and returns NULL (no rows) for anything else.
  * Policies use it as `(SELECT tenantry.tenant_id())`, evaluated once per statement (LESSONS).
+ *
+ * It runs on every tenant statement, so it is written for cost (docs/benchmarks.md):
+ * - The key comes from `tenantry.secret_key()`, declared IMMUTABLE so that the planner folds it
+ *   into the cached plan of tenant_id()'s own expression: the table is read once per connection,
+ *   not through a query per call (~45% of the function's cost). The folded key lives only in that
+ *   connection's plan cache, which the app role cannot see (it cannot EXECUTE secret_key(), and
+ *   tenant_id()'s inner plans are not the caller's). A new key reaches every connection because the
+ *   bootstrap that writes it also re-creates both functions, which invalidates those plans.
+ * - Byte-level string functions (`octet_length`, `split_part`, one comparison of the whole
+ *   setting) instead of character-counting `length`/`substr`.
+ * - `SET search_path` stays: without it the function's plans would be re-planned whenever the
+ *   caller's search_path changes, which it does between tenants.
  */
 export function bootstrapDatabaseSql(key: string): string {
   if (!/^[0-9a-f]{32,128}$/.test(key)) throw new Error('The tenant key must be hex')
@@ -22,18 +34,20 @@ CREATE TABLE IF NOT EXISTS tenantry.secret (
 );
 REVOKE ALL ON tenantry.secret FROM PUBLIC;
 INSERT INTO tenantry.secret (key) VALUES ('${key}') ON CONFLICT (id) DO UPDATE SET key = EXCLUDED.key;
+CREATE OR REPLACE FUNCTION tenantry.secret_key() RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  AS $fn$ SELECT s.key FROM tenantry.secret s $fn$;
+REVOKE ALL ON FUNCTION tenantry.secret_key() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION tenantry.tenant_id() RETURNS uuid
   LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   AS $fn$
 DECLARE
   v text := current_setting('tenantry.tenant_id', true);
+  id text := split_part(v, '.', 1);
 BEGIN
-  IF v IS NULL OR length(v) <> 101 THEN
-    RETURN NULL;
-  END IF;
-  IF substr(v, 38) = encode(sha256(convert_to((SELECT s.key FROM tenantry.secret s) || substr(v, 1, 36), 'UTF8')), 'hex') THEN
-    RETURN substr(v, 1, 36)::uuid;
+  IF octet_length(v) = 101 AND v = id || '.' || encode(sha256(convert_to(tenantry.secret_key() || id, 'UTF8')), 'hex') THEN
+    RETURN id::uuid;
   END IF;
   RETURN NULL;
 END
