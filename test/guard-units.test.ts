@@ -159,6 +159,20 @@ describe('the tenant-entry statement', () => {
     expect(enterStatement(target, { ...budget, statementTimeoutMs: null }).values).toEqual(['t.sig', '"public"', 'r'])
     expect(enterStatement(target, { ...budget, statementTimeoutMs: 0.2 }).values[3]).toBe('1')
   })
+
+  it('on a connection whose session holds the default budget, sets only what differs from it', () => {
+    const target = { database: 'd', tenantId: 't', tenantToken: 't.sig', searchPath: '"public"', role: 'r' }
+    const budget = { tenant: 't', weight: 1, connectionShare: 1, maxWaiting: 1, waitTimeoutMs: 1, statementTimeoutMs: 30_000 }
+    const session = { timeoutMs: 30_000, serverValue: '7s' }
+    // The session's own budget: nothing to set.
+    expect(enterStatement(target, budget, session)).toEqual({ name: 'tenantry_enter', text: ENTER_TENANT_SQL, values: ['t.sig', '"public"', 'r'] })
+    // Another budget: set for the transaction.
+    expect(enterStatement(target, { ...budget, statementTimeoutMs: 250 }, session)).toEqual({ name: 'tenantry_enter_t', text: ENTER_TENANT_WITH_TIMEOUT_SQL, values: ['t.sig', '"public"', 'r', '250'] })
+    // No budget: the server's own value comes back for the transaction.
+    expect(enterStatement(target, { ...budget, statementTimeoutMs: null }, session).values).toEqual(['t.sig', '"public"', 'r', '7s'])
+    // No guard: nothing is touched.
+    expect(enterStatement(target, undefined, session).values).toEqual(['t.sig', '"public"', 'r'])
+  })
 })
 
 describe('Bulkheads', () => {

@@ -28,6 +28,8 @@ export interface DataPlaneOptions {
  */
 export interface DataPlaneGuard {
   budgetOf(tenant: Tenant): TenantBudget | undefined
+  /** The statement budget of a tenant whose plan sets none (the defaults'): connections hold it for their session. */
+  readonly defaultStatementTimeoutMs: number | null
   /** `database` is null for the server's main database (pooled and schema tenants). */
   protect<T>(tenant: Tenant, server: string, database: string | null, work: () => Promise<T>): Promise<T>
 }
@@ -60,6 +62,7 @@ export class DataPlane implements TenantRunner {
   /** Put tenant statements under a guard (budgets, circuit breakers); `undefined` removes it. */
   useGuard(guard: DataPlaneGuard | undefined): void {
     this.guard = guard
+    for (const d of this.drivers.values()) d.useSessionStatementTimeout?.(guard?.defaultStatementTimeoutMs ?? null)
   }
 
   /** Register (or re-register) a server of the fleet. */
@@ -67,7 +70,7 @@ export class DataPlane implements TenantRunner {
     const existing = this.drivers.get(server.name)
     if (existing && this.servers.get(server.name)?.url === server.url) return existing
     if (existing) existing.close().catch(() => undefined)
-    const driver = server.url.startsWith('pglite:')
+    const driver: ServerDriver = server.url.startsWith('pglite:')
       ? new PgliteServer({ name: server.name, dataDir: server.url.slice('pglite:'.length), mainDatabase: server.mainDatabase })
       : new PgServer({
           name: server.name,
@@ -81,6 +84,7 @@ export class DataPlane implements TenantRunner {
           maxSchemas: this.opts.maxSchemasPerConnection,
           transactionPooler: this.opts.transactionPooler,
         })
+    driver.useSessionStatementTimeout?.(this.guard?.defaultStatementTimeoutMs ?? null)
     this.drivers.set(server.name, driver)
     this.servers.set(server.name, server)
     return driver

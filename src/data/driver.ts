@@ -56,6 +56,12 @@ export interface ServerDriver {
   /** Subscribe to NOTIFY on `channel`; returns an unsubscribe function. `onReconnect` fires after a lost connection is re-established. */
   listen(channel: string, onMessage: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>>
   stats(): { open: number; busy: number; idle: number; waiting: number; peakOpen: number }
+  /**
+   * Give connections opened from now on this `statement_timeout` for their session (the guard's
+   * default budget), so statements under that budget need not set it; null stops it. Optional:
+   * drivers without server-side timeouts (PGlite) ignore it.
+   */
+  useSessionStatementTimeout?(ms: number | null): void
   close(): Promise<void>
 }
 
@@ -98,10 +104,29 @@ const ENTER_HEAD =
 export const ENTER_TENANT_SQL = `${ENTER_HEAD})`
 export const ENTER_TENANT_WITH_TIMEOUT_SQL = `${ENTER_HEAD}, set_config('statement_timeout', $4, true))`
 
-/** The entry statement of `target` under `budget`. */
-export function enterStatement(target: SessionTarget, budget?: TenantBudget): EnterStatement {
+/**
+ * The `statement_timeout` a connection holds for its whole session, set by Tenantry when it
+ * connected: the budget most tenants have (the guard's default), so their statements need not set it.
+ */
+export interface SessionTimeout {
+  /** The session's `statement_timeout`, in ms. */
+  timeoutMs: number
+  /** The server's own value for this connection before Tenantry set it (`'0'`, `'7s'`…): what a `null` budget restores. */
+  serverValue: string
+}
+
+/**
+ * The entry statement of `target` under `budget`, on a connection whose session holds `session`
+ * (if any). The budget's timeout is set transaction-locally unless the session already has it;
+ * a `null` budget restores the server's own value where the session has another.
+ */
+export function enterStatement(target: SessionTarget, budget?: TenantBudget, session?: SessionTimeout): EnterStatement {
   const ms = budget?.statementTimeoutMs
-  return ms == null
+  let timeout: string | undefined
+  if (budget === undefined) timeout = undefined
+  else if (ms == null) timeout = session?.serverValue
+  else if (Math.max(1, Math.round(ms)) !== session?.timeoutMs) timeout = String(Math.max(1, Math.round(ms)))
+  return timeout === undefined
     ? { name: 'tenantry_enter', text: ENTER_TENANT_SQL, values: [target.tenantToken, target.searchPath, target.role] }
-    : { name: 'tenantry_enter_t', text: ENTER_TENANT_WITH_TIMEOUT_SQL, values: [target.tenantToken, target.searchPath, target.role, String(Math.max(1, Math.round(ms)))] }
+    : { name: 'tenantry_enter_t', text: ENTER_TENANT_WITH_TIMEOUT_SQL, values: [target.tenantToken, target.searchPath, target.role, timeout] }
 }

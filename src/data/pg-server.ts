@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache'
 import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { enterStatement, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
+import { enterStatement, type AdminQueryable, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
 import { PipelinedQuery, pipelined, type PipelineStep } from './pipelined-query.ts'
 import { ServerPool, type PoolSlot } from './server-pool.ts'
 
@@ -37,6 +37,8 @@ const STATEMENT_CACHE_SIZE = 256
 
 class PgConnection {
   broken = false
+  /** The session-level statement_timeout Tenantry gave this connection when it opened, if any. */
+  session: SessionTimeout | undefined
   /** Statement text → server-side prepared statement name on this connection. */
   private readonly statements = new Map<string, string>()
   private nextName = 0
@@ -121,6 +123,8 @@ export class PgServer implements ServerDriver {
   private readonly adminPools: LRUCache<string, pg.Pool>
   /** False behind a transaction-mode pooler: the entry statement is sent unnamed. */
   private readonly prepareEnter: boolean
+  /** The session statement_timeout new connections get (see {@link useSessionStatementTimeout}). */
+  private sessionTimeoutMs: number | null = null
 
   constructor(opts: PgServerOptions) {
     this.opts = opts
@@ -140,6 +144,16 @@ export class PgServer implements ServerDriver {
       // pg.Pool.end() twice rejects; releaseDatabase() may already have ended it.
       dispose: (pool) => { if (!pool.ending) pool.end().catch(() => undefined) },
     })
+  }
+
+  /**
+   * Setting a budget transaction-locally costs every statement a fourth set_config and its undoing
+   * at commit (~6,000 instructions of ~169,000, callgrind); a session that already holds the
+   * common budget costs nothing per statement. Not behind a transaction-mode pooler, where a
+   * session setting would land on whichever backend the pooler chose.
+   */
+  useSessionStatementTimeout(ms: number | null): void {
+    this.sessionTimeoutMs = this.opts.transactionPooler || ms === null ? null : Math.max(1, Math.round(ms))
   }
 
   tenantQuery<R>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
@@ -169,7 +183,7 @@ export class PgServer implements ServerDriver {
     const conn = slot.conn
     const recycle = conn.touch(target.searchPath) > this.opts.maxSchemas
     const name = this.opts.transactionPooler ? undefined : conn.statementName(text)
-    const enter = enterStatement(target, budget)
+    const enter = enterStatement(target, budget, conn.session)
     const steps: PipelineStep[] = [{ name: this.prepareEnter ? enter.name : undefined, text: enter.text, values: enter.values }]
     let thrown = false
     const query = new PipelinedQuery(steps, text, values, name, (err, res) => {
@@ -207,7 +221,7 @@ export class PgServer implements ServerDriver {
     const client = slot.conn.client
     let discard = slot.conn.touch(target.searchPath) > this.opts.maxSchemas
     try {
-      const enter = enterStatement(target, budget)
+      const enter = enterStatement(target, budget, slot.conn.session)
       await pipelined(client, [{ text: 'BEGIN', values: [] }], enter.text, enter.values)
       const tx: Queryable = {
         query: async <R>(text: string, values: unknown[] = []) => {
@@ -362,8 +376,14 @@ export class PgServer implements ServerDriver {
       connectionTimeoutMillis: this.opts.acquireTimeoutMs,
     })
     const conn = new PgConnection(client)
+    const timeoutMs = this.sessionTimeoutMs
     try {
       await client.connect()
+      if (timeoutMs !== null) {
+        // current_setting() is evaluated first: the server's own value, which a null budget restores.
+        const r = await client.query<{ server: string }>("SELECT current_setting('statement_timeout') AS server, set_config('statement_timeout', $1, false)", [String(timeoutMs)])
+        conn.session = { timeoutMs, serverValue: r.rows[0].server }
+      }
     } catch (err) {
       client.end().catch(() => undefined)
       throw err

@@ -237,6 +237,11 @@ export class Guard extends EventEmitter implements DataPlaneGuard {
     return this.resolve(tenant).limits
   }
 
+  /** The statement budget of a tenant that no plan or override gives one (built-in, or `guard.defaults`). */
+  get defaultStatementTimeoutMs(): number | null {
+    return mergeLimits(this.defaults).statementTimeoutMs
+  }
+
   /** The data plane's view of the tenant's limits (undefined when the guard is off). */
   budgetOf(tenant: Tenant): TenantBudget | undefined {
     return this.enabled ? this.resolve(tenant).budget : undefined
