@@ -104,6 +104,11 @@ const ENTER_HEAD =
 export const ENTER_TENANT_SQL = `${ENTER_HEAD})`
 export const ENTER_TENANT_WITH_TIMEOUT_SQL = `${ENTER_HEAD}, set_config('statement_timeout', $4, true))`
 
+/** A budget in whole milliseconds as `statement_timeout` takes it (at least 1: 0 would mean none). */
+export function timeoutMs(ms: number): number {
+  return Math.max(1, Math.round(ms))
+}
+
 /**
  * The `statement_timeout` a connection holds for its whole session, set by Tenantry when it
  * connected: the budget most tenants have (the guard's default), so their statements need not set it.
@@ -121,11 +126,12 @@ export interface SessionTimeout {
  * a `null` budget restores the server's own value where the session has another.
  */
 export function enterStatement(target: SessionTarget, budget?: TenantBudget, session?: SessionTimeout): EnterStatement {
-  const ms = budget?.statementTimeoutMs
   let timeout: string | undefined
-  if (budget === undefined) timeout = undefined
-  else if (ms == null) timeout = session?.serverValue
-  else if (Math.max(1, Math.round(ms)) !== session?.timeoutMs) timeout = String(Math.max(1, Math.round(ms)))
+  if (budget?.statementTimeoutMs === null) timeout = session?.serverValue
+  else if (budget !== undefined) {
+    const ms = timeoutMs(budget.statementTimeoutMs)
+    if (ms !== session?.timeoutMs) timeout = String(ms)
+  }
   return timeout === undefined
     ? { name: 'tenantry_enter', text: ENTER_TENANT_SQL, values: [target.tenantToken, target.searchPath, target.role] }
     : { name: 'tenantry_enter_t', text: ENTER_TENANT_WITH_TIMEOUT_SQL, values: [target.tenantToken, target.searchPath, target.role, timeout] }

@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache'
 import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { enterStatement, type AdminQueryable, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
+import { enterStatement, timeoutMs, type AdminQueryable, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
 import { PipelinedQuery, pipelined, type PipelineStep } from './pipelined-query.ts'
 import { ServerPool, type PoolSlot } from './server-pool.ts'
 
@@ -153,7 +153,7 @@ export class PgServer implements ServerDriver {
    * session setting would land on whichever backend the pooler chose.
    */
   useSessionStatementTimeout(ms: number | null): void {
-    this.sessionTimeoutMs = this.opts.transactionPooler || ms === null ? null : Math.max(1, Math.round(ms))
+    this.sessionTimeoutMs = this.opts.transactionPooler || ms === null ? null : timeoutMs(ms)
   }
 
   tenantQuery<R>(target: SessionTarget, text: string, values: unknown[], budget?: TenantBudget): Promise<QueryResult<R>> {
@@ -376,13 +376,13 @@ export class PgServer implements ServerDriver {
       connectionTimeoutMillis: this.opts.acquireTimeoutMs,
     })
     const conn = new PgConnection(client)
-    const timeoutMs = this.sessionTimeoutMs
+    const sessionMs = this.sessionTimeoutMs
     try {
       await client.connect()
-      if (timeoutMs !== null) {
+      if (sessionMs !== null) {
         // current_setting() is evaluated first: the server's own value, which a null budget restores.
-        const r = await client.query<{ server: string }>("SELECT current_setting('statement_timeout') AS server, set_config('statement_timeout', $1, false)", [String(timeoutMs)])
-        conn.session = { timeoutMs, serverValue: r.rows[0].server }
+        const r = await client.query<{ server: string }>("SELECT current_setting('statement_timeout') AS server, set_config('statement_timeout', $1, false)", [String(sessionMs)])
+        conn.session = { timeoutMs: sessionMs, serverValue: r.rows[0].server }
       }
     } catch (err) {
       client.end().catch(() => undefined)

@@ -13,7 +13,7 @@ import { quoteIdent } from '../core/sql.ts'
  * It runs on every tenant statement, so it is written for cost (docs/benchmarks.md):
  * - The key comes from `tenantry.secret_key()`, declared IMMUTABLE so that the planner folds it
  *   into the cached plan of tenant_id()'s own expression: the table is read once per connection,
- *   not through a query per call (~45% of the function's cost). The folded key lives only in that
+ *   not through a query per call (over half of the function's cost). The folded key lives only in that
  *   connection's plan cache, which the app role cannot see (it cannot EXECUTE secret_key(), and
  *   tenant_id()'s inner plans are not the caller's). A new key reaches every connection because the
  *   bootstrap that writes it also re-creates both functions, which invalidates those plans.
