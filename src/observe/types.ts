@@ -1,0 +1,159 @@
+import type { Tier } from '../core/types.ts'
+
+/**
+ * What one process metered for one tenant in one interval. The aggregator (`meter.ts`) makes
+ * these in memory; the usage store (`usage-store.ts`) adds them up in the catalog, so that the
+ * records of several processes for the same tenant and interval become one row.
+ */
+export interface UsageRecord {
+  tenantId: string
+  /** Start of the interval (aligned to `intervalMs` since the epoch). */
+  intervalStart: Date
+  /** Length of the interval, ms (the metering interval; default 60,000). */
+  intervalMs: number
+  /** Requests served for the tenant (every status, rejections included). */
+  requests: number
+  /** Requests that ended with a 5xx status other than a guard rejection. */
+  errors: number
+  /** Requests and statements turned away by the guard (429/503/504 of rate limits, shares, budgets, breakers). */
+  rejections: number
+  /** Tenant statements run (a transaction counts once per statement in it). */
+  statements: number
+  /** Wall time of the tenant's statements, ms (from the call to its answer, the wait for a connection included). */
+  dbTimeMs: number
+  /** Rows the tenant's statements returned. */
+  rows: number
+  /** Bytes the tenant's data takes, when a storage sample was taken in this interval; else null. */
+  storageBytes: number | null
+}
+
+/** Granularity of a usage query. */
+export type UsageGranularity = 'minute' | 'hour' | 'day'
+
+/** Options of `tenantry.usage()`. */
+export interface UsageQuery {
+  /** A tenant's slug or id; all tenants when absent. */
+  tenant?: string
+  /** Start, inclusive. Default: one hour before `to`. */
+  from?: Date
+  /** End, exclusive. Default: now. */
+  to?: Date
+  /** Default `hour`. */
+  granularity?: UsageGranularity
+}
+
+/** One row of `tenantry.usage()`: a tenant's usage in one bucket. */
+export interface UsageRow {
+  tenantId: string
+  slug: string | null
+  /** Start of the bucket. */
+  bucket: Date
+  requests: number
+  errors: number
+  rejections: number
+  statements: number
+  dbTimeMs: number
+  rows: number
+  /** The latest storage sample in the bucket, or null when none was taken in it. */
+  storageBytes: number | null
+}
+
+/** What `tenantry top` sorts by. */
+export type TopBy = 'requests' | 'db_time' | 'storage'
+export const TOP_BY: readonly TopBy[] = ['requests', 'db_time', 'storage']
+
+/** One row of `tenantry.top()`, like Citus' `citus_stat_tenants`. */
+export interface TopRow {
+  tenantId: string
+  slug: string | null
+  tier: Tier | null
+  plan: string | null
+  server: string | null
+  requests: number
+  errors: number
+  rejections: number
+  statements: number
+  dbTimeMs: number
+  rows: number
+  /** Latest storage sample in the period (null when none). */
+  storageBytes: number | null
+  /** This tenant's share of its server's database time in the period, 0..1. */
+  serverDbTimeShare: number
+  /** This tenant's share of all tenants' requests in the period, 0..1. */
+  requestShare: number
+}
+
+/** Options of `tenantry.top()`. */
+export interface TopQuery {
+  /** Default `requests`; anything else → `VALIDATION_FAILED` naming the choices. */
+  by?: TopBy
+  /** Length of the period that ends now, ms. Default one hour. */
+  periodMs?: number
+  /** Only tenants placed on this server. */
+  server?: string
+  /** Most rows. Default 20. */
+  limit?: number
+}
+
+/** Thresholds of `tenantry.advise()`; each has a default (docs/usage.md). */
+export interface AdviseOptions {
+  /** Length of the period that ends now, ms. Default 24 hours. */
+  periodMs?: number
+  /** A pooled tenant taking more than this share of its server's database time or storage → schema tier. Default 0.2. */
+  pooledShare?: number
+  /** A pooled or schema tenant taking more than this share → database tier. Default 0.5. */
+  dedicatedShare?: number
+  /** A server whose share of database time exceeds its share of capacity weight by this factor is out of balance. Default 1.5. */
+  imbalanceFactor?: number
+  /** A schema or database tenant with at most this many requests in the period is idle → one tier down. Default 0. */
+  idleRequests?: number
+}
+
+/** One piece of advice: what to do, and the figure behind it. */
+export interface Advice {
+  kind: 'promote' | 'demote' | 'rebalance'
+  /** The tenant to move (promote/demote). */
+  tenantId?: string
+  slug?: string
+  /** The server concerned (the tenant's, or the one out of balance). */
+  server: string
+  fromTier?: Tier
+  toTier?: Tier
+  /** One sentence a person can act on, with the figure in it. */
+  reason: string
+  /** The figures behind the advice (shares, ms, bytes, requests). */
+  figures: Record<string, number>
+}
+
+/** Options of usage metering (`createTenantry({ observe: { metering } })`). */
+export interface MeteringOptions {
+  /** Length of a metering interval, ms. Default 60,000 (1 minute). */
+  intervalMs?: number
+  /** Days usage rows are kept. Default 90. */
+  retentionDays?: number
+  /** How often tenants' storage is sampled (one process of the fleet does it), ms. Default 15 minutes; 0 turns it off. */
+  storageSampleMs?: number
+  /** Intervals kept in memory while the catalog cannot be written; the oldest are dropped first. Default 60. */
+  maxPendingIntervals?: number
+}
+
+/**
+ * The control-plane side of usage metering: the catalog's usage table and what reads it. Made by
+ * `createUsageService` (`usage-service.ts`); the in-process meter hands it records to add up.
+ */
+export interface UsageService {
+  /** Create the usage tables if needed. */
+  init(): Promise<void>
+  /** Add up records in the catalog: one statement for the whole batch (never one per record). */
+  write(records: UsageRecord[]): Promise<void>
+  usage(query: UsageQuery): Promise<UsageRow[]>
+  top(query: TopQuery): Promise<TopRow[]>
+  advise(options?: AdviseOptions): Promise<Advice[]>
+  /** Sample every tenant's storage now (if no other process did within `storageSampleMs`, unless forced); returns the tenants sampled. */
+  sampleStorage(opts?: { force?: boolean }): Promise<number>
+  /** Delete usage rows older than the retention; returns how many. */
+  prune(): Promise<number>
+  /** Start the storage-sampling and retention timers (unref'd). */
+  start(): void
+  close(): Promise<void>
+}
