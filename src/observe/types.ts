@@ -123,6 +123,8 @@ export interface Advice {
   reason: string
   /** The figures behind the advice (shares, ms, bytes, requests). */
   figures: Record<string, number>
+  /** Rebalance only: the server's biggest active tenants by database time in the period (at most 3). */
+  movable?: { tenantId: string; slug: string; tier: Tier; dbTimeMs: number }[]
 }
 
 /** Options of usage metering (`createTenantry({ observe: { metering } })`). */
