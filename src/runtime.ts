@@ -19,6 +19,10 @@ import { Operations, type Operation, type OperationTarget } from './lifecycle/op
 import type { ProvisionOptions } from './lifecycle/provision.ts'
 import type { RequestInfo, ResolveStrategy } from './resolve/index.ts'
 import { TenantResolver, header } from './resolve/index.ts'
+import type { Logger } from 'pino'
+import { createObservability, resolveMetering, type Observability, type ObserveOptions } from './observe/observability.ts'
+import { createUsageService } from './observe/usage-service.ts'
+import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 
 /**
  * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
@@ -67,6 +71,11 @@ export interface TenantryOptions {
   retentionDays?: number
   /** Take over and finish operations whose process died, at start-up. Default true. */
   resumeOperations?: boolean
+  /**
+   * Logs, metrics, traces and usage metering (docs/observability.md). Each part is on by default
+   * and `false` turns it off: `{ logger: pino(), metrics: { topK: 50 }, tracing: false, metering: { intervalMs: 60_000 } }`.
+   */
+  observe?: ObserveOptions
 }
 
 /**
@@ -125,6 +134,18 @@ export interface Tenantry {
   addServer(server: { name: string; url: string; region?: string; capacityWeight?: number }): Promise<void>
   /** Check every target of every server against invariants 1–2. */
   doctor(): Promise<{ findings: Finding[]; tables: number }>
+  /** Logs, metrics, spans and the usage meter (docs/observability.md). */
+  readonly observe: Observability
+  /** The logger Tenantry writes its events to; inside a tenant context its lines carry the tenant and request id. */
+  readonly logger: Logger
+  /** Metered usage from the catalog, per tenant and bucket (docs/usage.md). Lags by up to one metering interval. */
+  usage(query?: UsageQuery): Promise<UsageRow[]>
+  /** The top tenants of a period by requests, database time or storage (like Citus' `citus_stat_tenants`). */
+  top(query?: TopQuery): Promise<TopRow[]>
+  /** Placement advice from usage: tenants that outgrew their tier, idle dedicated tenants, servers out of balance. */
+  advise(options?: AdviseOptions): Promise<Advice[]>
+  /** Write this process's metered usage to the catalog now (it is written every interval anyway). */
+  flushUsage(): Promise<void>
   close(): Promise<void>
 }
 
@@ -218,6 +239,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     retentionDays: options.retentionDays ?? 30,
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
+  const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
@@ -320,7 +342,17 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       }
       return { findings, tables }
     },
+    observe,
+    logger: observe.logger,
+    usage: (q) => observe.usage.usage(q ?? {}),
+    top: (q) => observe.usage.top(q ?? {}),
+    advise: (o) => observe.usage.advise(o),
+    async flushUsage() {
+      await observe.meter?.flush()
+    },
     async close() {
+      // Usage still in memory is written before the catalog's connections close.
+      await observe.close()
       await guard.close()
       await operations.close()
       await catalog.close()
@@ -337,6 +369,46 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     ;(tenantry.resumedAtStartup as Operation[]).push(...resumed)
   }
   return tenantry
+}
+
+/**
+ * Observability's part of the wiring: the usage store in the catalog, then logs, metrics, spans
+ * and the meter, reported to by the data plane, the guard, the adapters and the operations.
+ */
+async function openObservability(
+  options: ObserveOptions,
+  deps: { catalog: Catalog; dataPlane: DataPlane; guard: Guard; events: TenantryEvents; operations: Operations; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']> },
+): Promise<Observability> {
+  const metering = resolveMetering(options.metering)
+  const usage = createUsageService({
+    admin: deps.admin,
+    catalog: deps.catalog,
+    dataPlane: deps.dataPlane,
+    options: metering,
+    onError: (error, context) => deps.events.emit('error', { error: error as Error, context }),
+  })
+  await usage.init()
+  const observe = createObservability(options, {
+    events: deps.events,
+    guard: deps.guard,
+    usage,
+    pools: () => deps.dataPlane.stats(),
+    operations: () => runningOperations(deps.operations),
+  }, metering)
+  if (observe.meter || observe.metrics || observe.tracing) deps.dataPlane.useObserver(observe)
+  if (observe.tracing) deps.operations.observer = observe
+  if (observe.meter) observe.start()
+  return observe
+}
+
+/** Running operations and their progress for the metrics (targets finished / all, for fleet operations). */
+async function runningOperations(operations: Operations): Promise<{ id: string; kind: string; step: string | null; progress: number | null }[]> {
+  const running = await operations.list({ state: 'running', limit: 50 })
+  return Promise.all(running.map(async (op) => {
+    if (op.kind !== 'migrate') return { id: op.id, kind: op.kind, step: op.step, progress: null }
+    const c = await operations.counts(op.id)
+    return { id: op.id, kind: op.kind, step: op.step, progress: c.total === 0 ? 1 : (c.done + c.failed + c.skipped) / c.total }
+  }))
 }
 
 function redactUrl(url: string): string {

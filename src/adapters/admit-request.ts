@@ -1,4 +1,5 @@
-import { runAsTenant } from '../context/context.ts'
+import type { Context, Span } from '@opentelemetry/api'
+import { runInScope, TenantScope } from '../context/context.ts'
 import type { Tenant } from '../core/types.ts'
 import type { AdmitRequest } from '../guard/users.ts'
 import type { RequestInfo } from '../resolve/request-info.ts'
@@ -13,8 +14,10 @@ export interface AdmitSteps {
   info(): RequestInfo
   /** What the guard is told of the request (only for tenants whose plan sets limits). */
   admission(): AdmitRequest
-  /** The tenant was found: decorate the request (`tenant`, `db`). */
-  found(tenant: Tenant): void
+  /** The request's id for log lines (the framework's), or null. */
+  requestId(): string | null
+  /** The tenant was found: decorate the request (`tenant`, `db`) and keep `scope` for the request's end (metering). */
+  found(tenant: Tenant, scope: TenantScope): void
   /** Headers for the response (RateLimit-*), errors included. */
   headers(headers: Record<string, string>): void
   /** Call `release` once the response is over (sent, or the client went away). */
@@ -27,7 +30,8 @@ export interface AdmitSteps {
 
 /**
  * The framework-neutral part of the adapters: resolve the request's tenant, admit it through the
- * guard (rate limits, then an in-flight slot; issue 4), and go on in the tenant's context.
+ * guard (rate limits, then an in-flight slot; issue 4), and go on in the tenant's context, with
+ * spans for resolution and admission when tracing is on (issue 11).
  *
  * A cached tenant whose plan sets no limit costs no promise and no closure: each promise costs
  * more while AsyncLocalStorage is active, and the routing benchmark (issue 2) counts them.
@@ -38,34 +42,62 @@ export interface AdmitSteps {
  * ```
  */
 export function admitRequest(tenantry: Tenantry, steps: AdmitSteps): void {
-  const found = tenantry.resolveNow(steps.info())
-  if (found instanceof Promise) found.then((tenant) => serve(tenantry, steps, tenant), (err: unknown) => refuse(steps, err))
-  else serve(tenantry, steps, found)
+  const info = steps.info()
+  const tracing = tenantry.observe.tracing
+  if (tracing === undefined) {
+    const found = tenantry.resolveNow(info)
+    if (found instanceof Promise) found.then((tenant) => serve(tenantry, steps, tenant, undefined), (err: unknown) => refuse(steps, err, null))
+    else serve(tenantry, steps, found, undefined)
+    return
+  }
+  const parent = tracing.requestParent(info.headers)
+  const span = tracing.startResolve(parent)
+  const found = tenantry.resolveNow(info)
+  if (found instanceof Promise) {
+    found.then(
+      (tenant) => { tracing.endResolve(span, tenant); serve(tenantry, steps, tenant, parent) },
+      (err: unknown) => { tracing.endResolve(span, null, err); refuse(steps, err, null) },
+    )
+  } else {
+    tracing.endResolve(span, found)
+    serve(tenantry, steps, found, parent)
+  }
 }
 
-function serve(tenantry: Tenantry, steps: AdmitSteps, tenant: Tenant): void {
-  steps.found(tenant)
+function serve(tenantry: Tenantry, steps: AdmitSteps, tenant: Tenant, parent: Context | undefined): void {
+  const scope = new TenantScope(tenant, steps.requestId(), parent)
+  steps.found(tenant, scope)
   let free: boolean
   try {
     free = tenantry.guard.admitsFreely(tenant)
   } catch (err) {
-    return refuse(steps, err)
+    return refuse(steps, err, scope)
   }
-  if (free) return runAsTenant(tenant, next, steps)
+  if (free) return runInScope(scope, next, steps)
+  const tracing = tenantry.observe.tracing
+  const span: Span | undefined = tracing?.startAdmit(tenant, parent)
   tenantry.guard.admit(tenant, steps.admission()).then((admission) => {
+    if (span) tracing!.endSpan(span)
     steps.headers(admission.headers)
     steps.onClose(admission.release)
-    runAsTenant(tenant, next, steps)
-  }, (err: unknown) => refuse(steps, err))
+    runInScope(scope, next, steps)
+  }, (err: unknown) => {
+    if (span) tracing!.endSpan(span, err)
+    refuse(steps, err, scope)
+  })
 }
 
 function next(steps: AdmitSteps): void {
   steps.next()
 }
 
-function refuse(steps: AdmitSteps, err: unknown): void {
+function refuse(steps: AdmitSteps, err: unknown, scope: TenantScope | null): void {
   // A rejection's headers also reach an app's own error handler.
   const headers = (err as { responseHeaders?: Record<string, string> } | null)?.responseHeaders
-  if (headers) steps.headers(headers)
+  if (headers) {
+    steps.headers(headers)
+    // Only the guard's rejections carry response headers: metered as rejections, not errors.
+    if (scope) scope.rejected = true
+  }
   steps.refuse(err)
 }

@@ -1,4 +1,7 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
+import { randomUUID } from 'node:crypto'
+import type { TenantScope } from '../context/context.ts'
+import { TenantryError } from '../core/errors.ts'
 import type { Tenant } from '../core/types.ts'
 import type { TenantHandle } from '../data/tenant-handle.ts'
 import type { Tenantry } from '../runtime.ts'
@@ -37,11 +40,44 @@ export interface TenantryExpressOptions {
  * ```
  */
 export function tenantryMiddleware(tenantry: Tenantry, opts: TenantryExpressOptions = {}): RequestHandler {
+  const observe = tenantry.observe
+  const observed = observe.metrics !== undefined || observe.meter !== undefined
   return function tenantryResolve(req, res, next) {
+    if (observed) {
+      const started = performance.now()
+      res.once('finish', () => {
+        // The route template once the router matched one (`/api/projects/:id`), never the raw path.
+        const route = req.route?.path
+        const template = typeof route === 'string' ? `${req.baseUrl}${route}` : null
+        observe.requestEnded((req as ScopedRequest)[kScope] ?? null, req.method, template, res.statusCode, (performance.now() - started) / 1000)
+      })
+    }
     if (opts.skip?.(req)) return next()
     admitRequest(tenantry, new ExpressSteps(tenantry, req, res, next))
   }
 }
+
+/**
+ * Express handler serving Tenantry's Prometheus metrics. Mount it before the tenant middleware
+ * (or `skip` its path), on an internal port or behind your own auth.
+ *
+ * @example
+ * ```ts
+ * app.get('/metrics', tenantryMetricsHandler(tenantry))
+ * app.use(tenantryMiddleware(tenantry, { skip: (req) => req.path === '/metrics' }))
+ * ```
+ */
+export function tenantryMetricsHandler(tenantry: Tenantry): RequestHandler {
+  const registry = tenantry.observe.metrics?.registry
+  if (!registry) throw new TenantryError('CONFIG_INVALID', 'tenantryMetricsHandler() needs metrics: createTenantry({ observe: { metrics: false } }) turned them off.')
+  return function tenantryMetrics(_req, res, next) {
+    registry.metrics().then((text) => res.type(registry.contentType).send(text), next)
+  }
+}
+
+const kScope = Symbol('tenantry.scope')
+type ScopedRequest = Request & { [kScope]?: TenantScope }
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 /** One request's part in {@link admitRequest}. */
 class ExpressSteps implements AdmitSteps {
@@ -62,9 +98,16 @@ class ExpressSteps implements AdmitSteps {
     return { method: req.method, path: req.path, headers: req.headers, raw: req }
   }
 
-  found(tenant: Tenant): void {
+  requestId(): string {
+    // A well-formed id from a proxy in front (`x-request-id`), else a new one.
+    const given = this.req.headers['x-request-id']
+    return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+  }
+
+  found(tenant: Tenant, scope: TenantScope): void {
     this.req.tenant = tenant
     this.req.db = this.tenantry.handle(tenant)
+    ;(this.req as ScopedRequest)[kScope] = scope
   }
 
   headers(headers: Record<string, string>): void {

@@ -1,12 +1,15 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyError } from 'fastify'
 import fp from 'fastify-plugin'
+import type { TenantScope } from '../context/context.ts'
 import type { Tenant } from '../core/types.ts'
+import { hasTenantMixin } from '../observe/logger.ts'
 import type { TenantHandle } from '../data/tenant-handle.ts'
 import type { Tenantry } from '../runtime.ts'
 import type { AdmitRequest } from '../guard/users.ts'
 import type { RequestInfo } from '../resolve/request-info.ts'
 import { admitRequest, type AdmitSteps } from './admit-request.ts'
 import { errorReply } from './http-errors.ts'
+import { TenantryError } from '../core/errors.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -27,7 +30,22 @@ export interface TenantryFastifyOptions {
   skip?: (request: FastifyRequest) => boolean
   /** Install Tenantry's error handler (coded JSON bodies, Retry-After). Default true. */
   errorHandler?: boolean
+  /**
+   * Serve Tenantry's Prometheus metrics (and whatever else is in its registry) at `/metrics`, or
+   * at `path`, without tenant resolution. Off by default: expose it on an internal port or behind
+   * your own auth (`onRequest`).
+   */
+  metrics?: boolean | { path?: string; onRequest?: (request: FastifyRequest, reply: FastifyReply) => Promise<void> | void }
+  /**
+   * Bind the tenant (`tenant: { id, slug }`) to `request.log` for the handler's lines, when the
+   * app's logger is on and does not already carry it (Tenantry's logger as `loggerInstance` does,
+   * by its mixin). Default true.
+   */
+  logTenant?: boolean
 }
+
+const kScope = Symbol('tenantry.scope')
+type ScopedRequest = FastifyRequest & { [kScope]?: TenantScope }
 
 /** One request's part in {@link admitRequest}. */
 class FastifySteps implements AdmitSteps {
@@ -37,6 +55,7 @@ class FastifySteps implements AdmitSteps {
     private readonly request: FastifyRequest,
     private readonly reply: FastifyReply,
     private readonly done: (err?: Error) => void,
+    private readonly logTenant: boolean,
   ) {
     const url = request.url
     const q = url.indexOf('?')
@@ -53,9 +72,19 @@ class FastifySteps implements AdmitSteps {
     return { method: r.method, path: this.path, headers: r.headers, raw: r, cost: r.routeOptions.config?.tenantryCost }
   }
 
-  found(tenant: Tenant): void {
-    this.request.tenant = tenant
-    this.request.db = this.tenantry.handle(tenant)
+  requestId(): string | null {
+    return this.request.id
+  }
+
+  found(tenant: Tenant, scope: TenantScope): void {
+    const r = this.request as ScopedRequest
+    r.tenant = tenant
+    r.db = this.tenantry.handle(tenant)
+    r[kScope] = scope
+    if (this.logTenant) {
+      const log = r.log
+      if (log.level !== 'silent' && !hasTenantMixin(log)) r.log = log.child({ tenant: { id: tenant.id, slug: tenant.slug } })
+    }
   }
 
   headers(headers: Record<string, string>): void {
@@ -79,13 +108,33 @@ class FastifySteps implements AdmitSteps {
 
 async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOptions): Promise<void> {
   const { tenantry, skip } = opts
+  const logTenant = opts.logTenant !== false
   fastify.decorateRequest('tenant', null as unknown as Tenant)
   fastify.decorateRequest('db', null as unknown as TenantHandle)
 
+  const registry = tenantry.observe.metrics?.registry
+  const metrics = opts.metrics ? (typeof opts.metrics === 'object' ? opts.metrics : {}) : null
+  const metricsPath = metrics ? (metrics.path ?? '/metrics') : null
+  if (metrics && metricsPath) {
+    if (!registry) throw new TenantryError('CONFIG_INVALID', 'tenantryPlugin({ metrics: true }) needs metrics: createTenantry({ observe: { metrics: false } }) turned them off.')
+    fastify.get(metricsPath, { onRequest: metrics.onRequest }, async function tenantryMetrics(_request, reply) {
+      const text = await registry.metrics()
+      return reply.type(registry.contentType).send(text)
+    })
+  }
+
   fastify.addHook('onRequest', function tenantryResolve(request, reply, done) {
-    if (skip?.(request)) return done()
-    admitRequest(tenantry, new FastifySteps(tenantry, request, reply, done))
+    if (skip?.(request) || (metricsPath !== null && request.routeOptions.url === metricsPath)) return done()
+    admitRequest(tenantry, new FastifySteps(tenantry, request, reply, done, logTenant))
   })
+
+  const observe = tenantry.observe
+  if (observe.metrics || observe.meter) {
+    fastify.addHook('onResponse', function tenantryObserve(request, reply, done) {
+      observe.requestEnded((request as ScopedRequest)[kScope] ?? null, request.method, request.routeOptions.url ?? null, reply.statusCode, reply.elapsedTime / 1000)
+      done()
+    })
+  }
 
   if (opts.errorHandler !== false) {
     fastify.setErrorHandler(function tenantryErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply) {

@@ -2,7 +2,24 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { TenantryError } from '../core/errors.ts'
 import type { Tenant } from '../core/types.ts'
 
-const storage = new AsyncLocalStorage<Tenant>()
+/**
+ * What the async context holds: the tenant, and what observability needs of the work it belongs
+ * to (the request id for log lines, the trace context of the incoming request, whether the guard
+ * turned it away). One object per request or `withTenant` call.
+ */
+export class TenantScope {
+  /** Set when the guard turned the request away (rate limit, share, budget, breaker): metered as a rejection, not an error. */
+  rejected = false
+  constructor(
+    readonly tenant: Tenant,
+    /** The request's id (Fastify's `request.id`, the `x-request-id` header…), or null outside a request. */
+    readonly requestId: string | null = null,
+    /** The parent trace context of the request's spans (an OpenTelemetry `Context`), when there is one. */
+    readonly trace: unknown = undefined,
+  ) {}
+}
+
+const storage = new AsyncLocalStorage<TenantScope>()
 
 /**
  * Run `fn` with `tenant` as the current tenant. The previous context (if any) is restored when
@@ -17,15 +34,22 @@ export function withTenant<T>(tenant: Tenant, fn: () => T): T {
   if (!tenant || typeof tenant.id !== 'string') {
     throw new TenantryError('TENANT_CONTEXT_MISSING', 'withTenant() needs a tenant object from the catalog.')
   }
-  return storage.run(tenant, fn)
+  // A nested withTenant keeps the request it runs in (its id and trace) but not its rejection.
+  const outer = storage.getStore()
+  return storage.run(new TenantScope(tenant, outer?.requestId ?? null, outer?.trace), fn)
 }
 
 /**
- * `fn(arg)` as `tenant`, for the adapters' per-request path: with a module-level `fn` no closure is
+ * `fn(arg)` in `scope`, for the adapters' per-request path: with a module-level `fn` no closure is
  * made per request. Not exported from the package; use {@link withTenant}.
  */
-export function runAsTenant<A, T>(tenant: Tenant, fn: (arg: A) => T, arg: A): T {
-  return storage.run(tenant, fn, arg)
+export function runInScope<A, T>(scope: TenantScope, fn: (arg: A) => T, arg: A): T {
+  return storage.run(scope, fn, arg)
+}
+
+/** The current scope (tenant, request id, trace), or undefined outside a tenant context. */
+export function currentScope(): TenantScope | undefined {
+  return storage.getStore()
 }
 
 /**
@@ -38,7 +62,7 @@ export function runAsTenant<A, T>(tenant: Tenant, fn: (arg: A) => T, arg: A): T 
  * ```
  */
 export function currentTenant(): Tenant {
-  const tenant = storage.getStore()
+  const tenant = storage.getStore()?.tenant
   if (!tenant) {
     throw new TenantryError(
       'TENANT_CONTEXT_MISSING',
@@ -57,5 +81,5 @@ export function currentTenant(): Tenant {
  * ```
  */
 export function tryCurrentTenant(): Tenant | null {
-  return storage.getStore() ?? null
+  return storage.getStore()?.tenant ?? null
 }

@@ -55,3 +55,30 @@ export interface Plan {
   name: string
   settings: Record<string, unknown>
 }
+
+/**
+ * What one process metered for one tenant in one interval. The aggregator (`observe/meter.ts`) makes
+ * these in memory; the usage store (`observe/usage-service.ts`) adds them up in the catalog, so that the
+ * records of several processes for the same tenant and interval become one row.
+ */
+export interface UsageRecord {
+  tenantId: string
+  /** Start of the interval (aligned to `intervalMs` since the epoch). */
+  intervalStart: Date
+  /** Length of the interval, ms (the metering interval; default 60,000). */
+  intervalMs: number
+  /** Requests served for the tenant (every status, rejections included). */
+  requests: number
+  /** Requests that ended with a 5xx status other than a guard rejection. */
+  errors: number
+  /** Requests and statements turned away by the guard (429/503/504 of rate limits, shares, budgets, breakers). */
+  rejections: number
+  /** Tenant statements run (a transaction counts once per statement in it). */
+  statements: number
+  /** Wall time of the tenant's statements, ms (from the call to its answer, the wait for a connection included). */
+  dbTimeMs: number
+  /** Rows the tenant's statements returned. */
+  rows: number
+  /** Bytes the tenant's data takes, when a storage sample was taken in this interval; else null. */
+  storageBytes: number | null
+}

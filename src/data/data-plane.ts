@@ -35,6 +35,19 @@ export interface DataPlaneGuard {
 }
 
 /**
+ * What the data plane tells observability (`observe/`) of each tenant statement, a port like the
+ * guard's: it is called before the statement is sent, and follows its answer.
+ */
+export interface DataPlaneObserver {
+  beginStatement(tenant: Tenant, server: string, database: string, text: string): StatementWatch
+}
+
+/** One statement in flight: `watch` resolves and rejects as the statement does. */
+export interface StatementWatch {
+  watch<R>(p: Promise<QueryResult<R>>): Promise<QueryResult<R>>
+}
+
+/**
  * The one place that talks to PostgreSQL: a driver per server of the fleet, and the translation of
  * a tenant into a session target through its tier.
  *
@@ -51,6 +64,7 @@ export class DataPlane implements TenantRunner {
   // the object is an exact cache of the session target.
   private readonly targets = new WeakMap<Tenant, SessionTarget>()
   private guard?: DataPlaneGuard
+  private observer?: DataPlaneObserver
 
   /** The installation's key (from the catalog): signs tenant settings, bootstraps databases. */
   tenantKey = ''
@@ -63,6 +77,11 @@ export class DataPlane implements TenantRunner {
   useGuard(guard: DataPlaneGuard | undefined): void {
     this.guard = guard
     for (const d of this.drivers.values()) d.useSessionStatementTimeout?.(guard?.defaultStatementTimeoutMs ?? null)
+  }
+
+  /** Report tenant statements to observability (metering, metrics, spans); `undefined` stops it. */
+  useObserver(observer: DataPlaneObserver | undefined): void {
+    this.observer = observer
   }
 
   /** Register (or re-register) a server of the fleet. */
@@ -141,19 +160,29 @@ export class DataPlane implements TenantRunner {
   run<R>(tenant: Tenant, text: string, values: unknown[]): Promise<QueryResult<R>> {
     const driver = this.driver(tenant.placement.server)
     const target = this.target(tenant)
+    const watch = this.observer?.beginStatement(tenant, driver.server, target.database, text)
     const guard = this.guard
-    if (!guard) return driver.tenantQuery<R>(target, text, values)
-    const budget = guard.budgetOf(tenant)
-    return guard.protect(tenant, driver.server, this.ownDatabase(tenant, target), () => driver.tenantQuery<R>(target, text, values, budget))
+    let p: Promise<QueryResult<R>>
+    if (!guard) p = driver.tenantQuery<R>(target, text, values)
+    else {
+      const budget = guard.budgetOf(tenant)
+      p = guard.protect(tenant, driver.server, this.ownDatabase(tenant, target), () => driver.tenantQuery<R>(target, text, values, budget))
+    }
+    return watch === undefined ? p : watch.watch(p)
   }
 
   transaction<T>(tenant: Tenant, fn: (tx: Queryable) => Promise<T>): Promise<T> {
     const driver = this.driver(tenant.placement.server)
     const target = this.target(tenant)
+    const observer = this.observer
+    // Each statement of the transaction is reported on its own (metering counts statements).
+    const body = observer === undefined ? fn : (tx: Queryable) => fn({
+      query: <R>(text: string, values?: unknown[]) => observer.beginStatement(tenant, driver.server, target.database, text).watch(tx.query<R>(text, values)),
+    })
     const guard = this.guard
-    if (!guard) return driver.tenantTransaction(target, fn)
+    if (!guard) return driver.tenantTransaction(target, body)
     const budget = guard.budgetOf(tenant)
-    return guard.protect(tenant, driver.server, this.ownDatabase(tenant, target), () => driver.tenantTransaction(target, fn, budget))
+    return guard.protect(tenant, driver.server, this.ownDatabase(tenant, target), () => driver.tenantTransaction(target, body, budget))
   }
 
   /** The tenant's own database, or null when it lives in its server's main database. */

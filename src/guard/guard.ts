@@ -51,6 +51,7 @@ export type RejectionLayer = 'tenant' | 'user' | 'concurrency' | 'connections' |
 
 /** One rejection, as counted and emitted. */
 export interface RejectionEvent {
+  tenant: Tenant
   tenantId: string
   slug: string
   layer: RejectionLayer
@@ -418,7 +419,7 @@ export class Guard extends EventEmitter implements DataPlaneGuard {
     let m = this.counts.get(tenant.id)
     if (!m) this.counts.set(tenant.id, (m = new Map()))
     m.set(layer, (m.get(layer) ?? 0) + 1)
-    if (this.listenerCount('rejected') > 0) this.emit('rejected', { tenantId: tenant.id, slug: tenant.slug, layer, code } satisfies RejectionEvent)
+    if (this.listenerCount('rejected') > 0) this.emit('rejected', { tenant, tenantId: tenant.id, slug: tenant.slug, layer, code } satisfies RejectionEvent)
   }
 }
 

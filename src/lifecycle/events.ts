@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import type { Tenant } from '../core/types.ts'
+import type { Tenant, UsageRecord } from '../core/types.ts'
 import type { Operation } from './operations.ts'
 
 /** Events Tenantry emits, in present/past pairs where an action takes time. */
@@ -16,6 +16,8 @@ export interface TenantryEventMap {
   'migration.target_done': { operationId: string; target: string; tenant: string | null; applied: string[] }
   'migration.target_failed': { operationId: string; target: string; tenant: string | null; error: Error }
   'operation.resumed': { operation: Operation }
+  /** Usage of one metering interval was written to the catalog (a billing hook): the records this process added. */
+  'usage.flushed': { intervalStart: Date; records: UsageRecord[] }
   /** A failure in background work (it is not thrown anywhere else). */
   error: { error: Error; context: string }
 }

@@ -103,6 +103,15 @@ export function isDeadWorker(id: string, heartbeatAgeMs: number | undefined, sta
   return heartbeatAgeMs === undefined || heartbeatAgeMs > staleMs
 }
 
+/** What observability is told of operations (a port: `lifecycle/` knows nothing of tracing). */
+export interface OperationObserver {
+  started(op: Operation): void
+  stepped(id: string, step: string): void
+  finished(id: string, state: string, error: string | null): void
+  targetClaimed(opId: string, target: OperationTarget): void
+  targetFinished(opId: string, target: string, state: string, error: string | null): void
+}
+
 /**
  * The operation records of the catalog, seen from one worker (process). While it holds work it
  * writes a heartbeat every few seconds, so other workers can tell a slow worker from a dead one.
@@ -116,6 +125,8 @@ export function isDeadWorker(id: string, heartbeatAgeMs: number | undefined, sta
  */
 export class Operations {
   readonly worker: string
+  /** Told of each operation's start, steps, targets and end (observability: spans). */
+  observer?: OperationObserver
   private readonly admin: AdminQueryable
   private readonly staleMs: number
   private timer?: NodeJS.Timeout
@@ -155,11 +166,14 @@ export class Operations {
       id: randomUUID(), kind, tenantId: o.tenantId ?? null, slug: o.slug ?? null, params: o.params, step: o.step,
       startedBy: o.startedBy ?? defaultStartedBy(), owner: this.worker,
     })))
-    return toOperation(res.rows[0])
+    const op = toOperation(res.rows[0])
+    this.observer?.started(op)
+    return op
   }
 
   async step(id: string, step: string, progress?: unknown): Promise<void> {
     await this.admin.query(...args(sql.updateOperationStep(id, this.worker, step, progress)))
+    this.observer?.stepped(id, step)
   }
 
   async finish(
@@ -171,6 +185,7 @@ export class Operations {
     step?: string,
   ): Promise<Operation | null> {
     const res = await (tx ?? this.admin).query<OpRow>(...args(sql.finishOperation(id, state, error ?? null, progress, step)))
+    this.observer?.finished(id, state, error ?? null)
     return res.rows[0] ? toOperation(res.rows[0]) : null
   }
 
@@ -213,11 +228,14 @@ export class Operations {
 
   async claimTarget(opId: string): Promise<OperationTarget | null> {
     const res = await this.admin.query<TargetRow>(...args(sql.claimTarget(opId, this.worker)))
-    return res.rows[0] ? toTarget(res.rows[0]) : null
+    const target = res.rows[0] ? toTarget(res.rows[0]) : null
+    if (target) this.observer?.targetClaimed(opId, target)
+    return target
   }
 
   async finishTarget(opId: string, target: string, state: 'done' | 'failed' | 'skipped', applied: string[], error: string | null): Promise<void> {
     await this.admin.query(...args(sql.finishTarget(opId, target, this.worker, state, applied, error)))
+    this.observer?.targetFinished(opId, target, state, error)
   }
 
   /** Put the targets of dead workers back to pending; returns how many workers were dead. */

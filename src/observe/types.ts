@@ -1,31 +1,6 @@
-import type { Tier } from '../core/types.ts'
+import type { Tier, UsageRecord } from '../core/types.ts'
 
-/**
- * What one process metered for one tenant in one interval. The aggregator (`meter.ts`) makes
- * these in memory; the usage store (`usage-store.ts`) adds them up in the catalog, so that the
- * records of several processes for the same tenant and interval become one row.
- */
-export interface UsageRecord {
-  tenantId: string
-  /** Start of the interval (aligned to `intervalMs` since the epoch). */
-  intervalStart: Date
-  /** Length of the interval, ms (the metering interval; default 60,000). */
-  intervalMs: number
-  /** Requests served for the tenant (every status, rejections included). */
-  requests: number
-  /** Requests that ended with a 5xx status other than a guard rejection. */
-  errors: number
-  /** Requests and statements turned away by the guard (429/503/504 of rate limits, shares, budgets, breakers). */
-  rejections: number
-  /** Tenant statements run (a transaction counts once per statement in it). */
-  statements: number
-  /** Wall time of the tenant's statements, ms (from the call to its answer, the wait for a connection included). */
-  dbTimeMs: number
-  /** Rows the tenant's statements returned. */
-  rows: number
-  /** Bytes the tenant's data takes, when a storage sample was taken in this interval; else null. */
-  storageBytes: number | null
-}
+export type { UsageRecord } from '../core/types.ts'
 
 /** Granularity of a usage query. */
 export type UsageGranularity = 'minute' | 'hour' | 'day'

@@ -1,0 +1,56 @@
+import { pino, type Logger, type LoggerOptions } from 'pino'
+import { currentScope } from '../context/context.ts'
+
+/** Marks a pino logger (and, through the prototype chain, its children) whose lines already carry the tenant. */
+export const TENANT_MIXIN = Symbol.for('tenantry.logger.tenantMixin')
+
+/**
+ * A pino `mixin` that adds the current tenant (`tenant: { id, slug }`) and request id (`reqId`)
+ * to every line logged inside a tenant context, so the app passes nothing. Tenantry's own logger
+ * has it; give it to your own pino instance to get the same:
+ *
+ * @example
+ * ```ts
+ * const logger = pino({ mixin: tenantLogMixin })
+ * const tenantry = await createTenantry({ observe: { logger } })
+ * const app = Fastify({ loggerInstance: logger })
+ * ```
+ */
+export function tenantLogMixin(): Record<string, unknown> {
+  const scope = currentScope()
+  if (!scope) return {}
+  const t = scope.tenant
+  return scope.requestId === null ? { tenant: { id: t.id, slug: t.slug } } : { tenant: { id: t.id, slug: t.slug }, reqId: scope.requestId }
+}
+
+/** `observe.logger`: your pino instance, pino options for Tenantry's own, or `false` for none. */
+export type LoggerOption = Logger | LoggerOptions | false
+
+function isLogger(x: unknown): x is Logger {
+  return typeof x === 'object' && x !== null && typeof (x as Logger).child === 'function' && typeof (x as Logger).info === 'function'
+}
+
+/**
+ * The logger Tenantry writes its own events to. A pino instance is used as it is (add
+ * {@link tenantLogMixin} to its options for the tenant on your own lines; Tenantry's lines carry
+ * it either way). Options make a pino logger with the mixin, at `TENANTRY_LOG_LEVEL` or `warn`
+ * unless they set a level. `false` is a silent logger.
+ */
+export function createLogger(option: LoggerOption | undefined): Logger {
+  if (option === false) return pino({ level: 'silent' })
+  if (isLogger(option)) return option
+  const opts: LoggerOptions = option ?? {}
+  const logger = pino({ level: process.env.TENANTRY_LOG_LEVEL ?? 'warn', ...opts, mixin: opts.mixin ?? tenantLogMixin })
+  ;(logger as unknown as Record<symbol, boolean>)[TENANT_MIXIN] = opts.mixin === undefined
+  return logger
+}
+
+/** Whether lines of `logger` (or of the logger it is a child of) get the tenant from the mixin already. */
+export function hasTenantMixin(logger: unknown): boolean {
+  return typeof logger === 'object' && logger !== null && (logger as Record<symbol, unknown>)[TENANT_MIXIN] === true
+}
+
+/** Bindings of a tenant for a log line made outside its context (events of the control plane). */
+export function tenantBindings(t: { id: string; slug: string } | null | undefined): Record<string, unknown> {
+  return t ? { tenant: { id: t.id, slug: t.slug } } : {}
+}

@@ -1,0 +1,141 @@
+import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api'
+import { LRUCache } from 'lru-cache'
+import type { Tenant } from '../core/types.ts'
+
+/** `observe.tracing`: OpenTelemetry spans through `@opentelemetry/api` (you bring the SDK). */
+export interface TracingOptions {
+  /** Default: `trace.getTracer('tenantry')` of the globally registered provider (a no-op until an SDK registers one). */
+  tracer?: Tracer
+}
+
+const redactions = new LRUCache<string, string>({ max: 2000 })
+
+/**
+ * A statement's text for a span: literals (strings, dollar-quoted strings, numbers) replaced by
+ * `?`, whitespace collapsed, at most 2,000 characters. Tenant values travel as bind parameters
+ * and never reach the text; this also hides literals an app wrote into its SQL.
+ *
+ * @example
+ * ```ts
+ * redactStatement("SELECT * FROM t WHERE a = 'x' AND b = 42") // "SELECT * FROM t WHERE a = ? AND b = ?"
+ * ```
+ */
+export function redactStatement(text: string): string {
+  let r = redactions.get(text)
+  if (r === undefined) {
+    r = text
+      .replace(/\$([A-Za-z_][A-Za-z0-9_]*)?\$[\s\S]*?\$\1\$/g, '?')
+      .replace(/(?:[eE])?'(?:[^']|'')*'/g, '?')
+      .replace(/(?<![\w$."])(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+)\b/g, '?')
+      .replace(/\s+/g, ' ')
+      .trim()
+      .slice(0, 2000)
+    redactions.set(text, r)
+  }
+  return r
+}
+
+/** The first keyword of a statement (`SELECT`, `INSERT`…), for the span name. */
+function operationOf(text: string): string {
+  const m = /^\s*(?:--[^\n]*\n\s*)*([A-Za-z]+)/.exec(text)
+  return m ? m[1].toUpperCase() : 'SQL'
+}
+
+function tenantAttributes(tenant: Tenant): Attributes {
+  return { 'tenant.id': tenant.id, 'tenant.slug': tenant.slug, 'tenant.tier': tenant.tier, 'tenant.plan': tenant.plan }
+}
+
+/**
+ * Tenantry's spans: `tenantry.resolve` and `tenantry.admit` of each request, one per statement
+ * (`SELECT`, `INSERT`… with `db.system`, `db.name`, the redacted `db.statement`) and one per
+ * lifecycle operation and step; each with `tenant.id`. Spans continue the incoming request's
+ * trace: the active context (an HTTP instrumentation's server span), else a W3C `traceparent`
+ * header of the request, through the registered propagator.
+ *
+ * @example
+ * ```ts
+ * const tracing = new Tracing({})
+ * const span = tracing.startStatement(tenant, 'main', 'main', 'SELECT 1', undefined)
+ * span.end()
+ * ```
+ */
+export class Tracing {
+  readonly tracer: Tracer
+
+  constructor(opts: TracingOptions = {}) {
+    this.tracer = opts.tracer ?? trace.getTracer('tenantry')
+  }
+
+  /** The parent of a request's spans: the active span's context, else the request's `traceparent`, else none. */
+  requestParent(headers: Record<string, unknown>): Context | undefined {
+    const active = context.active()
+    if (trace.getSpan(active) !== undefined) return active
+    if (headers.traceparent === undefined) return undefined
+    return propagation.extract(ROOT_CONTEXT, headers)
+  }
+
+  startResolve(parent: Context | undefined): Span {
+    return this.tracer.startSpan('tenantry.resolve', { kind: SpanKind.INTERNAL }, parent ?? context.active())
+  }
+
+  /** End a resolve span with what it found (a tenant, or the error that refused the request). */
+  endResolve(span: Span, tenant: Tenant | null, error?: unknown): void {
+    if (span.isRecording()) {
+      if (tenant) span.setAttributes(tenantAttributes(tenant))
+      if (error !== undefined) fail(span, error)
+    }
+    span.end()
+  }
+
+  startAdmit(tenant: Tenant, parent: Context | undefined): Span {
+    const span = this.tracer.startSpan('tenantry.admit', { kind: SpanKind.INTERNAL }, parent ?? context.active())
+    if (span.isRecording()) span.setAttributes(tenantAttributes(tenant))
+    return span
+  }
+
+  endSpan(span: Span, error?: unknown): void {
+    if (error !== undefined && span.isRecording()) fail(span, error)
+    span.end()
+  }
+
+  /** A statement's span, a child of the active span, else of the request's parent (`parent`). */
+  startStatement(tenant: Tenant, server: string, database: string, text: string, parent: Context | undefined): Span {
+    const active = context.active()
+    const ctx = parent !== undefined && trace.getSpan(active) === undefined ? parent : active
+    const span = this.tracer.startSpan(operationOf(text), { kind: SpanKind.CLIENT }, ctx)
+    if (span.isRecording()) {
+      span.setAttributes({
+        'db.system': 'postgresql',
+        'db.name': database,
+        'db.statement': redactStatement(text),
+        'server.address': server,
+        ...tenantAttributes(tenant),
+      })
+    }
+    return span
+  }
+
+  endStatement(span: Span, rows: number, error?: unknown): void {
+    if (span.isRecording()) {
+      if (error !== undefined) fail(span, error)
+      else span.setAttribute('db.response.returned_rows', rows)
+    }
+    span.end()
+  }
+
+  /** A lifecycle operation's span (`tenantry.provision`, `tenantry.migrate`…). */
+  startOperation(kind: string, attributes: Attributes): Span {
+    return this.tracer.startSpan(`tenantry.${kind}`, { kind: SpanKind.INTERNAL, attributes })
+  }
+
+  /** A step of an operation (`tenantry.provision.migrate`…), a child of its operation's span. */
+  startStep(operation: Span, kind: string, step: string, attributes: Attributes): Span {
+    return this.tracer.startSpan(`tenantry.${kind}.${step}`, { kind: SpanKind.INTERNAL, attributes }, trace.setSpan(ROOT_CONTEXT, operation))
+  }
+}
+
+function fail(span: Span, error: unknown): void {
+  const e = error as { code?: unknown; message?: unknown }
+  span.setStatus({ code: SpanStatusCode.ERROR, message: typeof e?.message === 'string' ? e.message.slice(0, 500) : String(error) })
+  if (typeof e?.code === 'string') span.setAttribute('error.type', e.code)
+}
