@@ -127,8 +127,8 @@ export class UsageMeter {
   request(tenant: Tenant, status: number, rejected: boolean): void {
     const u = this.entry(tenant)
     u.requests++
-    if (rejected) u.rejections++
-    else if (status >= 500) u.errors++
+    // The rejection itself is counted where the guard reports it (rejection()).
+    if (!rejected && status >= 500) u.errors++
   }
 
   /** A statement of `tenant` took `ms` and returned `rows` rows. */

@@ -96,7 +96,7 @@ export class Observability implements OperationObserver {
   readonly usage: UsageService
   private readonly deps: ObservabilityDeps
   private readonly throttled = new Map<string, { at: number; suppressed: number }>()
-  private readonly operationSpans = new Map<string, { kind: string; span: Span; step?: Span; attributes: Record<string, string> }>()
+  private readonly operationSpans = new Map<string, { kind: string; span: Span; step?: Span; stepName?: string | null; attributes: Record<string, string> }>()
   private readonly targetSpans = new Map<string, Span>()
 
   constructor(options: ObserveOptions, deps: ObservabilityDeps, metering: ResolvedMetering) {
@@ -190,15 +190,16 @@ export class Observability implements OperationObserver {
       o.span.end()
       this.operationSpans.delete(oldest)
     }
-    const entry = { kind: op.kind, span, attributes, step: undefined as Span | undefined }
+    const entry = { kind: op.kind, span, attributes, step: undefined as Span | undefined, stepName: op.step }
     this.operationSpans.set(op.id, entry)
     if (op.step) entry.step = this.tracing.startStep(span, op.kind, op.step, attributes)
   }
 
   stepped(id: string, step: string): void {
     const o = this.operationSpans.get(id)
-    if (!o || !this.tracing) return
+    if (!o || !this.tracing || o.stepName === step) return
     o.step?.end()
+    o.stepName = step
     o.step = this.tracing.startStep(o.span, o.kind, step, o.attributes)
   }
 
