@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { TenantryError } from '../src/core/errors.ts'
 import type { Tenant } from '../src/core/types.ts'
@@ -543,5 +545,112 @@ describe('usage metering on PGlite', { timeout: 180_000 }, () => {
     kind: 'pglite',
     open: () => createTenantry({ dataDir: 'memory', rolePrefix: PREFIX, migrations: 'demo/migrations' }),
     cleanup: async () => undefined,
+  })
+})
+
+// ---- the CLI: a few end-to-end runs of the real `tenantry` command (each starts node: slow) ------
+
+const REPO = fileURLToPath(new URL('..', import.meta.url))
+const CLI_DB = 'tenantry_test_observe_cli'
+const CLI_PREFIX = 'to_ucli'
+
+interface Run { code: number | null; stdout: string; stderr: string }
+const show = (r: Run) => `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`
+
+function cli(args: string[], env: Record<string, string>): Promise<Run> {
+  const base: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (!/^(TENANTRY_|DATABASE_URL$|PG[A-Z]+$|DEBUG$)/.test(k)) base[k] = v
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['bin/tenantry.js', ...args], { cwd: REPO, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c))
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 150_000)
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+describe('tenantry top: bad usage', { timeout: 180_000 }, () => {
+  it('an unknown --by exits 2 and prints the choices', async () => {
+    const r = await cli(['top', '--by', 'nope'], {})
+    expect(r.code, show(r)).toBe(2)
+    expect(r.stdout).toBe('')
+    expect(r.stderr).toContain("error: option '--by <key>' argument 'nope' is invalid. Allowed choices are requests, db_time, storage.")
+  })
+})
+
+describe.skipIf(!PG_UP)('tenantry usage, top and advise against PostgreSQL', { timeout: 180_000 }, () => {
+  let env: Record<string, string>
+  let acme: Tenant
+  let globex: Tenant
+  let expectedTop: unknown
+  let expectedUsage: unknown
+  const at = new Date('2026-03-01T10:00:00.000Z')
+
+  beforeAll(async () => {
+    await dropPostgresLeftovers(CLI_PREFIX, CLI_DB)
+    const url = await freshDatabase(CLI_DB)
+    env = { DATABASE_URL: url, TENANTRY_ROLE_PREFIX: CLI_PREFIX, TENANTRY_MIGRATIONS: 'demo/migrations' }
+    const t = await createTenantry({ databaseUrl: url, rolePrefix: CLI_PREFIX, migrations: 'demo/migrations' })
+    try {
+      expect((await t.migrate()).state).toBe('done')
+      acme = await t.provision({ slug: 'acme', tier: 'pooled' })
+      globex = await t.provision({ slug: 'globex', tier: 'pooled' })
+      const cur = Math.floor(Date.now() / MIN) * MIN
+      await t.observe.usage.write([
+        rec(acme.id, new Date(cur - 5 * MIN), { requests: 30, errors: 1, rejections: 2, statements: 60, rows: 90, dbTimeMs: 300, storageBytes: 8192 }),
+        rec(globex.id, new Date(cur - 6 * MIN), { requests: 10, statements: 10, rows: 10, dbTimeMs: 100 }),
+        rec(acme.id, at, { requests: 1, statements: 2, rows: 3, dbTimeMs: 4.5 }),
+        rec(acme.id, new Date(at.getTime() + MIN), { requests: 2, storageBytes: 4096 }),
+      ])
+      expectedTop = JSON.parse(JSON.stringify(await t.top({})))
+      expectedUsage = JSON.parse(JSON.stringify(await t.usage({ tenant: 'acme', from: at, to: new Date(at.getTime() + HOUR), granularity: 'minute' })))
+    } finally {
+      await t.close()
+    }
+  })
+
+  afterAll(async () => {
+    if (PG_UP) await dropPostgresLeftovers(CLI_PREFIX, CLI_DB)
+  })
+
+  it('top --json prints the rows written; top prints the table', async () => {
+    const json = await cli(['top', '--json'], env)
+    expect(json.code, show(json)).toBe(0)
+    expect(JSON.parse(json.stdout)).toEqual(expectedTop)
+    expect((expectedTop as { slug: string; requests: number; serverDbTimeShare: number }[]).map((r) => [r.slug, r.requests, r.serverDbTimeShare])).toEqual([['acme', 30, 0.75], ['globex', 10, 0.25]])
+
+    const human = await cli(['top', '--by', 'db_time', '--period', '24h'], env)
+    expect(human.code, show(human)).toBe(0)
+    expect(human.stdout).toBe([
+      'Top tenants by db_time in the last 24 h:',
+      'TENANT  TIER    SERVER  REQUESTS  ERRORS  REJECTED  STATEMENTS  DB TIME  % OF SERVER DB  STORAGE',
+      '------  ------  ------  --------  ------  --------  ----------  -------  --------------  -------',
+      'acme    pooled  main    30        1       2         60          300 ms   75.0%           8.0 kB',
+      'globex  pooled  main    10        0       0         10          100 ms   25.0%           -',
+      '',
+    ].join('\n'))
+  })
+
+  it('usage --json prints the rows written; advise prints one line per advice', async () => {
+    const r = await cli(['usage', 'acme', '--json', '--granularity', 'minute', '--from', at.toISOString(), '--to', new Date(at.getTime() + HOUR).toISOString()], env)
+    expect(r.code, show(r)).toBe(0)
+    expect(JSON.parse(r.stdout)).toEqual(expectedUsage)
+    expect(expectedUsage).toEqual([
+      { tenantId: acme.id, slug: 'acme', bucket: at.toISOString(), requests: 1, errors: 0, rejections: 0, statements: 2, dbTimeMs: 4.5, rows: 3, storageBytes: null },
+      { tenantId: acme.id, slug: 'acme', bucket: new Date(at.getTime() + MIN).toISOString(), requests: 2, errors: 0, rejections: 0, statements: 0, dbTimeMs: 0, rows: 0, storageBytes: 4096 },
+    ])
+    const advice = await cli(['advise', '--period', '1h'], env)
+    expect(advice.code, show(advice)).toBe(0)
+    // Two pooled neighbours: 75% is above dedicatedShare (0.5), 25% above pooledShare (0.2).
+    expect(advice.stdout).toBe(
+      "promote: acme (pooled) took 75% of server main's database time in the last 1 h (300 ms of 400 ms); its own database would isolate it.\n" +
+      "promote: globex (pooled) took 25% of server main's database time in the last 1 h (100 ms of 400 ms); its own schema would isolate it.\n",
+    )
   })
 })

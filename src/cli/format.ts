@@ -1,5 +1,7 @@
 import type { Tenant } from '../core/types.ts'
 import type { Operation } from '../lifecycle/operations.ts'
+import { formatBytes, formatMs } from '../observe/advise.ts'
+import type { Advice, TopRow, UsageRow } from '../observe/types.ts'
 
 /** Columns padded to their widest cell; the header underlined. */
 export function table(headers: string[], rows: (string | number | null | undefined)[][]): string {
@@ -45,4 +47,30 @@ export function operationsTable(ops: Operation[]): string {
 
 export function truncate(s: string, n: number): string {
   return s.length > n ? `${s.slice(0, n - 1)}…` : s
+}
+
+const count = (n: number) => Math.round(n).toLocaleString('en-US')
+
+/** `tenantry usage`: one line per bucket. */
+export function usageTable(rows: UsageRow[]): string {
+  return table(
+    ['BUCKET', 'REQUESTS', 'ERRORS', 'REJECTED', 'STATEMENTS', 'ROWS', 'DB TIME', 'STORAGE'],
+    rows.map((r) => [r.bucket.toISOString(), count(r.requests), count(r.errors), count(r.rejections), count(r.statements), count(r.rows), formatMs(r.dbTimeMs), r.storageBytes === null ? '-' : formatBytes(r.storageBytes)]),
+  )
+}
+
+/** `tenantry top`: one line per tenant, like `citus_stat_tenants`. */
+export function topTable(rows: TopRow[]): string {
+  return table(
+    ['TENANT', 'TIER', 'SERVER', 'REQUESTS', 'ERRORS', 'REJECTED', 'STATEMENTS', 'DB TIME', '% OF SERVER DB', 'STORAGE'],
+    rows.map((r) => [
+      r.slug ?? `${r.tenantId} (purged)`, r.tier ?? '-', r.server ?? '-', count(r.requests), count(r.errors), count(r.rejections), count(r.statements),
+      formatMs(r.dbTimeMs), `${(r.serverDbTimeShare * 100).toFixed(1)}%`, r.storageBytes === null ? '-' : formatBytes(r.storageBytes),
+    ]),
+  )
+}
+
+/** `tenantry advise`: one line per piece of advice. */
+export function adviceLines(advice: Advice[]): string {
+  return advice.map((a) => `${a.kind}: ${a.reason}`).join('\n')
 }

@@ -8,12 +8,15 @@ import { TIERS, type Tier, type TenantStatus } from '../core/types.ts'
 import { formatFindings } from '../doctor/index.ts'
 import type { FleetMigrateResult, MigrateProgress } from '../lifecycle/fleet-migrate.ts'
 import type { Tenantry } from '../runtime.ts'
-import { operationsTable, table, tenantDetails, tenantJson, tenantsTable, truncate } from './format.ts'
+import { formatPeriod } from '../observe/advise.ts'
+import { TOP_BY, type TopBy, type UsageGranularity } from '../observe/types.ts'
+import { adviceLines, operationsTable, table, tenantDetails, tenantJson, tenantsTable, topTable, truncate, usageTable } from './format.ts'
 import { openTenantry, type ConnectionFlags } from './open.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
 const OP_STATES = ['running', 'done', 'failed', 'rolled_back']
+const GRANULARITIES: UsageGranularity[] = ['minute', 'hour', 'day']
 
 function startedBy(): string {
   let user = 'unknown'
@@ -25,6 +28,34 @@ function positiveInt(name: string) {
   return (value: string): number => {
     const n = Number(value)
     if (!/^[0-9]+$/.test(value) || !Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a whole number of at least 1.`)
+    return n
+  }
+}
+
+/** An ISO 8601 date or time (`2026-03-01`, `2026-03-01T10:00Z`). */
+function isoTime(name: string) {
+  return (value: string): Date => {
+    const d = new Date(value)
+    if (!/^[0-9]{4}-[0-9]{2}-[0-9]{2}/.test(value) || Number.isNaN(d.getTime())) throw new InvalidArgumentError(`${name} must be an ISO 8601 date or time, e.g. 2026-03-01T10:00:00Z.`)
+    return d
+  }
+}
+
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** A length of time as `<n><unit>`: `90s`, `15m`, `1h`, `24h`, `7d`; in ms. */
+function duration(name: string) {
+  return (value: string): number => {
+    const m = /^([1-9][0-9]{0,5})([smhd])$/.exec(value)
+    if (!m) throw new InvalidArgumentError(`${name} must be a whole number and a unit (s, m, h, d), e.g. 15m, 1h, 24h, 7d.`)
+    return Number(m[1]) * UNIT_MS[m[2]]
+  }
+}
+
+function intRange(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value)
+    if (!/^[0-9]+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}.`)
     return n
   }
 }
@@ -370,6 +401,64 @@ export function buildProgram(): Command {
     }
     print(opts.json, report, () => formatVerifyReport(report))
     process.exitCode = report.ok ? 0 : 1
+  })
+
+  // ---- usage, top, advise (issue 11) ---------------------------------------------------------
+  withConnection(
+    program
+      .command('usage <slug>')
+      .description("a tenant's metered usage per bucket: requests, errors, rejections, statements, rows, database time, storage")
+      .option('--from <time>', 'start, inclusive (ISO 8601; default one hour before --to)', isoTime('--from'))
+      .option('--to <time>', 'end, exclusive (ISO 8601; default now)', isoTime('--to'))
+      .addOption(new Option('--granularity <unit>', 'bucket size').choices(GRANULARITIES).default('hour'))
+      .option('--json', 'print the rows as JSON'),
+  ).action(async (slug: string, opts: ConnectionFlags & { from?: Date; to?: Date; granularity: UsageGranularity; json?: boolean }) => {
+    const to = opts.to ?? new Date()
+    const from = opts.from ?? new Date(to.getTime() - 3_600_000)
+    await withTenantry(opts, async (t) => {
+      const rows = await t.usage({ tenant: slug, from, to, granularity: opts.granularity })
+      print(opts.json, rows, () =>
+        rows.length === 0
+          ? `No usage of '${slug}' from ${from.toISOString()} to ${to.toISOString()}.`
+          : `Usage of '${slug}' per ${opts.granularity} from ${from.toISOString()} to ${to.toISOString()}:\n${usageTable(rows)}`,
+      )
+    })
+  })
+
+  withConnection(
+    program
+      .command('top')
+      .description("the busiest tenants over a period, with their share of their server's database time (like citus_stat_tenants)")
+      .addOption(new Option('--by <key>', 'sort key').choices(TOP_BY as string[]).default('requests'))
+      .option('--period <length>', 'the period that ends now: 15m, 1h, 24h, 7d…', duration('--period'), 3_600_000)
+      .option('--server <name>', 'only tenants placed on this server')
+      .option('--limit <n>', 'most tenants shown (1 to 1000)', intRange('--limit', 1, 1000), 20)
+      .option('--json', 'print the rows as JSON'),
+  ).action(async (opts: ConnectionFlags & { by: TopBy; period: number; server?: string; limit: number; json?: boolean }) => {
+    await withTenantry(opts, async (t) => {
+      const rows = await t.top({ by: opts.by, periodMs: opts.period, server: opts.server, limit: opts.limit })
+      const where = opts.server === undefined ? '' : ` on server ${opts.server}`
+      print(opts.json, rows, () =>
+        rows.length === 0
+          ? `No usage${where} in the last ${formatPeriod(opts.period)}.`
+          : `Top tenants by ${opts.by} in the last ${formatPeriod(opts.period)}${where}:\n${topTable(rows)}`,
+      )
+    })
+  })
+
+  withConnection(
+    program
+      .command('advise')
+      .description('placement advice from usage: tenants that outgrew their tier, idle dedicated tenants, servers out of balance (recommends only)')
+      .option('--period <length>', 'the period that ends now: 15m, 1h, 24h, 7d…', duration('--period'), 24 * 3_600_000)
+      .option('--json', 'print the advice as JSON'),
+  ).action(async (opts: ConnectionFlags & { period: number; json?: boolean }) => {
+    await withTenantry(opts, async (t) => {
+      const advice = await t.advise({ periodMs: opts.period })
+      print(opts.json, advice, () =>
+        advice.length === 0 ? `No advice: no tenant or server crossed a threshold in the last ${formatPeriod(opts.period)}.` : adviceLines(advice),
+      )
+    })
   })
 
   return program
