@@ -35,14 +35,43 @@ export function redactStatement(text: string): string {
   return r
 }
 
+const operations = new LRUCache<string, string>({ max: 2000 })
+
 /** The first keyword of a statement (`SELECT`, `INSERT`…), for the span name. */
 function operationOf(text: string): string {
-  const m = /^\s*(?:--[^\n]*\n\s*)*([A-Za-z]+)/.exec(text)
-  return m ? m[1].toUpperCase() : 'SQL'
+  let op = operations.get(text)
+  if (op === undefined) {
+    const m = /^\s*(?:--[^\n]*\n\s*)*([A-Za-z]+)/.exec(text)
+    op = m ? m[1].toUpperCase() : 'SQL'
+    operations.set(text, op)
+  }
+  return op
 }
 
+// Tenants from the catalog are frozen objects replaced on every change: their attributes are
+// made once per object, not once per span.
+const tenantAttrs = new WeakMap<Tenant, Attributes>()
+
 function tenantAttributes(tenant: Tenant): Attributes {
-  return { 'tenant.id': tenant.id, 'tenant.slug': tenant.slug, 'tenant.tier': tenant.tier, 'tenant.plan': tenant.plan }
+  let a = tenantAttrs.get(tenant)
+  if (a === undefined) {
+    a = Object.freeze({ 'tenant.id': tenant.id, 'tenant.slug': tenant.slug, 'tenant.tier': tenant.tier, 'tenant.plan': tenant.plan })
+    tenantAttrs.set(tenant, a)
+  }
+  return a
+}
+
+/** The attributes of a statement's span that do not depend on the tenant, once per server, database and text. */
+const statementAttrs = new LRUCache<string, Attributes>({ max: 2000 })
+
+function statementAttributes(server: string, database: string, text: string): Attributes {
+  const key = `${server}\u0000${database}\u0000${text}`
+  let a = statementAttrs.get(key)
+  if (a === undefined) {
+    a = Object.freeze({ 'db.system': 'postgresql', 'db.name': database, 'db.statement': redactStatement(text), 'server.address': server })
+    statementAttrs.set(key, a)
+  }
+  return a
 }
 
 /**
@@ -104,13 +133,8 @@ export class Tracing {
     const ctx = parent !== undefined && trace.getSpan(active) === undefined ? parent : active
     const span = this.tracer.startSpan(operationOf(text), { kind: SpanKind.CLIENT }, ctx)
     if (span.isRecording()) {
-      span.setAttributes({
-        'db.system': 'postgresql',
-        'db.name': database,
-        'db.statement': redactStatement(text),
-        'server.address': server,
-        ...tenantAttributes(tenant),
-      })
+      span.setAttributes(statementAttributes(server, database, text))
+      span.setAttributes(tenantAttributes(tenant))
     }
     return span
   }
