@@ -35,19 +35,6 @@ export function redactStatement(text: string): string {
   return r
 }
 
-const operations = new LRUCache<string, string>({ max: 2000 })
-
-/** The first keyword of a statement (`SELECT`, `INSERT`…), for the span name. */
-function operationOf(text: string): string {
-  let op = operations.get(text)
-  if (op === undefined) {
-    const m = /^\s*(?:--[^\n]*\n\s*)*([A-Za-z]+)/.exec(text)
-    op = m ? m[1].toUpperCase() : 'SQL'
-    operations.set(text, op)
-  }
-  return op
-}
-
 // Tenants from the catalog are frozen objects replaced on every change: their attributes are
 // made once per object, not once per span.
 const tenantAttrs = new WeakMap<Tenant, Attributes>()
@@ -61,17 +48,30 @@ function tenantAttributes(tenant: Tenant): Attributes {
   return a
 }
 
-/** The attributes of a statement's span that do not depend on the tenant, once per server, database and text. */
-const statementAttrs = new LRUCache<string, Attributes>({ max: 2000 })
+/** What a statement's span takes from its text: the span name and the tenant-blind attributes, made once per text. */
+interface StatementShape {
+  name: string
+  server: string
+  database: string
+  attributes: Attributes
+}
 
-function statementAttributes(server: string, database: string, text: string): Attributes {
-  const key = `${server}\u0000${database}\u0000${text}`
-  let a = statementAttrs.get(key)
-  if (a === undefined) {
-    a = Object.freeze({ 'db.system': 'postgresql', 'db.name': database, 'db.statement': redactStatement(text), 'server.address': server })
-    statementAttrs.set(key, a)
+const shapes = new LRUCache<string, StatementShape>({ max: 2000 })
+
+function shapeOf(server: string, database: string, text: string): StatementShape {
+  let shape = shapes.get(text)
+  // Keyed by text alone: the server and database change only between database-tier tenants.
+  if (shape === undefined || shape.server !== server || shape.database !== database) {
+    const m = /^\s*(?:--[^\n]*\n\s*)*([A-Za-z]+)/.exec(text)
+    shape = {
+      name: m ? m[1].toUpperCase() : 'SQL',
+      server,
+      database,
+      attributes: Object.freeze({ 'db.system': 'postgresql', 'db.name': database, 'db.statement': redactStatement(text), 'server.address': server }),
+    }
+    shapes.set(text, shape)
   }
-  return a
+  return shape
 }
 
 /**
@@ -131,9 +131,10 @@ export class Tracing {
   startStatement(tenant: Tenant, server: string, database: string, text: string, parent: Context | undefined): Span {
     const active = context.active()
     const ctx = parent !== undefined && trace.getSpan(active) === undefined ? parent : active
-    const span = this.tracer.startSpan(operationOf(text), { kind: SpanKind.CLIENT }, ctx)
+    const shape = shapeOf(server, database, text)
+    const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT }, ctx)
     if (span.isRecording()) {
-      span.setAttributes(statementAttributes(server, database, text))
+      span.setAttributes(shape.attributes)
       span.setAttributes(tenantAttributes(tenant))
     }
     return span
