@@ -207,12 +207,12 @@ export class TenantryMetrics {
 
   /**
    * A new window began (the meter chose its top K): series of tenants that have had no label in
-   * the last two windows are removed, so the number of series stays bounded.
+   * the current or the last window are removed, so the number of series stays bounded.
    */
   nextWindow(): void {
     this.window++
     for (const [key, s] of this.seriesSeen) {
-      if (s.labels.tenant !== 'other' && this.window - s.window > 2) {
+      if (s.labels.tenant !== 'other' && this.window - s.window > 1) {
         for (const c of this.tenantCounters) c.remove(s.labels)
         this.seriesSeen.delete(key)
       }
