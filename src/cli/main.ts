@@ -430,7 +430,7 @@ export function buildProgram(): Command {
       .command('top')
       .description("the busiest tenants over a period, with their share of their server's database time (like citus_stat_tenants)")
       .addOption(new Option('--by <key>', 'sort key').choices(TOP_BY as string[]).default('requests'))
-      .option('--period <length>', 'the period that ends now: 15m, 1h, 24h, 7d…', duration('--period'), 3_600_000)
+      .addOption(new Option('--period <length>', 'the period that ends now: 15m, 1h, 24h, 7d…').argParser(duration('--period')).default(3_600_000, '1h'))
       .option('--server <name>', 'only tenants placed on this server')
       .option('--limit <n>', 'most tenants shown (1 to 1000)', intRange('--limit', 1, 1000), 20)
       .option('--json', 'print the rows as JSON'),
@@ -450,7 +450,7 @@ export function buildProgram(): Command {
     program
       .command('advise')
       .description('placement advice from usage: tenants that outgrew their tier, idle dedicated tenants, servers out of balance (recommends only)')
-      .option('--period <length>', 'the period that ends now: 15m, 1h, 24h, 7d…', duration('--period'), 24 * 3_600_000)
+      .addOption(new Option('--period <length>', 'the period that ends now: 15m, 1h, 24h, 7d…').argParser(duration('--period')).default(24 * 3_600_000, '24h'))
       .option('--json', 'print the advice as JSON'),
   ).action(async (opts: ConnectionFlags & { period: number; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
