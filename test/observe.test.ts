@@ -30,15 +30,16 @@ const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcess
 provider.register()
 
 /** A pino destination that keeps each line, parsed. */
-function capture(): { stream: Writable; lines: Record<string, any>[] } {
+function capture(): { stream: Writable; lines: Record<string, any>[]; raw: string[] } {
   const lines: Record<string, any>[] = []
+  const raw: string[] = []
   const stream = new Writable({
     write(chunk, _enc, cb) {
-      for (const l of String(chunk).split('\n')) if (l.trim()) lines.push(JSON.parse(l))
+      for (const l of String(chunk).split('\n')) if (l.trim()) { raw.push(l); lines.push(JSON.parse(l)) }
       cb()
     },
   })
-  return { stream, lines }
+  return { stream, lines, raw }
 }
 
 /** Prometheus text → `name{labels}` → value (labels sorted by name). */
@@ -171,6 +172,17 @@ function observeSuite(backend: Backend): void {
       expect(viaApp).toHaveLength(1)
       expect(viaApp[0].tenant).toEqual({ id: t.acme.id, slug: 'acme' })
       expect(viaApp[0].reqId).toBe(mine[0].reqId)
+      // Tenantry's logger as Fastify's own: every request line gets the tenant from the mixin, and one reqId.
+      const withOwn = Fastify({ loggerInstance: tenantry.logger }) as unknown as FastifyInstance
+      await withOwn.register(tenantryPlugin, { tenantry })
+      withOwn.get('/x', async () => ({ ok: true }))
+      const from = own.raw.length
+      expect((await withOwn.inject({ url: '/x', headers: { 'x-tenant': 'globex' } })).statusCode).toBe(200)
+      await withOwn.close()
+      const completed = own.raw.slice(from).filter((l) => l.includes('"request completed"'))
+      expect(completed).toHaveLength(1)
+      expect(completed[0].match(/"reqId":/g)).toHaveLength(1)
+      expect(JSON.parse(completed[0]).tenant).toEqual({ id: t.globex.id, slug: 'globex' })
       // Outside a tenant context the mixin adds nothing.
       tenantry.logger.info({ marker: 'outside' }, 'no tenant here')
       expect(own.lines.find((l) => l.marker === 'outside')?.tenant).toBeUndefined()

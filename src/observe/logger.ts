@@ -16,11 +16,18 @@ export const TENANT_MIXIN = Symbol.for('tenantry.logger.tenantMixin')
  * const app = Fastify({ loggerInstance: logger })
  * ```
  */
-export function tenantLogMixin(): Record<string, unknown> {
+export function tenantLogMixin(_merge?: object, _level?: number, logger?: unknown): Record<string, unknown> {
   const scope = currentScope()
   if (!scope) return {}
   const t = scope.tenant
-  return scope.requestId === null ? { tenant: { id: t.id, slug: t.slug } } : { tenant: { id: t.id, slug: t.slug }, reqId: scope.requestId }
+  // A Fastify request's child logger has its reqId bound already: no second key of the same name.
+  if (scope.requestId === null || boundReqId(logger)) return { tenant: { id: t.id, slug: t.slug } }
+  return { tenant: { id: t.id, slug: t.slug }, reqId: scope.requestId }
+}
+
+function boundReqId(logger: unknown): boolean {
+  const chindings = (logger as Record<symbol, unknown> | undefined)?.[pino.symbols.chindingsSym]
+  return typeof chindings === 'string' && chindings.includes('"reqId":')
 }
 
 /** `observe.logger`: your pino instance, pino options for Tenantry's own, or `false` for none. */
