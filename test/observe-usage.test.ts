@@ -316,7 +316,8 @@ function usageSuite(backend: Backend): void {
       server: 'main', database: mainDb, schema: 't_newco', config: {},
     })
     try {
-      const advice = await usage.advise()
+      // The fleet's figures are small: the minimums of database time and storage are off here.
+      const advice = await usage.advise({ minDbTimeMs: 0, minStorageBytes: 0 })
       expect(advice).toEqual([
         {
           kind: 'promote', tenantId: globex.id, slug: 'globex', server: 'main', fromTier: 'pooled', toTier: 'database',
@@ -349,7 +350,7 @@ function usageSuite(backend: Backend): void {
       // umbrella is alone on east: no neighbour to be isolated from.
 
       // Other thresholds: globex only crosses pooledShare; east's capacity excuses main; initech's 10 requests are idle.
-      const other = await usage.advise({ pooledShare: 0.45, dedicatedShare: 0.7, imbalanceFactor: 4, idleRequests: 10, periodMs: HOUR })
+      const other = await usage.advise({ pooledShare: 0.45, dedicatedShare: 0.7, imbalanceFactor: 4, idleRequests: 10, periodMs: HOUR, minDbTimeMs: 0, minStorageBytes: 0 })
       expect(other.map((a) => `${a.kind} ${a.slug ?? a.server} ${a.fromTier ?? ''}>${a.toTier ?? ''}`)).toEqual([
         'promote globex pooled>schema', 'demote hooli database>schema', 'demote initech schema>pooled',
       ])
@@ -509,13 +510,24 @@ describe('placement advice (pure)', () => {
   it('gives no advice to a fleet in balance, or to a tenant alone on its server', () => {
     const a = tenant('a', 'pooled')
     const b = tenant('b', 'pooled', 'east')
-    expect(adviseFrom({ rows: [row(a, 10, 100), row(b, 10, 100)], servers: [server('main', 1), server('east', 1)], tenants: [a, b], periodStart: new Date(), options: resolveAdviseOptions() })).toEqual([])
+    expect(adviseFrom({ rows: [row(a, 10, 100), row(b, 10, 100)], servers: [server('main', 1), server('east', 1)], tenants: [a, b], periodStart: new Date(), options: resolveAdviseOptions({ minDbTimeMs: 0, minStorageBytes: 0 }) })).toEqual([])
+  })
+
+  it('gives no database-time advice below minDbTimeMs and no storage advice below minStorageBytes', () => {
+    const a = tenant('a', 'pooled')
+    const b = tenant('b', 'pooled')
+    const rows = [row(a, 1, 58_999, 90 * 1024 * 1024), row(b, 1, 1000, 9 * 1024 * 1024)]
+    const opts = (o: Record<string, number>) => ({ rows, servers: [server('main', 1)], tenants: [a, b], periodStart: new Date(), options: resolveAdviseOptions(o) })
+    // 59,999 ms and 99 MiB on main: each just under its default minimum.
+    expect(adviseFrom(opts({}))).toEqual([])
+    expect(adviseFrom(opts({ minDbTimeMs: 59_999 })).map((x) => [x.kind, x.slug, x.toTier, x.figures.dbTimeShare])).toEqual([['promote', 'a', 'database', 58_999 / 59_999]])
+    expect(adviseFrom(opts({ minStorageBytes: 99 * 1024 * 1024 })).map((x) => [x.kind, x.slug, x.figures.storageShare])).toEqual([['promote', 'a', 90 / 99]])
   })
 
   it('a server of weight 0 that does any work is out of balance', () => {
     const a = tenant('a', 'pooled')
     const b = tenant('b', 'pooled', 'east')
-    const advice = adviseFrom({ rows: [row(a, 10, 100), row(b, 10, 1)], servers: [server('main', 0), server('east', 1)], tenants: [a, b], periodStart: new Date(), options: resolveAdviseOptions() })
+    const advice = adviseFrom({ rows: [row(a, 10, 100), row(b, 10, 1)], servers: [server('main', 0), server('east', 1)], tenants: [a, b], periodStart: new Date(), options: resolveAdviseOptions({ minDbTimeMs: 0, minStorageBytes: 0 }) })
     expect(advice.map((x) => [x.kind, x.server])).toEqual([['rebalance', 'main']])
     expect(advice[0].reason).toContain('but has 0% of its capacity weight (0 of 1)')
   })
@@ -647,10 +659,8 @@ describe.skipIf(!PG_UP)('tenantry usage, top and advise against PostgreSQL', { t
     ])
     const advice = await cli(['advise', '--period', '1h'], env)
     expect(advice.code, show(advice)).toBe(0)
-    // Two pooled neighbours: 75% is above dedicatedShare (0.5), 25% above pooledShare (0.2).
-    expect(advice.stdout).toBe(
-      "promote: acme (pooled) took 75% of server main's database time in the last 1 h (300 ms of 400 ms); its own database would isolate it.\n" +
-      "promote: globex (pooled) took 25% of server main's database time in the last 1 h (100 ms of 400 ms); its own schema would isolate it.\n",
-    )
+    // Two pooled neighbours at 75% and 25% of 400 ms: shares of so little database time (under the
+    // default minimum of a minute) are noise, not advice.
+    expect(advice.stdout).toBe('No advice: no tenant or server crossed a threshold in the last 1 h.\n')
   })
 })

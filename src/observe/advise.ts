@@ -11,6 +11,8 @@ export const ADVISE_DEFAULTS: ResolvedAdviseOptions = {
   dedicatedShare: 0.5,
   imbalanceFactor: 1.5,
   idleRequests: 0,
+  minDbTimeMs: 60_000,
+  minStorageBytes: 100 * 1024 * 1024,
 }
 
 /**
@@ -34,6 +36,8 @@ export function resolveAdviseOptions(options: AdviseOptions = {}): ResolvedAdvis
   if (o.pooledShare > o.dedicatedShare) throw bad('pooledShare', `at most dedicatedShare (${o.dedicatedShare})`, o.pooledShare)
   if (!isNum(o.imbalanceFactor) || o.imbalanceFactor < 1) throw bad('imbalanceFactor', 'a factor of at least 1', o.imbalanceFactor)
   if (!Number.isInteger(o.idleRequests) || o.idleRequests < 0) throw bad('idleRequests', 'a whole number of at least 0', o.idleRequests)
+  if (!isNum(o.minDbTimeMs) || o.minDbTimeMs < 0) throw bad('minDbTimeMs', 'a number of milliseconds of at least 0', o.minDbTimeMs)
+  if (!isNum(o.minStorageBytes) || o.minStorageBytes < 0) throw bad('minStorageBytes', 'a number of bytes of at least 0', o.minStorageBytes)
   return o
 }
 
@@ -95,8 +99,9 @@ export function adviseFrom(input: AdviseInput): Advice[] {
     const t = byId.get(r.tenantId)
     if (!t || t.status !== 'active' || t.tier === 'database' || r.server === null) continue
     const s = use.get(r.server)!
-    const dbShare = s.dbTimeMs > r.dbTimeMs ? r.dbTimeMs / s.dbTimeMs : null
-    const storageShare = r.storageBytes !== null && s.storageBytes > r.storageBytes ? r.storageBytes / s.storageBytes : null
+    // Shares of a server that did little are noise: below the minimums there is nothing to isolate from.
+    const dbShare = s.dbTimeMs > r.dbTimeMs && s.dbTimeMs >= o.minDbTimeMs ? r.dbTimeMs / s.dbTimeMs : null
+    const storageShare = r.storageBytes !== null && s.storageBytes > r.storageBytes && s.storageBytes >= o.minStorageBytes ? r.storageBytes / s.storageBytes : null
     const byStorage = storageShare !== null && (dbShare === null || storageShare > dbShare)
     const share = byStorage ? storageShare! : dbShare
     if (share === null) continue
@@ -129,7 +134,7 @@ export function adviseFrom(input: AdviseInput): Advice[] {
   const rebalances: { ratio: number; advice: Advice }[] = []
   const fleetDb = [...use.values()].reduce((a, s) => a + s.dbTimeMs, 0)
   const totalWeight = servers.reduce((a, s) => a + s.capacityWeight, 0)
-  if (fleetDb > 0 && totalWeight > 0 && servers.length > 1) {
+  if (fleetDb > 0 && fleetDb >= o.minDbTimeMs && totalWeight > 0 && servers.length > 1) {
     for (const server of servers) {
       const s = use.get(server.name)
       if (!s || s.dbTimeMs === 0) continue

@@ -82,6 +82,10 @@ export interface AdviseOptions {
   imbalanceFactor?: number
   /** A schema or database tenant with at most this many requests in the period is idle → one tier down. Default 0. */
   idleRequests?: number
+  /** No database-time advice (promote, rebalance) for a server or fleet with less database time than this in the period, ms: its shares are noise. Default 60,000. */
+  minDbTimeMs?: number
+  /** No storage advice for a server with less storage than this, bytes. Default 100 MiB. */
+  minStorageBytes?: number
 }
 
 /** One piece of advice: what to do, and the figure behind it. */
