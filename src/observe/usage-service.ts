@@ -30,6 +30,7 @@ export interface UsageServiceDeps {
 const GRANULARITIES: readonly UsageGranularity[] = ['minute', 'hour', 'day']
 const HOUR = 3_600_000
 const PRUNE_EVERY_MS = HOUR
+const FIRST_SAMPLE_MS = 5 * 60_000
 
 interface UsageDbRow {
   tenant_id: string
@@ -323,13 +324,17 @@ export function createUsageService(deps: UsageServiceDeps): UsageService {
       const sampleBusy = { running: false }
       const pruneBusy = { running: false }
       if (options.storageSampleMs > 0) {
-        timers.push(setInterval(() => background('sampling tenant storage', sampleBusy, () => sampleStorage()), options.storageSampleMs))
+        const sample = () => background('sampling tenant storage', sampleBusy, () => sampleStorage())
+        timers.push(setInterval(sample, options.storageSampleMs))
+        // A first sample soon after start, so processes that restart more often than the period
+        // still sample (the claim keeps it to one process of the fleet per period).
+        timers.push(setTimeout(sample, Math.min(options.storageSampleMs, FIRST_SAMPLE_MS)))
       }
       timers.push(setInterval(() => background('pruning usage past the retention', pruneBusy, prune), PRUNE_EVERY_MS))
       for (const t of timers) t.unref()
     },
     async close() {
-      for (const t of timers.splice(0)) clearInterval(t)
+      for (const t of timers.splice(0)) clearTimeout(t)
       await Promise.all([...inFlight])
     },
   }
