@@ -9,5 +9,8 @@ export default defineConfig({
     // PGlite instances are large (200–300 MB) and PostgreSQL has 2 cores here: keep parallelism modest.
     maxWorkers: 2,
     fileParallelism: true,
+    // Tenantry's default logger writes warnings and errors (planted failures, stopped servers) to
+    // stdout; the tests that check log lines pass a logger of their own.
+    env: { TENANTRY_LOG_LEVEL: process.env.TENANTRY_LOG_LEVEL ?? 'silent' },
   },
 })

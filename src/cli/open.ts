@@ -1,4 +1,6 @@
 import { existsSync } from 'node:fs'
+import { pino } from 'pino'
+import { tenantLogMixin } from '../observe/logger.ts'
 import { createTenantry, type Tenantry } from '../runtime.ts'
 
 /** Connection options every command takes; the same defaults as `npm start`. */
@@ -20,5 +22,7 @@ export async function openTenantry(flags: ConnectionFlags): Promise<Tenantry> {
     dataDir: flags.dataDir,
     rolePrefix: flags.rolePrefix ?? process.env.TENANTRY_ROLE_PREFIX,
     migrations,
+    // Log lines go to stderr: stdout carries the command's output (tables, --json).
+    observe: { logger: pino({ level: process.env.TENANTRY_LOG_LEVEL ?? 'warn', mixin: tenantLogMixin }, pino.destination(2)) },
   })
 }
