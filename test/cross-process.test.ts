@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import pg from 'pg'
 import { createTenantry, type Tenantry } from '../src/runtime.ts'
-import { dropDatabase, dropPostgresLeftovers, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { DEMO_MIGRATIONS, dropDatabase, dropPostgresLeftovers, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
 
 const DB_NAME = 'tenantry_test_xproc'
 // Roles are cluster-wide on a real server: everything this file makes carries this prefix.
@@ -104,7 +104,7 @@ describe.skipIf(!pgOk)('catalog cache invalidation across OS processes (PostgreS
   beforeAll(async () => {
     await cleanPostgres()
     url = await freshDatabase(DB_NAME)
-    setup = await createTenantry({ databaseUrl: url, rolePrefix: PREFIX })
+    setup = await createTenantry({ databaseUrl: url, migrations: DEMO_MIGRATIONS, rolePrefix: PREFIX })
     await setup.provision({ slug: 'acme', tier: 'pooled', name: 'Acme' })
     admin = new pg.Client({ connectionString: url })
     await admin.connect()

@@ -10,7 +10,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { tenantryPlugin } from '../src/adapters/fastify.ts'
 import { createTenantry, header, isTenantryError, type GuardOptions, type Tenant, type Tenantry } from '../src/index.ts'
-import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { DEMO_MIGRATIONS, dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
 
 const PREFIX = 'tg_data'
 const DB_NAME = 'tenantry_test_guard_data'
@@ -42,7 +42,7 @@ async function dropLeftovers(): Promise<void> {
 }
 
 async function runtime(connectionBudget: number, guard: GuardOptions = {}): Promise<Tenantry> {
-  const t = await createTenantry({ databaseUrl: dbUrl, rolePrefix: PREFIX, resolve: [header()], connectionBudget, guard: { redis: null, planRefreshMs: 0, ...guard } })
+  const t = await createTenantry({ databaseUrl: dbUrl, migrations: DEMO_MIGRATIONS, rolePrefix: PREFIX, resolve: [header()], connectionBudget, guard: { redis: null, planRefreshMs: 0, ...guard } })
   open.push(t)
   return t
 }

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { tenantryErrorHandler, tenantryMiddleware } from '../src/adapters/express.ts'
 import { tenantryPlugin } from '../src/adapters/fastify.ts'
 import { createTenantry, header, type GuardOptions, type Tenant, type Tenantry } from '../src/index.ts'
-import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { DEMO_MIGRATIONS, dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
 import { PrivateRedis, REDIS_URL, redisAvailable, redisServerInstalled } from './fixtures/guard-servers.ts'
 
 const PREFIX = 'tg_http'
@@ -71,7 +71,7 @@ function pick(h: Record<string, string | undefined>): Record<string, string | un
 }
 
 async function runtime(guard: GuardOptions): Promise<Tenantry> {
-  const tenantry = await createTenantry({ databaseUrl: dbUrl, rolePrefix: PREFIX, resolve: [header()], guard: { planRefreshMs: 0, ...guard } })
+  const tenantry = await createTenantry({ databaseUrl: dbUrl, migrations: DEMO_MIGRATIONS, rolePrefix: PREFIX, resolve: [header()], guard: { planRefreshMs: 0, ...guard } })
   for (const [name, limits] of Object.entries(PLANS)) await tenantry.catalog.upsertPlan({ name, settings: { limits } })
   await tenantry.guard.reloadPlans()
   return tenantry

@@ -304,6 +304,38 @@ describe.skipIf(!PG_UP)('kill -9 of the tenantry CLI, then resume (PostgreSQL)',
     expect(await ledgerOf((await tenantRow('k-twice'))!)).toEqual(['0001'])
   })
 
+  it('a command without migrations leaves a killed provision to one that has them: never an active tenant without tables (issue 18)', async () => {
+    const NO_MIGRATIONS = "No migrations found: pass --migrations <dir> or set TENANTRY_MIGRATIONS (default ./migrations); in code, createTenantry({ migrations: './migrations' })."
+    const before = await objects()
+    const create = new CliProcess(['tenants', 'create', 'k-bare', '--tier', 'schema'], { ...env, TENANTRY_FAULT: 'pause:provision:room' })
+    await create.waitForStderr(/tenantry-fault: paused at provision:room\n/)
+    await create.kill9()
+    const [op] = await opsOf('provision', 'k-bare')
+    expect(op).toMatchObject({ state: 'running', step: 'room' })
+    expect(op.owner).toContain(`:${create.pid}:`)
+
+    // A command without migrations starts and works, but does not take the provision over...
+    const { TENANTRY_MIGRATIONS: _, ...bare } = env
+    const list = await cli(['tenants', 'list', '--json'], bare)
+    expect(list.code, show(list)).toBe(0)
+    expect((JSON.parse(list.stdout) as { slug: string; status: string }[]).filter((t) => t.slug === 'k-bare')).toMatchObject([{ status: 'provisioning' }])
+    expect(await opsOf('provision', 'k-bare')).toEqual([op])
+    // ...and refuses it when asked for by id, with the error of provision and migrate.
+    const resume = await cli(['operations', 'resume', op.id], bare)
+    expect(resume).toEqual({ code: 1, signal: null, stdout: '', stderr: `error CONFIG_INVALID: ${NO_MIGRATIONS}\n` })
+    expect(await opsOf('provision', 'k-bare')).toEqual([op])
+    expect(await objects()).toEqual(before)
+
+    // The next command with migrations finishes it, with its tables.
+    const shown = await cli(['tenants', 'show', 'k-bare', '--json'], env)
+    expect(shown.code, show(shown)).toBe(0)
+    const tenant = JSON.parse(shown.stdout) as { id: string; status: string }
+    expect(tenant.status).toBe('active')
+    expect((await opsOf('provision', 'k-bare')).map((o) => [o.id, o.state, o.step, o.owner])).toEqual([[op.id, 'done', 'activate', null]])
+    expect(await objects()).toEqual(plus(before, roomOf('schema', tenant.id)))
+    expect(await ledgerOf((await tenantRow('k-bare'))!)).toEqual(['0001'])
+  })
+
   it('a fleet migration killed mid-run leaves every target at exactly one version; the next migrate finishes it', async () => {
     const t = await openInProcess()
     const fleet: Tenant[] = []

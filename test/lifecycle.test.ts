@@ -214,7 +214,13 @@ function lifecycleSuite(backend: Backend): void {
       fresh()
       const slug = `e-${tier}`
       const before = await objects()
-      const tenant = await t.provision({ slug, tier, name: `E ${tier}` })
+      const built: [string, Record<string, unknown>][] = []
+      const onTemplate = (name: string) => (p: object) => built.push([name, { ...p, ...('ms' in p ? { ms: typeof p.ms } : {}) }])
+      const listeners = (['template.building', 'template.step', 'template.built'] as const).map((n) => [n, onTemplate(n)] as const)
+      for (const [n, l] of listeners) t.events.on(n, l)
+      const tenant = await t.provision({ slug, tier, name: `E ${tier}` }).finally(() => {
+        for (const [n, l] of listeners) t.events.off(n, l)
+      })
       expect(tenant).toMatchObject({ slug, name: `E ${tier}`, tier, status: 'active', statusReason: null, plan: 'default' })
       const placement = { server: 'main', database: tier === 'database' ? `${PREFIX}_t_${hex(tenant.id)}` : mainDb, ...(tier === 'schema' ? { schema: `t_${hex(tenant.id)}` } : {}) }
       expect(tenant.placement).toEqual(placement)
@@ -222,6 +228,15 @@ function lifecycleSuite(backend: Backend): void {
       // Exactly its room, nothing else (the first database-tier tenant also makes the server's template database).
       const template = tier === 'database' && !before.databases.includes(`${PREFIX}_template`) ? [`${PREFIX}_template`] : []
       expect(await objects()).toEqual(plus(before, { ...roomOf(tier, tenant.id), databases: [...roomOf(tier, tenant.id).databases, ...template] }))
+      // Building that template is reported step by step (the CLI's progress bar).
+      const where = { server: 'main', database: `${PREFIX}_template` }
+      expect(built).toEqual(template.length === 0 ? [] : [
+        ['template.building', { ...where, create: true, pending: ['0001_projects_and_tasks'] }],
+        ['template.step', { ...where, done: 0, total: 3, label: `creating the template database ${PREFIX}_template` }],
+        ['template.step', { ...where, done: 1, total: 3, label: 'migrating the template: 0001_projects_and_tasks' }],
+        ['template.built', { ...where, applied: ['0001_projects_and_tasks'], ms: 'number' }],
+        ['template.step', { ...where, done: 2, total: 3, label: 'cloning the template' }],
+      ])
       if (tier !== 'pooled') expect(await versionsOf(await targetOf(slug))).toEqual(['0001'])
 
       expect(eventNames()).toEqual(['tenant.provisioning', 'tenant.provisioned'])
@@ -271,6 +286,41 @@ function lifecycleSuite(backend: Backend): void {
       expect(r).toEqual({ code: 1, stdout: '', stderr: "error TENANT_INVALID: Tenant slug 'Admin' must be lowercase.\n" })
       expect(await t.catalog.list()).toEqual(list)
       expect(await operationCount()).toBe(ops)
+    }
+  })
+
+  it('without migrations, provision (every tier) and migrate refuse with CONFIG_INVALID and create nothing: no empty tenant (issue 18)', async () => {
+    const NO_MIGRATIONS = "No migrations found: pass --migrations <dir> or set TENANTRY_MIGRATIONS (default ./migrations); in code, createTenantry({ migrations: './migrations' })."
+    await open({ migrations: undefined })
+    try {
+      fresh()
+      expect(t.migrationFiles).toEqual([])
+      const list = await t.catalog.list()
+      const ops = await operationCount()
+      const before = await objects()
+      for (const tier of tiers) {
+        expect(await codeOf(t.provision({ slug: `empty-${tier}`, tier })), tier).toEqual({ code: 'CONFIG_INVALID', status: 500, message: NO_MIGRATIONS, details: undefined })
+      }
+      // Bad input is still reported as bad input first.
+      expect(await codeOf(t.provision({ slug: 'Empty', tier: 'schema' }))).toMatchObject({ code: 'TENANT_INVALID', status: 400 })
+      for (const opts of [{}, { dryRun: true }]) {
+        expect(await codeOf(t.migrate(opts)), JSON.stringify(opts)).toEqual({ code: 'CONFIG_INVALID', status: 500, message: NO_MIGRATIONS, details: undefined })
+      }
+      expect(await t.catalog.list()).toEqual(list)
+      expect(await operationCount()).toBe(ops)
+      expect(await objects()).toEqual(before)
+      expect(events).toEqual([])
+
+      if (backend.cliEnv) {
+        const { TENANTRY_MIGRATIONS: _, ...env } = backend.cliEnv(migrations)
+        const r = await cli(['tenants', 'create', 'empty-cli', '--tier', 'schema'], env)
+        expect(r).toEqual({ code: 1, stdout: '', stderr: `error CONFIG_INVALID: ${NO_MIGRATIONS}\n` })
+        expect(await t.catalog.list()).toEqual(list)
+        expect(await operationCount()).toBe(ops)
+        expect(await objects()).toEqual(before)
+      }
+    } finally {
+      await open()
     }
   })
 

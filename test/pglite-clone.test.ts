@@ -73,9 +73,35 @@ describe('database tier on PGlite: tenants copied from the template directory', 
     rmSync(migrations, { recursive: true, force: true })
   })
 
+  /** The template events of one call, `ms` of template.built replaced by its type. */
+  async function templateEvents<T>(fn: () => Promise<T>): Promise<{ result: T; events: [string, Record<string, unknown>][] }> {
+    const events: [string, Record<string, unknown>][] = []
+    const on = (name: 'template.building' | 'template.step' | 'template.built') => (p: object) => events.push([name, { ...p }])
+    const listeners = (['template.building', 'template.step', 'template.built'] as const).map((n) => [n, on(n)] as const)
+    for (const [n, l] of listeners) t.events.on(n, l)
+    try {
+      const result = await fn()
+      for (const [, p] of events) if ('ms' in p) p.ms = typeof p.ms
+      return { result, events }
+    } finally {
+      for (const [n, l] of listeners) t.events.off(n, l)
+    }
+  }
+
   it('a cloned tenant has the ledger at the latest version, passes the doctor and serves only its own rows', async () => {
-    const a = await t.provision({ slug: 'clone-a', tier: 'database' })
-    const b = await t.provision({ slug: 'clone-b', tier: 'database' })
+    // The first database tenant builds the template, step by step (the CLI's progress bar); the next one only copies it.
+    const where = { server: 'main', database: `${PREFIX}_template` }
+    const first = await templateEvents(() => t.provision({ slug: 'clone-a', tier: 'database' }))
+    expect(first.events).toEqual([
+      ['template.building', { ...where, create: true, pending: ['0001_projects_and_tasks'] }],
+      ['template.step', { ...where, done: 0, total: 3, label: `creating the template database ${PREFIX}_template` }],
+      ['template.step', { ...where, done: 1, total: 3, label: 'migrating the template: 0001_projects_and_tasks' }],
+      ['template.built', { ...where, applied: ['0001_projects_and_tasks'], ms: 'number' }],
+      ['template.step', { ...where, done: 2, total: 3, label: 'cloning the template' }],
+    ])
+    const second = await templateEvents(() => t.provision({ slug: 'clone-b', tier: 'database' }))
+    expect(second.events).toEqual([])
+    const [a, b] = [first.result, second.result]
     expect([a.status, b.status]).toEqual(['active', 'active'])
     // The template sits beside the tenants; no copy is left half-way.
     expect(readdirSync(databases).sort()).toEqual([a.placement.database, b.placement.database, `${PREFIX}_template`].sort())
@@ -121,7 +147,14 @@ describe('database tier on PGlite: tenants copied from the template directory', 
   it('a tenant provisioned after a new migration was added comes out at the latest version', async () => {
     writeFileSync(join(migrations, '0002_notes.sql'), 'ALTER TABLE projects ADD COLUMN note text;\n')
     await open()
-    const c = await t.provision({ slug: 'clone-c', tier: 'database' })
+    const where = { server: 'main', database: `${PREFIX}_template` }
+    const { result: c, events } = await templateEvents(() => t.provision({ slug: 'clone-c', tier: 'database' }))
+    expect(events).toEqual([
+      ['template.building', { ...where, create: false, pending: ['0002_notes'] }],
+      ['template.step', { ...where, done: 0, total: 2, label: 'migrating the template: 0002_notes' }],
+      ['template.built', { ...where, applied: ['0002_notes'], ms: 'number' }],
+      ['template.step', { ...where, done: 1, total: 2, label: 'cloning the template' }],
+    ])
     expect((await ledgerOf(c)).map((r) => r.version)).toEqual(['0001', '0002'])
     expect(await ledgerOf(c)).toEqual(expectedLedger())
     await t.withTenant('clone-c', () => t.db.query("INSERT INTO projects (name, note) VALUES ('of c', 'new column')"))

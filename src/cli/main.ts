@@ -178,7 +178,10 @@ export function buildProgram(): Command {
   ).action(async (slug: string, opts: ConnectionFlags & { tier: Tier; name?: string; plan?: string; server?: string; region?: string; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const started = Date.now()
-      const tenant = await t.provision({ slug, tier: opts.tier, name: opts.name, plan: opts.plan, server: opts.server, region: opts.region }, startedBy())
+      // The first database-tier tenant of a server builds its template: a progress bar on a terminal.
+      const { templateProgress } = await import('./template-progress.ts')
+      const bar = templateProgress(t, !opts.json && Boolean(process.stderr.isTTY))
+      const tenant = await t.provision({ slug, tier: opts.tier, name: opts.name, plan: opts.plan, server: opts.server, region: opts.region }, startedBy()).finally(() => bar.stop())
       print(opts.json, tenantJson(tenant), () => `Created tenant '${tenant.slug}' (${tenant.tier} tier on ${tenant.placement.server}) in ${Date.now() - started} ms.`)
     })
   })

@@ -13,6 +13,11 @@ export interface TenantryEventMap {
   'tenant.restored': { tenant: Tenant }
   'tenant.purging': { tenant: Tenant; operationId: string }
   'tenant.purged': { tenant: Tenant; operationId: string; removed: string[] }
+  /** The server's template database is being created or brought to the latest migration (before a database-tier clone). */
+  'template.building': { server: string; database: string; create: boolean; pending: string[] }
+  /** A part of the template build begins: step `done` of `total` (creating the database, each file, the clone). */
+  'template.step': { server: string; database: string; done: number; total: number; label: string }
+  'template.built': { server: string; database: string; applied: string[]; ms: number }
   'migration.target_done': { operationId: string; target: string; tenant: string | null; applied: string[] }
   'migration.target_failed': { operationId: string; target: string; tenant: string | null; error: Error }
   'operation.resumed': { operation: Operation }

@@ -7,7 +7,7 @@ import type { DataPlane } from '../data/data-plane.ts'
 import { TIER_STRATEGIES, type MigrationTarget } from '../data/tiers/index.ts'
 import type { TenantryEvents } from './events.ts'
 import { faultPoint } from './faults.ts'
-import { migrateTarget, pendingMigrations, type MigrationFile } from './migrator.ts'
+import { migrateTarget, pendingMigrations, requireMigrations, type MigrationFile } from './migrator.ts'
 import type { OperationTarget, Operations } from './operations.ts'
 import * as sql from './sql.ts'
 
@@ -158,6 +158,7 @@ export class FleetMigrator {
   /** Plan, then migrate every target that lacks files; see {@link FleetMigrateOptions}. */
   async run(opts: FleetMigrateOptions = {}): Promise<FleetMigrateResult> {
     const started = Date.now()
+    requireMigrations(this.o.files)
     if (opts.concurrency !== undefined && !(Number.isInteger(opts.concurrency) && opts.concurrency >= 1)) {
       throw new TenantryError('VALIDATION_FAILED', '--concurrency must be a whole number of at least 1.')
     }

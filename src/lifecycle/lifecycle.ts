@@ -10,7 +10,7 @@ import { TenantHandle } from '../data/tenant-handle.ts'
 import { TIER_STRATEGIES } from '../data/tiers/index.ts'
 import type { TenantryEvents } from './events.ts'
 import { faultPoint } from './faults.ts'
-import { appliedMigrations, createTarget, pendingMigrations, type MigrationFile } from './migrator.ts'
+import { appliedMigrations, createTarget, pendingMigrations, requireMigrations, type MigrationFile } from './migrator.ts'
 import type { Operation, Operations } from './operations.ts'
 import { chooseServer, validateProvision, type ProvisionOptions } from './provision.ts'
 import { serverTemplate } from './template.ts'
@@ -56,6 +56,7 @@ export class Lifecycle {
   /** Create a tenant on its tier: catalog row and operation, room, tables, hooks, then active. */
   async provision(input: ProvisionOptions, startedBy?: string): Promise<Tenant> {
     validateProvision(input)
+    requireMigrations(this.o.files)
     const { catalog, dataPlane, operations } = this.o
     const server = await this.pickServer(input)
     const id = randomUUID()
@@ -144,11 +145,12 @@ export class Lifecycle {
   /**
    * Take over every running operation whose process died, and finish it: provisions go forward
    * (every step is idempotent) and roll back if they cannot; purges go forward. Fleet migrations
-   * are continued by the next `migrate`.
+   * are continued by the next `migrate`. A process without migration files leaves provisions to one
+   * that has them: finishing one here would activate a tenant without tables.
    */
   async resumeOrphans(): Promise<Operation[]> {
     const resumed: Operation[] = []
-    for (const op of await this.o.operations.takeOverOrphans()) {
+    for (const op of await this.o.operations.takeOverOrphans(undefined, this.o.files.length === 0 ? ['provision'] : [])) {
       if (op.kind === 'migrate') {
         // Targets the dead process held go back to pending: a finished operation must not show
         // targets as running. A worker that joined the run and still lives finishes it itself.
@@ -171,6 +173,7 @@ export class Lifecycle {
     const op = await this.o.operations.get(id)
     if (!op) throw new TenantryError('NOT_FOUND', `No operation has the id '${id}'.`)
     if (op.state !== 'running') throw new TenantryError('CONFLICT', `Operation ${id} is ${op.state}; only a running operation whose process died can be resumed.`)
+    if (op.kind === 'provision') requireMigrations(this.o.files)
     const mine = await this.o.operations.takeOver(op)
     if (!mine) throw new TenantryError('CONFLICT', `Operation ${id} is held by a live process (${op.owner}).`)
     this.o.events.emit('operation.resumed', { operation: mine })
@@ -218,7 +221,7 @@ export class Lifecycle {
       try {
         await faultPoint('provision:room')
         if (!pooled) await operations.step(op.id, 'room')
-        const preamble = await strategy.prepare(ctx, tenant, serverTemplate(dataPlane, tenant.placement.server, files))
+        const preamble = await strategy.prepare(ctx, tenant, serverTemplate(dataPlane, tenant.placement.server, files, events))
         await faultPoint('provision:migrate')
         const target = dataPlane.migrationTarget(tenant)
         const admin = ctx.driver.admin(target.database)

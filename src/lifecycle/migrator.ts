@@ -45,6 +45,24 @@ export function loadMigrations(dir: string): MigrationFile[] {
   return files.sort((a, b) => Number(a.version) - Number(b.version) || a.version.localeCompare(b.version))
 }
 
+/** What `migrate` and `provision` say when the app configured no migration files. */
+export const NO_MIGRATIONS_MESSAGE =
+  "No migrations found: pass --migrations <dir> or set TENANTRY_MIGRATIONS (default ./migrations); in code, createTenantry({ migrations: './migrations' })."
+
+/**
+ * Refuse work that needs the app's migrations when there are none: a fleet migration would do
+ * nothing, and a provision would make a tenant without tables (issue 18). `CONFIG_INVALID`,
+ * before anything is written.
+ *
+ * @example
+ * ```ts
+ * requireMigrations(tenantry.migrationFiles)
+ * ```
+ */
+export function requireMigrations(files: MigrationFile[]): void {
+  if (files.length === 0) throw new TenantryError('CONFIG_INVALID', NO_MIGRATIONS_MESSAGE)
+}
+
 /** sha256 of the file with line endings normalised, so a checkout on Windows does not "edit" it. */
 export function checksumOf(sql: string): string {
   return createHash('sha256').update(sql.replace(/\r\n/g, '\n')).digest('hex')
@@ -55,6 +73,8 @@ export interface MigrateTargetOptions {
   lockTimeoutMs?: number
   /** Retries of a file that hit the lock timeout, with doubling backoff. */
   lockRetries?: number
+  /** Called before each pending file is applied (progress of a long build). */
+  onFile?: (file: MigrationFile) => void
 }
 
 export interface MigrateTargetResult {
@@ -107,6 +127,7 @@ export async function migrateTarget(
   const applied: string[] = []
   const lockTimeout = opts.lockTimeoutMs ?? 3000
   for (const file of pending) {
+    opts.onFile?.(file)
     for (let attempt = 0; ; attempt++) {
       try {
         const done = await admin.transaction(async (tx) => {

@@ -199,12 +199,13 @@ export class Operations {
     return res.rows.map(toOperation)
   }
 
-  /** Running operations whose owner is dead, taken over by this worker (each by one worker only). */
-  async takeOverOrphans(kind?: string): Promise<Operation[]> {
+  /** Running operations whose owner is dead (of `kind`, none of `skipKinds`), taken over by this worker (each by one worker only). */
+  async takeOverOrphans(kind?: string, skipKinds: string[] = []): Promise<Operation[]> {
     const res = await this.admin.query<OpRow>(...args(sql.runningOperations(kind ?? null)))
-    const dead = await this.deadAmong(res.rows.map((r) => r.owner).filter((o): o is string => o !== null))
+    const rows = res.rows.filter((r) => !skipKinds.includes(r.kind))
+    const dead = await this.deadAmong(rows.map((r) => r.owner).filter((o): o is string => o !== null))
     const taken: Operation[] = []
-    for (const row of res.rows) {
+    for (const row of rows) {
       if (row.owner !== null && !dead.has(row.owner)) continue
       const t = await this.admin.query<OpRow>(...args(sql.takeOverOperation(row.id, row.owner, this.worker)))
       if (t.rows[0]) taken.push(toOperation(t.rows[0]))

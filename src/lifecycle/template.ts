@@ -3,7 +3,8 @@ import type { DataPlane } from '../data/data-plane.ts'
 import type { ServerDriver } from '../data/driver.ts'
 import { bootstrapDatabaseSql } from '../data/sql.ts'
 import type { MigrationTarget, TemplateSource } from '../data/tiers/index.ts'
-import { migrateTarget, type MigrationFile } from './migrator.ts'
+import type { TenantryEvents } from './events.ts'
+import { appliedMigrations, migrateTarget, pendingMigrations, type MigrationFile } from './migrator.ts'
 
 /** Name of a server's template database. */
 export function templateDatabase(prefix: string): string {
@@ -23,20 +24,47 @@ const embeddedState = new WeakMap<ServerDriver, string>()
  * own migration) from running at once: CREATE DATABASE … TEMPLATE refuses a template that has
  * other sessions, and PGlite copies the template's directory only while its instance is closed.
  *
+ * When the template has to be created or migrated (the first database tenant of a server, or the
+ * first after new migration files), `events` get `template.building`, a `template.step` as each
+ * part begins, and `template.built`: the CLI draws its progress bar from them.
+ *
  * @example
  * ```ts
- * await tier.prepare(ctx, tenant, serverTemplate(dataPlane, 'main', files))
+ * await tier.prepare(ctx, tenant, serverTemplate(dataPlane, 'main', files, events))
  * ```
  */
-export function serverTemplate(dataPlane: DataPlane, serverName: string, files: MigrationFile[]): TemplateSource {
+export function serverTemplate(dataPlane: DataPlane, serverName: string, files: MigrationFile[], events?: TenantryEvents): TemplateSource {
   const template = templateDatabase(dataPlane.opts.naming.prefix)
+  // No role gets rights in the template: each clone grants its own tenant role.
+  const target: MigrationTarget = { server: serverName, database: template, schema: 'public', role: '', label: `${serverName}/${template}` }
   const migrate = async (driver: ServerDriver) => {
-    if (!(await driver.databaseExists(template))) await driver.createDatabase(template)
+    const create = !(await driver.databaseExists(template))
+    const started = Date.now()
+    const where = { server: serverName, database: template }
+    // Steps: creating the database (when it is new), one per pending file, then the clone.
+    let total = 0
+    let done = 0
+    const step = (label: string) => events?.emit('template.step', { ...where, done: done++, total, label })
+    if (create) {
+      // A new template lacks every file.
+      total = 1 + files.length + 1
+      events?.emit('template.building', { ...where, create, pending: files.map((f) => `${f.version}_${f.name}`) })
+      step(`creating the template database ${template}`)
+      await driver.createDatabase(template)
+    }
     const admin = driver.admin(template)
     await admin.exec(bootstrapDatabaseSql(dataPlane.tenantKey))
-    // No role gets rights in the template: each clone grants its own tenant role.
-    const target: MigrationTarget = { server: serverName, database: template, schema: 'public', role: '', label: `${serverName}/${template}` }
-    await migrateTarget(admin, target, files)
+    if (!create && events) {
+      const pending = pendingMigrations(files, await appliedMigrations(admin, target), target.label)
+      if (pending.length === 0) return
+      total = pending.length + 1
+      events.emit('template.building', { ...where, create, pending: pending.map((f) => `${f.version}_${f.name}`) })
+    }
+    const r = await migrateTarget(admin, target, files, { onFile: (f) => step(`migrating the template: ${f.version}_${f.name}`) })
+    if (total > 0) {
+      events?.emit('template.built', { ...where, applied: r.applied, ms: Date.now() - started })
+      step('cloning the template')
+    }
   }
   return {
     async cloneInto(database: string): Promise<boolean> {

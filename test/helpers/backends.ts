@@ -1,6 +1,10 @@
 import pg from 'pg'
 import { PGlite } from '@electric-sql/pglite'
+import { fileURLToPath } from 'node:url'
 import { TenantryError } from '../../src/core/errors.ts'
+
+/** The demo's migrations, for suites that need tenants but no tables of their own (provisioning needs migrations). */
+export const DEMO_MIGRATIONS = fileURLToPath(new URL('../../demo/migrations', import.meta.url))
 
 /** The admin URL of the test PostgreSQL server (trust auth on this machine and in CI). */
 export const PG_ADMIN_URL = process.env.TENANTRY_TEST_PG_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
