@@ -56,17 +56,8 @@ export interface Plan {
   settings: Record<string, unknown>
 }
 
-/**
- * What one process metered for one tenant in one interval. The aggregator (`observe/meter.ts`) makes
- * these in memory; the usage store (`observe/usage-service.ts`) adds them up in the catalog, so that the
- * records of several processes for the same tenant and interval become one row.
- */
-export interface UsageRecord {
-  tenantId: string
-  /** Start of the interval (aligned to `intervalMs` since the epoch). */
-  intervalStart: Date
-  /** Length of the interval, ms (the metering interval; default 60,000). */
-  intervalMs: number
+/** What usage metering counts of a tenant (per interval, per bucket, per period). */
+export interface UsageCounters {
   /** Requests served for the tenant (every status, rejections included). */
   requests: number
   /** Requests that ended with a 5xx status other than a guard rejection. */
@@ -79,6 +70,19 @@ export interface UsageRecord {
   dbTimeMs: number
   /** Rows the tenant's statements returned. */
   rows: number
-  /** Bytes the tenant's data takes, when a storage sample was taken in this interval; else null. */
+  /** Bytes the tenant's data takes: the latest storage sample (of the interval, bucket or period), or null when none was taken. */
   storageBytes: number | null
+}
+
+/**
+ * What one process metered for one tenant in one interval. The aggregator (`observe/meter.ts`) makes
+ * these in memory; the usage store (`observe/usage-service.ts`) adds them up in the catalog, so that the
+ * records of several processes for the same tenant and interval become one row.
+ */
+export interface UsageRecord extends UsageCounters {
+  tenantId: string
+  /** Start of the interval (aligned to `intervalMs` since the epoch). */
+  intervalStart: Date
+  /** Length of the interval, ms (the metering interval; default 60,000). */
+  intervalMs: number
 }

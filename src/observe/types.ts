@@ -1,4 +1,4 @@
-import type { Tier, UsageRecord } from '../core/types.ts'
+import type { Tier, UsageCounters, UsageRecord } from '../core/types.ts'
 
 export type { UsageRecord } from '../core/types.ts'
 
@@ -18,19 +18,11 @@ export interface UsageQuery {
 }
 
 /** One row of `tenantry.usage()`: a tenant's usage in one bucket. */
-export interface UsageRow {
+export interface UsageRow extends UsageCounters {
   tenantId: string
   slug: string | null
   /** Start of the bucket. */
   bucket: Date
-  requests: number
-  errors: number
-  rejections: number
-  statements: number
-  dbTimeMs: number
-  rows: number
-  /** The latest storage sample in the bucket, or null when none was taken in it. */
-  storageBytes: number | null
 }
 
 /** What `tenantry top` sorts by. */
@@ -38,20 +30,12 @@ export type TopBy = 'requests' | 'db_time' | 'storage'
 export const TOP_BY: readonly TopBy[] = ['requests', 'db_time', 'storage']
 
 /** One row of `tenantry.top()`, like Citus' `citus_stat_tenants`. */
-export interface TopRow {
+export interface TopRow extends UsageCounters {
   tenantId: string
   slug: string | null
   tier: Tier | null
   plan: string | null
   server: string | null
-  requests: number
-  errors: number
-  rejections: number
-  statements: number
-  dbTimeMs: number
-  rows: number
-  /** Latest storage sample in the period (null when none). */
-  storageBytes: number | null
   /** This tenant's share of its server's database time in the period, 0..1. */
   serverDbTimeShare: number
   /** This tenant's share of all tenants' requests in the period, 0..1. */
