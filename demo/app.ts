@@ -1,6 +1,6 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { TenantryError, type Tenantry } from '../src/index.ts'
-import { tenantryPlugin } from '../src/adapters/fastify.ts'
+import { tenantryPlugin, type TenantryFastifyOptions } from '../src/adapters/fastify.ts'
 
 interface ProjectRow { id: string; name: string; created_at: Date }
 interface TaskRow { id: string; project_id: string; title: string; done: boolean; created_at: Date }
@@ -34,14 +34,20 @@ function notFound(what: string, id: string): TenantryError {
 
 /**
  * The demo project tracker: plain SQL against unqualified tables, the same for every tier.
+ * `loggerInstance` is Fastify's (a pino instance, e.g. `tenantry.logger`); `plugin` is merged
+ * into the Tenantry plugin's options (`{ metrics: true }`).
  */
-export async function buildDemoApp(tenantry: Tenantry, opts: { logger?: boolean } = {}): Promise<FastifyInstance> {
+export async function buildDemoApp(
+  tenantry: Tenantry,
+  opts: { logger?: boolean; loggerInstance?: FastifyBaseLogger; plugin?: Omit<TenantryFastifyOptions, 'tenantry'> } = {},
+): Promise<FastifyInstance> {
   const app = Fastify({
     logger: opts.logger ?? false,
+    loggerInstance: opts.loggerInstance,
     // Fastify would coerce `{"name": 5}` to "5"; a bad body must be a 400 instead.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   })
-  await app.register(tenantryPlugin, { tenantry, skip: (req) => req.url === '/health' })
+  await app.register(tenantryPlugin, { tenantry, skip: (req) => req.url === '/health', ...opts.plugin })
 
   app.get('/health', async () => ({ ok: true }))
 
