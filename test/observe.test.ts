@@ -437,6 +437,22 @@ describe('bounded tenant labels (5,000 tenants, top 20)', () => {
   })
 })
 
+describe('request histogram', () => {
+  it('exports cumulative buckets, sum and count per label set in the Prometheus format', async () => {
+    const registry = new Registry()
+    const metrics = new TenantryMetrics({ registry, buckets: [0.1, 0.01] })
+    for (const v of [0.005, 0.05, 0.5, 0.01]) metrics.request('GET', '/x/:id', 200, 'pooled', v)
+    metrics.request('POST', null, 503, null, 0.2)
+    const m = parseMetrics(await registry.metrics())
+    const k = (suffix: string, le?: string, labels = 'method="GET",route="/x/:id",status_class="2xx",tier="pooled"') =>
+      `tenantry_request_duration_seconds_${suffix}{${[...labels.split(','), ...(le ? [`le="${le}"`] : [])].sort().join(',')}}`
+    expect([m.get(k('bucket', '0.01')), m.get(k('bucket', '0.1')), m.get(k('bucket', '+Inf')), m.get(k('count'))]).toEqual([2, 3, 4, 4])
+    expect(m.get(k('sum'))).toBeCloseTo(0.565, 10)
+    expect(m.get(k('count', undefined, 'method="POST",route="unmatched",status_class="5xx",tier="none"'))).toBe(1)
+    expect(series(m, 'tenantry_request_duration_seconds_count').size).toBe(2)
+  })
+})
+
 describe('logger and statement redaction', () => {
   it('Tenantry-made loggers carry the mixin; a given pino instance is used as it is', () => {
     const made = createLogger({ level: 'info' })

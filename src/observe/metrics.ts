@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, Gauge, Registry } from 'prom-client'
 import type { FoldSink, TenantUsage, UsageMeter } from './meter.ts'
 
 /** `observe.metrics`: Prometheus metrics through prom-client. */
@@ -22,7 +22,71 @@ export interface MetricsSources {
 const DEFAULT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10]
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
 const TIERS = ['pooled', 'schema', 'database', 'none'] as const
-type Child = { observe(v: number): void } | undefined
+type Child = HistogramSeries | undefined
+
+/** One label set of a {@link LeanHistogram}: counts per bucket (not cumulative), sum and count. */
+class HistogramSeries {
+  readonly counts: Float64Array
+  sum = 0
+  count = 0
+  constructor(readonly labels: Record<string, string>, private readonly bounds: number[]) {
+    this.counts = new Float64Array(bounds.length)
+  }
+
+  observe(v: number): void {
+    const b = this.bounds
+    let i = 0
+    while (i < b.length && v > b[i]) i++
+    if (i < b.length) this.counts[i]++
+    this.sum += v
+    this.count++
+  }
+}
+
+/**
+ * A Prometheus histogram registered in a prom-client registry (its public `registerMetric`
+ * contract: a name, a help and `get()`), observed through series objects the caller keeps. An
+ * observation is a bucket search and three additions: prom-client's own `observe` converts,
+ * validates and hashes the labels each time (~1 µs here), which the request path cannot afford.
+ */
+class LeanHistogram {
+  readonly type = 'histogram'
+  readonly aggregator = 'sum'
+  private readonly series: HistogramSeries[] = []
+
+  constructor(readonly name: string, readonly help: string, private readonly bounds: number[], registry: Registry) {
+    registry.registerMetric(this as never)
+  }
+
+  labels(labels: Record<string, string>): HistogramSeries {
+    const s = new HistogramSeries(labels, this.bounds)
+    this.series.push(s)
+    return s
+  }
+
+  reset(): void {
+    for (const s of this.series) {
+      s.counts.fill(0)
+      s.sum = 0
+      s.count = 0
+    }
+  }
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] }> {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = []
+    for (const s of this.series) {
+      let acc = 0
+      for (let i = 0; i < this.bounds.length; i++) {
+        acc += s.counts[i]
+        values.push({ labels: { ...s.labels, le: this.bounds[i] }, value: acc, metricName: `${this.name}_bucket` })
+      }
+      values.push({ labels: { ...s.labels, le: '+Inf' }, value: s.count, metricName: `${this.name}_bucket` })
+      values.push({ labels: s.labels, value: s.sum, metricName: `${this.name}_sum` })
+      values.push({ labels: s.labels, value: s.count, metricName: `${this.name}_count` })
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
+  }
+}
 
 /**
  * Tenantry's Prometheus metrics. Per-tenant figures have a `tenant` label only for the top K
@@ -30,8 +94,8 @@ type Child = { observe(v: number): void } | undefined
  * `plan` and `tier`: a fleet of 100,000 tenants stays at most K + 1 series per plan and tier. Route
  * labels are the route templates of the framework (`/api/projects/:id`), `unmatched` for none.
  *
- * The hot path touches only cached histogram children; per-tenant counters are folded from the
- * usage meter when scraped.
+ * The hot path touches only series objects it keeps (a bucket search and three additions per
+ * observation); per-tenant counters are folded from the usage meter when scraped.
  *
  * @example
  * ```ts
@@ -42,8 +106,8 @@ type Child = { observe(v: number): void } | undefined
 export class TenantryMetrics {
   readonly registry: Registry
   readonly topK: number
-  private readonly requestDuration: Histogram<'method' | 'route' | 'status_class' | 'tier'>
-  private readonly statementDuration: Histogram<'server' | 'tier' | 'outcome'>
+  private readonly requestDuration: LeanHistogram
+  private readonly statementDuration: LeanHistogram
   private readonly rejections: Counter<'layer' | 'code'>
   private readonly usageDropped: Counter<string>
   private readonly usageFailures: Counter<string>
@@ -62,20 +126,19 @@ export class TenantryMetrics {
     const buckets = opts.buckets ?? DEFAULT_BUCKETS
     const meter = sources.meter
 
-    this.requestDuration = new Histogram({
-      name: 'tenantry_request_duration_seconds',
-      help: 'Requests served through Tenantry, by route template, status class and tenant tier (count and latency).',
-      labelNames: ['method', 'route', 'status_class', 'tier'],
-      buckets,
-      registers,
-    })
-    this.statementDuration = new Histogram({
-      name: 'tenantry_statement_duration_seconds',
-      help: 'Tenant statements, by server, tier and outcome; from the call to the answer (the wait for a connection included).',
-      labelNames: ['server', 'tier', 'outcome'],
-      buckets,
-      registers,
-    })
+    const bounds = [...buckets].sort((a, b) => a - b)
+    this.requestDuration = new LeanHistogram(
+      'tenantry_request_duration_seconds',
+      'Requests served through Tenantry, by route template, status class and tenant tier (count and latency).',
+      bounds,
+      this.registry,
+    )
+    this.statementDuration = new LeanHistogram(
+      'tenantry_statement_duration_seconds',
+      'Tenant statements, by server, tier and outcome; from the call to the answer (the wait for a connection included).',
+      bounds,
+      this.registry,
+    )
     this.rejections = new Counter({
       name: 'tenantry_rejections_total',
       help: 'Requests and statements turned away by the guard, by layer and error code.',
