@@ -182,6 +182,7 @@ function observeSuite(backend: Backend): void {
       const completed = own.raw.slice(from).filter((l) => l.includes('"request completed"'))
       expect(completed).toHaveLength(1)
       expect(completed[0].match(/"reqId":/g)).toHaveLength(1)
+      expect(completed[0].match(/"tenant":/g)).toHaveLength(1)
       expect(JSON.parse(completed[0]).tenant).toEqual({ id: t.globex.id, slug: 'globex' })
       // Outside a tenant context the mixin adds nothing.
       tenantry.logger.info({ marker: 'outside' }, 'no tenant here')
@@ -281,6 +282,8 @@ function observeSuite(backend: Backend): void {
       exporter.reset()
       const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
       const parent = '00f067aa0ba902b7'
+      // Not cached: resolution reads the catalog, and that gets a span.
+      tenantry.catalog.clearCache()
       const r = await get('/api/projects/1', { 'x-tenant': 'globex', traceparent: `00-${traceId}-${parent}-01` })
       expect(r.statusCode).toBe(200)
       const spans = exporter.getFinishedSpans()
@@ -295,12 +298,26 @@ function observeSuite(backend: Backend): void {
       expect(stmt.attributes['db.system']).toBe('postgresql')
       expect(stmt.attributes['db.statement']).toBe('SELECT id, name FROM projects WHERE id = $1')
       expect(stmt.attributes['db.response.returned_rows']).toBe(1)
-      // Without a traceparent: a new trace per request, statements under the same root as resolve's.
+      // Cached now: no resolve span, the statement continues the trace.
+      exporter.reset()
+      await get('/api/projects/1', { 'x-tenant': 'globex', traceparent: `00-${traceId}-${parent}-01` })
+      expect(exporter.getFinishedSpans().map((s) => [s.name, traceIdOf(s), parentOf(s)])).toEqual([['SELECT', traceId, parent]])
+      // Without a traceparent or an active span: the statement is a root.
+      await get('/api/projects/1', { 'x-tenant': 'acme' })
       exporter.reset()
       await get('/api/projects/1', { 'x-tenant': 'acme' })
-      const [a, b] = exporter.getFinishedSpans()
-      expect(parentOf(a)).toBeUndefined()
-      expect(parentOf(b)).toBeUndefined()
+      expect(exporter.getFinishedSpans().map((s) => [s.name, parentOf(s)])).toEqual([['SELECT', undefined]])
+      // Under an active server span (an HTTP instrumentation's): the tenant goes on it, the statement under it.
+      exporter.reset()
+      const tracer = provider.getTracer('test')
+      await tracer.startActiveSpan('GET /api/projects/:id', async (server) => {
+        await get('/api/projects/1', { 'x-tenant': 'acme' })
+        server.end()
+      })
+      const [stmtSpan, serverSpan] = exporter.getFinishedSpans()
+      expect([stmtSpan.name, serverSpan.name]).toEqual(['SELECT', 'GET /api/projects/:id'])
+      expect(serverSpan.attributes['tenant.id']).toBe(t.acme.id)
+      expect(parentOf(stmtSpan)).toBe(serverSpan.spanContext().spanId)
       // An admission span for a tenant whose plan has limits, failing with the rejection's code.
       exporter.reset()
       await get('/api/projects/1', { 'x-tenant': 'limited' })

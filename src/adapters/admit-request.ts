@@ -51,15 +51,17 @@ export function admitRequest(tenantry: Tenantry, steps: AdmitSteps): void {
     return
   }
   const parent = tracing.requestParent(info.headers)
-  const span = tracing.startResolve(parent)
   const found = tenantry.resolveNow(info)
   if (found instanceof Promise) {
+    // A span only for resolution that waits (a catalog lookup, a token check): a cached tenant
+    // takes a microsecond, less than a span costs; its attributes go on the active span instead.
+    const span = tracing.startResolve(parent)
     found.then(
       (tenant) => { tracing.endResolve(span, tenant); serve(tenantry, steps, tenant, parent) },
       (err: unknown) => { tracing.endResolve(span, null, err); refuse(steps, err, null) },
     )
   } else {
-    tracing.endResolve(span, found)
+    tracing.resolvedNow(found)
     serve(tenantry, steps, found, parent)
   }
 }

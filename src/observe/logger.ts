@@ -54,7 +54,9 @@ export function createLogger(option: LoggerOption | undefined): Logger {
 
 /** Whether lines of `logger` (or of the logger it is a child of) get the tenant from the mixin already. */
 export function hasTenantMixin(logger: unknown): boolean {
-  return typeof logger === 'object' && logger !== null && (logger as Record<symbol, unknown>)[TENANT_MIXIN] === true
+  if (typeof logger !== 'object' || logger === null) return false
+  const l = logger as Record<symbol, unknown>
+  return l[TENANT_MIXIN] === true || l[pino.symbols.mixinSym] === tenantLogMixin
 }
 
 /** Bindings of a tenant for a log line made outside its context (events of the control plane). */

@@ -75,7 +75,9 @@ function shapeOf(server: string, database: string, text: string): StatementShape
 }
 
 /**
- * Tenantry's spans: `tenantry.resolve` and `tenantry.admit` of each request, one per statement
+ * Tenantry's spans: `tenantry.resolve` of each request whose resolution waits (a catalog lookup;
+ * a cached tenant's attributes go on the active span instead), `tenantry.admit` of each request
+ * of a tenant with limits, one per statement
  * (`SELECT`, `INSERT`… with `db.system`, `db.name`, the redacted `db.statement`) and one per
  * lifecycle operation and step; each with `tenant.id`. Spans continue the incoming request's
  * trace: the active context (an HTTP instrumentation's server span), else a W3C `traceparent`
@@ -101,6 +103,12 @@ export class Tracing {
     if (trace.getSpan(active) !== undefined) return active
     if (headers.traceparent === undefined) return undefined
     return propagation.extract(ROOT_CONTEXT, headers)
+  }
+
+  /** A tenant resolved from cache: its attributes on the active span (an HTTP server span), if any. */
+  resolvedNow(tenant: Tenant): void {
+    const span = trace.getSpan(context.active())
+    if (span !== undefined && span.isRecording()) span.setAttributes(tenantAttributes(tenant))
   }
 
   startResolve(parent: Context | undefined): Span {
