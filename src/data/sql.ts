@@ -1,4 +1,4 @@
-import { quoteIdent } from '../core/sql.ts'
+import { quoteIdent, quoteLiteral } from '../core/sql.ts'
 
 /**
  * What every database that holds tenant data gets: the `tenantry` schema, the installation's key
@@ -106,13 +106,46 @@ export function ensureTenantRoleSql(role: string, appRole: string): string {
 GRANT ${quoteIdent(role)} TO ${quoteIdent(appRole)};`
 }
 
-/** Give `role` the data rights on everything a migration made in `schema`. */
+/**
+ * Give `role` the data rights on everything a migration made in `schema`: usage of the schema,
+ * SELECT/INSERT/UPDATE/DELETE on its tables, views and partitions, USAGE/SELECT on its sequences.
+ *
+ * Only missing rights are granted, on relations found through pg_depend's index (issue 18).
+ * `GRANT … ON ALL TABLES IN SCHEMA` finds them by a sequential scan of pg_class, which grows with
+ * every tenant schema of the database (2.5 ms per statement beside 1,000 schemas, 0.7 ms beside
+ * 100, here), and a GRANT rewrites the catalog row even when nothing changes: a schema's row
+ * invalidates every cached plan of every backend of the database. A migration that only alters
+ * tables (ADD COLUMN) now grants nothing and rewrites no row.
+ */
 export function grantSchemaSql(schema: string, role: string): string {
-  const s = quoteIdent(schema)
-  const r = quoteIdent(role)
-  return `GRANT USAGE ON SCHEMA ${s} TO ${r};
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${s} TO ${r};
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${r};`
+  const s = quoteLiteral(schema)
+  const r = quoteLiteral(role)
+  return `DO $tenantry_grant$
+DECLARE
+  rel record;
+BEGIN
+  IF NOT has_schema_privilege(${r}, ${s}, 'USAGE') THEN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', ${s}, ${r});
+  END IF;
+  FOR rel IN
+    SELECT c.relname, c.relkind = 'S' AS seq
+    FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+    WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = (SELECT oid FROM pg_namespace WHERE nspname = ${s})
+      AND d.classid = 'pg_class'::regclass AND d.deptype = 'n' AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+      AND CASE WHEN c.relkind = 'S'
+        THEN NOT (has_sequence_privilege(${r}, c.oid, 'USAGE') AND has_sequence_privilege(${r}, c.oid, 'SELECT'))
+        ELSE NOT (has_table_privilege(${r}, c.oid, 'SELECT') AND has_table_privilege(${r}, c.oid, 'INSERT')
+          AND has_table_privilege(${r}, c.oid, 'UPDATE') AND has_table_privilege(${r}, c.oid, 'DELETE'))
+      END
+  LOOP
+    IF rel.seq THEN
+      EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %I.%I TO %I', ${s}, rel.relname, ${r});
+    ELSE
+      EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %I.%I TO %I', ${s}, rel.relname, ${r});
+    END IF;
+  END LOOP;
+END
+$tenantry_grant$;`
 }
 
 /**
