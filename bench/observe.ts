@@ -32,10 +32,23 @@ const TARGET_P99_RATIO = 1.1
 const SERVER = 'bench/fixtures/observe-server.ts'
 const METER_CHILD = 'bench/fixtures/meter-memory.ts'
 
-type Variant = 'off' | 'on'
-const VARIANTS: Variant[] = ['off', 'on']
-/** One order per round in turn: over an even number of rounds each variant goes first equally often. */
-const ORDERS: Variant[][] = [['off', 'on'], ['on', 'off']]
+/**
+ * `on`: Tenantry's observability on, the app logging each request through Tenantry's logger.
+ * `off`: Tenantry's observability off, the app logging the same request lines to a file through a
+ * plain pino logger (no tenant on them): the app's own logging is held equal, so on/off is what
+ * Tenantry adds. `silent`: observability off and no logging at all (on/silent is also reported).
+ */
+type Variant = 'silent' | 'off' | 'on'
+const VARIANTS: Variant[] = ['silent', 'off', 'on']
+/** The six orders, one per round in turn: over 12 rounds each variant runs in each slot equally often. */
+const ORDERS: Variant[][] = [
+  ['silent', 'off', 'on'],
+  ['on', 'silent', 'off'],
+  ['off', 'on', 'silent'],
+  ['silent', 'on', 'off'],
+  ['off', 'silent', 'on'],
+  ['on', 'off', 'silent'],
+]
 
 interface Run {
   variant: Variant
@@ -292,8 +305,8 @@ async function readLog(file: string, slugs: Set<string>): Promise<Pick<OnChecks,
       out.completedLines++
       if (!line.includes('"tenant":')) continue
       // Parse only these lines; the tenant must be one the requests named.
-      const entry = JSON.parse(line) as { tenant?: { id?: string; slug?: string }; req?: unknown }
-      if (entry.tenant && typeof entry.tenant.id === 'string' && slugs.has(entry.tenant.slug ?? '')) out.completedWithTenant++
+      const entry = JSON.parse(line) as { tenant?: string; tenantId?: string }
+      if (typeof entry.tenantId === 'string' && slugs.has(entry.tenant ?? '')) out.completedWithTenant++
       else out.foreignTenantLines++
     }
   }
@@ -441,11 +454,14 @@ export default async function observe(argv: string[]): Promise<number> {
     const servers = {} as Record<Variant, ServerChild>
     let logFile = ''
     // Requests each server of the current set answered (warm-ups and probes included), as the load generator counted them.
-    const sent: Record<Variant, number> = { off: 0, on: 0 }
+    const sent: Record<Variant, number> = { silent: 0, off: 0, on: 0 }
+    let offLogFile = ''
     const startServers = async (set: number) => {
       logFile = join(logDir, `on-${set}.log`)
-      sent.off = sent.on = 0
-      servers.off = await startServer(SERVER, { ...common, BENCH_OBSERVE: 'off' })
+      offLogFile = join(logDir, `off-${set}.log`)
+      sent.silent = sent.off = sent.on = 0
+      servers.silent = await startServer(SERVER, { ...common, BENCH_OBSERVE: 'silent' })
+      servers.off = await startServer(SERVER, { ...common, BENCH_OBSERVE: 'off', BENCH_LOG_FILE: offLogFile })
       servers.on = await startServer(SERVER, { ...common, BENCH_OBSERVE: 'on', BENCH_LOG_FILE: logFile })
       // Correctness before speed: both answer the same bytes for the same row of the same tenant.
       const bodies: string[] = []
@@ -460,7 +476,7 @@ export default async function observe(argv: string[]): Promise<number> {
         bodies.push(body)
         sent[variant]++
       }
-      if (bodies[0] !== bodies[1]) throw new Error(`off and on answers differ for the same row:\n  ${bodies[0]}\n  ${bodies[1]}`)
+      if (new Set(bodies).size !== 1) throw new Error(`the variants' answers differ for the same row:\n  ${bodies.join('\n  ')}`)
     }
     const stopServers = async () => {
       for (const variant of VARIANTS) {
@@ -475,7 +491,10 @@ export default async function observe(argv: string[]): Promise<number> {
       for (const k of ['logBytes', 'logLines', 'completedLines', 'completedWithTenant', 'incomingLines', 'duplicateReqIdLines', 'foreignTenantLines'] as const) checks[k] += l[k]
       log(`  on server's log: ${l.logLines} lines, ${fmt(l.logBytes / 1e6, 1)} MB; "request completed" ${l.completedLines} (${l.completedWithTenant} with the tenant), ` +
         `"incoming request" ${l.incomingLines}; ${sent.on} requests counted by the load generator`)
-      if (!flags.keep) rmSync(logFile, { force: true })
+      if (!flags.keep) {
+        rmSync(logFile, { force: true })
+        rmSync(offLogFile, { force: true })
+      }
     }
     const measure = async (variant: Variant, r: number, attempt: number, seconds: number, warm: number): Promise<Run> => {
       const server = servers[variant]
@@ -559,22 +578,28 @@ export default async function observe(argv: string[]): Promise<number> {
   )
   const usPerReq = (v: Variant, who: 'server' | 'postgres') => med(v, (x) => (x.cpu[who] / x.result.rps) * 1e6)
   const figures = (v: Variant) => ({ rps: med(v, (x) => x.result.rps), p50: med(v, (x) => x.result.latency.p50), p99: med(v, (x) => x.result.latency.p99) })
+  const silent = figures('silent')
   const off = figures('off')
   const on = figures('on')
-  // Paired: each round's `on` figure over the `off` figure of the same round (seconds apart), then the median.
-  const paired = (f: (x: Run) => number) => median(of('on').map((x) => f(x) / f(of('off').find((b) => b.round === x.round)!)))
-  const rpsRatio = paired((x) => x.result.rps)
-  const p99Ratio = paired((x) => x.result.latency.p99)
+  // Paired: each round's figure of `v` over that of `base` in the same round (seconds apart), then the median.
+  const paired = (v: Variant, base: Variant, f: (x: Run) => number) => median(of(v).map((x) => f(x) / f(of(base).find((b) => b.round === x.round)!)))
+  const rpsRatio = paired('on', 'off', (x) => x.result.rps)
+  const p99Ratio = paired('on', 'off', (x) => x.result.latency.p99)
+  const silentRps = paired('on', 'silent', (x) => x.result.rps)
+  const silentP99 = paired('on', 'silent', (x) => x.result.latency.p99)
+  const appLogRps = paired('off', 'silent', (x) => x.result.rps)
   const rpsMet = rpsRatio >= TARGET_RPS_RATIO
   const p99Met = p99Ratio <= TARGET_P99_RATIO
-  console.log(`\nmedians over ${rounds} rounds; ratios are medians of each round's on/off figures (target: ≥ ${TARGET_RPS_RATIO}× req/s and ≤ ${TARGET_P99_RATIO}× p99)\n`)
+  console.log(`\nmedians over ${rounds} rounds; ratios are medians of each round's figures over off's (target for on: ≥ ${TARGET_RPS_RATIO}× req/s and ≤ ${TARGET_P99_RATIO}× p99)\n`)
   printTable(
     ['variant', 'req/s', 'p50 ms', 'p99 ms', 'req/s ratio', 'p99 ratio', 'node µs/req', 'pg µs/req', 'target'],
     [
+      ['silent', round(silent.rps, 0), round(silent.p50, 2), round(silent.p99, 2), round(1 / appLogRps, 3), round(1 / paired('off', 'silent', (x) => x.result.latency.p99), 3), round(usPerReq('silent', 'server'), 0), round(usPerReq('silent', 'postgres'), 0), '-'],
       ['off', round(off.rps, 0), round(off.p50, 2), round(off.p99, 2), 1, 1, round(usPerReq('off', 'server'), 0), round(usPerReq('off', 'postgres'), 0), '-'],
       ['on', round(on.rps, 0), round(on.p50, 2), round(on.p99, 2), round(rpsRatio, 3), round(p99Ratio, 3), round(usPerReq('on', 'server'), 0), round(usPerReq('on', 'postgres'), 0), rpsMet && p99Met ? 'met' : 'MISSED'],
     ],
   )
+  console.log(`\non vs silent (no logging at all): ${fmt(silentRps, 3)}× req/s, ${fmt(silentP99, 3)}× p99; the app's request logging alone (off vs silent): ${fmt(appLogRps, 3)}× req/s`)
 
   console.log(`\nusage meter, ${meter.tenants.toLocaleString('en-US')} tenants active in one interval (heap after GC, MB = 2^20 bytes):\n`)
   printTable(
@@ -612,6 +637,9 @@ export default async function observe(argv: string[]): Promise<number> {
     benchmark: 'observe',
     observe_rps_ratio: round(rpsRatio, 3),
     observe_p99_ratio: round(p99Ratio, 3),
+    observe_vs_silent_rps_ratio: round(silentRps, 3),
+    observe_vs_silent_p99_ratio: round(silentP99, 3),
+    app_logging_rps_ratio: round(appLogRps, 3),
     metering_mb_100k: round(meter.meterMb, 2),
     metering_with_metrics_mb_100k: round(meter.withMetricsMb, 2),
     metering_flush_peak_mb_100k: round(meter.flushPeakMb, 2),
@@ -623,6 +651,8 @@ export default async function observe(argv: string[]): Promise<number> {
     rps_target_met: rpsMet,
     p99_target_met: p99Met,
     target_met: rpsMet && p99Met,
+    silent_rps: round(silent.rps, 0),
+    silent_p99_ms: round(silent.p99, 2),
     off_rps: round(off.rps, 0),
     off_p50_ms: round(off.p50, 2),
     off_p99_ms: round(off.p99, 2),

@@ -17,6 +17,8 @@ async function main(): Promise<void> {
   const tenantry = await createTenantry({
     migrations: fileURLToPath(new URL('./migrations', import.meta.url)),
     resolve: [subdomain({ baseDomain: 'localhost' }), header({ name: 'x-tenant' })],
+    // Tenantry's events (provisioning, breakers, rejections…) at info; lines in a request carry the tenant.
+    observe: { logger: { level: process.env.LOG_LEVEL ?? 'info' } },
   })
   const where = process.env.DATABASE_URL ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite in ${process.env.TENANTRY_DATA_DIR ?? '.tenantry'}/`
 
@@ -38,7 +40,8 @@ async function main(): Promise<void> {
     }
   }
 
-  const app = await buildDemoApp(tenantry, { logger: process.env.LOG === '1' })
+  // LOG=1: Fastify logs each request through Tenantry's logger, so every line carries the tenant.
+  const app = await buildDemoApp(tenantry, { loggerInstance: process.env.LOG === '1' ? tenantry.logger : undefined, plugin: { metrics: true } })
   await app.listen({ port, host: '127.0.0.1' })
   console.log(`
   Tenantry demo on ${where}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s
@@ -53,6 +56,10 @@ async function main(): Promise<void> {
     curl -i http://acme.localhost:${port}/api/projects     # RateLimit-Limit/Remaining/Reset headers
     for i in $(seq 1 12); do curl -s -o /dev/null -w '%{http_code} ' http://acme.localhost:${port}/api/projects; done; echo
                                                            # acme's free plan allows ${FREE_LIMITS.rate.points} a minute, then 429 RATE_LIMITED
+    curl -s http://localhost:${port}/metrics | grep '^tenantry_tenant_requests_total'
+                                                           # requests per tenant (top 20 by name, the rest "other")
+    After Ctrl-C (usage is written each minute and at exit):
+    npx tenantry top --by db_time --period 1h              # which tenant took the database time
   `)
 
   async function shutdown(): Promise<void> {

@@ -37,7 +37,7 @@ export interface TenantryFastifyOptions {
    */
   metrics?: boolean | { path?: string; onRequest?: (request: FastifyRequest, reply: FastifyReply) => Promise<void> | void }
   /**
-   * Bind the tenant (`tenant: { id, slug }`) to `request.log` for the handler's lines, when the
+   * Bind the tenant (`tenant`: slug, `tenantId`) to `request.log` for the handler's lines, when the
    * app's logger is on and does not already carry it (Tenantry's logger as `loggerInstance` does,
    * by its mixin). Default true.
    */
@@ -83,7 +83,7 @@ class FastifySteps implements AdmitSteps {
     r[kScope] = scope
     if (this.logTenant) {
       const log = r.log
-      if (log.level !== 'silent' && !hasTenantMixin(log)) r.log = log.child({ tenant: { id: tenant.id, slug: tenant.slug } })
+      if (log.level !== 'silent' && !hasTenantMixin(log)) r.log = log.child({ tenant: tenant.slug, tenantId: tenant.id })
     }
   }
 

@@ -259,7 +259,7 @@ export class Observability implements OperationObserver {
       if (scope !== undefined && scope.tenant.id === e.tenantId) scope.rejected = true
       this.meter?.rejection(e.tenant)
       this.metrics?.rejected(e.layer, e.code)
-      this.warnThrottled(`reject:${e.tenantId}:${e.layer}`, { tenant: { id: e.tenantId, slug: e.slug }, layer: e.layer, code: e.code }, 'request turned away by the guard', 'info')
+      this.warnThrottled(`reject:${e.tenantId}:${e.layer}`, { tenant: e.slug, tenantId: e.tenantId, layer: e.layer, code: e.code }, 'request turned away by the guard', 'info')
     })
   }
 
