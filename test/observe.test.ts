@@ -292,8 +292,9 @@ function observeSuite(backend: Backend): void {
         expect(traceIdOf(s)).toBe(traceId)
         expect(parentOf(s)).toBe(parent)
         expect(s.attributes['tenant.id']).toBe(t.globex.id)
-        expect(s.attributes['tenant.tier']).toBe('schema')
+        expect(s.attributes['tenant.slug']).toBe('globex')
       }
+      expect(spans.find((s) => s.name === 'tenantry.resolve')!.attributes['tenant.tier']).toBe('schema')
       const stmt = spans.find((s) => s.name === 'SELECT')!
       expect(stmt.attributes['db.system']).toBe('postgresql')
       expect(stmt.attributes['db.statement']).toBe('SELECT id, name FROM projects WHERE id = $1')

@@ -1,5 +1,4 @@
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api'
-import { LRUCache } from 'lru-cache'
 import type { Tenant } from '../core/types.ts'
 
 /** `observe.tracing`: OpenTelemetry spans through `@opentelemetry/api` (you bring the SDK). */
@@ -8,7 +7,19 @@ export interface TracingOptions {
   tracer?: Tracer
 }
 
-const redactions = new LRUCache<string, string>({ max: 2000 })
+/**
+ * A map bounded by clearing it when full: statement texts are few in an app (its SQL), so it
+ * rarely fills, and a lookup is a plain Map get (an LRU's bookkeeping costs more per statement).
+ */
+class BoundedMap<V> extends Map<string, V> {
+  constructor(private readonly max: number) { super() }
+  override set(key: string, value: V): this {
+    if (this.size >= this.max) this.clear()
+    return super.set(key, value)
+  }
+}
+
+const redactions = new BoundedMap<string>(2000)
 
 /**
  * A statement's text for a span: literals (strings, dollar-quoted strings, numbers) replaced by
@@ -56,7 +67,7 @@ interface StatementShape {
   attributes: Attributes
 }
 
-const shapes = new LRUCache<string, StatementShape>({ max: 2000 })
+const shapes = new BoundedMap<StatementShape>(2000)
 
 function shapeOf(server: string, database: string, text: string): StatementShape {
   let shape = shapes.get(text)
@@ -143,7 +154,9 @@ export class Tracing {
     const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT }, ctx)
     if (span.isRecording()) {
       span.setAttributes(shape.attributes)
-      span.setAttributes(tenantAttributes(tenant))
+      // The tenant's id and slug; tier and plan are on the request's spans (fewer attributes per statement).
+      span.setAttribute('tenant.id', tenant.id)
+      span.setAttribute('tenant.slug', tenant.slug)
     }
     return span
   }
