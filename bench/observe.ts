@@ -22,6 +22,7 @@ import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { createTenantry, header, subdomain, type Tenantry } from '../src/index.ts'
+import { dropBenchLeftovers, lcg, redact, shuffled, withDatabase } from './lib/bench-db.ts'
 import { REPO_ROOT, killChildren, median, printTable, round, runLoad, startServer, waitForQuiet, type CpuShare, type LoadResult, type ServerChild } from './lib/load.ts'
 
 const DATABASE = 'tenantry_bench_observe'
@@ -120,55 +121,6 @@ function positiveInt(name: string, value: string | undefined, fallback: number):
   const min = name === 'warmup' || name === 'run-warmup' ? 0 : 1
   if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a ${min === 0 ? 'non-negative' : 'positive'} integer, got '${value}'\n${usage()}`)
   return n
-}
-
-function redact(url: string): string {
-  return url.replace(/:[^:@/]*@/, ':***@')
-}
-
-function withDatabase(url: string, database: string): string {
-  const u = new URL(url)
-  u.pathname = `/${database}`
-  return u.toString()
-}
-
-/** Drop the bench database, any tb_observe_* database and the tb_observe_* roles. */
-async function cleanup(admin: pg.Client): Promise<string[]> {
-  const dropped: string[] = []
-  const dbs = await admin.query<{ datname: string }>(
-    `SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE $2 ORDER BY datname`,
-    [DATABASE, `${ROLE_PREFIX.replace(/_/g, '\\_')}\\_%`],
-  )
-  for (const { datname } of dbs.rows) {
-    await admin.query(`DROP DATABASE IF EXISTS "${datname.replace(/"/g, '""')}" WITH (FORCE)`)
-    dropped.push(`database ${datname}`)
-  }
-  // Tenant roles first (members of nothing), the app role last.
-  const roles = await admin.query<{ rolname: string }>(
-    `SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname = $2, rolname`,
-    [`${ROLE_PREFIX.replace(/_/g, '\\_')}\\_%`, `${ROLE_PREFIX}_app`],
-  )
-  for (const { rolname } of roles.rows) {
-    await admin.query(`DROP ROLE IF EXISTS "${rolname.replace(/"/g, '""')}"`)
-  }
-  if (roles.rowCount) dropped.push(`${roles.rowCount} roles ${ROLE_PREFIX}_*`)
-  return dropped
-}
-
-/** A fixed pseudo-random sequence, so every run sends the same requests in the same order. */
-function lcg(seed: number): () => number {
-  let s = seed >>> 0
-  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0)
-}
-
-function shuffled<T>(items: T[], seed: number): T[] {
-  const a = [...items]
-  const next = lcg(seed)
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = next() % (i + 1)
-    ;[a[i], a[j]] = [a[j], a[i]]
-  }
-  return a
 }
 
 function hex(next: () => number, chars: number): string {
@@ -400,7 +352,7 @@ export default async function observe(argv: string[]): Promise<number> {
     log('interrupted: stopping children and cleaning up')
     killChildren()
     if (!flags.keep) rmSync(logDir, { recursive: true, force: true })
-    cleanup(admin)
+    dropBenchLeftovers(admin, DATABASE, ROLE_PREFIX)
       .catch(() => undefined)
       .finally(() => process.exit(130))
   }
@@ -425,7 +377,7 @@ export default async function observe(argv: string[]): Promise<number> {
     log(`  meter alone ${fmt(meter.meterMb, 1)} MB (${fmt(meter.meterBytesPerTenant)} B per tenant), with metrics after a scrape ${fmt(meter.withMetricsMb, 1)} MB; ` +
       `request+statement ${fmt(meter.pairNs)} ns (${meterTenants} tenants), ${fmt(meter.pairFewNs)} ns (20 tenants); empty loop ${fmt(meter.emptyNs, 1)} ns`)
 
-    const stale = await cleanup(admin)
+    const stale = await dropBenchLeftovers(admin, DATABASE, ROLE_PREFIX)
     if (stale.length) log(`removed leftovers of an earlier run: ${stale.join(', ')}`)
     const started = Date.now()
     log(`setting up ${DATABASE}: ${tenantCount} pooled tenants with ${PROJECTS_PER_TENANT} projects each…`)
@@ -556,7 +508,7 @@ export default async function observe(argv: string[]): Promise<number> {
       log(`--keep: left ${DATABASE}, the ${ROLE_PREFIX}_* roles and the logs in ${logDir} in place`)
     } else {
       rmSync(logDir, { recursive: true, force: true })
-      await cleanup(admin).catch((err) => log(`cleanup failed: ${(err as Error).message}`))
+      await dropBenchLeftovers(admin, DATABASE, ROLE_PREFIX).catch((err) => log(`cleanup failed: ${(err as Error).message}`))
     }
     await admin.end().catch(() => undefined)
   }

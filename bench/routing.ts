@@ -16,6 +16,7 @@ import { resolve as resolvePath } from 'node:path'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { createTenantry, header, subdomain, type Tenantry } from '../src/index.ts'
+import { dropBenchLeftovers, redact, shuffled, withDatabase } from './lib/bench-db.ts'
 import { REPO_ROOT, killChildren, median, printTable, round, runLoad, startServer, waitForQuiet, type CpuShare, type LoadResult, type ServerChild } from './lib/load.ts'
 
 const DATABASE = 'tenantry_bench_routing'
@@ -77,51 +78,6 @@ function positiveInt(name: string, value: string | undefined, fallback: number):
   const min = name === 'warmup' || name === 'run-warmup' ? 0 : 1
   if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a ${min === 0 ? 'non-negative' : 'positive'} integer, got '${value}'\n${usage()}`)
   return n
-}
-
-function redact(url: string): string {
-  return url.replace(/:[^:@/]*@/, ':***@')
-}
-
-function withDatabase(url: string, database: string): string {
-  const u = new URL(url)
-  u.pathname = `/${database}`
-  return u.toString()
-}
-
-/** Drop the bench database, any tb_routing_* database and the tb_routing_* roles. */
-async function cleanup(admin: pg.Client): Promise<string[]> {
-  const dropped: string[] = []
-  const dbs = await admin.query<{ datname: string }>(
-    `SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE $2 ORDER BY datname`,
-    [DATABASE, `${ROLE_PREFIX.replace(/_/g, '\\_')}\\_%`],
-  )
-  for (const { datname } of dbs.rows) {
-    await admin.query(`DROP DATABASE IF EXISTS "${datname.replace(/"/g, '""')}" WITH (FORCE)`)
-    dropped.push(`database ${datname}`)
-  }
-  // Tenant roles first (members of nothing), the app role last.
-  const roles = await admin.query<{ rolname: string }>(
-    `SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname = $2, rolname`,
-    [`${ROLE_PREFIX.replace(/_/g, '\\_')}\\_%`, `${ROLE_PREFIX}_app`],
-  )
-  for (const { rolname } of roles.rows) {
-    await admin.query(`DROP ROLE IF EXISTS "${rolname.replace(/"/g, '""')}"`)
-  }
-  if (roles.rowCount) dropped.push(`${roles.rowCount} roles ${ROLE_PREFIX}_*`)
-  return dropped
-}
-
-/** A fixed pseudo-random permutation, so every run reads the same ids in the same order. */
-function shuffled<T>(items: T[], seed: number): T[] {
-  const a = [...items]
-  let s = seed >>> 0
-  for (let i = a.length - 1; i > 0; i--) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    const j = s % (i + 1)
-    ;[a[i], a[j]] = [a[j], a[i]]
-  }
-  return a
 }
 
 async function setup(adminUrl: string, admin: pg.Client, pool: number): Promise<{ pooledId: string; pooledIds: string[]; schemaIds: string[]; pgVersion: string }> {
@@ -276,7 +232,7 @@ export default async function routing(argv: string[]): Promise<number> {
     interrupted = true
     log('interrupted: stopping children and cleaning up')
     killChildren()
-    cleanup(admin)
+    dropBenchLeftovers(admin, DATABASE, ROLE_PREFIX)
       .catch(() => undefined)
       .finally(() => process.exit(130))
   }
@@ -287,7 +243,7 @@ export default async function routing(argv: string[]): Promise<number> {
   const warmups: Run[] = []
   let pgVersion = ''
   try {
-    const stale = await cleanup(admin)
+    const stale = await dropBenchLeftovers(admin, DATABASE, ROLE_PREFIX)
     if (stale.length) log(`removed leftovers of an earlier run: ${stale.join(', ')}`)
     const started = Date.now()
     log(`setting up ${DATABASE}: ${FILLER_POOLED + 1} pooled and ${FILLER_SCHEMA + 1} schema tenants…`)
@@ -393,7 +349,7 @@ export default async function routing(argv: string[]): Promise<number> {
     if (flags.keep) {
       log(`--keep: left ${DATABASE} and the ${ROLE_PREFIX}_* roles in place`)
     } else {
-      await cleanup(admin).catch((err) => log(`cleanup failed: ${(err as Error).message}`))
+      await dropBenchLeftovers(admin, DATABASE, ROLE_PREFIX).catch((err) => log(`cleanup failed: ${(err as Error).message}`))
     }
     await admin.end().catch(() => undefined)
   }
