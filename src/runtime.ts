@@ -395,7 +395,9 @@ async function openObservability(
     pools: () => deps.dataPlane.stats(),
     operations: () => runningOperations(deps.operations),
   }, metering)
-  if (observe.meter || observe.metrics || observe.tracing) deps.dataPlane.useObserver(observe)
+  // Statements are reported when anything uses them: metering, metrics, spans, or the log lines
+  // of pool timeouts. With every part off the data path does nothing extra.
+  if (observe.meter || observe.metrics || observe.tracing || observe.logger.level !== 'silent') deps.dataPlane.useObserver(observe)
   if (observe.tracing) deps.operations.observer = observe
   if (observe.meter) observe.start()
   return observe
