@@ -20,7 +20,7 @@ import type { ProvisionOptions } from './lifecycle/provision.ts'
 import type { RequestInfo, ResolveStrategy } from './resolve/index.ts'
 import { TenantResolver, header } from './resolve/index.ts'
 import type { Logger } from 'pino'
-import { createObservability, resolveMetering, type Observability, type ObserveOptions } from './observe/observability.ts'
+import { checkObserveOptions, createObservability, resolveMetering, type Observability, type ObserveOptions } from './observe/observability.ts'
 import { createUsageService } from './observe/usage-service.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 
@@ -164,6 +164,8 @@ export interface Tenantry {
  * ```
  */
 export async function createTenantry(options: TenantryOptions = {}): Promise<Tenantry> {
+  // Refused before anything is opened.
+  checkObserveOptions(options.observe ?? {})
   // An explicit dataDir means embedded, whatever DATABASE_URL the environment has.
   const databaseUrl = options.databaseUrl ?? (options.dataDir === undefined ? process.env.DATABASE_URL : undefined) ?? undefined
   const naming = makeNaming(options.rolePrefix ?? 'tenantry')

@@ -455,6 +455,26 @@ describe('bounded tenant labels (5,000 tenants, top 20)', () => {
   })
 })
 
+describe('observe options', () => {
+  it('refuses bad options with CONFIG_INVALID naming the option, before anything is opened', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ metering: { intervalMs: 10 } }, 'observe.metering.intervalMs'],
+      [{ metering: { intervalMs: 1.5e3 + 0.5 } }, 'observe.metering.intervalMs'],
+      [{ metering: { retentionDays: 0 } }, 'observe.metering.retentionDays'],
+      [{ metering: { storageSampleMs: -1 } }, 'observe.metering.storageSampleMs'],
+      [{ metering: { maxPendingIntervals: '5' } }, 'observe.metering.maxPendingIntervals'],
+      [{ metrics: { topK: 0 } }, 'observe.metrics.topK'],
+      [{ metrics: { buckets: [0.1, -1] } }, 'observe.metrics.buckets'],
+      [{ logger: 'info' }, 'observe.logger'],
+      [{ tracing: true }, 'observe.tracing'],
+    ]
+    for (const [observe, option] of cases) {
+      const err = await createTenantry({ dataDir: '/nonexistent/never-opened', observe: observe as never }).then(() => null, (e: unknown) => e)
+      expect(err, option).toMatchObject({ code: 'CONFIG_INVALID', details: { option } })
+    }
+  })
+})
+
 describe('request histogram', () => {
   it('exports cumulative buckets, sum and count per label set in the Prometheus format', async () => {
     const registry = new Registry()

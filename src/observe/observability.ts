@@ -1,7 +1,9 @@
 import type { Span } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import { currentScope, type TenantScope } from '../context/context.ts'
+import { TenantryError } from '../core/errors.ts'
 import type { Tenant } from '../core/types.ts'
+import { printable } from '../core/validation.ts'
 import type { QueryResult } from '../data/executor.ts'
 import type { Guard, RejectionEvent } from '../guard/guard.ts'
 import type { BreakerEvent } from '../guard/breakers.ts'
@@ -39,10 +41,37 @@ export interface ResolvedMetering {
 export function resolveMetering(opts: MeteringOptions | false | undefined): ResolvedMetering {
   const o = opts || {}
   return {
-    intervalMs: o.intervalMs ?? 60_000,
-    retentionDays: o.retentionDays ?? 90,
-    storageSampleMs: o.storageSampleMs ?? 15 * 60_000,
-    maxPendingIntervals: o.maxPendingIntervals ?? 60,
+    intervalMs: wholeNumber('metering.intervalMs', o.intervalMs, 60_000, 1000, 86_400_000),
+    retentionDays: wholeNumber('metering.retentionDays', o.retentionDays, 90, 1, 36_500),
+    storageSampleMs: wholeNumber('metering.storageSampleMs', o.storageSampleMs, 15 * 60_000, 0, 7 * 86_400_000),
+    maxPendingIntervals: wholeNumber('metering.maxPendingIntervals', o.maxPendingIntervals, 60, 1, 100_000),
+  }
+}
+
+/** Refuse an option that is not a whole number in range, naming it (`CONFIG_INVALID`). */
+function wholeNumber(name: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new TenantryError('CONFIG_INVALID', `observe.${name} must be a whole number from ${min} to ${max}; got ${printable(String(value))}.`, { details: { option: `observe.${name}` } })
+  }
+  return value
+}
+
+/** Check the options before anything is opened (`CONFIG_INVALID` naming the option). */
+export function checkObserveOptions(options: ObserveOptions): void {
+  for (const part of ['logger', 'metrics', 'tracing', 'metering'] as const) {
+    const v = options[part]
+    if (v !== undefined && v !== false && (typeof v !== 'object' || v === null || Array.isArray(v))) {
+      throw new TenantryError('CONFIG_INVALID', `observe.${part} must be an object of options${part === 'logger' ? ' or a pino logger' : ''}, or false to turn it off.`, { details: { option: `observe.${part}` } })
+    }
+  }
+  resolveMetering(options.metering)
+  if (options.metrics) {
+    wholeNumber('metrics.topK', options.metrics.topK, 20, 1, 1000)
+    const b = options.metrics.buckets
+    if (b !== undefined && (!Array.isArray(b) || b.length === 0 || b.some((x) => typeof x !== 'number' || !(x > 0) || !Number.isFinite(x)))) {
+      throw new TenantryError('CONFIG_INVALID', 'observe.metrics.buckets must be a non-empty list of positive numbers of seconds.', { details: { option: 'observe.metrics.buckets' } })
+    }
   }
 }
 
@@ -286,5 +315,6 @@ export class Observability implements OperationObserver {
  * ```
  */
 export function createObservability(options: ObserveOptions, deps: ObservabilityDeps, metering: ResolvedMetering): Observability {
+  checkObserveOptions(options)
   return new Observability(options, deps, metering)
 }
