@@ -3,14 +3,15 @@ import type { UsageGranularity, UsageRecord } from './types.ts'
 
 /**
  * The usage tables of the catalog database; run after the catalog's own schema (the `tenantry`
- * schema must exist), under an advisory lock of their own so that processes starting together do
- * not race on CREATE TABLE.
+ * schema must exist), under the catalog schema's own advisory lock: the catalog's `REVOKE ALL ON
+ * ALL TABLES IN SCHEMA tenantry` also rewrites these tables' ACLs, and two processes starting
+ * together under two different locks failed with "tuple concurrently updated".
  *
  * No foreign key to `tenantry.tenants`: a purged tenant's usage is kept until the retention ends
  * (billing and audits ask about last month's tenants too), and metering never waits on a tenant row.
  */
 export const USAGE_SCHEMA_SQL = `
-SELECT pg_advisory_xact_lock(7406710003);
+SELECT pg_advisory_xact_lock(7406710002);
 CREATE TABLE IF NOT EXISTS tenantry.usage (
   tenant_id uuid NOT NULL,
   interval_start timestamptz NOT NULL,
