@@ -18,11 +18,17 @@
  *    discarded, --before s measured ("before").
  * 4. (b) `0002` adds a column to `projects`; a fresh runtime migrates exactly the schema and
  *    database tenants (`only`: their slugs; the load tenants are the "other tenants" and are not
- *    migrated) with --concurrency, while the load runs ("during" = exactly the migration).
- * 5. (c) Baseline: `0003` adds a second column over the same targets at concurrency 1, load still
+ *    migrated) with --concurrency, while the load runs ("during" = exactly the migration). The
+ *    run paces itself against the server's load (the default); `p99_ratio` = p99 during ÷ before.
+ * 5. (b′) Baseline: `0003` adds a column the same way with `pace: false` (the behaviour before
+ *    issue 18), load still running ("unpaced"): `p99_ratio_unpaced`.
+ * 6. (c) Baseline: `0004` adds a column over the same targets at concurrency 1, load still
  *    running ("sequential"). `sequential_ratio` = (b) time ÷ (c) time.
+ * 7. A control as long as "before" with no migration ("after"): `p99_ratio_after` is what the
+ *    machine alone moved the ratios by in this run.
  * Prints tables; the last line is one JSON object (noop_schemas, noop_s, add_column_targets,
- * add_column_s, failed_requests, sequential_ratio, p99_before_ms, p99_during_ms…).
+ * add_column_s, failed_requests, sequential_ratio, p99_before_ms, p99_during_ms, p99_ratio,
+ * p99_ratio_unpaced…).
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -42,6 +48,8 @@ const LOAD_POOLED = 2
 const LOAD_SCHEMA = 2
 const TARGET_NOOP_S = 10
 const TARGET_ADD_COLUMN_S = 120
+/** p99 of the other tenants during (b) at most this many times their p99 before (issue 18). */
+const TARGET_P99_RATIO = 2
 
 const log = (msg: string) => process.stderr.write(`[migrate] ${msg}\n`)
 
@@ -49,7 +57,7 @@ function usage(): string {
   return [
     'usage: npm run bench -- migrate [--schemas N] [--databases N] [--concurrency N] [--fill-concurrency N] [--noop-runs N]',
     '                                [--connections N] [--warmup S] [--before S] [--projects N] [--pool N] [--quiet-wait S]',
-    '                                [--no-sequential] [--keep] [--check]',
+    '                                [--no-unpaced] [--no-sequential] [--keep] [--check]',
     '  --schemas 1000 --databases 100   schema and database tenants migrated (scale down for a quick run)',
     '  --concurrency 8       targets migrated at once in (b)      --fill-concurrency 8   provisions at once in setup',
     '  --noop-runs 3         no-op runs in (a), each on a fresh runtime; the median is reported',
@@ -57,7 +65,7 @@ function usage(): string {
     '  --warmup 3 --before 10   seconds of discarded load, then of measured load before the migration',
     '  --projects 100        rows per load tenant           --pool 10   connection budget of the server',
     '  --quiet-wait 60       seconds to wait for a quiet machine before the load starts',
-    '  --no-sequential       skip the concurrency-1 baseline (c)',
+    '  --no-unpaced          skip the unpaced baseline (b′)     --no-sequential   skip the concurrency-1 baseline (c)',
     '  --keep                leave the bench database and roles   --check   exit 1 when a target is missed',
   ].join('\n')
 }
@@ -125,6 +133,8 @@ interface MigrationRun {
   cpu?: CpuShare
   /** ms from the start to the last schema / database target done, and how many of each. */
   tiers?: { schema: number; database: number; schemaCount: number; databaseCount: number }
+  /** False for the unpaced baseline (b′). */
+  paced: boolean
 }
 
 function firstError(r: FleetMigrateResult | undefined): string | undefined {
@@ -141,7 +151,7 @@ export default async function migrate(argv: string[]): Promise<number> {
         schemas: { type: 'string' }, databases: { type: 'string' }, concurrency: { type: 'string' },
         'fill-concurrency': { type: 'string' }, 'noop-runs': { type: 'string' }, connections: { type: 'string' },
         warmup: { type: 'string' }, before: { type: 'string' }, projects: { type: 'string' }, pool: { type: 'string' },
-        'quiet-wait': { type: 'string' }, 'no-sequential': { type: 'boolean', default: false },
+        'quiet-wait': { type: 'string' }, 'no-sequential': { type: 'boolean', default: false }, 'no-unpaced': { type: 'boolean', default: false },
         keep: { type: 'boolean', default: false }, check: { type: 'boolean', default: false }, help: { type: 'boolean', default: false },
       },
     }).values
@@ -173,6 +183,7 @@ export default async function migrate(argv: string[]): Promise<number> {
     return 2
   }
   const sequential = !flags['no-sequential']
+  const unpaced = !flags['no-unpaced']
 
   const adminUrl = process.env.BENCH_PG_URL ?? DEFAULT_PG_URL
   const admin = await connectAdmin('migrate', adminUrl)
@@ -217,7 +228,7 @@ export default async function migrate(argv: string[]): Promise<number> {
   const phaseCpu: Record<string, CpuShare> = {}
   const benchCpu: Record<string, number> = {}
   let targetSlugs: string[] = []
-  let columnCheck = { b: -1, c: -1 }
+  let columnCheck = { b: -1, c: -1, u: -1 }
   try {
     const stale = await cleanupPrefix(admin, DATABASE, ROLE_PREFIX)
     if (stale.length) log(`removed leftovers of an earlier run: ${stale.join(', ')}`)
@@ -331,10 +342,10 @@ export default async function migrate(argv: string[]): Promise<number> {
       await new Promise((r) => setTimeout(r, before * 1000))
       stopBefore()
 
-      const migrateWith = async (name: string, file: string, column: string, c: number, phase: string) => {
+      const migrateWith = async (name: string, file: string, column: string, c: number, phase: string, paced = true) => {
         writeFileSync(join(dir, file), `-- bench/migrate.ts: a column added to every target\nALTER TABLE projects ADD COLUMN ${column} text;\n`)
         const t = await runtime()
-        const run: MigrationRun = { name, concurrency: c, seconds: NaN }
+        const run: MigrationRun = { name, concurrency: c, seconds: NaN, paced }
         // When each tier's targets finish (schemas sort before databases in the claim order).
         const last = { schema: 0, database: 0, schemaCount: 0, databaseCount: 0 }
         let t0 = Date.now()
@@ -353,7 +364,7 @@ export default async function migrate(argv: string[]): Promise<number> {
           const m = machineSampler()
           t0 = Date.now()
           try {
-            run.result = await t.migrate({ concurrency: c, only: targetSlugs, startedBy: 'bench/migrate.ts' })
+            run.result = await t.migrate({ concurrency: c, only: targetSlugs, startedBy: 'bench/migrate.ts', ...(paced ? {} : { pace: false }) })
           } catch (err) {
             run.error = (err as Error).message
           }
@@ -378,10 +389,20 @@ export default async function migrate(argv: string[]): Promise<number> {
         return run
       }
       await migrateWith('(b) add column', `${next(1)}_bench_add_column.sql`, 'bench_note', concurrency, 'during')
+      if (unpaced) {
+        await loadChild.phase('between')
+        await migrateWith("(b') add column, unpaced", `${next(2)}_bench_add_column_3.sql`, 'bench_note_3', concurrency, 'unpaced', false)
+      }
       if (sequential) {
         await loadChild.phase('between')
-        await migrateWith('(c) add column, sequential', `${next(2)}_bench_add_column_2.sql`, 'bench_note_2', 1, 'sequential')
+        await migrateWith('(c) add column, sequential', `${next(3)}_bench_add_column_2.sql`, 'bench_note_2', 1, 'sequential')
       }
+      // A control: as long as 'before', with no migration. Its p99 against before's is what the
+      // machine alone moves the ratios by in this run.
+      await loadChild.phase('after')
+      const stopAfter = sample('after')
+      await new Promise((r) => setTimeout(r, before * 1000))
+      stopAfter()
     } finally {
       phases = await loadChild.stop().catch((err) => {
         log(`load generator: ${(err as Error).message}`)
@@ -392,11 +413,12 @@ export default async function migrate(argv: string[]): Promise<number> {
     const client = new pg.Client({ connectionString: dbUrl })
     await client.connect()
     try {
-      const r = await client.query<{ b: string; c: string }>(
-        `SELECT count(*) FILTER (WHERE column_name = 'bench_note') AS b, count(*) FILTER (WHERE column_name = 'bench_note_2') AS c
+      const r = await client.query<{ b: string; c: string; u: string }>(
+        `SELECT count(*) FILTER (WHERE column_name = 'bench_note') AS b, count(*) FILTER (WHERE column_name = 'bench_note_2') AS c,
+                count(*) FILTER (WHERE column_name = 'bench_note_3') AS u
          FROM information_schema.columns WHERE table_name = 'projects' AND table_schema LIKE 't\\_%'`,
       )
-      columnCheck = { b: Number(r.rows[0].b), c: Number(r.rows[0].c) }
+      columnCheck = { b: Number(r.rows[0].b), c: Number(r.rows[0].c), u: Number(r.rows[0].u) }
     } finally {
       await client.end()
     }
@@ -420,6 +442,7 @@ export default async function migrate(argv: string[]): Promise<number> {
   // ─── report ───────────────────────────────────────────────────────────────────────────────────
   const load1 = loadAverage()
   const b = runs.find((r) => r.concurrency === concurrency && r.name.startsWith('(b)'))
+  const b0 = runs.find((r) => r.name.startsWith("(b')"))
   const c = runs.find((r) => r.name.startsWith('(c)'))
   const addColumnTargets = targetSlugs.length
   // Schema targets sort before database targets in the claim order, so the run splits in two.
@@ -453,9 +476,20 @@ export default async function migrate(argv: string[]): Promise<number> {
     if (e) console.log(`${r.name}: ${r.error ? 'threw' : 'first failed target'}: ${e}`)
   }
   console.log(`no-op runs: ${noopSeconds.map((s) => s.toFixed(2)).join(', ')} s (runtime startup ${noopStartup.map((s) => s.toFixed(2)).join(', ')} s, not included)`)
-  console.log(`columns found in the tenant schemas afterwards: bench_note ${columnCheck.b}/${schemas}, bench_note_2 ${columnCheck.c}/${sequential ? schemas : 0}\n`)
+  console.log(
+    `columns found in the tenant schemas afterwards: bench_note ${columnCheck.b}/${schemas}, bench_note_3 ${columnCheck.u}/${unpaced ? schemas : 0}, ` +
+      `bench_note_2 ${columnCheck.c}/${sequential ? schemas : 0}`,
+  )
+  for (const r of runs) {
+    const pace = r.result?.pace
+    if (pace) {
+      const what = pace.gauge === 'cpu' ? `CPU utilisation ${round(pace.baseline * 100, 0)}% with the run held, ${round(pace.last * 100, 0)}% last` : `SELECT 1 round trip ${round(pace.baseline, 2)} ms with the run held, ${round(pace.last, 2)} ms last`
+      console.log(`${r.name}: paced at ${round(pace.meanLevel, 2)} streams on average (of ${r.concurrency}), slowed down ${pace.slowdowns} times; ${what}`)
+    }
+  }
+  console.log('')
 
-  const phaseRows = ['before', 'during', 'sequential'].filter((p) => phases[p])
+  const phaseRows = ['before', 'during', 'unpaced', 'sequential', 'after'].filter((p) => phases[p])
   printTable(
     ['load phase', 'seconds', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'non-2xx', 'errors', 'cpu server', 'cpu load', 'cpu migrator', 'cpu pg', 'cpu other'],
     phaseRows.map((p) => {
@@ -468,7 +502,7 @@ export default async function migrate(argv: string[]): Promise<number> {
     }),
   )
   for (const p of phaseRows) if (phases[p].sampleErrors.length) console.log(`${p}: ${phases[p].sampleErrors.join('; ')}`)
-  const failedDuring = ['during', 'sequential'].reduce((n, p) => n + (phases[p] ? phases[p].non2xx + phases[p].errors : 0), 0)
+  const failedDuring = ['during', 'unpaced', 'sequential'].reduce((n, p) => n + (phases[p] ? phases[p].non2xx + phases[p].errors : 0), 0)
   const failedBefore = phases.before ? phases.before.non2xx + phases.before.errors : 0
   console.log(
     `\n'cpu' columns are cores (${cpus().length} in all): the app server, autocannon, this process (it runs the migration), the backends of ` +
@@ -476,6 +510,7 @@ export default async function migrate(argv: string[]): Promise<number> {
       `Failed requests: ${failedDuring} during the migrations, ${failedBefore} before.`,
   )
   const sequentialRatio = b && c && ok(b) && ok(c) ? round(b.seconds / c.seconds, 3) : null
+  const p99Ratio = phases.before && phases.during ? round(phases.during.latency.p99 / phases.before.latency.p99, 2) : null
   const summary = {
     benchmark: 'migrate',
     noop_schemas: noopSchemas,
@@ -503,17 +538,32 @@ export default async function migrate(argv: string[]): Promise<number> {
     p99_before_ms: round(phases.before?.latency.p99 ?? NaN, 2),
     p99_during_ms: round(phases.during?.latency.p99 ?? NaN, 2),
     p99_sequential_ms: round(phases.sequential?.latency.p99 ?? NaN, 2),
-    p99_ratio: phases.before && phases.during ? round(phases.during.latency.p99 / phases.before.latency.p99, 2) : null,
+    p99_ratio: p99Ratio,
+    // The same ADD COLUMN with pace: false, in this run: the behaviour before issue 18.
+    p99_unpaced_ms: round(phases.unpaced?.latency.p99 ?? NaN, 2),
+    p99_ratio_unpaced: phases.before && phases.unpaced ? round(phases.unpaced.latency.p99 / phases.before.latency.p99, 2) : null,
+    add_column_unpaced_s: b0 ? round(b0.seconds, 1) : null,
+    add_column_unpaced_done: b0?.result?.counts.done ?? 0,
+    p99_after_ms: round(phases.after?.latency.p99 ?? NaN, 2),
+    p99_ratio_after: phases.before && phases.after ? round(phases.after.latency.p99 / phases.before.latency.p99, 2) : null,
     rps_before: round(phases.before?.rps ?? NaN, 0),
     rps_during: round(phases.during?.rps ?? NaN, 0),
+    rps_unpaced: round(phases.unpaced?.rps ?? NaN, 0),
+    pace_mean_level: b?.result?.pace ? round(b.result.pace.meanLevel, 2) : null,
+    pace_slowdowns: b?.result?.pace?.slowdowns ?? null,
+    pace_gauge: b?.result?.pace?.gauge ?? null,
+    pace_baseline: b?.result?.pace ? round(b.result.pace.baseline, 3) : null,
     noop_target_met: median(noopSeconds) <= TARGET_NOOP_S,
     add_column_target_met: ok(b) && !!b && b.seconds <= TARGET_ADD_COLUMN_S,
+    p99_target_met: p99Ratio !== null && p99Ratio <= TARGET_P99_RATIO,
     zero_failed_requests: failedDuring === 0,
     connections,
     load_average: load1,
     max_other_cpu: round(Math.max(0, ...Object.values(phaseCpu).map((x) => x.other)), 2),
+    // Other processes' CPU while 'before' was measured: above ~0.1 core the ratios are disturbed.
+    other_cpu_before: round(phaseCpu.before?.other ?? NaN, 2),
   }
   console.log(JSON.stringify(summary))
-  if (flags.check && !(summary.noop_target_met && summary.add_column_target_met && summary.zero_failed_requests)) return 1
+  if (flags.check && !(summary.noop_target_met && summary.add_column_target_met && summary.p99_target_met && summary.zero_failed_requests)) return 1
   return 0
 }

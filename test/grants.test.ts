@@ -101,8 +101,12 @@ CREATE VIEW label_names AS SELECT name FROM labels;
 `)
     await t.close()
     t = await backend.open(migrations)
-    const first = await t.migrate()
+    // Three targets (pooled, and each tenant) at concurrency 2: more than one round, so paced
+    // against the server's load on PostgreSQL (probe baseline measured); PGlite is not paced.
+    const first = await t.migrate({ concurrency: 2 })
     expect(first.state).toBe('done')
+    if (backend.name === 'PostgreSQL') expect(first.pace).toMatchObject({ gauge: 'cpu', baseline: expect.any(Number), level: expect.any(Number), slowdowns: expect.any(Number) })
+    else expect(first.pace).toBeUndefined()
     for (const tenant of tenants) {
       const r = await rights(tenant)
       expect({ labels: r.labels, labels_id_seq: r.labels_id_seq, label_numbers: r.label_numbers, label_names: r.label_names }, tenant.slug).toEqual({
@@ -116,7 +120,9 @@ CREATE VIEW label_names AS SELECT name FROM labels;
     writeFileSync(join(migrations, '0003_label_color.sql'), 'ALTER TABLE labels ADD COLUMN color text;\n')
     await t.close()
     t = await backend.open(migrations)
-    expect((await t.migrate()).state).toBe('done')
+    const second = await t.migrate({ pace: false })
+    expect(second.state).toBe('done')
+    expect(second.pace).toBeUndefined()
     for (const [i, tenant] of tenants.entries()) {
       const after = await catalogRows(tenant)
       // The altered table's own row changes (its column count); the schema's and every other relation's do not.

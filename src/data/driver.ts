@@ -53,6 +53,18 @@ export interface ServerDriver {
   releaseDatabase(database: string): Promise<void>
   /** Most owner connections to one database at once: the bound of a fleet migration's concurrency. */
   readonly adminPoolSize: number
+  /**
+   * Milliseconds of one `SELECT 1` round trip on an owner connection of its own (never queued
+   * behind a pool): how fast the server answers now, which a fleet migration paces itself by.
+   * Absent where the server is this process (PGlite): there is no one else's load to spare.
+   */
+  probe?(): Promise<number>
+  /**
+   * The server host's cumulative CPU times (`/proc/stat`: busy and total), on the connection of
+   * {@link probe}; null where the server does not tell them (not Linux, or the owner may not
+   * read server files). A fleet migration paces itself by the utilisation they give.
+   */
+  cpuTimes?(): Promise<{ busy: number; total: number } | null>
   /** Subscribe to NOTIFY on `channel`; returns an unsubscribe function. `onReconnect` fires after a lost connection is re-established. */
   listen(channel: string, onMessage: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>>
   stats(): { open: number; busy: number; idle: number; waiting: number; peakOpen: number }

@@ -125,6 +125,10 @@ export class PgServer implements ServerDriver {
   private readonly prepareEnter: boolean
   /** The session statement_timeout new connections get (see {@link useSessionStatementTimeout}). */
   private sessionTimeoutMs: number | null = null
+  /** The connection of {@link probe}, opened on first use. */
+  private probeClient: Promise<pg.Client> | null = null
+  /** False once reading the host's CPU times was refused: not asked again. */
+  private cpuReadable = true
 
   constructor(opts: PgServerOptions) {
     this.opts = opts
@@ -355,11 +359,68 @@ export class PgServer implements ServerDriver {
     }
   }
 
+  async probe(): Promise<number> {
+    const started = performance.now()
+    await this.onProbeConnection((c) => c.query('SELECT 1'))
+    return performance.now() - started
+  }
+
+  async cpuTimes(): Promise<{ busy: number; total: number } | null> {
+    if (!this.cpuReadable) return null
+    let line: string
+    try {
+      const r = await this.onProbeConnection((c) => c.query<{ line: string }>("SELECT split_part(pg_read_file('/proc/stat', 0, 512), E'\\n', 1) AS line"))
+      line = r.rows[0]?.line ?? ''
+    } catch (err) {
+      // 42501: not a superuser nor pg_read_server_files; 58P01: no /proc/stat (not Linux).
+      const code = (err as { code?: string }).code
+      if (code === '42501' || code === '58P01' || code === '22023') {
+        this.cpuReadable = false
+        return null
+      }
+      throw err
+    }
+    // cpu  user nice system idle iowait irq softirq steal …: idle and iowait are CPU to spare.
+    const f = line.trim().split(/\s+/)
+    if (f[0] !== 'cpu' || f.length < 5) {
+      this.cpuReadable = false
+      return null
+    }
+    const n = f.slice(1, 9).map(Number)
+    const total = n.reduce((a, b) => a + b, 0)
+    return { busy: total - n[3] - (n[4] ?? 0), total }
+  }
+
+  /** Run `fn` on the connection of {@link probe} (its own, never queued behind a pool), opened on first use. */
+  private async onProbeConnection<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    if (!this.probeClient) {
+      const client = new pg.Client({ connectionString: this.opts.url })
+      // A broken probe connection is replaced on the next use; its error is that use's.
+      client.on('error', () => { this.probeClient = null })
+      this.probeClient = client.connect().then(() => client)
+      this.probeClient.catch(() => { this.probeClient = null })
+    }
+    const client = await this.probeClient
+    try {
+      return await fn(client)
+    } catch (err) {
+      // A statement error leaves the connection usable; a broken connection does not.
+      if ((err as { code?: string }).code === undefined) {
+        this.probeClient = null
+        client.end().catch(() => undefined)
+      }
+      throw err
+    }
+  }
+
   stats() {
     return this.pool.stats()
   }
 
   async close(): Promise<void> {
+    const probe = this.probeClient
+    this.probeClient = null
+    if (probe) await probe.then((c) => c.end()).catch(() => undefined)
     await this.pool.close()
     const pools = [...this.adminPools.values()]
     this.adminPools.clear()

@@ -9,6 +9,7 @@ import type { TenantryEvents } from './events.ts'
 import { faultPoint } from './faults.ts'
 import { migrateTarget, pendingMigrations, requireMigrations, type MigrationFile } from './migrator.ts'
 import type { OperationTarget, Operations } from './operations.ts'
+import { LoadPacer, type PaceOptions, type PaceReport } from './pacer.ts'
 import * as sql from './sql.ts'
 
 export interface FleetMigrateOptions {
@@ -25,6 +26,16 @@ export interface FleetMigrateOptions {
   /** Called as targets finish (at most every 200 ms, and once at the end). */
   onProgress?: (progress: MigrateProgress) => void
   startedBy?: string
+  /**
+   * Pace the run against the load of the server it migrates (default on): the run takes at most
+   * half of the CPU the users' load leaves idle (read from the server's /proc/stat; where that
+   * cannot be read, it keeps `SELECT 1` round trips near their baseline), from up to
+   * `concurrency` targets at once down to a fraction of one stream. `false` runs at
+   * `concurrency` regardless (see lifecycle/pacer.ts). PGlite
+   * servers are never paced (nothing else runs on them), nor is a run of no more targets than
+   * its concurrency.
+   */
+  pace?: boolean | PaceOptions
 }
 
 /** One target and what it lacks. */
@@ -68,6 +79,8 @@ export interface FleetMigrateResult {
   targets: FleetTargetResult[]
   counts: { total: number; done: number; failed: number; skipped: number; pending: number }
   elapsedMs: number
+  /** How this worker paced itself (absent when it did not: `pace: false`, or nothing to migrate). */
+  pace?: PaceReport
 }
 
 export interface FleetMigratorOptions {
@@ -180,8 +193,16 @@ export class FleetMigrator {
     }
 
     const opId = await this.joinOrStart(work, opts)
+    // The server of the first target claimed (claims go canaries first, then by label).
+    const first = [...work].sort((a, b) => Number(b.canary) - Number(a.canary) || a.label.localeCompare(b.label))[0].server
+    let pace: PaceReport | undefined
+    const workOnce = async () => {
+      const r = await this.work(opId, opts, plan.length, skipped.length, started, first)
+      pace = r.pace ?? pace
+      return r.halted
+    }
     return this.o.operations.holding(async () => {
-      let halted = await this.work(opId, opts, plan.length, skipped.length, started)
+      let halted = await workOnce()
       // Wait for targets other workers are still running, then whoever finishes first records the end.
       // Targets held by a worker that died go back to pending and are worked here, unless the run
       // halted: otherwise a survivor would report them as "not reached" instead of finishing them.
@@ -190,7 +211,7 @@ export class FleetMigrator {
         if (c.running === 0 && (c.pending === 0 || halted)) break
         const released = c.running > 0 ? await this.o.operations.releaseDeadClaims(opId) : 0
         if (released > 0 || c.running === 0) {
-          if (!halted) halted = await this.work(opId, opts, plan.length, skipped.length, started)
+          if (!halted) halted = await workOnce()
           continue
         }
         await sleep(200)
@@ -204,15 +225,25 @@ export class FleetMigrator {
       await this.o.operations.finish(opId, state, state === 'done' ? null : why ?? null, { total: rows.length, failed, pending })
       const result = this.result(opId, state, targets, started)
       if (halted) result.halted = halted
+      if (pace) result.pace = pace
       opts.onProgress?.(progressOf(result.counts, 0, started))
       return result
     })
   }
 
-  private async work(opId: string, opts: FleetMigrateOptions, total: number, skipped: number, started: number): Promise<string | undefined> {
+  private async work(
+    opId: string, opts: FleetMigrateOptions, total: number, skipped: number, started: number, firstServer: string,
+  ): Promise<{ halted?: string; pace?: PaceReport }> {
     const { operations, dataPlane, files, events } = this.o
     const maxAdmin = Math.min(...dataPlane.serverNames().map((s) => dataPlane.driver(s).adminPoolSize))
     const concurrency = Math.max(1, Math.min(opts.concurrency ?? 4, maxAdmin))
+    // A run that fits in one round of its concurrency is over before pacing could matter.
+    const paced = opts.pace !== false && total - skipped > concurrency && dataPlane.serverNames().some((s) => dataPlane.driver(s).probe)
+    const pacer = !paced ? null : new LoadPacer((server) => {
+      const driver = dataPlane.driver(server)
+      return { cpuTimes: driver.cpuTimes && (() => driver.cpuTimes!()), probe: driver.probe && (() => driver.probe!()) }
+    }, concurrency, typeof opts.pace === 'object' ? opts.pace : {})
+    await pacer?.start(firstServer)
     let halted: string | undefined
     let lastProgress = 0
     const report = async (force = false) => {
@@ -224,8 +255,14 @@ export class FleetMigrator {
 
     const worker = async () => {
       while (!halted) {
-        const t = await operations.claimTarget(opId)
+        await pacer?.acquire()
+        const began = Date.now()
+        const t = await operations.claimTarget(opId).catch((err) => {
+          pacer?.release(0)
+          throw err
+        })
         if (!t) {
+          pacer?.release(0)
           const c = await operations.counts(opId)
           if (opts.maxFailures !== undefined && c.failed >= opts.maxFailures) halted ??= `stopped after ${c.failed} failures (--max-failures ${opts.maxFailures})`
           else if (c.pending === 0) return
@@ -238,6 +275,7 @@ export class FleetMigrator {
           continue
         }
         const target: MigrationTarget = { server: t.server, database: t.database, schema: t.schema, role: t.role, label: t.target }
+        pacer?.follow(t.server)
         try {
           await faultPoint('migrate:target')
           const r = await migrateTarget(dataPlane.driver(t.server).admin(t.database), target, files)
@@ -249,13 +287,19 @@ export class FleetMigrator {
           if (opts.maxFailures !== undefined && (await operations.counts(opId)).failed >= opts.maxFailures) {
             halted ??= `stopped after ${opts.maxFailures} failures (--max-failures ${opts.maxFailures})`
           }
+        } finally {
+          pacer?.release(Date.now() - began)
         }
         await report()
       }
     }
-    await Promise.all(Array.from({ length: concurrency }, worker))
+    try {
+      await Promise.all(Array.from({ length: concurrency }, worker))
+    } finally {
+      await pacer?.stop()
+    }
     await report(true)
-    return halted
+    return { halted, pace: pacer?.report() }
   }
 
   /** Join the running migrate operation of the same files and scope, or start one with its targets. */

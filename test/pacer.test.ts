@@ -1,0 +1,225 @@
+import pg from 'pg'
+import { describe, expect, it } from 'vitest'
+import { PgServer } from '../src/data/pg-server.ts'
+import { LoadPacer } from '../src/lifecycle/pacer.ts'
+import { PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+
+// The pacer of fleet migrations (issue 18) on its own, with scripted gauges: the CPU times or
+// round trips a server would answer with; then the real gauges of a PostgreSQL server.
+// (bench/migrate.ts measures the pacing against real load.)
+
+const FAST = { probeIntervalMs: 1, windowMs: 5, recalibrateSeconds: 3600 }
+
+async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 2))
+  }
+}
+
+/** A probe answering `ms()` and counting its calls. */
+function scripted(ms: () => number): { probe: () => Promise<number>; calls: number } {
+  const p = {
+    calls: 0,
+    probe: async () => {
+      p.calls++
+      return ms()
+    },
+  }
+  return p
+}
+
+describe('LoadPacer', () => {
+  it('starts at one stream and climbs to the concurrency while the server answers as fast as its baseline', async () => {
+    const p = scripted(() => 0.25)
+    const pacer = new LoadPacer(() => ({ probe: p.probe }), 8, FAST)
+    await pacer.start('main')
+    expect(pacer.report()).toMatchObject({ gauge: 'rtt', level: 1, baseline: 0.25, slowdowns: 0 })
+    await until(() => pacer.report().level === 8, 'level 8')
+    // Eight slots at once; the ninth waits for a release.
+    for (let i = 0; i < 8; i++) await pacer.acquire()
+    let ninth = false
+    const waiting = pacer.acquire().then(() => { ninth = true })
+    await new Promise((r) => setTimeout(r, 20))
+    expect(ninth).toBe(false)
+    pacer.release(5)
+    await waiting
+    expect(ninth).toBe(true)
+    expect(pacer.report().slowdowns).toBe(0)
+    await pacer.stop()
+  })
+
+  it('halves its share while the probe is above 1.25 × baseline + 0.2 ms, down to 0.05 of a stream, and a fraction of a stream rests after each target', async () => {
+    let ms = 0.25
+    const p = scripted(() => ms)
+    const pacer = new LoadPacer(() => ({ probe: p.probe }), 8, FAST)
+    await pacer.start('main')
+    // 0.5 ms is just under the threshold (1.25 × 0.25 + 0.2 = 0.5125): no slowdown.
+    ms = 0.5
+    await until(() => pacer.report().level >= 3, 'level 3')
+    expect(pacer.report().slowdowns).toBe(0)
+    ms = 5
+    await until(() => pacer.report().level === 0.05, 'level 0.05')
+    const slowed = pacer.report().slowdowns
+    // From at least 3 down to 0.05 by halves: 3 → 1.5 → 0.75 → … → 0.05 (at least six halvings).
+    expect(slowed).toBeGreaterThanOrEqual(6)
+
+    await pacer.acquire()
+    pacer.release(10)
+    // The slot rests 10 × (1/0.05 − 1) = 190 ms: not given at once, given after.
+    let next = false
+    const waiting = pacer.acquire().then(() => { next = true })
+    await Promise.resolve()
+    expect(next).toBe(false)
+    await waiting
+    expect(next).toBe(true)
+    pacer.release(0)
+
+    // The server recovers: the share grows back.
+    ms = 0.25
+    await until(() => pacer.report().level === 8, 'level 8 again')
+    const r = pacer.report()
+    expect(r.slowdowns).toBe(slowed)
+    expect(r.meanLevel).toBeGreaterThan(0)
+    expect(r.meanLevel).toBeLessThan(8)
+    await pacer.stop()
+  })
+
+  it('measures a new baseline with nothing of the run running when the run moves on to another server', async () => {
+    let running = 0
+    const seenRunning: number[] = []
+    const main = scripted(() => 0.25)
+    const other = scripted(() => {
+      seenRunning.push(running)
+      return 3
+    })
+    const pacer = new LoadPacer((server) => ({ probe: server === 'main' ? main.probe : other.probe }), 4, FAST)
+    await pacer.start('main')
+    await pacer.acquire()
+    running++
+    pacer.follow('eu')
+    // The target that moved on still runs; the next one waits for the new baseline.
+    let second = false
+    const waiting = pacer.acquire().then(() => { second = true })
+    await new Promise((r) => setTimeout(r, 20))
+    expect(second).toBe(false)
+    running--
+    pacer.release(1)
+    await waiting
+    running++
+    // Every probe of the baseline was taken with no target running; the baseline is eu's own.
+    const calibration = seenRunning.slice(0, 3)
+    expect(calibration).toEqual([0, 0, 0])
+    expect(pacer.report().baseline).toBe(3)
+    running--
+    pacer.release(1)
+    await pacer.stop()
+  })
+
+  it('paces by the CPU utilisation where the server tells it: at most half of what the users leave idle', async () => {
+    let u = 0.6
+    const times = { busy: 0, total: 0 }
+    const cpuTimes = async () => {
+      times.total += 100
+      times.busy += u * 100
+      return { ...times }
+    }
+    const probe = scripted(() => 50)
+    const pacer = new LoadPacer(() => ({ cpuTimes, probe: probe.probe }), 8, FAST)
+    await pacer.start('main')
+    // The round trip (50 ms, far above anything) is not used: the utilisation is.
+    expect(pacer.report()).toMatchObject({ gauge: 'cpu', level: 1, slowdowns: 0 })
+    expect(pacer.report().baseline).toBeCloseTo(0.6, 10)
+    expect(probe.calls).toBe(0)
+    // Below 0.6 + 0.375 × 0.4 = 0.75: faster.
+    u = 0.7
+    await until(() => pacer.report().level === 8, 'level 8')
+    // Between 0.75 and 0.8 (= 0.6 + 0.5 × 0.4): the level holds.
+    u = 0.78
+    const held = pacer.report()
+    await until(() => pacer.report().last === 0.78, 'a measurement at 0.78')
+    await new Promise((r) => setTimeout(r, 30))
+    expect(pacer.report()).toMatchObject({ level: 8, slowdowns: held.slowdowns })
+    // Above 0.8: halves, down to 0.05 of a stream.
+    u = 0.95
+    await until(() => pacer.report().level === 0.05, 'level 0.05')
+    expect(probe.calls).toBe(0)
+    await pacer.stop()
+  })
+
+  it('does not pace a server without a gauge (PGlite): the whole concurrency at once', async () => {
+    const pacer = new LoadPacer(() => ({}), 4, FAST)
+    await pacer.start('main')
+    expect(pacer.report().level).toBe(4)
+    await Promise.all([pacer.acquire(), pacer.acquire(), pacer.acquire(), pacer.acquire()])
+    await pacer.stop()
+  })
+
+  it('a failing probe gives no signal: the level stays where it is, and stop() lets every waiter go', async () => {
+    const p = scripted(() => {
+      throw new Error('connection reset')
+    })
+    const pacer = new LoadPacer(() => ({ probe: p.probe }), 2, FAST)
+    await pacer.start('main')
+    await until(() => p.calls > 20, 'probes while failing')
+    expect(pacer.report()).toMatchObject({ level: 1, slowdowns: 0 })
+    await pacer.acquire()
+    let waited = false
+    const waiting = pacer.acquire().then(() => { waited = true })
+    await pacer.stop()
+    await waiting
+    expect(waited).toBe(true)
+  })
+})
+
+describe.skipIf(!(await postgresAvailable()))('the gauges of a PostgreSQL server', () => {
+  const ROLE = 'tp_pacer_plain'
+
+  async function withRole<T>(fn: (url: string) => Promise<T>): Promise<T> {
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+    await admin.connect()
+    try {
+      await admin.query(`DROP ROLE IF EXISTS ${ROLE}`)
+      await admin.query(`CREATE ROLE ${ROLE} LOGIN NOSUPERUSER`)
+      const url = new URL(PG_ADMIN_URL)
+      url.username = ROLE
+      return await fn(url.toString())
+    } finally {
+      await admin.query(`DROP ROLE IF EXISTS ${ROLE}`).catch(() => undefined)
+      await admin.end()
+    }
+  }
+
+  const server = (url: string) =>
+    new PgServer({ name: 'main', url, appUser: ROLE, budget: 1, acquireTimeoutMs: 1000, idleTimeoutMs: 1000, maxUses: 10, maxSchemas: 10, transactionPooler: false })
+
+  it('a superuser owner reads the host CPU times from /proc/stat; busy never exceeds total and both only grow', async () => {
+    const s = server(PG_ADMIN_URL)
+    try {
+      const a = await s.cpuTimes()
+      const b = await s.cpuTimes()
+      expect(a).not.toBeNull()
+      expect(a!.busy).toBeGreaterThanOrEqual(0)
+      expect(a!.busy).toBeLessThanOrEqual(a!.total)
+      expect(b!.total).toBeGreaterThanOrEqual(a!.total)
+      expect(b!.busy).toBeGreaterThanOrEqual(a!.busy)
+      expect(await s.probe()).toBeGreaterThan(0)
+    } finally {
+      await s.close()
+    }
+  })
+
+  it('an owner who may not read server files gets null (and is not asked again); the round trip still answers', async () => {
+    await withRole(async (url) => {
+      const s = server(url)
+      try {
+        expect(await s.cpuTimes()).toBeNull()
+        expect(await s.cpuTimes()).toBeNull()
+        expect(await s.probe()).toBeGreaterThan(0)
+      } finally {
+        await s.close()
+      }
+    })
+  })
+})
