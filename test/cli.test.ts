@@ -92,6 +92,17 @@ describe('tenantry CLI: usage', SLOW, () => {
     expect(opt.stderr).toContain("error: unknown option '--jsno'")
   })
 
+  it('migrate without migrations exits 1 with the library\'s one message, whatever --no-pace says', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tenantry-cli-nomig-'))
+    try {
+      const r = await tenantry(['migrate', '--no-pace', '--data-dir', dir], {})
+      expect(r.code, show(r)).toBe(1)
+      expect(r.stderr.trim()).toBe("error CONFIG_INVALID: No migrations found: pass --migrations <dir> or set TENANTRY_MIGRATIONS (default ./migrations); in code, createTenantry({ migrations: './migrations' }).")
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('exits 1 with a coded one-line error, no stack trace, when the server cannot be reached', async () => {
     const r = await tenantry(['doctor'], { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nowhere' })
     expect(r.code, show(r)).toBe(1)

@@ -7,6 +7,7 @@ import { isUuid } from '../core/validation.ts'
 import { TIERS, type Tier, type TenantStatus } from '../core/types.ts'
 import { formatFindings } from '../doctor/index.ts'
 import type { FleetMigrateResult, MigrateProgress } from '../lifecycle/fleet-migrate.ts'
+import { requireMigrations } from '../lifecycle/migrator.ts'
 import type { Tenantry } from '../runtime.ts'
 import { formatPeriod } from '../observe/advise.ts'
 import { TOP_BY, type TopBy, type UsageGranularity } from '../observe/types.ts'
@@ -272,12 +273,11 @@ export function buildProgram(): Command {
       .option('--concurrency <n>', 'targets migrated at once by this process', positiveInt('--concurrency'), 4)
       .option('--max-failures <n>', 'stop after this many failed targets', positiveInt('--max-failures'))
       .option('--only <items>', 'only these tenant slugs, tiers (pooled, schema, database) or servers', list)
+      .option('--no-pace', "run at --concurrency regardless of the server's load (default: paced to leave the app CPU)")
       .option('--json', 'print the result per target as JSON'),
-  ).action(async (opts: ConnectionFlags & { dryRun?: boolean; canary?: string[]; concurrency: number; maxFailures?: number; only?: string[]; json?: boolean }) => {
+  ).action(async (opts: ConnectionFlags & { dryRun?: boolean; canary?: string[]; concurrency: number; maxFailures?: number; only?: string[]; pace: boolean; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
-      if (t.migrationFiles.length === 0) {
-        throw new TenantryError('CONFIG_INVALID', 'No migrations found: pass --migrations <dir> or set TENANTRY_MIGRATIONS (default ./migrations).')
-      }
+      requireMigrations(t.migrationFiles)
       const bar = progressBar(!opts.json && !opts.dryRun && Boolean(process.stderr.isTTY))
       let result: FleetMigrateResult
       try {
@@ -287,6 +287,7 @@ export function buildProgram(): Command {
           concurrency: opts.concurrency,
           maxFailures: opts.maxFailures,
           only: opts.only,
+          pace: opts.pace,
           startedBy: startedBy(),
           onProgress: (p) => bar.update(p),
         })
