@@ -44,24 +44,18 @@ export interface AdmitSteps {
 export function admitRequest(tenantry: Tenantry, steps: AdmitSteps): void {
   const info = steps.info()
   const tracing = tenantry.observe.tracing
-  if (tracing === undefined) {
-    const found = tenantry.resolveNow(info)
-    if (found instanceof Promise) found.then((tenant) => serve(tenantry, steps, tenant, undefined), (err: unknown) => refuse(steps, err, null))
-    else serve(tenantry, steps, found, undefined)
-    return
-  }
-  const parent = tracing.requestParent(info.headers)
+  const parent = tracing?.requestParent(info.headers)
   const found = tenantry.resolveNow(info)
   if (found instanceof Promise) {
     // A span only for resolution that waits (a catalog lookup, a token check): a cached tenant
     // takes a microsecond, less than a span costs; its attributes go on the active span instead.
-    const span = tracing.startResolve(parent)
+    const span = tracing?.startResolve(parent)
     found.then(
-      (tenant) => { tracing.endResolve(span, tenant); serve(tenantry, steps, tenant, parent) },
-      (err: unknown) => { tracing.endResolve(span, null, err); refuse(steps, err, null) },
+      (tenant) => { if (span) tracing!.endResolve(span, tenant); serve(tenantry, steps, tenant, parent) },
+      (err: unknown) => { if (span) tracing!.endResolve(span, null, err); refuse(steps, err, null) },
     )
   } else {
-    tracing.resolvedNow(found)
+    tracing?.resolvedNow(found)
     serve(tenantry, steps, found, parent)
   }
 }

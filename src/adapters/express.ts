@@ -1,7 +1,6 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
 import { randomUUID } from 'node:crypto'
 import type { TenantScope } from '../context/context.ts'
-import { TenantryError } from '../core/errors.ts'
 import type { Tenant } from '../core/types.ts'
 import type { TenantHandle } from '../data/tenant-handle.ts'
 import type { Tenantry } from '../runtime.ts'
@@ -41,7 +40,7 @@ export interface TenantryExpressOptions {
  */
 export function tenantryMiddleware(tenantry: Tenantry, opts: TenantryExpressOptions = {}): RequestHandler {
   const observe = tenantry.observe
-  const observed = observe.metrics !== undefined || observe.meter !== undefined
+  const observed = observe.measuresRequests
   return function tenantryResolve(req, res, next) {
     if (observed) {
       const started = performance.now()
@@ -68,8 +67,7 @@ export function tenantryMiddleware(tenantry: Tenantry, opts: TenantryExpressOpti
  * ```
  */
 export function tenantryMetricsHandler(tenantry: Tenantry): RequestHandler {
-  const registry = tenantry.observe.metrics?.registry
-  if (!registry) throw new TenantryError('CONFIG_INVALID', 'tenantryMetricsHandler() needs metrics: createTenantry({ observe: { metrics: false } }) turned them off.')
+  const registry = tenantry.observe.metricsRegistry('tenantryMetricsHandler()')
   return function tenantryMetrics(_req, res, next) {
     registry.metrics().then((text) => res.type(registry.contentType).send(text), next)
   }

@@ -9,7 +9,6 @@ import type { AdmitRequest } from '../guard/users.ts'
 import type { RequestInfo } from '../resolve/request-info.ts'
 import { admitRequest, type AdmitSteps } from './admit-request.ts'
 import { errorReply } from './http-errors.ts'
-import { TenantryError } from '../core/errors.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -112,11 +111,10 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   fastify.decorateRequest('tenant', null as unknown as Tenant)
   fastify.decorateRequest('db', null as unknown as TenantHandle)
 
-  const registry = tenantry.observe.metrics?.registry
   const metrics = opts.metrics ? (typeof opts.metrics === 'object' ? opts.metrics : {}) : null
   const metricsPath = metrics ? (metrics.path ?? '/metrics') : null
   if (metrics && metricsPath) {
-    if (!registry) throw new TenantryError('CONFIG_INVALID', 'tenantryPlugin({ metrics: true }) needs metrics: createTenantry({ observe: { metrics: false } }) turned them off.')
+    const registry = tenantry.observe.metricsRegistry('tenantryPlugin({ metrics: true })')
     fastify.get(metricsPath, { onRequest: metrics.onRequest }, async function tenantryMetrics(_request, reply) {
       const text = await registry.metrics()
       return reply.type(registry.contentType).send(text)
@@ -129,7 +127,7 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   })
 
   const observe = tenantry.observe
-  if (observe.metrics || observe.meter) {
+  if (observe.measuresRequests) {
     fastify.addHook('onResponse', function tenantryObserve(request, reply, done) {
       observe.requestEnded((request as ScopedRequest)[kScope] ?? null, request.method, request.routeOptions.url ?? null, reply.statusCode, reply.elapsedTime / 1000)
       done()

@@ -162,6 +162,17 @@ export class Observability implements OperationObserver {
     this.wireLogs()
   }
 
+  /** Whether the adapters report each request's end (metrics or metering are on). */
+  get measuresRequests(): boolean {
+    return this.metrics !== undefined || this.meter !== undefined
+  }
+
+  /** The registry a `/metrics` route serves; `CONFIG_INVALID` naming `who` when metrics are off. */
+  metricsRegistry(who: string): TenantryMetrics['registry'] {
+    if (!this.metrics) throw new TenantryError('CONFIG_INVALID', `${who} needs metrics: createTenantry({ observe: { metrics: false } }) turned them off.`)
+    return this.metrics.registry
+  }
+
   /** Start the metering timers. */
   start(): void {
     this.meter?.start()
@@ -315,6 +326,6 @@ export class Observability implements OperationObserver {
  * ```
  */
 export function createObservability(options: ObserveOptions, deps: ObservabilityDeps, metering: ResolvedMetering): Observability {
-  checkObserveOptions(options)
+  // The options were checked by createTenantry before anything was opened (checkObserveOptions).
   return new Observability(options, deps, metering)
 }
