@@ -109,8 +109,10 @@ describe('LoadPacer', () => {
     await waiting
     running++
     // Every probe of the baseline was taken with no target running; the baseline is eu's own.
-    const calibration = seenRunning.slice(0, 3)
-    expect(calibration).toEqual([0, 0, 0])
+    // How many probes fit in the measurement window depends on the machine's speed: at least one.
+    const calibration = [...seenRunning]
+    expect(calibration.length).toBeGreaterThanOrEqual(1)
+    expect(calibration).toEqual(calibration.map(() => 0))
     expect(pacer.report().baseline).toBe(3)
     running--
     pacer.release(1)
