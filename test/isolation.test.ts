@@ -18,8 +18,11 @@ import { naming } from '../src/data/naming.ts'
 import { createTenantry, type Tenantry } from '../src/runtime.ts'
 import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable, outcome, dropPostgresLeftovers as dropLeftovers } from './helpers/backends.ts'
 
-const PREFIX = 'tc_isolation'
-const DB_NAME = 'tenantry_test_isolation'
+// test/context-store.test.ts runs this suite again with the OpenTelemetry SDK registered (the
+// tenant scope then lives in its context), on a database and role prefix of its own.
+const OTEL = process.env.TENANTRY_ISOLATION_OTEL === '1'
+const PREFIX = OTEL ? 'tc_isotel' : 'tc_isolation'
+const DB_NAME = OTEL ? 'tenantry_test_isotel' : 'tenantry_test_isolation'
 const MIGRATIONS = fileURLToPath(new URL('../demo/migrations', import.meta.url))
 const NAMES = naming(PREFIX)
 
@@ -648,5 +651,5 @@ function isolationSuite(backend: Backend): void {
 
 const pgOk = await postgresAvailable()
 
-describe.skipIf(!pgOk)('isolation on PostgreSQL', () => isolationSuite('postgres'))
-describe('isolation on PGlite', () => isolationSuite('pglite'))
+describe.skipIf(!pgOk)(`isolation on PostgreSQL${OTEL ? ', scopes in the OpenTelemetry context' : ''}`, () => isolationSuite('postgres'))
+describe(`isolation on PGlite${OTEL ? ', scopes in the OpenTelemetry context' : ''}`, () => isolationSuite('pglite'))

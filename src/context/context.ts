@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
+import { context as otelContext, createContextKey, ROOT_CONTEXT, type ContextManager } from '@opentelemetry/api'
 import { TenantryError } from '../core/errors.ts'
 import type { Tenant } from '../core/types.ts'
 
@@ -21,6 +22,64 @@ export class TenantScope {
 
 const storage = new AsyncLocalStorage<TenantScope>()
 
+/*
+ * One async store, not two. An app that registers the OpenTelemetry SDK has its context manager's
+ * AsyncLocalStorage active; a second one of Tenantry's would make every promise of every request
+ * pay twice (Node 20 copies each active store onto each new promise). So while a context manager
+ * that carries values is registered, a scope is a value of the OpenTelemetry context
+ * (`context.with`), and Tenantry's own store is used only when there is none.
+ *
+ * Which scope is the current one (invariant 3): a scope goes into Tenantry's own store only when
+ * no manager is registered or when an outer scope is in it already (nested scopes follow their
+ * outer one), so a scope in the own store is never inside one in the OpenTelemetry context, and
+ * reading looks at the own store first. A manager registered, replaced or disabled while scopes
+ * are open never makes an outer scope win over an inner one. Code that switches to a context not
+ * derived from the active one (`context.with(ROOT_CONTEXT, …)`) leaves the tenant behind and fails
+ * closed (TENANT_CONTEXT_MISSING), as work outside a request does.
+ */
+const SCOPE_KEY = createContextKey('tenantry.scope')
+const PROBE_KEY = createContextKey('tenantry.probe')
+
+/** The API's registered manager (the no-op one when none is); `_getContextManager` is how `context.with` finds it. */
+const registered = (otelContext as unknown as { _getContextManager?: () => ContextManager })._getContextManager
+let lastManager: ContextManager | undefined
+let lastShared: ContextManager | null = null
+
+/** The registered OpenTelemetry context manager if it carries values (not the no-op one), else null. */
+function sharedManager(): ContextManager | null {
+  if (registered === undefined) return null
+  const manager = registered.call(otelContext)
+  if (manager !== lastManager) {
+    lastManager = manager
+    lastShared = carriesValues(manager) ? manager : null
+  }
+  return lastShared
+}
+
+function carriesValues(manager: ContextManager): boolean {
+  const probe = ROOT_CONTEXT.setValue(PROBE_KEY, true)
+  try {
+    return manager.with(probe, () => manager.active() === probe)
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Where scopes go now: `'opentelemetry'` (a value of the registered OpenTelemetry context
+ * manager's context) or `'tenantry'` (Tenantry's own AsyncLocalStorage, when no manager is
+ * registered). For diagnostics and tests; not exported from the package.
+ */
+export function scopeStore(): 'opentelemetry' | 'tenantry' {
+  return storage.getStore() === undefined && sharedManager() !== null ? 'opentelemetry' : 'tenantry'
+}
+
+function enter<A, T>(scope: TenantScope, fn: (arg: A) => T, arg: A): T {
+  const manager = storage.getStore() === undefined ? sharedManager() : null
+  if (manager === null) return storage.run(scope, fn, arg)
+  return manager.with(manager.active().setValue(SCOPE_KEY, scope), fn, undefined, arg)
+}
+
 /**
  * Run `fn` with `tenant` as the current tenant. The previous context (if any) is restored when
  * `fn` settles, including for work `fn` started without awaiting.
@@ -35,8 +94,8 @@ export function withTenant<T>(tenant: Tenant, fn: () => T): T {
     throw new TenantryError('TENANT_CONTEXT_MISSING', 'withTenant() needs a tenant object from the catalog.')
   }
   // A nested withTenant keeps the request it runs in (its id and trace) but not its rejection.
-  const outer = storage.getStore()
-  return storage.run(new TenantScope(tenant, outer?.requestId ?? null, outer?.trace), fn)
+  const outer = currentScope()
+  return enter(new TenantScope(tenant, outer?.requestId ?? null, outer?.trace), fn, undefined)
 }
 
 /**
@@ -44,12 +103,15 @@ export function withTenant<T>(tenant: Tenant, fn: () => T): T {
  * made per request. Not exported from the package; use {@link withTenant}.
  */
 export function runInScope<A, T>(scope: TenantScope, fn: (arg: A) => T, arg: A): T {
-  return storage.run(scope, fn, arg)
+  return enter(scope, fn, arg)
 }
 
 /** The current scope (tenant, request id, trace), or undefined outside a tenant context. */
 export function currentScope(): TenantScope | undefined {
-  return storage.getStore()
+  const own = storage.getStore()
+  if (own !== undefined) return own
+  const manager = sharedManager()
+  return manager === null ? undefined : (manager.active().getValue(SCOPE_KEY) as TenantScope | undefined)
 }
 
 /**
@@ -62,7 +124,7 @@ export function currentScope(): TenantScope | undefined {
  * ```
  */
 export function currentTenant(): Tenant {
-  const tenant = storage.getStore()?.tenant
+  const tenant = currentScope()?.tenant
   if (!tenant) {
     throw new TenantryError(
       'TENANT_CONTEXT_MISSING',
@@ -81,5 +143,5 @@ export function currentTenant(): Tenant {
  * ```
  */
 export function tryCurrentTenant(): Tenant | null {
-  return storage.getStore()?.tenant ?? null
+  return currentScope()?.tenant ?? null
 }
