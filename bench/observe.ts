@@ -540,6 +540,8 @@ export default async function observe(argv: string[]): Promise<number> {
   const silentRps = paired('on', 'silent', (x) => x.result.rps)
   const silentP99 = paired('on', 'silent', (x) => x.result.latency.p99)
   const appLogRps = paired('off', 'silent', (x) => x.result.rps)
+  // Node CPU per request, paired like the ratios: steadier than req/s on a shared machine.
+  const nodeCpuRatio = paired('on', 'off', (x) => x.cpu.server / x.result.rps)
   const rpsMet = rpsRatio >= TARGET_RPS_RATIO
   const p99Met = p99Ratio <= TARGET_P99_RATIO
   console.log(`\nmedians over ${rounds} rounds; ratios are medians of each round's figures over off's (target for on: ≥ ${TARGET_RPS_RATIO}× req/s and ≤ ${TARGET_P99_RATIO}× p99)\n`)
@@ -551,6 +553,7 @@ export default async function observe(argv: string[]): Promise<number> {
       ['on', round(on.rps, 0), round(on.p50, 2), round(on.p99, 2), round(rpsRatio, 3), round(p99Ratio, 3), round(usPerReq('on', 'server'), 0), round(usPerReq('on', 'postgres'), 0), rpsMet && p99Met ? 'met' : 'MISSED'],
     ],
   )
+  console.log(`\nnode CPU per request, on over off (paired, median of rounds): ${fmt(nodeCpuRatio, 3)}×`)
   console.log(`\non vs silent (no logging at all): ${fmt(silentRps, 3)}× req/s, ${fmt(silentP99, 3)}× p99; the app's request logging alone (off vs silent): ${fmt(appLogRps, 3)}× req/s`)
 
   console.log(`\nusage meter, ${meter.tenants.toLocaleString('en-US')} tenants active in one interval (heap after GC, MB = 2^20 bytes):\n`)
@@ -615,6 +618,7 @@ export default async function observe(argv: string[]): Promise<number> {
     off_pg_us_per_req: round(usPerReq('off', 'postgres'), 0),
     on_node_us_per_req: round(usPerReq('on', 'server'), 0),
     on_pg_us_per_req: round(usPerReq('on', 'postgres'), 0),
+    node_cpu_per_req_ratio: round(nodeCpuRatio, 3),
     log_bytes_per_request: round(checks.logBytes / Math.max(1, sent), 0),
     log_lines_per_request: round(checks.logLines / Math.max(1, sent), 2),
     spans_per_request: round(checks.spansExported / Math.max(1, sent), 2),

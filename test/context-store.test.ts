@@ -14,6 +14,7 @@ import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node'
 import { afterAll, describe, expect, it } from 'vitest'
 import { currentScope, currentTenant, runInScope, scopeStore, TenantScope, tryCurrentTenant, withTenant } from '../src/context/context.ts'
 import type { Tenant } from '../src/core/types.ts'
+import { prng } from './helpers/prng.ts'
 
 const exporter = new InMemorySpanExporter()
 const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
@@ -34,18 +35,6 @@ function codeOf(fn: () => unknown): string {
     return 'no error'
   } catch (err) {
     return (err as { code?: string }).code ?? String(err)
-  }
-}
-
-/** A small deterministic PRNG (mulberry32), so a failing interleaving can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
 }
 

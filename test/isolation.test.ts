@@ -16,6 +16,7 @@ import { TenantryError } from '../src/core/errors.ts'
 import type { Tenant, Tier } from '../src/core/types.ts'
 import { naming } from '../src/data/naming.ts'
 import { createTenantry, type Tenantry } from '../src/runtime.ts'
+import { prng } from './helpers/prng.ts'
 import { dropDatabase, freshDatabase, PG_ADMIN_URL, postgresAvailable, outcome, dropPostgresLeftovers as dropLeftovers } from './helpers/backends.ts'
 
 // test/context-store.test.ts runs this suite again with the OpenTelemetry SDK registered (the
@@ -63,18 +64,6 @@ function seedOf(tenant: Tenant, n: number): { projects: ProjectRow[]; tasks: Tas
 }
 
 const dropPostgresLeftovers = () => dropLeftovers(PREFIX, DB_NAME)
-
-/** A small deterministic PRNG (mulberry32) so a failing interleaving can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** What the pg driver's pool looks like from outside (runtime shape of PgServer's private `pool`). */
 interface PoolPeek {

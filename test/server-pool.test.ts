@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { isTenantryError, TenantryError } from '../src/core/errors.ts'
 import { ServerPool, type PoolSlot, type ServerPoolOptions } from '../src/data/server-pool.ts'
+import { prng as rng } from './helpers/prng.ts'
 
 /** A stand-in for a connection: the pool only ever calls `close()` on it. */
 class FakeConn {
@@ -70,18 +71,6 @@ function harness(
 /** Let pending promise callbacks (connects, hand-overs) run. */
 async function flush(): Promise<void> {
   for (let i = 0; i < 10; i++) await Promise.resolve()
-}
-
-/** A small deterministic PRNG (mulberry32) so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** A promise's outcome without awaiting it forever. */
