@@ -22,6 +22,7 @@ import { TenantResolver, header } from './resolve/index.ts'
 import type { Logger } from 'pino'
 import { checkObserveOptions, createObservability, resolveMetering, type Observability, type ObserveOptions } from './observe/observability.ts'
 import { createUsageService } from './observe/usage-service.ts'
+import { createCache, type CacheOptions, type TenantCache } from './cache/index.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 
 /**
@@ -76,6 +77,8 @@ export interface TenantryOptions {
    * and `false` turns it off: `{ logger: pino(), metrics: { topK: 50 }, tracing: false, metering: { intervalMs: 60_000 } }`.
    */
   observe?: ObserveOptions
+  /** The tenant cache (docs/resources.md): Redis from `redis` or `REDIS_URL`, else an in-memory LRU. */
+  cache?: CacheOptions
 }
 
 /**
@@ -93,6 +96,8 @@ export interface Tenantry {
   readonly dataPlane: DataPlane
   /** Noisy-neighbour protection: admission of requests, limits per plan, rejection counts. */
   readonly guard: Guard
+  /** Cache scoped to the current tenant (`get`/`set`/`delete`/`wrap`, `flushTenant` in O(1)). */
+  readonly cache: TenantCache
   readonly migrationFiles: MigrationFile[]
   /** The tenant a request names, or a coded error (400/403/404/503). */
   resolve(req: RequestInfo): Promise<Tenant>
@@ -242,6 +247,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
+  const cache = await createCache(options.cache, { events, findTenant, registry: observe.metrics?.registry })
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
@@ -260,6 +266,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     catalog,
     dataPlane,
     guard,
+    cache,
     resolver,
     migrationFiles: files,
     db: new TenantHandle(dataPlane, currentTenant),
@@ -355,6 +362,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     async close() {
       // Usage still in memory is written before the catalog's connections close.
       await observe.close()
+      await cache.close()
       await guard.close()
       await operations.close()
       await catalog.close()
