@@ -24,3 +24,4 @@ export { TOP_BY, type Advice, type AdviseOptions, type MeteringOptions, type Top
 export type { UsageRecord } from './core/types.ts'
 export { TenantScope, currentScope } from './context/context.ts'
 export { TenantCache, type CacheOptions, type CacheStats } from './cache/index.ts'
+export { TenantJobs, type JobsOptions, type TenantJob, type WorkOptions, type SendOptions, type JobSchedule, type JobsStats, type JobQueue, type QueuedJob, type OutgoingJob } from './jobs/index.ts'

@@ -23,6 +23,7 @@ import type { Logger } from 'pino'
 import { checkObserveOptions, createObservability, resolveMetering, type Observability, type ObserveOptions } from './observe/observability.ts'
 import { createUsageService } from './observe/usage-service.ts'
 import { createCache, type CacheOptions, type TenantCache } from './cache/index.ts'
+import { createJobs, type JobsOptions, type TenantJobs } from './jobs/index.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 
 /**
@@ -79,6 +80,8 @@ export interface TenantryOptions {
   observe?: ObserveOptions
   /** The tenant cache (docs/resources.md): Redis from `redis` or `REDIS_URL`, else an in-memory LRU. */
   cache?: CacheOptions
+  /** Background jobs on pg-boss in the catalog database, started on first use (docs/resources.md). */
+  jobs?: JobsOptions
 }
 
 /**
@@ -98,6 +101,8 @@ export interface Tenantry {
   readonly guard: Guard
   /** Cache scoped to the current tenant (`get`/`set`/`delete`/`wrap`, `flushTenant` in O(1)). */
   readonly cache: TenantCache
+  /** Background jobs that run in the tenant that sent them (`send`/`work`/`schedule`). */
+  readonly jobs: TenantJobs
   readonly migrationFiles: MigrationFile[]
   /** The tenant a request names, or a coded error (400/403/404/503). */
   resolve(req: RequestInfo): Promise<Tenant>
@@ -248,6 +253,10 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
   const cache = await createCache(options.cache, { events, findTenant, registry: observe.metrics?.registry })
+  const jobs = createJobs(options.jobs, {
+    admin: mainDriver.admin(main.mainDatabase), url: main.url, tenantKey: () => catalog.tenantKey,
+    findTenant, withTenant: (t, fn) => tenantry.withTenant(t, fn), events,
+  })
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
@@ -267,6 +276,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     dataPlane,
     guard,
     cache,
+    jobs,
     resolver,
     migrationFiles: files,
     db: new TenantHandle(dataPlane, currentTenant),
@@ -361,6 +371,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     async close() {
       // Usage still in memory is written before the catalog's connections close.
+      await jobs.close()
       await observe.close()
       await cache.close()
       await guard.close()
