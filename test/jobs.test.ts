@@ -90,7 +90,7 @@ for (const backend of BACKENDS) {
     it('fails closed: no tenant, forged, copied, unknown and suspended jobs are refused and never run', async () => {
       const ran: string[] = []
       const refused: { jobId: string; code: string }[] = []
-      tenantry.events.on('job.refused', (e) => refused.push({ jobId: e.jobId, code: (e.error as { code: string }).code }))
+      tenantry.events.on('job.refused', (e) => refused.push({ jobId: e.jobId, code: (e.error as unknown as { code: string }).code }))
       await tenantry.jobs.work('guarded', async (job) => { ran.push(job.id) })
       await queue.ensureQueue('guarded')
       const a = t['jobs-a']!
