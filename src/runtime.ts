@@ -24,6 +24,7 @@ import { checkObserveOptions, createObservability, resolveMetering, type Observa
 import { createUsageService } from './observe/usage-service.ts'
 import { createCache, type CacheOptions, type TenantCache } from './cache/index.ts'
 import { createJobs, type JobsOptions, type TenantJobs } from './jobs/index.ts'
+import { createStorage, type StorageOptions, type TenantStorage } from './storage/index.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 
 /**
@@ -82,6 +83,8 @@ export interface TenantryOptions {
   cache?: CacheOptions
   /** Background jobs on pg-boss in the catalog database, started on first use (docs/resources.md). */
   jobs?: JobsOptions
+  /** Object storage per tenant with quotas: local files under the data directory, or S3 (docs/resources.md). */
+  storage?: StorageOptions
 }
 
 /**
@@ -103,6 +106,8 @@ export interface Tenantry {
   readonly cache: TenantCache
   /** Background jobs that run in the tenant that sent them (`send`/`work`/`schedule`). */
   readonly jobs: TenantJobs
+  /** Object storage under the current tenant's prefix (`put`/`get`/`head`/`list`/`delete`, presigned URLs, quotas). */
+  readonly storage: TenantStorage
   readonly migrationFiles: MigrationFile[]
   /** The tenant a request names, or a coded error (400/403/404/503). */
   resolve(req: RequestInfo): Promise<Tenant>
@@ -257,6 +262,10 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     admin: mainDriver.admin(main.mainDatabase), url: main.url, tenantKey: () => catalog.tenantKey,
     findTenant, withTenant: (t, fn) => tenantry.withTenant(t, fn), events,
   })
+  const storage = createStorage(options.storage, {
+    admin: mainDriver.admin(main.mainDatabase), events, plans: () => catalog.listPlans(), findTenant,
+    dataDir: databaseUrl ? null : dataDirOf(options.dataDir),
+  })
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
@@ -277,6 +286,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     guard,
     cache,
     jobs,
+    storage,
     resolver,
     migrationFiles: files,
     db: new TenantHandle(dataPlane, currentTenant),
@@ -374,6 +384,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       await jobs.close()
       await observe.close()
       await cache.close()
+      await storage.close()
       await guard.close()
       await operations.close()
       await catalog.close()
