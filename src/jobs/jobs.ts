@@ -184,6 +184,11 @@ export class TenantJobs {
     return this.listSchedules(currentTenant().id)
   }
 
+  /** Every tenant's schedules (control plane: the CLI and admin). */
+  async allSchedules(): Promise<JobSchedule[]> {
+    return this.listSchedules(null)
+  }
+
   /**
    * Send the jobs of every schedule that fell due since its last firing, up to `now` (each
    * firing once across all processes). Worker processes call this every `scheduleIntervalMs`;
