@@ -95,18 +95,21 @@ for (const m of MATRIX) {
           plans: {
             small: { maxBytes: 1000, maxObjects: 3 },
             narrow: { uploadConcurrency: 1, uploadQueueTimeoutMs: 300 },
+            bytes: { uploadConcurrency: 10, uploadBytesInFlight: 100 },
           },
         },
       })
       await tenantry.migrate()
       await tenantry.catalog.upsertPlan({ name: 'small', settings: {} })
       await tenantry.catalog.upsertPlan({ name: 'narrow', settings: {} })
+      await tenantry.catalog.upsertPlan({ name: 'bytes', settings: {} })
       await tenantry.catalog.upsertPlan({ name: 'catalog-plan', settings: { storage: { maxObjects: 1 } } })
       t.a = await tenantry.provision({ slug: 'store-a', tier: 'pooled' })
       t.b = await tenantry.provision({ slug: 'store-b', tier: 'schema' })
       t.small = await tenantry.provision({ slug: 'store-small', tier: 'pooled', plan: 'small' })
       t.narrow = await tenantry.provision({ slug: 'store-narrow', tier: 'pooled', plan: 'narrow' })
       t.cat = await tenantry.provision({ slug: 'store-cat', tier: 'pooled', plan: 'catalog-plan' })
+      t.bytes = await tenantry.provision({ slug: 'store-bytes', tier: 'pooled', plan: 'bytes' })
     })
 
     afterAll(async () => {
@@ -244,6 +247,30 @@ for (const m of MATRIX) {
       await p1
       await p3
       expect((await withTenant(t.narrow!, () => tenantry.storage.list())).objects.map((o) => [o.key, o.size])).toEqual([['first', 2], ['third', 1]])
+    })
+
+    it('bytes in flight: a new upload waits while the running ones hold the budget; running ones never wait', async () => {
+      const one = new PassThrough()
+      const two = new PassThrough()
+      const p1 = withTenant(t.bytes!, () => tenantry.storage.put('one', one))
+      const p2 = withTenant(t.bytes!, () => tenantry.storage.put('two', two))
+      // Both started under the budget; both run past it without waiting on each other.
+      await vi.waitFor(() => expect(tenantry.storage.shareStats()[t.bytes!.id]?.active).toBe(2))
+      one.write(Buffer.alloc(80))
+      two.write(Buffer.alloc(80))
+      await vi.waitFor(() => expect(tenantry.storage.shareStats()[t.bytes!.id]?.bytes).toBe(160))
+      let thirdDone = false
+      const p3 = withTenant(t.bytes!, () => tenantry.storage.put('three', 'x')).then(() => { thirdDone = true })
+      await new Promise((r) => setTimeout(r, 100))
+      expect({ thirdDone, active: tenantry.storage.shareStats()[t.bytes!.id]?.active }).toEqual({ thirdDone: false, active: 2 })
+      one.end(Buffer.alloc(80))
+      await p1
+      // 80 bytes still held by 'two': under the budget, so the third starts.
+      await p3
+      two.end()
+      await p2
+      expect((await withTenant(t.bytes!, () => tenantry.storage.list())).objects.map((o) => [o.key, o.size])).toEqual([['one', 160], ['three', 1], ['two', 80]])
+      expect(tenantry.storage.shareStats()[t.bytes!.id]).toEqual({ active: 0, bytes: 0 })
     })
 
     it('presigned URLs are pinned to the tenant prefix (S3) or refused (local)', async () => {

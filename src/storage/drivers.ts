@@ -188,24 +188,22 @@ export class S3StorageDriver implements StorageDriver {
       queueSize: 1,
       leavePartsOnError: false,
     })
-    // A failing body stream does not always reach the Upload's promise: abort it from here.
-    let streamError: unknown
-    const onError = (err: unknown) => {
-      streamError = err
-      upload.abort().catch(() => undefined)
-    }
-    // Kept for the stream's life (it is used once): a late error must not go unhandled.
-    body.on('error', onError)
-    try {
-      await upload.done()
-    } catch (err) {
-      throw streamError ?? err
-    }
-    if (streamError) {
-      // The upload finished before the abort: remove what it stored.
-      await this.delete(path).catch(() => undefined)
-      throw streamError
-    }
+    // A failing body stream does not always reach the Upload's promise (it may wait forever for
+    // the rest of the body): the stream's error aborts the upload and fails the put at once.
+    // lib-storage sends nothing that completes an object before the body has ended (a single
+    // PutObject is sent after the whole body was read; a multipart upload is completed after the
+    // last part), so an aborted upload leaves no object and, aborted, no parts.
+    const failed = new Promise<never>((_, reject) => {
+      // Kept for the stream's life (it is used once): a late error must not go unhandled.
+      body.on('error', (err) => {
+        upload.abort().catch(() => undefined)
+        reject(err)
+      })
+    })
+    failed.catch(() => undefined)
+    const done = upload.done()
+    done.catch(() => undefined)
+    await Promise.race([done, failed])
   }
 
   async get(path: string): Promise<{ body: Readable; info: StoredObject } | null> {

@@ -19,7 +19,7 @@ export interface StorageLimits {
   maxObjects: number | null
   /** Uploads of the tenant running at once in this process; more wait in line (their own tenant's line). */
   uploadConcurrency: number
-  /** Bytes the tenant's unfinished uploads may hold at once in this process (one upload alone may exceed it); null: no limit. */
+  /** Bytes the tenant's running uploads may hold before another of its uploads starts (one upload alone may exceed it); null: no limit. */
   uploadBytesInFlight: number | null
   /** Longest an upload waits for its tenant's share before `TENANT_BUSY`. */
   uploadQueueTimeoutMs: number
@@ -117,52 +117,57 @@ export function validateObjectKey(key: unknown, opts: { prefix?: boolean } = {})
   return key
 }
 
-/** Upload share of one tenant in this process. */
+/**
+ * Upload share of one tenant in this process: an upload starts when the tenant runs fewer than
+ * `uploadConcurrency` uploads and its running uploads hold fewer than `uploadBytesInFlight` bytes
+ * (or none run); otherwise it waits, first come first served, in this tenant's own line. A running
+ * upload never waits (so two cannot wait on each other); its bytes count until it ends.
+ */
 class UploadShare {
   active = 0
   bytes = 0
-  private readonly slotWaiters: (() => void)[] = []
-  private readonly byteWaiters: (() => void)[] = []
+  private readonly waiters: { fits: () => boolean; grant: () => void }[] = []
 
   async acquire(limits: StorageLimits, tenant: Tenant): Promise<void> {
-    if (this.active < limits.uploadConcurrency) {
+    const fits = () => this.active < limits.uploadConcurrency && (limits.uploadBytesInFlight === null || this.active === 0 || this.bytes < limits.uploadBytesInFlight)
+    if (this.waiters.length === 0 && fits()) {
       this.active++
       return
     }
     await new Promise<void>((resolve, reject) => {
-      const grant = () => {
-        clearTimeout(timer)
-        this.active++
-        resolve()
+      const waiter = {
+        fits,
+        grant: () => {
+          clearTimeout(timer)
+          this.active++
+          resolve()
+        },
       }
       const timer = setTimeout(() => {
-        const i = this.slotWaiters.indexOf(grant)
-        if (i >= 0) this.slotWaiters.splice(i, 1)
-        reject(new TenantryError('TENANT_BUSY', `Tenant '${tenant.slug}' already runs ${limits.uploadConcurrency} uploads (its plan's uploadConcurrency) and this one waited ${limits.uploadQueueTimeoutMs} ms. Retry later.`, {
+        const i = this.waiters.indexOf(waiter)
+        if (i >= 0) this.waiters.splice(i, 1)
+        reject(new TenantryError('TENANT_BUSY', `Tenant '${tenant.slug}' already uses its upload share (${limits.uploadConcurrency} uploads, ${limits.uploadBytesInFlight ?? 'unlimited'} bytes in flight) and this upload waited ${limits.uploadQueueTimeoutMs} ms. Retry later.`, {
           details: { layer: 'uploads' }, retryAfter: 1,
         }))
+        this.pump()
       }, limits.uploadQueueTimeoutMs)
-      this.slotWaiters.push(grant)
+      this.waiters.push(waiter)
     })
   }
 
-  release(): void {
+  /** An upload ended: its slot and its bytes go back. */
+  release(held: number): void {
     this.active--
-    this.slotWaiters.shift()?.()
+    this.bytes -= held
+    this.pump()
   }
 
-  /** Take `n` bytes of the in-flight budget; wait while other uploads of the tenant hold it. */
-  async take(n: number, own: number, budget: number | null): Promise<void> {
-    while (budget !== null && this.bytes - own > 0 && this.bytes + n > budget) {
-      await new Promise<void>((resolve) => this.byteWaiters.push(resolve))
-    }
+  add(n: number): void {
     this.bytes += n
   }
 
-  give(n: number): void {
-    this.bytes -= n
-    const waiters = this.byteWaiters.splice(0)
-    for (const w of waiters) w()
+  private pump(): void {
+    while (this.waiters.length > 0 && this.waiters[0]!.fits()) this.waiters.shift()!.grant()
   }
 }
 
@@ -207,6 +212,7 @@ export class TenantStorage {
     const share = this.shareOf(tenant.id)
     await share.acquire(limits, tenant)
     const path = this.path(tenant, key)
+    let meter: UploadMeter | undefined
     try {
       await this.init()
       const before = await this.driverCall(() => this.driver.head(path))
@@ -217,16 +223,13 @@ export class TenantStorage {
       }
       const room = limits.maxBytes === null ? null : limits.maxBytes - usage.bytes + (before?.size ?? 0)
       if (room !== null && options.size !== undefined && options.size > room) throw quotaError(tenant, limits, 'bytes', usage)
-      const meter = new UploadMeter(room, share, limits.uploadBytesInFlight, () => quotaError(tenant, limits, 'bytes', usage))
-      stream.once('error', (err) => meter.destroy(err))
+      meter = new UploadMeter(room, share, () => quotaError(tenant, limits, 'bytes', usage))
+      const m = meter
+      stream.on('error', (err) => m.destroy(err))
       // The driver sees the failure through its read of the stream; this keeps a second emission
       // (after the driver stopped listening) from becoming an uncaught exception.
       meter.on('error', () => undefined)
-      try {
-        await this.driverCall(() => this.driver.put(path, stream.pipe(meter), contentType))
-      } finally {
-        meter.release()
-      }
+      await this.driverCall(() => this.driver.put(path, stream.pipe(m), contentType))
       const size = meter.bytes
       // Another process may have used the room meanwhile: a new object that no longer fits is removed again.
       const delta = size - (before?.size ?? 0)
@@ -240,7 +243,7 @@ export class TenantStorage {
       }
       return { key, size, contentType, lastModified: new Date() }
     } finally {
-      share.release()
+      share.release(meter?.holding ?? 0)
     }
   }
 
@@ -444,18 +447,16 @@ export class TenantStorage {
 }
 
 /**
- * Counts an upload's bytes: fails it with the quota error past `room`, and takes the bytes from
- * the tenant's in-flight budget (waiting while the tenant's other uploads hold it).
+ * Counts an upload's bytes: fails it with the quota error past `room`, and adds them to the
+ * tenant's bytes in flight.
  */
 class UploadMeter extends Transform {
   bytes = 0
   private held = 0
-  private released = false
 
   constructor(
     private readonly room: number | null,
     private readonly share: UploadShare,
-    private readonly budget: number | null,
     private readonly overQuota: () => TenantryError,
   ) {
     super()
@@ -467,17 +468,14 @@ class UploadMeter extends Transform {
       cb(this.overQuota())
       return
     }
-    this.share.take(chunk.length, this.held, this.budget).then(() => {
-      this.held += chunk.length
-      cb(null, chunk)
-    }, cb)
+    this.share.add(chunk.length)
+    this.held += chunk.length
+    cb(null, chunk)
   }
 
-  release(): void {
-    if (this.released) return
-    this.released = true
-    this.share.give(this.held)
-    this.held = 0
+  /** The bytes this upload holds in the tenant's share (given back with the slot when it ends). */
+  get holding(): number {
+    return this.held
   }
 }
 
