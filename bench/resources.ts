@@ -6,10 +6,10 @@
  * PostgreSQL from `BENCH_PG_URL` (a superuser URL; own database `tenantry_bench_resources`, role
  * prefix `tb_res`, dropped at the end), Redis from `BENCH_REDIS_URL` (its database 15 is flushed
  * before and after). Each figure has its baseline in the same run:
- * (a) uploads (local driver, 64 kB each, one after another) of a quiet tenant: alone, then while a
- *     noisy tenant runs `--noisy-streams` uploads of 4 MB at full speed — once on a plan with no
- *     upload share, once on a plan with uploadConcurrency 2 and 2 MB in flight. Ratio: p99 with
- *     the share / p99 alone (target ≤ 1.5).
+ * (a) uploads (local driver, 64 kB each, one after another) of a quiet tenant: alone, and while a
+ *     noisy tenant runs `--noisy-streams` uploads of 4 MB at full speed — on a plan with no
+ *     upload share, and on a plan with uploadConcurrency 2 and 2 MB in flight; the three phases
+ *     interleaved in 5 rounds. Ratio: p99 with the share / p99 alone (target ≤ 1.5).
  * (b) `flushTenant` (Redis) of a tenant holding 1,000 keys and of one holding `--keys` keys: median
  *     of 200 flushes each. Ratio ≈ 1 means O(1).
  * (c) jobs (pg-boss, 4 workers, each job `--job-ms` of work): a quiet tenant sends one job at a time
@@ -79,22 +79,34 @@ function noisyUploads(tenantry: Tenantry, noisy: Tenant, streams: number): { sto
   }
 }
 
-async function uploadFigure(tenantry: Tenantry, t: Record<string, Tenant>, n: number, streams: number) {
+/**
+ * The three phases run interleaved, in `rounds` rounds (alone, beside the noisy tenant without a
+ * share, beside it with the share), so the machine's background load falls on all three alike.
+ */
+async function uploadFigure(tenantry: Tenantry, t: Record<string, Tenant>, n: number, streams: number, rounds = 5) {
   await quietUploads(tenantry, t.quiet!, 20) // warm-up
-  const solo = percentiles(await quietUploads(tenantry, t.quiet!, n))
-  log(`uploads alone: p50 ${solo.p50.toFixed(1)} ms, p99 ${solo.p99.toFixed(1)} ms`)
-  const runBeside = async (noisy: Tenant) => {
+  const per = Math.max(1, Math.round(n / rounds))
+  const solo: number[] = []
+  const open: number[] = []
+  const shared: number[] = []
+  let openDone = 0
+  let sharedDone = 0
+  const beside = async (noisy: Tenant, out: number[]) => {
     const load = noisyUploads(tenantry, noisy, streams)
     await sleep(300)
-    const lat = percentiles(await quietUploads(tenantry, t.quiet!, n))
-    const noisyDone = await load.stop()
-    return { lat, noisyDone }
+    out.push(...(await quietUploads(tenantry, t.quiet!, per)))
+    return load.stop()
   }
-  const open = await runBeside(t.noisyOpen!)
-  log(`beside a noisy tenant without a share: p50 ${open.lat.p50.toFixed(1)} ms, p99 ${open.lat.p99.toFixed(1)} ms (${open.noisyDone} noisy uploads of 4 MB)`)
-  const shared = await runBeside(t.noisyShared!)
-  log(`beside a noisy tenant with the share: p50 ${shared.lat.p50.toFixed(1)} ms, p99 ${shared.lat.p99.toFixed(1)} ms (${shared.noisyDone} noisy uploads of 4 MB)`)
-  return { solo, open, shared }
+  for (let r = 0; r < rounds; r++) {
+    solo.push(...(await quietUploads(tenantry, t.quiet!, per)))
+    openDone += await beside(t.noisyOpen!, open)
+    sharedDone += await beside(t.noisyShared!, shared)
+  }
+  const res = { solo: percentiles(solo), open: { lat: percentiles(open), noisyDone: openDone }, shared: { lat: percentiles(shared), noisyDone: sharedDone } }
+  log(`uploads alone: p50 ${res.solo.p50.toFixed(1)} ms, p99 ${res.solo.p99.toFixed(1)} ms`)
+  log(`beside a noisy tenant without a share: p50 ${res.open.lat.p50.toFixed(1)} ms, p99 ${res.open.lat.p99.toFixed(1)} ms (${openDone} noisy uploads of 4 MB)`)
+  log(`beside a noisy tenant with the share: p50 ${res.shared.lat.p50.toFixed(1)} ms, p99 ${res.shared.lat.p99.toFixed(1)} ms (${sharedDone} noisy uploads of 4 MB)`)
+  return res
 }
 
 async function flushFigure(tenantry: Tenantry, t: Record<string, Tenant>, redis: Redis | null, keys: number) {
@@ -238,12 +250,16 @@ export default async function run(args: string[]): Promise<number> {
     printTable(['figure', 'baseline', 'under load', 'ratio'], [
       ['quiet upload p99, noisy uploader WITHOUT share (ms)', ms(up.solo.p99), ms(up.open.lat.p99), round(up.open.lat.p99 / up.solo.p99, 2)],
       ['quiet upload p99, noisy uploader WITH share (ms)', ms(up.solo.p99), ms(up.shared.lat.p99), round(up.shared.lat.p99 / up.solo.p99, 2)],
+      ['quiet upload p50, noisy uploader WITHOUT share (ms)', ms(up.solo.p50), ms(up.open.lat.p50), round(up.open.lat.p50 / up.solo.p50, 2)],
+      ['quiet upload p50, noisy uploader WITH share (ms)', ms(up.solo.p50), ms(up.shared.lat.p50), round(up.shared.lat.p50 / up.solo.p50, 2)],
       [`flushTenant median, 1,000 vs ${keys.toLocaleString('en')} keys (ms)`, round(fl.small.p50, 3), round(fl.big.p50, 3), round(fl.big.p50 / fl.small.p50, 2)],
       [`quiet job p99 (send → handler), behind ${backlog} queued (ms)`, ms(jb.solo.p99), ms(jb.behind.p99), round(jb.behind.p99 / jb.solo.p99, 2)],
     ], (l) => process.stderr.write(`${l}\n`))
     console.log(JSON.stringify({
       quiet_upload_p99_ratio: round(up.shared.lat.p99 / up.solo.p99, 2),
       quiet_upload_p99_ratio_without_share: round(up.open.lat.p99 / up.solo.p99, 2),
+      quiet_upload_p50_ratio: round(up.shared.lat.p50 / up.solo.p50, 2),
+      quiet_upload_p50_ratio_without_share: round(up.open.lat.p50 / up.solo.p50, 2),
       quiet_upload_p99_solo_ms: ms(up.solo.p99),
       quiet_upload_p99_with_share_ms: ms(up.shared.lat.p99),
       quiet_upload_p99_without_share_ms: ms(up.open.lat.p99),
