@@ -8,7 +8,7 @@
  * before and after). Each figure has its baseline in the same run:
  * (a) uploads (local driver, 64 kB each, one after another) of a quiet tenant: alone, and while a
  *     noisy tenant runs `--noisy-streams` uploads of 4 MB at full speed — on a plan with no
- *     upload share, and on a plan with uploadConcurrency 2 and 2 MB in flight; the three phases
+ *     upload share, and on a plan with uploadConcurrency 2, 2 MB in flight and 16 MB/s; the three phases
  *     interleaved in 5 rounds. Ratio: p99 with the share / p99 alone (target ≤ 1.5).
  * (b) `flushTenant` (Redis) of a tenant holding 1,000 keys and of one holding `--keys` keys: median
  *     of 200 flushes each. Ratio ≈ 1 means O(1).
@@ -225,7 +225,7 @@ export default async function run(args: string[]): Promise<number> {
         driver: 'local', directory: dir,
         plans: {
           open: { uploadConcurrency: 100_000, uploadBytesInFlight: null },
-          shared: { uploadConcurrency: 2, uploadBytesInFlight: 2 * 1024 * 1024, uploadQueueTimeoutMs: 3_600_000 },
+          shared: { uploadConcurrency: 2, uploadBytesInFlight: 2 * 1024 * 1024, uploadBytesPerSecond: 16 * 1024 * 1024, uploadQueueTimeoutMs: 3_600_000 },
         },
       },
       jobs: { pollIntervalMs: 200, scheduleIntervalMs: 0 },

@@ -96,6 +96,7 @@ for (const m of MATRIX) {
             small: { maxBytes: 1000, maxObjects: 3 },
             narrow: { uploadConcurrency: 1, uploadQueueTimeoutMs: 300 },
             bytes: { uploadConcurrency: 10, uploadBytesInFlight: 100 },
+            paced: { uploadBytesPerSecond: 10_000 },
           },
         },
       })
@@ -103,6 +104,7 @@ for (const m of MATRIX) {
       await tenantry.catalog.upsertPlan({ name: 'small', settings: {} })
       await tenantry.catalog.upsertPlan({ name: 'narrow', settings: {} })
       await tenantry.catalog.upsertPlan({ name: 'bytes', settings: {} })
+      await tenantry.catalog.upsertPlan({ name: 'paced', settings: {} })
       await tenantry.catalog.upsertPlan({ name: 'catalog-plan', settings: { storage: { maxObjects: 1 } } })
       t.a = await tenantry.provision({ slug: 'store-a', tier: 'pooled' })
       t.b = await tenantry.provision({ slug: 'store-b', tier: 'schema' })
@@ -110,6 +112,7 @@ for (const m of MATRIX) {
       t.narrow = await tenantry.provision({ slug: 'store-narrow', tier: 'pooled', plan: 'narrow' })
       t.cat = await tenantry.provision({ slug: 'store-cat', tier: 'pooled', plan: 'catalog-plan' })
       t.bytes = await tenantry.provision({ slug: 'store-bytes', tier: 'pooled', plan: 'bytes' })
+      t.paced = await tenantry.provision({ slug: 'store-paced', tier: 'pooled', plan: 'paced' })
     })
 
     afterAll(async () => {
@@ -228,6 +231,11 @@ for (const m of MATRIX) {
         expect(await outcome(p)).not.toBe('ok')
         expect(await tenantry.storage.head('broken')).toBeNull()
         expect(await leftovers()).toBe(0)
+        // Gone before the upload could start (while it waited for its share or the checks).
+        const early = new PassThrough()
+        early.destroy(new Error('client went away early'))
+        expect(await outcome(tenantry.storage.put('early', early))).toBe('VALIDATION_FAILED')
+        expect(await tenantry.storage.head('early')).toBeNull()
       })
     })
 
@@ -271,6 +279,16 @@ for (const m of MATRIX) {
       await p2
       expect((await withTenant(t.bytes!, () => tenantry.storage.list())).objects.map((o) => [o.key, o.size])).toEqual([['one', 160], ['three', 1], ['two', 80]])
       expect(tenantry.storage.shareStats()[t.bytes!.id]).toEqual({ active: 0, bytes: 0 })
+    })
+
+    it("bytes per second: a tenant's uploads together are paced to its share, others are not", async () => {
+      // 2 × 2,000 bytes in 500-byte chunks at 10,000 bytes/s: the last chunk may start 350 ms after the
+      // first, less the 100 ms burst — at least 250 ms together (a lower bound only; unpaced it takes a few ms).
+      const t0 = performance.now()
+      await withTenant(t.paced!, () => Promise.all([tenantry.storage.put('p1', slowBytes(2000, 500)), tenantry.storage.put('p2', slowBytes(2000, 500))]))
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(245)
+      expect((await withTenant(t.paced!, () => tenantry.storage.list())).objects.map((o) => [o.key, o.size])).toEqual([['p1', 2000], ['p2', 2000]])
+      expect(await outcome(Promise.resolve().then(() => createTenantry({ dataDir: 'memory', storage: { defaults: { uploadBytesPerSecond: 0 } } })))).toBe('CONFIG_INVALID')
     })
 
     it('presigned URLs are pinned to the tenant prefix (S3) or refused (local)', async () => {

@@ -21,6 +21,8 @@ export interface StorageLimits {
   uploadConcurrency: number
   /** Bytes the tenant's running uploads may hold before another of its uploads starts (one upload alone may exceed it); null: no limit. */
   uploadBytesInFlight: number | null
+  /** Bytes per second all uploads of the tenant together may write in this process (a paced stream, not an error); null: no limit. */
+  uploadBytesPerSecond: number | null
   /** Longest an upload waits for its tenant's share before `TENANT_BUSY`. */
   uploadQueueTimeoutMs: number
 }
@@ -32,6 +34,7 @@ export const DEFAULT_STORAGE_LIMITS: Readonly<StorageLimits> = Object.freeze({
   maxObjects: null,
   uploadConcurrency: 4,
   uploadBytesInFlight: 64 * 1024 * 1024,
+  uploadBytesPerSecond: null,
   uploadQueueTimeoutMs: 30_000,
 })
 
@@ -166,6 +169,20 @@ class UploadShare {
     this.bytes += n
   }
 
+  /**
+   * How long a chunk of `n` bytes must wait so that the tenant's uploads together stay at `rate`
+   * bytes/s: a schedule shared by its uploads, with up to 100 ms of unused time as a burst.
+   */
+  delayFor(n: number, rate: number | null): number {
+    if (rate === null) return 0
+    const now = performance.now()
+    const start = Math.max(this.next, now - 100)
+    this.next = start + (n / rate) * 1000
+    return Math.max(0, start - now)
+  }
+
+  private next = 0
+
   private pump(): void {
     while (this.waiters.length > 0 && this.waiters[0]!.fits()) this.waiters.shift()!.grant()
   }
@@ -208,11 +225,17 @@ export class TenantStorage {
     }
     const stream = typeof body === 'string' || body instanceof Uint8Array ? Readable.from([Buffer.from(body)]) : body
     if (!(stream instanceof Readable)) throw new TenantryError('VALIDATION_FAILED', 'put() takes a readable stream, a Buffer or a string.')
+    // From the start: the client may go away while the upload waits for its share or the checks.
+    let sourceError: unknown
+    let meter: UploadMeter | undefined
+    stream.on('error', (err) => {
+      sourceError ??= err
+      meter?.destroy(err)
+    })
     const limits = await this.limitsOf(tenant)
     const share = this.shareOf(tenant.id)
     await share.acquire(limits, tenant)
     const path = this.path(tenant, key)
-    let meter: UploadMeter | undefined
     try {
       await this.init()
       const before = await this.driverCall(() => this.driver.head(path))
@@ -223,9 +246,11 @@ export class TenantStorage {
       }
       const room = limits.maxBytes === null ? null : limits.maxBytes - usage.bytes + (before?.size ?? 0)
       if (room !== null && options.size !== undefined && options.size > room) throw quotaError(tenant, limits, 'bytes', usage)
-      meter = new UploadMeter(room, share, () => quotaError(tenant, limits, 'bytes', usage))
+      meter = new UploadMeter(room, share, limits.uploadBytesPerSecond, () => quotaError(tenant, limits, 'bytes', usage))
       const m = meter
-      stream.on('error', (err) => m.destroy(err))
+      if (sourceError !== undefined || (stream.destroyed && !stream.readableEnded)) {
+        throw new TenantryError('VALIDATION_FAILED', `The upload stream failed before anything was stored: ${String((sourceError as Error)?.message ?? 'it was closed')}.`, { cause: sourceError })
+      }
       // The driver sees the failure through its read of the stream; this keeps a second emission
       // (after the driver stopped listening) from becoming an uncaught exception.
       meter.on('error', () => undefined)
@@ -447,8 +472,8 @@ export class TenantStorage {
 }
 
 /**
- * Counts an upload's bytes: fails it with the quota error past `room`, and adds them to the
- * tenant's bytes in flight.
+ * Counts an upload's bytes: fails it with the quota error past `room`, adds them to the tenant's
+ * bytes in flight, and paces them to the tenant's bytes per second.
  */
 class UploadMeter extends Transform {
   bytes = 0
@@ -457,6 +482,7 @@ class UploadMeter extends Transform {
   constructor(
     private readonly room: number | null,
     private readonly share: UploadShare,
+    private readonly rate: number | null,
     private readonly overQuota: () => TenantryError,
   ) {
     super()
@@ -470,7 +496,9 @@ class UploadMeter extends Transform {
     }
     this.share.add(chunk.length)
     this.held += chunk.length
-    cb(null, chunk)
+    const wait = this.share.delayFor(chunk.length, this.rate)
+    if (wait < 1) cb(null, chunk)
+    else setTimeout(cb, wait, null, chunk)
   }
 
   /** The bytes this upload holds in the tenant's share (given back with the slot when it ends). */
@@ -503,8 +531,8 @@ export function parseStorageLimits(input: unknown, where: string): StorageLimits
   const out: StorageLimitsInput = {}
   for (const [k, v] of Object.entries(input)) {
     if (!LIMIT_KEYS.includes(k as keyof StorageLimits)) throw new TenantryError('CONFIG_INVALID', `Storage limits of ${where}: unknown field '${printable(k)}' (known: ${LIMIT_KEYS.join(', ')}).`, { details: { where, key: k } })
-    const nullable = k === 'maxBytes' || k === 'maxObjects' || k === 'uploadBytesInFlight'
-    const min = k === 'uploadConcurrency' || k === 'uploadQueueTimeoutMs' ? 1 : 0
+    const nullable = k === 'maxBytes' || k === 'maxObjects' || k === 'uploadBytesInFlight' || k === 'uploadBytesPerSecond'
+    const min = k === 'uploadConcurrency' || k === 'uploadQueueTimeoutMs' || k === 'uploadBytesPerSecond' ? 1 : 0
     if (v === null && nullable) { (out as Record<string, unknown>)[k] = null; continue }
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
       throw new TenantryError('CONFIG_INVALID', `Storage limits of ${where}: '${k}' must be a whole number of at least ${min}${nullable ? ' or null' : ''}.`, { details: { where, key: k } })
