@@ -7,16 +7,13 @@ import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { SUMMARY_QUEUE, buildDemoApp, dailySummary, type Summary } from '../demo/app.ts'
 import { createTenantry, header, type Tenantry } from '../src/index.ts'
-import { DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, postgresAvailable } from './helpers/backends.ts'
+import { DEMO_MIGRATIONS, postgresAvailable, suiteBackends } from './helpers/backends.ts'
 
 const PG_UP = await postgresAvailable()
 const DB_NAME = 'tenantry_test_demo_resources'
 const ROLE_PREFIX = 'th_dres'
 
-const BACKENDS = [
-  { name: 'PostgreSQL', enabled: PG_UP, url: async () => { await dropPostgresLeftovers(ROLE_PREFIX, DB_NAME); return freshDatabase(DB_NAME) }, cleanUp: () => dropPostgresLeftovers(ROLE_PREFIX, DB_NAME) },
-  { name: 'PGlite', enabled: true, url: async () => undefined, cleanUp: async () => {} },
-]
+const BACKENDS = suiteBackends(DB_NAME, ROLE_PREFIX, PG_UP)
 
 for (const backend of BACKENDS) {
   describe.skipIf(!backend.enabled)(`demo: attachments and the daily summary (${backend.name})`, () => {
@@ -29,9 +26,8 @@ for (const backend of BACKENDS) {
     }
 
     beforeAll(async () => {
-      const url = await backend.url()
       tenantry = await createTenantry({
-        ...(url ? { databaseUrl: url, rolePrefix: ROLE_PREFIX } : { dataDir: 'memory' }),
+        ...(await backend.connection()),
         migrations: DEMO_MIGRATIONS, resolve: [header()], guard: { redis: null }, cache: { redis: null },
         observe: { metering: false, tracing: false }, jobs: { pollIntervalMs: 100, scheduleIntervalMs: 0 },
         storage: { plans: { free: { maxBytes: 300 } } },

@@ -8,16 +8,13 @@ import { createHmac, randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createTenantry, currentTenant, withTenant, type Tenant, type TenantJob, type Tenantry } from '../src/index.ts'
 import type { JobQueue } from '../src/jobs/index.ts'
-import { DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, outcome, postgresAvailable } from './helpers/backends.ts'
+import { DEMO_MIGRATIONS, outcome, postgresAvailable, suiteBackends } from './helpers/backends.ts'
 
 const PG_UP = await postgresAvailable()
 const DB_NAME = 'tenantry_test_jobs'
 const ROLE_PREFIX = 'th_jobs'
 
-const BACKENDS = [
-  { name: 'PostgreSQL', enabled: PG_UP, url: async () => { await dropPostgresLeftovers(ROLE_PREFIX, DB_NAME); return freshDatabase(DB_NAME) }, cleanUp: () => dropPostgresLeftovers(ROLE_PREFIX, DB_NAME) },
-  { name: 'PGlite', enabled: true, url: async () => undefined, cleanUp: async () => {} },
-]
+const BACKENDS = suiteBackends(DB_NAME, ROLE_PREFIX, PG_UP)
 
 for (const backend of BACKENDS) {
   describe.skipIf(!backend.enabled)(`tenant jobs (${backend.name})`, () => {
@@ -32,9 +29,8 @@ for (const backend of BACKENDS) {
     }
 
     beforeAll(async () => {
-      const url = await backend.url()
       tenantry = await createTenantry({
-        ...(url ? { databaseUrl: url, rolePrefix: ROLE_PREFIX } : { dataDir: 'memory' }),
+        ...(await backend.connection()),
         migrations: DEMO_MIGRATIONS, guard: { redis: null }, cache: { redis: null },
         observe: { metering: false, tracing: false }, jobs: { pollIntervalMs: 100, scheduleIntervalMs: 0 },
       })
