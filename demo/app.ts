@@ -1,5 +1,7 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
-import { TenantryError, type Tenantry } from '../src/index.ts'
+import type { Readable } from 'node:stream'
+import { text } from 'node:stream/consumers'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
+import { TenantryError, currentTenant, type Tenantry } from '../src/index.ts'
 import { tenantryPlugin, type TenantryFastifyOptions } from '../src/adapters/fastify.ts'
 
 interface ProjectRow { id: string; name: string; created_at: Date }
@@ -94,5 +96,83 @@ export async function buildDemoApp(
     return reply.code(201).send(task(rows[0]))
   })
 
+  // Attachments: a file per task, stored under the tenant's prefix (tenantry.storage). The body
+  // is streamed to the store as it arrives; the plan's quota and upload share apply.
+  await app.register(async function attachments(scope) {
+    scope.removeAllContentTypeParsers()
+    scope.addContentTypeParser('*', function rawBody(_req, payload, done) { done(null, payload) })
+    const fileParams = {
+      type: 'object',
+      required: ['id', 'name'],
+      properties: { id: idParam.properties.id, name: { type: 'string', minLength: 1, maxLength: 200 } },
+    } as const
+
+    async function taskExists(req: FastifyRequest, id: string): Promise<void> {
+      const { rowCount } = await req.db.query('SELECT 1 FROM tasks WHERE id = $1', [id])
+      if (rowCount === 0) throw notFound('task', id)
+    }
+
+    scope.put('/api/tasks/:id/attachments/:name', { schema: { params: fileParams } }, async (req, reply) => {
+      const { id, name } = req.params as { id: string; name: string }
+      await taskExists(req, id)
+      const length = req.headers['content-length']
+      const info = await tenantry.storage.put(`tasks/${id}/${name}`, req.body as Readable, {
+        contentType: req.headers['content-type'] || 'application/octet-stream',
+        size: length === undefined ? undefined : Number(length),
+      })
+      return reply.code(201).send(info)
+    })
+
+    scope.get('/api/tasks/:id/attachments', { schema: { params: idParam } }, async (req) => {
+      const { id } = req.params as { id: string }
+      await taskExists(req, id)
+      const { objects } = await tenantry.storage.list({ prefix: `tasks/${id}/` })
+      return objects.map((o) => ({ name: o.key.slice(`tasks/${id}/`.length), size: o.size, lastModified: o.lastModified }))
+    })
+
+    scope.get('/api/tasks/:id/attachments/:name', { schema: { params: fileParams } }, async (req, reply) => {
+      const { id, name } = req.params as { id: string; name: string }
+      const file = await tenantry.storage.get(`tasks/${id}/${name}`)
+      if (!file) throw new TenantryError('NOT_FOUND', `Task ${id} has no attachment '${name}' in this tenant.`)
+      return reply.header('content-length', file.info.size).type(file.info.contentType ?? 'application/octet-stream').send(file.body)
+    })
+  })
+
+  // The daily summary: a job per tenant (scheduled by demo/server.ts, or sent now with POST),
+  // written by the job into the tenant's own storage and cache.
+  app.post('/api/summary', async (req, reply) => {
+    const id = await tenantry.jobs.send(SUMMARY_QUEUE, { requestedBy: req.id })
+    return reply.code(202).send({ job: id })
+  })
+
+  app.get('/api/summary', async () => {
+    const cached = await tenantry.cache.get<Summary>('summary:latest')
+    if (cached) return { ...cached, from: 'cache' }
+    const file = await tenantry.storage.get('summaries/latest.json')
+    if (!file) throw new TenantryError('NOT_FOUND', 'No summary yet: POST /api/summary, or wait for the daily one.')
+    return { ...(JSON.parse(await text(file.body)) as Summary), from: 'storage' }
+  })
+
   return app
+}
+
+/** The queue of the daily summary job. */
+export const SUMMARY_QUEUE = 'daily-summary'
+
+export interface Summary { tenant: string; projects: number; tasks: number; done: number; attachments: number; at: string }
+
+/**
+ * The daily summary job: runs inside the job's tenant, so `tenantry.db`, storage and cache are
+ * that tenant's; the result is stored in its storage and cached.
+ */
+export async function dailySummary(tenantry: Tenantry): Promise<Summary> {
+  const { rows } = await tenantry.db.query<{ projects: number; tasks: number; done: number }>(
+    `SELECT (SELECT count(*)::int FROM projects) AS projects, (SELECT count(*)::int FROM tasks) AS tasks,
+            (SELECT count(*)::int FROM tasks WHERE done) AS done`,
+  )
+  const { objects } = await tenantry.storage.list({ prefix: 'tasks/' })
+  const summary: Summary = { tenant: currentTenant().slug, ...rows[0]!, attachments: objects.length, at: new Date().toISOString() }
+  await tenantry.storage.put('summaries/latest.json', JSON.stringify(summary), { contentType: 'application/json' })
+  await tenantry.cache.set('summary:latest', summary, 3_600_000)
+  return summary
 }

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url'
 import { createTenantry, subdomain, header, isTenantryError, type Tier } from '../src/index.ts'
-import { buildDemoApp } from './app.ts'
+import { SUMMARY_QUEUE, buildDemoApp, dailySummary } from './app.ts'
 
 const SEED: { slug: string; name: string; tier: Tier; plan: string }[] = [
   { slug: 'acme', name: 'Acme Corp', tier: 'pooled', plan: 'free' },
@@ -40,6 +40,10 @@ async function main(): Promise<void> {
     }
   }
 
+  // A daily summary per tenant at 06:00 UTC, run by this process's worker inside each tenant.
+  for (const seed of SEED) await tenantry.withTenant(seed.slug, () => tenantry.jobs.schedule(SUMMARY_QUEUE, '0 6 * * *'))
+  await tenantry.jobs.work(SUMMARY_QUEUE, () => dailySummary(tenantry))
+
   // LOG=1: Fastify logs each request through Tenantry's logger, so every line carries the tenant.
   const app = await buildDemoApp(tenantry, { loggerInstance: process.env.LOG === '1' ? tenantry.logger : undefined, plugin: { metrics: true } })
   await app.listen({ port, host: '127.0.0.1' })
@@ -56,6 +60,11 @@ async function main(): Promise<void> {
     curl -i http://acme.localhost:${port}/api/projects     # RateLimit-Limit/Remaining/Reset headers
     for i in $(seq 1 12); do curl -s -o /dev/null -w '%{http_code} ' http://acme.localhost:${port}/api/projects; done; echo
                                                            # acme's free plan allows ${FREE_LIMITS.rate.points} a minute, then 429 RATE_LIMITED
+    curl -X POST http://acme.localhost:${port}/api/projects/1/tasks -H 'content-type: application/json' -d '{"title":"Ship"}'
+    curl -X PUT --data-binary @README.md -H 'content-type: text/markdown' http://acme.localhost:${port}/api/tasks/1/attachments/readme.md
+    curl http://acme.localhost:${port}/api/tasks/1/attachments          # globex gets 404 for acme's task
+    curl -X POST http://acme.localhost:${port}/api/summary; sleep 1; curl http://acme.localhost:${port}/api/summary
+                                                           # the daily-summary job, run inside acme (also at 06:00 UTC daily)
     curl -s http://localhost:${port}/metrics | grep '^tenantry_tenant_requests_total'
                                                            # requests per tenant (top 20 by name, the rest "other")
     After Ctrl-C (usage is written each minute and at exit):

@@ -22,6 +22,9 @@ import { TenantResolver, header } from './resolve/index.ts'
 import type { Logger } from 'pino'
 import { checkObserveOptions, createObservability, resolveMetering, type Observability, type ObserveOptions } from './observe/observability.ts'
 import { createUsageService } from './observe/usage-service.ts'
+import { createCache, type CacheOptions, type TenantCache } from './cache/index.ts'
+import { createJobs, type JobsOptions, type TenantJobs } from './jobs/index.ts'
+import { createStorage, type StorageOptions, type TenantStorage } from './storage/index.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 
 /**
@@ -76,6 +79,12 @@ export interface TenantryOptions {
    * and `false` turns it off: `{ logger: pino(), metrics: { topK: 50 }, tracing: false, metering: { intervalMs: 60_000 } }`.
    */
   observe?: ObserveOptions
+  /** The tenant cache (docs/resources.md): Redis from `redis` or `REDIS_URL`, else an in-memory LRU. */
+  cache?: CacheOptions
+  /** Background jobs on pg-boss in the catalog database, started on first use (docs/resources.md). */
+  jobs?: JobsOptions
+  /** Object storage per tenant with quotas: local files under the data directory, or S3 (docs/resources.md). */
+  storage?: StorageOptions
 }
 
 /**
@@ -93,6 +102,12 @@ export interface Tenantry {
   readonly dataPlane: DataPlane
   /** Noisy-neighbour protection: admission of requests, limits per plan, rejection counts. */
   readonly guard: Guard
+  /** Cache scoped to the current tenant (`get`/`set`/`delete`/`wrap`, `flushTenant` in O(1)). */
+  readonly cache: TenantCache
+  /** Background jobs that run in the tenant that sent them (`send`/`work`/`schedule`). */
+  readonly jobs: TenantJobs
+  /** Object storage under the current tenant's prefix (`put`/`get`/`head`/`list`/`delete`, presigned URLs, quotas). */
+  readonly storage: TenantStorage
   readonly migrationFiles: MigrationFile[]
   /** The tenant a request names, or a coded error (400/403/404/503). */
   resolve(req: RequestInfo): Promise<Tenant>
@@ -242,6 +257,15 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
+  const cache = await createCache(options.cache, { events, findTenant, registry: observe.metrics?.registry })
+  const jobs = createJobs(options.jobs, {
+    admin: mainDriver.admin(main.mainDatabase), url: main.url, tenantKey: () => catalog.tenantKey,
+    findTenant, withTenant: (t, fn) => tenantry.withTenant(t, fn), events,
+  })
+  const storage = createStorage(options.storage, {
+    admin: mainDriver.admin(main.mainDatabase), events, plans: () => catalog.listPlans(), findTenant,
+    dataDir: databaseUrl ? null : dataDirOf(options.dataDir),
+  })
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
@@ -260,6 +284,9 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     catalog,
     dataPlane,
     guard,
+    cache,
+    jobs,
+    storage,
     resolver,
     migrationFiles: files,
     db: new TenantHandle(dataPlane, currentTenant),
@@ -354,7 +381,10 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     async close() {
       // Usage still in memory is written before the catalog's connections close.
+      await jobs.close()
       await observe.close()
+      await cache.close()
+      await storage.close()
       await guard.close()
       await operations.close()
       await catalog.close()

@@ -9,6 +9,8 @@ export interface ConnectionFlags {
   dataDir?: string
   rolePrefix?: string
   migrations?: string
+  /** The cache's Redis (`tenantry cache flush`). */
+  cache?: { redis: string }
 }
 
 /**
@@ -22,6 +24,7 @@ export async function openTenantry(flags: ConnectionFlags): Promise<Tenantry> {
     dataDir: flags.dataDir,
     rolePrefix: flags.rolePrefix ?? process.env.TENANTRY_ROLE_PREFIX,
     migrations,
+    ...(flags.cache ? { cache: flags.cache } : {}),
     // Log lines go to stderr: stdout carries the command's output (tables, --json).
     observe: { logger: pino({ level: process.env.TENANTRY_LOG_LEVEL ?? 'warn', mixin: tenantLogMixin }, pino.destination(2)) },
   })

@@ -59,6 +59,18 @@ export const ErrorCodes = {
   CATALOG_UNAVAILABLE: 'CATALOG_UNAVAILABLE',
   /** The embedded data directory is held by another process. */
   DATA_DIR_LOCKED: 'DATA_DIR_LOCKED',
+  /** A cache key is not a non-empty string, or a value cannot be stored (undefined, not JSON). */
+  CACHE_KEY_INVALID: 'CACHE_KEY_INVALID',
+  /** An object key is empty, too long, absolute, has `..` or control characters. */
+  STORAGE_KEY_INVALID: 'STORAGE_KEY_INVALID',
+  /** An upload would take the tenant over its plan's stored bytes or object count; nothing was stored. */
+  STORAGE_QUOTA_EXCEEDED: 'STORAGE_QUOTA_EXCEEDED',
+  /** The object store (S3, the storage directory) failed or cannot be reached. */
+  STORAGE_UNAVAILABLE: 'STORAGE_UNAVAILABLE',
+  /** A queued job carries no tenant, or a tenant whose signature does not verify: it is not run. */
+  JOB_TENANT_INVALID: 'JOB_TENANT_INVALID',
+  /** Background jobs cannot run here (no queue configured, or the queue's database is unreachable). */
+  JOBS_UNAVAILABLE: 'JOBS_UNAVAILABLE',
   /** Something unexpected; a bug or an infrastructure fault. */
   INTERNAL: 'INTERNAL',
 } as const
@@ -91,6 +103,12 @@ const STATUS: Record<ErrorCode, number> = {
   MIGRATION_FAILED: 500,
   CATALOG_UNAVAILABLE: 503,
   DATA_DIR_LOCKED: 500,
+  CACHE_KEY_INVALID: 400,
+  STORAGE_KEY_INVALID: 400,
+  STORAGE_QUOTA_EXCEEDED: 413,
+  STORAGE_UNAVAILABLE: 503,
+  JOB_TENANT_INVALID: 403,
+  JOBS_UNAVAILABLE: 503,
   INTERNAL: 500,
 }
 
@@ -157,6 +175,7 @@ function httpReason(status: number): string {
     case 403: return 'Forbidden'
     case 404: return 'Not Found'
     case 409: return 'Conflict'
+    case 413: return 'Payload Too Large'
     case 423: return 'Locked'
     case 429: return 'Too Many Requests'
     case 503: return 'Service Unavailable'

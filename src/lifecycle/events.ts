@@ -23,6 +23,8 @@ export interface TenantryEventMap {
   'operation.resumed': { operation: Operation }
   /** Usage of one metering interval was written to the catalog (a billing hook): the records this process added. */
   'usage.flushed': { intervalStart: Date; records: UsageRecord[] }
+  /** A queued job was not run: no tenant, a forged or unknown one, or one that is not active (the error's code says which). */
+  'job.refused': { queue: string; jobId: string; tenantId: string | null; error: Error }
   /** A failure in background work (it is not thrown anywhere else). */
   error: { error: Error; context: string }
 }

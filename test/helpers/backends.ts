@@ -102,3 +102,28 @@ export async function outcome(p: Promise<unknown>): Promise<string> {
     return typeof code === 'string' ? `pg:${code}` : `error:${String((err as Error)?.message ?? err)}`
   }
 }
+
+/**
+ * The two backends a suite loops over: a fresh database `database` on the test server (role
+ * prefix `prefix`; skipped when the server does not run) and embedded PGlite in memory.
+ * `connection()` gives the `createTenantry` options of each.
+ */
+export function suiteBackends(database: string, prefix: string, postgresUp: boolean): {
+  name: string
+  enabled: boolean
+  connection(): Promise<{ databaseUrl: string; rolePrefix: string } | { dataDir: 'memory' }>
+  cleanUp(): Promise<void>
+}[] {
+  return [
+    {
+      name: 'PostgreSQL',
+      enabled: postgresUp,
+      async connection() {
+        await dropPostgresLeftovers(prefix, database)
+        return { databaseUrl: await freshDatabase(database), rolePrefix: prefix }
+      },
+      cleanUp: () => dropPostgresLeftovers(prefix, database),
+    },
+    { name: 'PGlite', enabled: true, connection: async () => ({ dataDir: 'memory' as const }), cleanUp: async () => {} },
+  ]
+}

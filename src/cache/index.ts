@@ -1,0 +1,2 @@
+export { TenantCache, createCache, type CacheOptions, type CacheStats } from './cache.ts'
+export type { CacheStore } from './stores.ts'

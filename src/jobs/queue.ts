@@ -1,0 +1,119 @@
+import PgBoss from 'pg-boss'
+import type { AdminQueryable } from '../data/driver.ts'
+
+/** A job as the queue hands it out. */
+export interface QueuedJob {
+  id: string
+  queue: string
+  data: unknown
+}
+
+/** A job to enqueue: Tenantry chooses the id (it is signed) and the priority (fairness). */
+export interface OutgoingJob {
+  id: string
+  queue: string
+  data: unknown
+  priority: number
+  retryLimit?: number
+}
+
+/**
+ * The port the tenant jobs run on: just enqueue, claim, settle. pg-boss implements it
+ * ({@link PgBossQueue}); BullMQ or any queue with ids, priorities and claim/ack could too.
+ */
+export interface JobQueue {
+  start(): Promise<void>
+  ensureQueue(name: string): Promise<void>
+  send(jobs: OutgoingJob[]): Promise<void>
+  /** Claim up to `n` jobs of `queue`, highest priority first, then oldest. */
+  fetch(queue: string, n: number): Promise<QueuedJob[]>
+  complete(queue: string, id: string, output?: unknown): Promise<void>
+  /** Fail one attempt: the queue retries it while its retry limit allows. */
+  fail(queue: string, id: string, error: { code: string; message: string }): Promise<void>
+  stop(): Promise<void>
+}
+
+export interface PgBossQueueOptions {
+  /** Connection string of the database pg-boss lives in (PostgreSQL). */
+  connectionString?: string
+  /** Or: run on an owner connection of the embedded engine (PGlite) through pg-boss's `db` option. */
+  admin?: AdminQueryable
+  /** pg-boss's schema. Default `pgboss`. */
+  schema: string
+  /** Connections pg-boss may open (PostgreSQL). */
+  max: number
+  onError(error: Error): void
+}
+
+/**
+ * pg-boss 10 (the major that runs on Node 20) as the queue. On the embedded default pg-boss runs
+ * on the catalog's PGlite instance through its `db` option (one statement at a time, like every
+ * other user of that instance).
+ */
+export class PgBossQueue implements JobQueue {
+  private readonly boss: PgBoss
+  private readonly queues = new Map<string, Promise<void>>()
+
+  constructor(opts: PgBossQueueOptions) {
+    const common = { schema: opts.schema, supervise: true, schedule: false, migrate: true, application_name: 'tenantry-jobs' }
+    this.boss = opts.admin
+      ? new PgBoss({ ...common, db: pgliteDb(opts.admin) })
+      : new PgBoss({ ...common, connectionString: opts.connectionString, max: opts.max })
+    this.boss.on('error', opts.onError)
+  }
+
+  async start(): Promise<void> {
+    await this.boss.start()
+  }
+
+  ensureQueue(name: string): Promise<void> {
+    let p = this.queues.get(name)
+    if (!p) {
+      p = (async () => {
+        if (!(await this.boss.getQueue(name))) await this.boss.createQueue(name).catch(async (err) => {
+          // Another process created it first.
+          if (!(await this.boss.getQueue(name))) throw err
+        })
+      })()
+      p.catch(() => this.queues.delete(name))
+      this.queues.set(name, p)
+    }
+    return p
+  }
+
+  async send(jobs: OutgoingJob[]): Promise<void> {
+    if (jobs.length === 0) return
+    await this.boss.insert(jobs.map((j) => ({ id: j.id, name: j.queue, data: j.data as object, priority: j.priority, ...(j.retryLimit === undefined ? {} : { retryLimit: j.retryLimit }) })))
+  }
+
+  async fetch(queue: string, n: number): Promise<QueuedJob[]> {
+    const jobs = await this.boss.fetch(queue, { batchSize: n })
+    return (jobs ?? []).map((j) => ({ id: j.id, queue, data: j.data }))
+  }
+
+  async complete(queue: string, id: string, output?: unknown): Promise<void> {
+    await this.boss.complete(queue, id, output === undefined ? undefined : (output as object))
+  }
+
+  async fail(queue: string, id: string, error: { code: string; message: string }): Promise<void> {
+    await this.boss.fail(queue, id, error)
+  }
+
+  async stop(): Promise<void> {
+    await this.boss.stop({ graceful: false, wait: true, close: true })
+  }
+}
+
+/** pg-boss's `db` over an owner connection of PGlite: parameterless scripts (its migrations) run as one script. */
+function pgliteDb(admin: AdminQueryable): PgBoss.Db {
+  return {
+    async executeSql(text: string, values: unknown[] = []) {
+      if (values.length === 0 && /;\s*\S/.test(text)) {
+        await admin.exec(text)
+        return { rows: [] }
+      }
+      const r = await admin.query(text, values)
+      return { rows: r.rows as unknown[] }
+    },
+  }
+}
