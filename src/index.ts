@@ -23,3 +23,9 @@ export { UsageMeter } from './observe/meter.ts'
 export { TOP_BY, type Advice, type AdviseOptions, type MeteringOptions, type TopBy, type TopQuery, type TopRow, type UsageGranularity, type UsageQuery, type UsageRow, type UsageService } from './observe/types.ts'
 export type { UsageRecord } from './core/types.ts'
 export { TenantScope, currentScope } from './context/context.ts'
+export {
+  createConfig, TenantryFlagProvider, parseFlag, rolloutBucket, checkDomain, BRANDING_SCHEMA, DOMAIN_TXT_LABEL, DOMAIN_WELL_KNOWN_PATH,
+  type Branding, type ChangeOptions, type ConfigIssue, type ConfigOptions, type ConfigParts, type ConfigVersion, type CustomDomain, type DomainOptions,
+  type Flag, type FlagContext, type FlagDefinition, type FlagEvaluation, type FlagReason, type FlagRule, type JsonObject, type JsonValue,
+  type StandardSchemaLike, type TenantConfigApi,
+} from './config/index.ts'

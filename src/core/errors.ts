@@ -59,6 +59,14 @@ export const ErrorCodes = {
   CATALOG_UNAVAILABLE: 'CATALOG_UNAVAILABLE',
   /** The embedded data directory is held by another process. */
   DATA_DIR_LOCKED: 'DATA_DIR_LOCKED',
+  /** A custom domain is already claimed (verified or pending) by another tenant. */
+  DOMAIN_TAKEN: 'DOMAIN_TAKEN',
+  /** A custom domain's verification token was not found (DNS TXT or HTTP well-known path). */
+  DOMAIN_VERIFICATION_FAILED: 'DOMAIN_VERIFICATION_FAILED',
+  /** No plan has the name. */
+  PLAN_NOT_FOUND: 'PLAN_NOT_FOUND',
+  /** No feature flag has the key. */
+  FLAG_NOT_FOUND: 'FLAG_NOT_FOUND',
   /** Something unexpected; a bug or an infrastructure fault. */
   INTERNAL: 'INTERNAL',
 } as const
@@ -91,6 +99,10 @@ const STATUS: Record<ErrorCode, number> = {
   MIGRATION_FAILED: 500,
   CATALOG_UNAVAILABLE: 503,
   DATA_DIR_LOCKED: 500,
+  DOMAIN_TAKEN: 409,
+  DOMAIN_VERIFICATION_FAILED: 400,
+  PLAN_NOT_FOUND: 404,
+  FLAG_NOT_FOUND: 404,
   INTERNAL: 500,
 }
 
