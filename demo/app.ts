@@ -1,6 +1,8 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { TenantryError, type Tenantry } from '../src/index.ts'
 import { tenantryPlugin, type TenantryFastifyOptions } from '../src/adapters/fastify.ts'
+import type { Branding } from '../src/index.ts'
+import { brandedPage } from './branded-page.ts'
 
 interface ProjectRow { id: string; name: string; created_at: Date }
 interface TaskRow { id: string; project_id: string; title: string; done: boolean; created_at: Date }
@@ -52,6 +54,14 @@ export async function buildDemoApp(
   app.get('/health', async () => ({ ok: true }))
 
   app.get('/api/tenant', async (req) => ({ slug: req.tenant.slug, name: req.tenant.name, tier: req.tenant.tier }))
+
+  // The white-label home page of each tenant host (issue 12): its branding from its configuration.
+  app.get('/', async (req, reply) => {
+    const { rows } = await req.db.query<{ n: number }>('SELECT count(*)::int AS n FROM projects')
+    const newEditor = tenantry.flags.get('new-editor') ? tenantry.flags.isEnabled('new-editor') : false
+    const branding = (req.tenantConfig.branding ?? {}) as Branding
+    return reply.type('text/html; charset=utf-8').send(brandedPage(req.tenant, branding, { projects: rows[0].n, newEditor }))
+  })
 
   app.get('/api/projects', async (req) => {
     const { rows } = await req.db.query<ProjectRow>('SELECT id, name, created_at FROM projects ORDER BY id LIMIT 500')

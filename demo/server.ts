@@ -1,10 +1,10 @@
 import { fileURLToPath } from 'node:url'
-import { createTenantry, subdomain, header, isTenantryError, type Tier } from '../src/index.ts'
+import { createTenantry, subdomain, header, isTenantryError, type Branding, type Tier } from '../src/index.ts'
 import { buildDemoApp } from './app.ts'
 
-const SEED: { slug: string; name: string; tier: Tier; plan: string }[] = [
-  { slug: 'acme', name: 'Acme Corp', tier: 'pooled', plan: 'free' },
-  { slug: 'globex', name: 'Globex', tier: 'schema', plan: 'default' },
+const SEED: { slug: string; name: string; tier: Tier; plan: string; branding?: Branding }[] = [
+  { slug: 'acme', name: 'Acme Corp', tier: 'pooled', plan: 'free', branding: { displayName: 'Acme Corp', primaryColor: '#b91c1c', accentColor: '#fde68a', emailSenderName: 'Acme Support', supportUrl: 'mailto:help@acme.example' } },
+  { slug: 'globex', name: 'Globex', tier: 'schema', plan: 'default', branding: { displayName: 'Globex Corporation', primaryColor: '#047857', accentColor: '#a7f3d0', backgroundColor: '#f0fdf4', supportUrl: 'https://globex.example/help' } },
   { slug: 'initech', name: 'Initech', tier: 'database', plan: 'default' },
 ]
 
@@ -36,9 +36,14 @@ async function main(): Promise<void> {
       console.log(`seeding tenant '${seed.slug}' (${seed.tier} tier, ${seed.plan} plan)…`)
       await tenantry.provision(seed)
     } else if (found.plan !== seed.plan) {
-      await tenantry.catalog.updateTenant(found.id, { plan: seed.plan })
+      await tenantry.config.changePlan(found.id, seed.plan, { by: 'demo' })
+    }
+    // Branding is configuration (docs/config.md): seeded once, then the CLI changes it live.
+    if (seed.branding && (await tenantry.config.get(seed.slug, '/branding', { layer: 'tenant' })) === undefined) {
+      await tenantry.config.set(seed.slug, '/branding', seed.branding, { by: 'demo' })
     }
   }
+  if (!tenantry.flags.get('new-editor')) await tenantry.flags.set({ key: 'new-editor', rules: [{ plans: ['free'], variant: 'on' }] }, { by: 'demo' })
 
   // LOG=1: Fastify logs each request through Tenantry's logger, so every line carries the tenant.
   const app = await buildDemoApp(tenantry, { loggerInstance: process.env.LOG === '1' ? tenantry.logger : undefined, plugin: { metrics: true } })
@@ -48,6 +53,8 @@ async function main(): Promise<void> {
   Tenants: acme (pooled, free plan: ${FREE_LIMITS.rate.points} requests/min), globex (schema), initech (database)
 
   Try:
+    open http://acme.localhost:${port}/ and http://globex.localhost:${port}/   # each tenant's branded page
+    npx tenantry config set globex /branding/primaryColor '#7c3aed'          # after Ctrl-C, or on PostgreSQL live
     curl http://acme.localhost:${port}/api/tenant
     curl -X POST http://globex.localhost:${port}/api/projects -H 'content-type: application/json' -d '{"name":"Launch"}'
     curl http://globex.localhost:${port}/api/projects
