@@ -2,6 +2,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { TenantryError, type Tenantry } from '../src/index.ts'
 import { tenantryPlugin, type TenantryFastifyOptions } from '../src/adapters/fastify.ts'
 import type { Branding } from '../src/index.ts'
+import { tenantryPluginRoutes } from '../src/adapters/plugins.ts'
 import { brandedPage } from './branded-page.ts'
 
 interface ProjectRow { id: string; name: string; created_at: Date }
@@ -50,6 +51,8 @@ export async function buildDemoApp(
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   })
   await app.register(tenantryPlugin, { tenantry, skip: (req) => req.url === '/health', ...opts.plugin })
+  // The routes of the plugins given to createTenantry (demo/export-plugin.ts), for tenants that have them.
+  await app.register(tenantryPluginRoutes, { tenantry })
 
   app.get('/health', async () => ({ ok: true }))
 

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url'
 import { createTenantry, subdomain, header, isTenantryError, type Branding, type Tier } from '../src/index.ts'
 import { buildDemoApp } from './app.ts'
+import { exportPlugin } from './export-plugin.ts'
 
 const SEED: { slug: string; name: string; tier: Tier; plan: string; branding?: Branding }[] = [
   { slug: 'acme', name: 'Acme Corp', tier: 'pooled', plan: 'free', branding: { displayName: 'Acme Corp', primaryColor: '#b91c1c', accentColor: '#fde68a', emailSenderName: 'Acme Support', supportUrl: 'mailto:help@acme.example' } },
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
     resolve: [subdomain({ baseDomain: 'localhost' }), header({ name: 'x-tenant' })],
     // Tenantry's events (provisioning, breakers, rejections…) at info; lines in a request carry the tenant.
     observe: { logger: { level: process.env.LOG_LEVEL ?? 'info' } },
+    plugins: [exportPlugin],
   })
   const where = process.env.DATABASE_URL ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite in ${process.env.TENANTRY_DATA_DIR ?? '.tenantry'}/`
 
@@ -28,7 +30,7 @@ async function main(): Promise<void> {
     for (const f of failed) console.error(`migration failed on ${f.target}: ${f.error}`)
     process.exit(1)
   }
-  await tenantry.catalog.upsertPlan({ name: 'free', settings: { limits: FREE_LIMITS } })
+  await tenantry.catalog.upsertPlan({ name: 'free', settings: { limits: FREE_LIMITS, plugins: { export: { enabled: true } } } })
   await tenantry.guard.reloadPlans()
   for (const seed of SEED) {
     const found = await tenantry.findTenant(seed.slug)
@@ -54,6 +56,7 @@ async function main(): Promise<void> {
 
   Try:
     open http://acme.localhost:${port}/ and http://globex.localhost:${port}/   # each tenant's branded page
+    curl http://acme.localhost:${port}/plugins/export/projects.csv             # the export plugin: on for the free plan (acme), 404 for globex
     npx tenantry config set globex /branding/primaryColor '#7c3aed'          # after Ctrl-C, or on PostgreSQL live
     curl http://acme.localhost:${port}/api/tenant
     curl -X POST http://globex.localhost:${port}/api/projects -H 'content-type: application/json' -d '{"name":"Launch"}'

@@ -27,5 +27,5 @@ export {
   createConfig, TenantryFlagProvider, parseFlag, rolloutBucket, checkDomain, BRANDING_SCHEMA, DOMAIN_TXT_LABEL, DOMAIN_WELL_KNOWN_PATH,
   type Branding, type ChangeOptions, type ConfigIssue, type ConfigOptions, type ConfigParts, type ConfigVersion, type CustomDomain, type DomainOptions,
   type Flag, type FlagContext, type FlagDefinition, type FlagEvaluation, type FlagReason, type FlagRule, type JsonObject, type JsonValue,
-  type StandardSchemaLike, type TenantConfigApi,
+  type StandardSchemaLike, type TenantConfigApi, PluginRegistry, pluginFailure, type PluginContext, type PluginCore,
 } from './config/index.ts'

@@ -23,7 +23,7 @@ import type { Logger } from 'pino'
 import { checkObserveOptions, createObservability, resolveMetering, type Observability, type ObserveOptions } from './observe/observability.ts'
 import { createUsageService } from './observe/usage-service.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
-import { checkConfigOptions, createConfig, type ConfigOptions, type ConfigParts } from './config/index.ts'
+import { checkConfigOptions, createConfig, type ConfigOptions, type ConfigParts, type PluginCore } from './config/index.ts'
 
 /**
  * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
@@ -79,6 +79,8 @@ export interface TenantryOptions {
   observe?: ObserveOptions
   /** Per-tenant configuration: the app's schema and defaults, custom-domain verification (docs/config.md). */
   config?: ConfigOptions
+  /** Plugins, enabled per plan or tenant by `config.plugins.<name>.enabled` (docs/plugins.md). */
+  plugins?: PluginCore[]
 }
 
 /**
@@ -140,6 +142,8 @@ export interface Tenantry {
   readonly flags: ConfigParts['flags']
   /** Custom domains of tenants: `add` (pending, with a token), `verify`, `remove`, `list` (docs/domains.md). */
   readonly domains: ConfigParts['domains']
+  /** The plugins given to createTenantry, and which tenants have them (docs/plugins.md). */
+  readonly plugins: ConfigParts['plugins']
   /** Register another PostgreSQL server of the fleet. */
   addServer(server: { name: string; url: string; region?: string; capacityWeight?: number }): Promise<void>
   /** Check every target of every server against invariants 1–2. */
@@ -176,7 +180,7 @@ export interface Tenantry {
 export async function createTenantry(options: TenantryOptions = {}): Promise<Tenantry> {
   // Refused before anything is opened.
   checkObserveOptions(options.observe ?? {})
-  checkConfigOptions(options.config)
+  checkConfigOptions(options.config, options.plugins)
   // An explicit dataDir means embedded, whatever DATABASE_URL the environment has.
   const databaseUrl = options.databaseUrl ?? (options.dataDir === undefined ? process.env.DATABASE_URL : undefined) ?? undefined
   const naming = makeNaming(options.rolePrefix ?? 'tenantry')
@@ -254,7 +258,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
-  const configParts = await openConfig(options.config, { catalog, guard, events, admin: mainDriver.admin(main.mainDatabase) })
+  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase) })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
   async function findTenant(slugOrId: string): Promise<Tenant | null> {
@@ -319,6 +323,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     config: configParts.config,
     flags: configParts.flags,
     domains: configParts.domains,
+    plugins: configParts.plugins,
     async addServer(input) {
       if (!/^[a-z][a-z0-9_-]{0,62}$/.test(input.name)) {
         throw new TenantryError('VALIDATION_FAILED', `Server name '${printable(input.name)}' must be lowercase letters, digits, - and _.`)
@@ -426,10 +431,10 @@ async function openObservability(
  */
 async function openConfig(
   options: ConfigOptions | undefined,
-  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']> },
+  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']> },
 ): Promise<ConfigParts> {
   const onError = (error: unknown, context: string) => deps.events.emit('error', { error: error as Error, context })
-  const parts = await createConfig(options, { catalog: deps.catalog, admin: deps.admin, onError })
+  const parts = await createConfig(options, { catalog: deps.catalog, admin: deps.admin, events: deps.events, plugins: deps.plugins, onError })
   deps.catalog.onChange((subject) => {
     if (subject.startsWith('plan:') || subject === '*') deps.guard.reloadPlans().catch((e) => onError(e, 'reloading plan limits'))
   })

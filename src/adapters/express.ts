@@ -149,3 +149,4 @@ export function tenantryErrorHandler(): ErrorRequestHandler {
     res.status(status).set(headers).json(body)
   }
 }
+export { tenantryPluginRouter, type TenantryPlugin } from './plugins.ts'

@@ -164,3 +164,4 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
  */
 export const tenantryPlugin = fp(tenantryFastify, { name: 'tenantry', fastify: '5.x' })
 export default tenantryPlugin
+export { tenantryPluginRoutes, type TenantryPlugin } from './plugins.ts'

@@ -9,6 +9,8 @@ import { compileValidator, type ConfigValidator, type StandardSchemaLike } from 
 import * as sql from './sql.ts'
 import { TenantConfigStore, asJson, type ChangeOptions, type ConfigVersion } from './tenant-config.ts'
 import { TenantryError } from '../core/errors.ts'
+import type { TenantryEvents } from '../lifecycle/events.ts'
+import { PluginRegistry, checkPlugins, pluginsSchema, type PluginCore } from './plugins.ts'
 
 export { DOMAIN_TXT_LABEL, DOMAIN_WELL_KNOWN_PATH, checkDomain, type CustomDomain, type DomainOptions } from './domains.ts'
 export { parseFlag, rolloutBucket, type Flag, type FlagContext, type FlagDefinition, type FlagEvaluation, type FlagReason, type FlagRule } from './flags.ts'
@@ -16,6 +18,7 @@ export { layer, parsePath, toPointer, type JsonObject, type JsonValue } from './
 export { TenantryFlagProvider } from './openfeature-provider.ts'
 export { BRANDING_SCHEMA, type Branding, type ConfigIssue, type StandardSchemaLike } from './schema.ts'
 export type { ChangeOptions, ConfigVersion } from './tenant-config.ts'
+export { PluginRegistry, pluginFailure, type PluginContext, type PluginCore } from './plugins.ts'
 
 /**
  * Options of per-tenant configuration (`createTenantry({ config })`).
@@ -41,6 +44,15 @@ export interface ConfigOptions {
   defaults?: Record<string, unknown>
   /** DNS and HTTP of custom-domain verification (injectable for tests). */
   domains?: DomainOptions
+}
+
+/** What the runtime adds to the configuration options: the registered plugins. */
+interface ConfigDeps {
+  catalog: Catalog
+  admin: AdminQueryable
+  events: TenantryEvents
+  plugins?: readonly PluginCore[]
+  onError: (error: unknown, context: string) => void
 }
 
 /**
@@ -87,16 +99,18 @@ export interface TenantConfigApi {
  * Check `createTenantry({ config })` before anything is opened: the schema compiles and the
  * defaults pass it. `CONFIG_INVALID` otherwise.
  */
-export function checkConfigOptions(options: ConfigOptions = {}): { validator: ConfigValidator; defaults: JsonObject } {
+export function checkConfigOptions(options: ConfigOptions = {}, plugins: object | readonly PluginCore[] = []): { validator: ConfigValidator; defaults: JsonObject; plugins: object } {
   const defaults = options.defaults === undefined ? {} : asJson(options.defaults, 'config.defaults')
   if (!isPlainObject(defaults)) throw new TenantryError('CONFIG_INVALID', 'config.defaults must be a plain JSON object.')
-  const validator = compileValidator(options.schema)
+  if (Array.isArray(plugins)) checkPlugins(plugins)
+  const pluginSchema = Array.isArray(plugins) ? pluginsSchema(plugins) : plugins
+  const validator = compileValidator(options.schema, pluginSchema)
   const issues = validator.check(structuredClone(defaults))
   if (issues.length > 0) {
     const i = issues[0]
     throw new TenantryError('CONFIG_INVALID', `config.defaults do not pass the configuration schema at '${i.pointer || '/'}': ${i.message} (rule '${i.rule}').`, { details: { issues } })
   }
-  return { validator, defaults }
+  return { validator, defaults, plugins: pluginSchema }
 }
 
 /** What {@link createConfig} gives the runtime. */
@@ -104,6 +118,7 @@ export interface ConfigParts {
   config: TenantConfigApi
   flags: FlagStore & { readonly provider: TenantryFlagProvider }
   domains: DomainStore
+  plugins: PluginRegistry
 }
 
 /**
@@ -112,25 +127,27 @@ export interface ConfigParts {
  *
  * @example
  * ```ts
- * const { config, flags, domains } = await createConfig(options.config, { catalog, admin, onError })
+ * const { config, flags, domains, plugins } = await createConfig(options.config, { catalog, admin, events, plugins: [], onError })
  * ```
  */
 export async function createConfig(
   options: ConfigOptions = {},
-  deps: { catalog: Catalog; admin: AdminQueryable; onError: (error: unknown, context: string) => void },
+  deps: ConfigDeps,
 ): Promise<ConfigParts> {
-  let { validator, defaults } = checkConfigOptions(options)
+  const plugins = deps.plugins ?? []
+  let { validator, defaults, plugins: pluginSchema } = checkConfigOptions(options, plugins)
   await deps.admin.transaction(async (tx) => { await tx.exec(sql.CONFIG_SCHEMA_SQL) })
-  if (options.schema !== undefined || options.defaults !== undefined) {
+  if (options.schema !== undefined || options.defaults !== undefined || plugins.length > 0) {
     const json = options.schema !== undefined && !('~standard' in options.schema) ? asJson(options.schema, 'config.schema') : null
-    const s = sql.storeSchema(json, defaults)
+    const s = sql.storeSchema(json, defaults, asJson(pluginSchema, 'plugins'))
     await deps.admin.query(s.text, s.values)
   } else {
-    // A process without the app's code (the CLI, the admin API) validates with the app's schema as stored.
-    const stored = (await deps.admin.query<{ schema: unknown; defaults: unknown }>(sql.storedSchema().text, [])).rows[0]
+    // A process without the app's code (the CLI, the admin API) validates with the app's schema
+    // and its plugins' as stored.
+    const stored = (await deps.admin.query<{ schema: unknown; defaults: unknown; plugins: unknown }>(sql.storedSchema().text, [])).rows[0]
     if (stored) {
       const parse = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v)
-      ;({ validator, defaults } = checkConfigOptions({ schema: parse(stored.schema) ?? undefined, defaults: parse(stored.defaults) ?? undefined }))
+      ;({ validator, defaults } = checkConfigOptions({ schema: parse(stored.schema) ?? undefined, defaults: parse(stored.defaults) ?? undefined }, parse(stored.plugins) ?? []))
     }
   }
   const store = new TenantConfigStore(deps.catalog, deps.admin, validator, defaults, deps.onError)
@@ -157,5 +174,7 @@ export async function createConfig(
       rollback: store.rollbackPlan.bind(store),
     },
   }) as TenantConfigApi
-  return { config, flags, domains: new DomainStore(deps.catalog, deps.admin, options.domains) }
+  const registry = new PluginRegistry(plugins, (tenant) => store.of(tenant))
+  registry.wire(deps.events)
+  return { config, flags, domains: new DomainStore(deps.catalog, deps.admin, options.domains), plugins: registry }
 }

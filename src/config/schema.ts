@@ -25,8 +25,8 @@ export interface ConfigIssue {
   message: string
 }
 
-/** Configuration keys Tenantry itself reads and checks; the app's schema sees the rest. */
-export const RESERVED_KEYS = ['branding', 'limits'] as const
+/** Configuration keys Tenantry itself reads and checks (`plugins` by the plugins' schemas); the app's schema sees the rest. */
+export const RESERVED_KEYS = ['branding', 'limits', 'plugins'] as const
 
 const COLOR = '^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$'
 // http(s) or a path of the app; never javascript:, data: and the like (the values end up in pages).
@@ -75,9 +75,15 @@ export interface ConfigValidator {
  * Compile the app's schema (a JSON Schema for ajv, or a Standard Schema validator) together with
  * Tenantry's own checks of `branding` and `limits`. A schema ajv cannot compile is `CONFIG_INVALID`.
  */
-export function compileValidator(schema: object | undefined): ConfigValidator {
+export function compileValidator(schema: object | undefined, plugins: object = { type: 'object', additionalProperties: false }): ConfigValidator {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false })
   const branding = ajv.compile(BRANDING_SCHEMA)
+  let pluginCheck: ValidateFunction
+  try {
+    pluginCheck = ajv.compile(plugins)
+  } catch (err) {
+    throw new TenantryError('CONFIG_INVALID', `A plugin's settingsSchema is not a valid JSON Schema: ${(err as Error).message}`, { cause: err })
+  }
   let app: ((value: JsonObject) => ConfigIssue[]) | null = null
   if (schema && '~standard' in schema) {
     app = standardCheck(schema as StandardSchemaLike)
@@ -94,6 +100,7 @@ export function compileValidator(schema: object | undefined): ConfigValidator {
     check(config) {
       const issues: ConfigIssue[] = []
       if (config.branding !== undefined && !branding(config.branding)) issues.push(...ajvIssues(branding.errors ?? [], '/branding'))
+      if (config.plugins !== undefined && !pluginCheck(config.plugins)) issues.push(...ajvIssues(pluginCheck.errors ?? [], '/plugins'))
       if (config.limits !== undefined) {
         try {
           parseLimits(config.limits, 'the configuration')

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS tenantry.config_schema (
   id boolean PRIMARY KEY DEFAULT true CHECK (id),
   schema jsonb,
   defaults jsonb NOT NULL DEFAULT '{}',
+  plugins jsonb,
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS config_versions_subject_idx ON tenantry.config_versions (subject, id);
@@ -134,10 +135,11 @@ export const listDomains = (tenantId: string | null): Statement => ({
 })
 
 /** The app's JSON Schema and defaults as its last started process gave them: the CLI and admin API use them too. */
-export const storedSchema = (): Statement => ({ text: 'SELECT schema, defaults FROM tenantry.config_schema', values: [] })
-export const storeSchema = (schema: unknown, defaults: unknown): Statement => ({
-  text: `INSERT INTO tenantry.config_schema (id, schema, defaults) VALUES (true, $1::jsonb, $2::jsonb)
-         ON CONFLICT (id) DO UPDATE SET schema = EXCLUDED.schema, defaults = EXCLUDED.defaults, updated_at = now()
-         WHERE (tenantry.config_schema.schema, tenantry.config_schema.defaults) IS DISTINCT FROM (EXCLUDED.schema, EXCLUDED.defaults)`,
-  values: [schema === null ? null : JSON.stringify(schema), JSON.stringify(defaults)],
+export const storedSchema = (): Statement => ({ text: 'SELECT schema, defaults, plugins FROM tenantry.config_schema', values: [] })
+export const storeSchema = (schema: unknown, defaults: unknown, plugins: unknown): Statement => ({
+  text: `INSERT INTO tenantry.config_schema (id, schema, defaults, plugins) VALUES (true, $1::jsonb, $2::jsonb, $3::jsonb)
+         ON CONFLICT (id) DO UPDATE SET schema = EXCLUDED.schema, defaults = EXCLUDED.defaults, plugins = EXCLUDED.plugins, updated_at = now()
+         WHERE (tenantry.config_schema.schema, tenantry.config_schema.defaults, tenantry.config_schema.plugins)
+           IS DISTINCT FROM (EXCLUDED.schema, EXCLUDED.defaults, EXCLUDED.plugins)`,
+  values: [schema === null ? null : JSON.stringify(schema), JSON.stringify(defaults), JSON.stringify(plugins)],
 })

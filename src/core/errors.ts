@@ -67,6 +67,8 @@ export const ErrorCodes = {
   PLAN_NOT_FOUND: 'PLAN_NOT_FOUND',
   /** No feature flag has the key. */
   FLAG_NOT_FOUND: 'FLAG_NOT_FOUND',
+  /** A plugin's route, hook or handler threw; `details.plugin` names it. */
+  PLUGIN_FAILED: 'PLUGIN_FAILED',
   /** Something unexpected; a bug or an infrastructure fault. */
   INTERNAL: 'INTERNAL',
 } as const
@@ -103,6 +105,7 @@ const STATUS: Record<ErrorCode, number> = {
   DOMAIN_VERIFICATION_FAILED: 400,
   PLAN_NOT_FOUND: 404,
   FLAG_NOT_FOUND: 404,
+  PLUGIN_FAILED: 500,
   INTERNAL: 500,
 }
 
