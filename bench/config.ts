@@ -1,7 +1,7 @@
 /**
  * Configuration and flags: OpenFeature evaluation through Tenantry's provider vs OpenFeature's InMemoryProvider, tenantry.config() reads, and the point read with a flag and the config read in the handler vs without.
  *
- * `npm run bench -- config [--evals 200000] [--eval-rounds 7] [--reads 2000000] [--duration 5] [--warmup 5] [--rounds 6] [--retries 2] [--connections 50] [--pool 10] [--tenants 10] [--quiet-wait 20] [--keep] [--check]`
+ * `npm run bench -- config [--evals 200000] [--eval-rounds 7] [--reads 2000000] [--duration 3] [--warmup 5] [--rounds 12] [--retries 2] [--connections 50] [--pool 10] [--tenants 10] [--quiet-wait 20] [--keep] [--check]`
  *
  * 1. Flag evaluation, in this process, inside a tenant context: the same flag (a deny list, a plan
  *    rule, a region rule, a 20 % rollout) through one OpenFeature client each, on Tenantry's
@@ -24,9 +24,8 @@
 import { resolve as resolvePath } from 'node:path'
 import { parseArgs } from 'node:util'
 import { InMemoryProvider, OpenFeature, type EvaluationContext } from '@openfeature/server-sdk'
-import pg from 'pg'
 import { createTenantry, currentTenant, header, rolloutBucket, type Tenantry } from '../src/index.ts'
-import { dropBenchLeftovers, redact, shuffled, withDatabase } from './lib/bench-db.ts'
+import { connectBenchAdmin, dropBenchLeftovers, shuffled, withDatabase } from './lib/bench-db.ts'
 import { REPO_ROOT, killChildren, median, printTable, round, runLoad, startServer, waitForQuiet, type ServerChild } from './lib/load.ts'
 
 const DATABASE = 'tenantry_bench_config'
@@ -54,8 +53,8 @@ function usage(): string {
     '                               [--connections N] [--pool N] [--tenants N] [--quiet-wait S] [--keep] [--check]',
     '  --evals 200000     evaluations per provider per round     --eval-rounds 7   rounds of the flag comparison',
     '  --reads 2000000    tenantry.config() calls timed',
-    '  --duration 5       measured seconds per load run          --warmup 5        discarded seconds per server after its start',
-    '  --rounds 6         rounds of plain, config and openfeature (six orders in turn)   --retries 2   repeats of a run disturbed by other processes',
+    '  --duration 3       measured seconds per load run          --warmup 5        discarded seconds per server after its start',
+    '  --rounds 12        rounds of plain, config and openfeature (six orders in turn)   --retries 2   repeats of a run disturbed by other processes',
     '  --connections 50   autocannon connections                 --pool 10         connections of both servers',
     '  --tenants 10       pooled tenants the requests cycle over --quiet-wait 20   seconds to wait for a quiet machine before each run',
     '  --keep             leave the bench database and roles     --check           exit 1 when a target is missed',
@@ -185,9 +184,9 @@ export default async function config(argv: string[]): Promise<number> {
     evals = int('evals', flags.evals, 200_000)
     evalRounds = int('eval-rounds', flags['eval-rounds'], 7)
     reads = int('reads', flags.reads, 2_000_000)
-    duration = int('duration', flags.duration, 5)
+    duration = int('duration', flags.duration, 3)
     warmup = int('warmup', flags.warmup, 5, 0)
-    rounds = int('rounds', flags.rounds, 6)
+    rounds = int('rounds', flags.rounds, 12)
     retries = int('retries', flags.retries, 2, 0)
     connections = int('connections', flags.connections, 50)
     pool = int('pool', flags.pool, 10)
@@ -198,15 +197,9 @@ export default async function config(argv: string[]): Promise<number> {
     return 2
   }
 
-  const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
-  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 })
-  try {
-    await admin.connect()
-  } catch (err) {
-    console.error(`config: PostgreSQL at ${redact(adminUrl)} is not reachable (${(err as Error).message}). Set BENCH_PG_URL to a superuser URL.`)
-    return 1
-  }
-  admin.on('error', () => undefined)
+  const bench = await connectBenchAdmin('config')
+  if (!bench) return 1
+  const { admin, adminUrl } = bench
   const onSignal = () => {
     killChildren()
     dropBenchLeftovers(admin, DATABASE, ROLE_PREFIX).catch(() => undefined).finally(() => process.exit(130))
@@ -279,7 +272,7 @@ export default async function config(argv: string[]): Promise<number> {
       p99s.push(got.config!.p99 / got.plain!.p99)
       rows.push([r + 1, order.join(' '), round(got.plain!.rps, 0), round(got.config!.rps, 0), round(ratios[r], 3), round(got.openfeature!.rps, 0), round(ofRatios[r], 3),
         round(got.plain!.p99, 2), round(got.config!.p99, 2), round(Math.max(got.plain!.other, got.config!.other, got.openfeature!.other), 2)])
-      log(`  round ${r + 1}: plain ${got.plain!.rps.toFixed(0)} req/s, config ${got.config!.rps.toFixed(0)} (${ratios[r].toFixed(3)}), openfeature ${got.openfeature!.rps.toFixed(0)} (${ofRatios[r].toFixed(3)})`)
+      log(`  round ${r + 1}: plain ${got.plain!.rps.toFixed(0)} req/s, config ${got.config!.rps.toFixed(0)} (${ratios[r].toFixed(3)}), openfeature ${got.openfeature!.rps.toFixed(0)} (${ofRatios[r].toFixed(3)}); other cores ${got.plain!.other.toFixed(2)}/${got.config!.other.toFixed(2)}/${got.openfeature!.other.toFixed(2)}`)
     }
 
     console.log('\nFlag evaluation through OpenFeature (median over rounds, one client each, inside a tenant context):')

@@ -9,7 +9,7 @@ import { tenantryErrorHandler, tenantryMiddleware } from '../src/adapters/expres
 import { tenantryPlugin } from '../src/adapters/fastify.ts'
 import { createTenantry, header, rolloutBucket, TenantryError, type Tenant, type Tenantry } from '../src/index.ts'
 import { layer, parsePath } from '../src/config/merge.ts'
-import { DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, postgresAvailable } from './helpers/backends.ts'
+import { backends, DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, postgresAvailable, type Backend } from './helpers/backends.ts'
 
 // Issue 12: layered configuration, feature flags (OpenFeature), custom domains — on PostgreSQL and PGlite.
 
@@ -43,20 +43,6 @@ async function codeOf(p: Promise<unknown>): Promise<TenantryError> {
 /** DNS of the tests: TXT records set by the test, nothing from the internet. */
 const txt = new Map<string, string[][]>()
 const http = new Map<string, string>()
-
-interface Backend { name: string; enabled: boolean; url(): Promise<string | undefined>; cleanUp(): Promise<void> }
-const BACKENDS: Backend[] = [
-  {
-    name: 'PostgreSQL',
-    enabled: PG_UP,
-    async url() {
-      await dropPostgresLeftovers(ROLE_PREFIX, DB_NAME)
-      return freshDatabase(DB_NAME)
-    },
-    cleanUp: () => dropPostgresLeftovers(ROLE_PREFIX, DB_NAME),
-  },
-  { name: 'PGlite', enabled: true, url: async () => undefined, async cleanUp() {} },
-]
 
 function configSuite(backend: Backend): void {
   describe.skipIf(!backend.enabled)(`configuration, flags and domains (${backend.name})`, () => {
@@ -374,7 +360,7 @@ function configSuite(backend: Backend): void {
   })
 }
 
-for (const backend of BACKENDS) configSuite(backend)
+for (const backend of backends(DB_NAME, ROLE_PREFIX, PG_UP)) configSuite(backend)
 
 /** A child process with its own Tenantry, spoken to in JSON lines. */
 class Child {

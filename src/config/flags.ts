@@ -6,6 +6,7 @@ import { TIERS, type Tenant, type Tier } from '../core/types.ts'
 import { printable } from '../core/validation.ts'
 import type { AdminQueryable } from '../data/driver.ts'
 import type { JsonValue } from './merge.ts'
+import { liveReload } from './live-reload.ts'
 import * as sql from './sql.ts'
 import { asJson, record, type ChangeOptions, type ConfigVersion, type TenantConfigStore } from './tenant-config.ts'
 
@@ -238,51 +239,36 @@ function matches(r: CompiledRule, s: Subject, prefix: string): boolean {
  */
 export class FlagStore {
   private flags = new Map<string, CompiledFlag>()
-  private reloading: Promise<void> | null = null
-  private reloadAgain = false
+  /** Re-read every flag (after a notification); coalesces overlapping calls. */
+  readonly reload: () => Promise<void>
 
   constructor(
     private readonly catalog: Catalog,
     private readonly admin: AdminQueryable,
     private readonly config: TenantConfigStore,
     private readonly onError: (error: unknown, context: string) => void,
-  ) {}
+  ) {
+    this.reload = liveReload(catalog, 'flag:', () => this.readAll(), (e) => onError(e, 'reloading feature flags'))
+  }
 
   async init(): Promise<void> {
     await this.reload()
-    this.catalog.onChange((subject) => {
-      if (subject.startsWith('flag:') || subject === '*') this.reload().catch((e) => this.onError(e, 'reloading feature flags'))
-    })
   }
 
-  reload(): Promise<void> {
-    if (this.reloading) {
-      this.reloadAgain = true
-      return this.reloading
-    }
-    this.reloading = (async () => {
+  private async readAll(): Promise<void> {
+    const res = await this.admin.query<{ key: string; definition: unknown }>(sql.allFlags().text, [])
+    const next = new Map<string, CompiledFlag>()
+    for (const row of res.rows) {
       try {
-        do {
-          this.reloadAgain = false
-          const res = await this.admin.query<{ key: string; definition: unknown }>(sql.allFlags().text, [])
-          const next = new Map<string, CompiledFlag>()
-          for (const row of res.rows) {
-            try {
-              next.set(row.key, compile(parseFlag(typeof row.definition === 'string' ? JSON.parse(row.definition) : row.definition)))
-            } catch (error) {
-              // Written by an older release or by hand: served as before rather than dropped.
-              this.onError(error, `feature flag '${row.key}'`)
-              const before = this.flags.get(row.key)
-              if (before) next.set(row.key, before)
-            }
-          }
-          this.flags = next
-        } while (this.reloadAgain)
-      } finally {
-        this.reloading = null
+        next.set(row.key, compile(parseFlag(typeof row.definition === 'string' ? JSON.parse(row.definition) : row.definition)))
+      } catch (error) {
+        // Written by an older release or by hand: served as before rather than dropped.
+        this.onError(error, `feature flag '${row.key}'`)
+        const before = this.flags.get(row.key)
+        if (before) next.set(row.key, before)
       }
-    })()
-    return this.reloading
+    }
+    this.flags = next
   }
 
   /** Every flag of this process's view (as of the last notification), by key. */

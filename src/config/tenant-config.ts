@@ -7,6 +7,7 @@ import type { AdminQueryable } from '../data/driver.ts'
 import type { Queryable } from '../data/executor.ts'
 import { deepFreeze, getAt, isPlainObject, layer, parsePath, setAt, toPointer, unsetAt, type JsonObject, type JsonValue } from './merge.ts'
 import { invalidConfig, type ConfigValidator } from './schema.ts'
+import { liveReload } from './live-reload.ts'
 import * as sql from './sql.ts'
 
 /** One recorded configuration change. */
@@ -70,8 +71,8 @@ export class TenantConfigStore {
   private plans = new Map<string, JsonObject>()
   private plansVersion = 0
   private readonly merged = new WeakMap<Tenant, Merged>()
-  private reloading: Promise<void> | null = null
-  private reloadAgain = false
+  /** Re-read every plan's settings (after a notification); coalesces overlapping calls. */
+  readonly reloadPlans: () => Promise<void>
 
   constructor(
     private readonly catalog: Catalog,
@@ -79,34 +80,16 @@ export class TenantConfigStore {
     private readonly validator: ConfigValidator,
     private readonly defaults: JsonObject,
     private readonly onError: (error: unknown, context: string) => void,
-  ) {}
+  ) {
+    this.reloadPlans = liveReload(catalog, 'plan:', async () => {
+      const plans = await this.catalog.listPlans()
+      this.plans = new Map(plans.map((p) => [p.name, (isPlainObject(p.settings) ? p.settings : {}) as JsonObject]))
+      this.plansVersion++
+    }, (e) => onError(e, 'reloading plan configuration'))
+  }
 
   async init(): Promise<void> {
     await this.reloadPlans()
-    this.catalog.onChange((subject) => {
-      if (subject.startsWith('plan:') || subject === '*') this.reloadPlans().catch((e) => this.onError(e, 'reloading plan configuration'))
-    })
-  }
-
-  /** Re-read every plan's settings (after a notification); coalesces overlapping calls. */
-  reloadPlans(): Promise<void> {
-    if (this.reloading) {
-      this.reloadAgain = true
-      return this.reloading
-    }
-    this.reloading = (async () => {
-      try {
-        do {
-          this.reloadAgain = false
-          const plans = await this.catalog.listPlans()
-          this.plans = new Map(plans.map((p) => [p.name, (isPlainObject(p.settings) ? p.settings : {}) as JsonObject]))
-          this.plansVersion++
-        } while (this.reloadAgain)
-      } finally {
-        this.reloading = null
-      }
-    })()
-    return this.reloading
   }
 
   /** The merged configuration of `tenant`, from memory. Throws `CONFIG_INVALID` when the stored layers no longer pass the schema. */

@@ -102,3 +102,35 @@ export async function outcome(p: Promise<unknown>): Promise<string> {
     return typeof code === 'string' ? `pg:${code}` : `error:${String((err as Error)?.message ?? err)}`
   }
 }
+
+/** One backend of a suite that loops over both: a real server (a fresh database) and PGlite. */
+export interface Backend {
+  name: 'PostgreSQL' | 'PGlite'
+  enabled: boolean
+  /** The admin URL of a fresh database on the test server; undefined for PGlite (`dataDir: 'memory'`). */
+  url(): Promise<string | undefined>
+  cleanUp(): Promise<void>
+}
+
+/**
+ * The two backends of a suite, its database and role prefix named from its file.
+ *
+ * @example
+ * ```ts
+ * for (const backend of backends('tenantry_test_x', 'th_x', await postgresAvailable())) suite(backend)
+ * ```
+ */
+export function backends(database: string, rolePrefix: string, postgresUp: boolean): Backend[] {
+  return [
+    {
+      name: 'PostgreSQL',
+      enabled: postgresUp,
+      async url() {
+        await dropPostgresLeftovers(rolePrefix, database)
+        return freshDatabase(database)
+      },
+      cleanUp: () => dropPostgresLeftovers(rolePrefix, database),
+    },
+    { name: 'PGlite', enabled: true, url: async () => undefined, async cleanUp() {} },
+  ]
+}
