@@ -51,8 +51,13 @@ export const setTenantPlan = (id: string, plan: string): Statement => ({
   values: [id, plan],
 })
 
-export const planSettings = (name: string, lock: boolean): Statement => ({
-  text: `SELECT settings FROM tenantry.plans WHERE name = $1${lock ? ' FOR UPDATE' : ''}`,
+/**
+ * A plan's settings. A tenant's write reads its plan `FOR SHARE` and a plan's write `FOR UPDATE`:
+ * the plan's write then checks every tenant on it after their writes committed, and no tenant
+ * write is checked against a plan layer that is being replaced.
+ */
+export const planSettings = (name: string, lock: 'share' | 'update' | null): Statement => ({
+  text: `SELECT settings FROM tenantry.plans WHERE name = $1${lock === 'share' ? ' FOR SHARE' : lock === 'update' ? ' FOR UPDATE' : ''}`,
   values: [name],
 })
 

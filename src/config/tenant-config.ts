@@ -137,7 +137,7 @@ export class TenantConfigStore {
     const tenant = await this.tenant(slugOrId)
     if (opts.layer === 'tenant') return getAt(tenant.config, segments)
     // Fresh plans: a CLI process reads right after its start, an app process may lag a notification.
-    const plan = await this.planLayer(this.admin, tenant.plan, false)
+    const plan = await this.planLayer(this.admin, tenant.plan, null)
     const value = layer(this.defaults, plan, tenant.config)
     const issues = this.validator.check(value)
     if (issues.length > 0) throw invalidConfig(`tenant '${tenant.slug}'`, issues, 500)
@@ -183,7 +183,7 @@ export class TenantConfigStore {
       const planTo = undone.find((v) => v.scope === 'assignment')
       const config = configTo ? (configTo.before as JsonObject | null) ?? {} : row.config
       const plan = planTo ? String(planTo.before) : row.plan
-      const planLayer = await this.planLayer(tx, plan, true)
+      const planLayer = await this.planLayer(tx, plan, 'share')
       this.check(`tenant '${tenant.slug}'`, planLayer, config)
       const out: ConfigVersion[] = []
       const note = `rollback to before version ${versionId}`
@@ -210,7 +210,7 @@ export class TenantConfigStore {
     await this.catalog.change(tenant.id, async (tx) => {
       const row = await lockedTenant(tx, tenant)
       if (row.plan === plan) return
-      const planLayer = await this.planLayer(tx, plan, true)
+      const planLayer = await this.planLayer(tx, plan, 'share')
       this.check(`tenant '${tenant.slug}' on plan '${plan}'`, planLayer, row.config)
       await run(tx, sql.setTenantPlan(tenant.id, plan))
       await record(tx, { scope: 'assignment', subject: tenant.id, label: row.slug, path: null, before: row.plan, after: plan, by: opts.by ?? 'app', note: null })
@@ -227,7 +227,7 @@ export class TenantConfigStore {
       const row = await lockedTenant(tx, tenant)
       const change = edit(row.config)
       if (change === null) return null
-      const planLayer = await this.planLayer(tx, row.plan, false)
+      const planLayer = await this.planLayer(tx, row.plan, 'share')
       this.check(`tenant '${row.slug}'`, planLayer, change.next)
       await run(tx, sql.setTenantConfig(tenant.id, change.next))
       return record(tx, { scope: 'tenant', subject: tenant.id, label: row.slug, path: change.path, before: row.config, after: change.next, by: opts.by ?? 'app', note: null })
@@ -257,7 +257,7 @@ export class TenantConfigStore {
 
   async getPlan(name: string, path?: string): Promise<JsonValue | undefined> {
     const segments = path === undefined ? [] : parsePath(path)
-    return getAt(await this.planLayer(this.admin, name, false), segments)
+    return getAt(await this.planLayer(this.admin, name, null), segments)
   }
 
   /** Set `path` of a plan's layer; refused when it (or any tenant on the plan) would not pass the schema. */
@@ -276,7 +276,7 @@ export class TenantConfigStore {
   }
 
   async planHistory(name: string, opts: { limit?: number } = {}): Promise<ConfigVersion[]> {
-    await this.planLayer(this.admin, name, false)
+    await this.planLayer(this.admin, name, null)
     return this.versions(`plan:${name}`, opts.limit)
   }
 
@@ -294,7 +294,7 @@ export class TenantConfigStore {
     const subject = `plan:${name}`
     let stored: JsonObject | undefined
     const version = await this.catalog.change(subject, async (tx) => {
-      const current = await this.planLayer(tx, name, true)
+      const current = await this.planLayer(tx, name, 'update')
       let change: { next: JsonObject; path: string | null; note: string | null } | null
       if (rollbackTo !== undefined) {
         const undone = await this.undoable(tx, subject, rollbackTo, `plan '${name}'`)
@@ -324,7 +324,7 @@ export class TenantConfigStore {
     this.plansVersion++
   }
 
-  private async planLayer(q: Queryable, name: string, lock: boolean): Promise<JsonObject> {
+  private async planLayer(q: Queryable, name: string, lock: 'share' | 'update' | null): Promise<JsonObject> {
     const s = sql.planSettings(name, lock)
     const res = await q.query<{ settings: unknown }>(s.text, s.values)
     if (res.rows.length === 0) {
