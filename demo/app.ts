@@ -3,6 +3,9 @@ import { text } from 'node:stream/consumers'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
 import { TenantryError, currentTenant, type Tenantry } from '../src/index.ts'
 import { tenantryPlugin, type TenantryFastifyOptions } from '../src/adapters/fastify.ts'
+import type { Branding } from '../src/index.ts'
+import { tenantryPluginRoutes } from '../src/adapters/plugins.ts'
+import { brandedPage } from './branded-page.ts'
 
 interface ProjectRow { id: string; name: string; created_at: Date }
 interface TaskRow { id: string; project_id: string; title: string; done: boolean; created_at: Date }
@@ -50,10 +53,20 @@ export async function buildDemoApp(
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   })
   await app.register(tenantryPlugin, { tenantry, skip: (req) => req.url === '/health', ...opts.plugin })
+  // The routes of the plugins given to createTenantry (demo/export-plugin.ts), for tenants that have them.
+  await app.register(tenantryPluginRoutes, { tenantry })
 
   app.get('/health', async () => ({ ok: true }))
 
   app.get('/api/tenant', async (req) => ({ slug: req.tenant.slug, name: req.tenant.name, tier: req.tenant.tier }))
+
+  // The white-label home page of each tenant host (issue 12): its branding from its configuration.
+  app.get('/', async (req, reply) => {
+    const { rows } = await req.db.query<{ n: number }>('SELECT count(*)::int AS n FROM projects')
+    const newEditor = tenantry.flags.get('new-editor') ? tenantry.flags.isEnabled('new-editor') : false
+    const branding = (req.tenantConfig.branding ?? {}) as Branding
+    return reply.type('text/html; charset=utf-8').send(brandedPage(req.tenant, branding, { projects: rows[0].n, newEditor }))
+  })
 
   app.get('/api/projects', async (req) => {
     const { rows } = await req.db.query<ProjectRow>('SELECT id, name, created_at FROM projects ORDER BY id LIMIT 500')

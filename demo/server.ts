@@ -1,10 +1,11 @@
 import { fileURLToPath } from 'node:url'
-import { createTenantry, subdomain, header, isTenantryError, type Tier } from '../src/index.ts'
+import { createTenantry, subdomain, header, isTenantryError, type Branding, type Tier } from '../src/index.ts'
 import { SUMMARY_QUEUE, buildDemoApp, dailySummary } from './app.ts'
+import { exportPlugin } from './export-plugin.ts'
 
-const SEED: { slug: string; name: string; tier: Tier; plan: string }[] = [
-  { slug: 'acme', name: 'Acme Corp', tier: 'pooled', plan: 'free' },
-  { slug: 'globex', name: 'Globex', tier: 'schema', plan: 'default' },
+const SEED: { slug: string; name: string; tier: Tier; plan: string; branding?: Branding }[] = [
+  { slug: 'acme', name: 'Acme Corp', tier: 'pooled', plan: 'free', branding: { displayName: 'Acme Corp', primaryColor: '#b91c1c', accentColor: '#fde68a', emailSenderName: 'Acme Support', supportUrl: 'mailto:help@acme.example' } },
+  { slug: 'globex', name: 'Globex', tier: 'schema', plan: 'default', branding: { displayName: 'Globex Corporation', primaryColor: '#047857', accentColor: '#a7f3d0', backgroundColor: '#f0fdf4', supportUrl: 'https://globex.example/help' } },
   { slug: 'initech', name: 'Initech', tier: 'database', plan: 'default' },
 ]
 
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
     resolve: [subdomain({ baseDomain: 'localhost' }), header({ name: 'x-tenant' })],
     // Tenantry's events (provisioning, breakers, rejections…) at info; lines in a request carry the tenant.
     observe: { logger: { level: process.env.LOG_LEVEL ?? 'info' } },
+    plugins: [exportPlugin],
   })
   const where = process.env.DATABASE_URL ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite in ${process.env.TENANTRY_DATA_DIR ?? '.tenantry'}/`
 
@@ -28,7 +30,7 @@ async function main(): Promise<void> {
     for (const f of failed) console.error(`migration failed on ${f.target}: ${f.error}`)
     process.exit(1)
   }
-  await tenantry.catalog.upsertPlan({ name: 'free', settings: { limits: FREE_LIMITS } })
+  await tenantry.catalog.upsertPlan({ name: 'free', settings: { limits: FREE_LIMITS, plugins: { export: { enabled: true } } } })
   await tenantry.guard.reloadPlans()
   for (const seed of SEED) {
     const found = await tenantry.findTenant(seed.slug)
@@ -36,9 +38,14 @@ async function main(): Promise<void> {
       console.log(`seeding tenant '${seed.slug}' (${seed.tier} tier, ${seed.plan} plan)…`)
       await tenantry.provision(seed)
     } else if (found.plan !== seed.plan) {
-      await tenantry.catalog.updateTenant(found.id, { plan: seed.plan })
+      await tenantry.config.changePlan(found.id, seed.plan, { by: 'demo' })
+    }
+    // Branding is configuration (docs/config.md): seeded once, then the CLI changes it live.
+    if (seed.branding && (await tenantry.config.get(seed.slug, '/branding', { layer: 'tenant' })) === undefined) {
+      await tenantry.config.set(seed.slug, '/branding', seed.branding, { by: 'demo' })
     }
   }
+  if (!tenantry.flags.get('new-editor')) await tenantry.flags.set({ key: 'new-editor', rules: [{ plans: ['free'], variant: 'on' }] }, { by: 'demo' })
 
   // A daily summary per tenant at 06:00 UTC, run by this process's worker inside each tenant.
   for (const seed of SEED) await tenantry.withTenant(seed.slug, () => tenantry.jobs.schedule(SUMMARY_QUEUE, '0 6 * * *'))
@@ -52,6 +59,9 @@ async function main(): Promise<void> {
   Tenants: acme (pooled, free plan: ${FREE_LIMITS.rate.points} requests/min), globex (schema), initech (database)
 
   Try:
+    open http://acme.localhost:${port}/ and http://globex.localhost:${port}/   # each tenant's branded page
+    curl http://acme.localhost:${port}/plugins/export/projects.csv             # the export plugin: on for the free plan (acme), 404 for globex
+    npx tenantry config set globex /branding/primaryColor '#7c3aed'          # after Ctrl-C, or on PostgreSQL live
     curl http://acme.localhost:${port}/api/tenant
     curl -X POST http://globex.localhost:${port}/api/projects -H 'content-type: application/json' -d '{"name":"Launch"}'
     curl http://globex.localhost:${port}/api/projects

@@ -26,3 +26,9 @@ export { TenantScope, currentScope } from './context/context.ts'
 export { TenantCache, type CacheOptions, type CacheStats } from './cache/index.ts'
 export { TenantJobs, type JobsOptions, type TenantJob, type WorkOptions, type SendOptions, type JobSchedule, type JobsStats, type JobQueue, type QueuedJob, type OutgoingJob } from './jobs/index.ts'
 export { TenantStorage, validateObjectKey, LocalStorageDriver, S3StorageDriver, DEFAULT_STORAGE_LIMITS, type StorageOptions, type StorageLimits, type StorageLimitsInput, type ObjectInfo, type PutOptions, type StorageDriver, type StoredObject, type S3DriverOptions } from './storage/index.ts'
+export {
+  createConfig, TenantryFlagProvider, parseFlag, rolloutBucket, checkDomain, BRANDING_SCHEMA, DOMAIN_TXT_LABEL, DOMAIN_WELL_KNOWN_PATH,
+  type Branding, type ChangeOptions, type ConfigIssue, type ConfigOptions, type ConfigParts, type ConfigVersion, type CustomDomain, type DomainOptions,
+  type Flag, type FlagContext, type FlagDefinition, type FlagEvaluation, type FlagReason, type FlagRule, type JsonObject, type JsonValue,
+  type StandardSchemaLike, type TenantConfigApi, PluginRegistry, pluginFailure, type PluginContext, type PluginCore,
+} from './config/index.ts'

@@ -26,6 +26,7 @@ import { createCache, type CacheOptions, type TenantCache } from './cache/index.
 import { createJobs, type JobsOptions, type TenantJobs } from './jobs/index.ts'
 import { createStorage, type StorageOptions, type TenantStorage } from './storage/index.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
+import { checkConfigOptions, createConfig, type ConfigOptions, type ConfigParts, type PluginCore } from './config/index.ts'
 
 /**
  * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
@@ -85,6 +86,10 @@ export interface TenantryOptions {
   jobs?: JobsOptions
   /** Object storage per tenant with quotas: local files under the data directory, or S3 (docs/resources.md). */
   storage?: StorageOptions
+  /** Per-tenant configuration: the app's schema and defaults, custom-domain verification (docs/config.md). */
+  config?: ConfigOptions
+  /** Plugins, enabled per plan or tenant by `config.plugins.<name>.enabled` (docs/plugins.md). */
+  plugins?: PluginCore[]
 }
 
 /**
@@ -144,7 +149,16 @@ export interface Tenantry {
   /** The targets of a fleet operation. */
   operationTargets(id: string): Promise<OperationTarget[]>
   setStatus(slugOrId: string, status: Exclude<TenantStatus, 'provisioning'>, reason?: string): Promise<Tenant>
+  /** Add a custom domain that resolves at once (an operator's own domains). Tenants' domains go through {@link Tenantry.domains}: pending until verified. */
   addDomain(slugOrId: string, domain: string): Promise<void>
+  /** The current tenant's merged configuration (`tenantry.config()`), and reading, changing, versioning it (docs/config.md). */
+  readonly config: ConfigParts['config']
+  /** Feature flags: `isEnabled`, `evaluate`, `set`, `rollout`, and the OpenFeature `provider` (docs/flags.md). */
+  readonly flags: ConfigParts['flags']
+  /** Custom domains of tenants: `add` (pending, with a token), `verify`, `remove`, `list` (docs/domains.md). */
+  readonly domains: ConfigParts['domains']
+  /** The plugins given to createTenantry, and which tenants have them (docs/plugins.md). */
+  readonly plugins: ConfigParts['plugins']
   /** Register another PostgreSQL server of the fleet. */
   addServer(server: { name: string; url: string; region?: string; capacityWeight?: number }): Promise<void>
   /** Check every target of every server against invariants 1–2. */
@@ -181,6 +195,7 @@ export interface Tenantry {
 export async function createTenantry(options: TenantryOptions = {}): Promise<Tenantry> {
   // Refused before anything is opened.
   checkObserveOptions(options.observe ?? {})
+  checkConfigOptions(options.config, options.plugins)
   // An explicit dataDir means embedded, whatever DATABASE_URL the environment has.
   const databaseUrl = options.databaseUrl ?? (options.dataDir === undefined ? process.env.DATABASE_URL : undefined) ?? undefined
   const naming = makeNaming(options.rolePrefix ?? 'tenantry')
@@ -267,6 +282,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     dataDir: databaseUrl ? null : dataDirOf(options.dataDir),
   })
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
+  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase) })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
   async function findTenant(slugOrId: string): Promise<Tenant | null> {
@@ -331,6 +347,10 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       const tenant = await mustFind(slugOrId)
       await catalog.addDomain(tenant.id, domain.toLowerCase())
     },
+    config: configParts.config,
+    flags: configParts.flags,
+    domains: configParts.domains,
+    plugins: configParts.plugins,
     async addServer(input) {
       if (!/^[a-z][a-z0-9_-]{0,62}$/.test(input.name)) {
         throw new TenantryError('VALIDATION_FAILED', `Server name '${printable(input.name)}' must be lowercase letters, digits, - and _.`)
@@ -433,6 +453,22 @@ async function openObservability(
   if (observe.tracing) deps.operations.observer = observe
   if (observe.meter) observe.start()
   return observe
+}
+
+/**
+ * Configuration's part of the wiring; a plan's change also reaches the guard's limits at once
+ * (not at its next periodic re-read).
+ */
+async function openConfig(
+  options: ConfigOptions | undefined,
+  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']> },
+): Promise<ConfigParts> {
+  const onError = (error: unknown, context: string) => deps.events.emit('error', { error: error as Error, context })
+  const parts = await createConfig(options, { catalog: deps.catalog, admin: deps.admin, events: deps.events, plugins: deps.plugins, onError })
+  deps.catalog.onChange((subject) => {
+    if (subject.startsWith('plan:') || subject === '*') deps.guard.reloadPlans().catch((e) => onError(e, 'reloading plan limits'))
+  })
+  return parts
 }
 
 /** Running operations and their progress for the metrics (targets finished / all, for fleet operations). */

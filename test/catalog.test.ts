@@ -125,10 +125,10 @@ function catalogSuite(open: () => Promise<Tenantry>, opts: { databaseTier: boole
     expect(await snapshot(admin)).toEqual(objects)
   })
 
-  it('a domain that already belongs to a tenant is a CONFLICT', async () => {
+  it('a domain that already belongs to a tenant is DOMAIN_TAKEN (409)', async () => {
     const other = await insert('globex')
     const e = await codeOf(tenantry.catalog.addDomain(other.id, 'acme.example'))
-    expect(e.code).toBe('CONFLICT')
+    expect(e.code).toBe('DOMAIN_TAKEN')
     expect(e.status).toBe(409)
     expect((await tenantry.catalog.byDomain('acme.example'))?.slug).toBe('acme')
     expect(await tenantry.catalog.domainsOf(other.id)).toEqual([])

@@ -3,7 +3,7 @@
  * roles on the local PostgreSQL, and fixed pseudo-random orders so every run sends the same
  * requests.
  */
-import type pg from 'pg'
+import pg from 'pg'
 
 /** The URL with its password hidden, for messages. */
 export function redact(url: string): string {
@@ -54,4 +54,27 @@ export function shuffled<T>(items: T[], seed: number): T[] {
     ;[a[i], a[j]] = [a[j], a[i]]
   }
   return a
+}
+
+/**
+ * Connect to `BENCH_PG_URL` (a superuser URL; default the local server), or print why not and
+ * return null (the benchmark exits 1).
+ *
+ * @example
+ * ```ts
+ * const bench = await connectBenchAdmin('config')
+ * if (!bench) return 1
+ * ```
+ */
+export async function connectBenchAdmin(name: string): Promise<{ admin: pg.Client; adminUrl: string } | null> {
+  const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 })
+  try {
+    await admin.connect()
+  } catch (err) {
+    console.error(`${name}: PostgreSQL at ${redact(adminUrl)} is not reachable (${(err as Error).message}). Start it or set BENCH_PG_URL to a superuser URL.`)
+    return null
+  }
+  admin.on('error', () => undefined)
+  return { admin, adminUrl }
 }

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import type { TenantScope } from '../context/context.ts'
 import type { Tenant } from '../core/types.ts'
 import type { TenantHandle } from '../data/tenant-handle.ts'
+import type { JsonObject } from '../config/merge.ts'
 import type { Tenantry } from '../runtime.ts'
 import type { AdmitRequest } from '../guard/users.ts'
 import type { RequestInfo } from '../resolve/request-info.ts'
@@ -17,6 +18,8 @@ declare global {
       tenant?: Tenant
       /** Tenant data, already scoped to `req.tenant`. */
       db?: TenantHandle
+      /** The tenant's merged configuration (defaults ← plan ← tenant; docs/config.md). */
+      tenantConfig?: JsonObject
     }
   }
 }
@@ -106,6 +109,9 @@ class ExpressSteps implements AdmitSteps {
     this.req.tenant = tenant
     this.req.db = this.tenantry.handle(tenant)
     ;(this.req as ScopedRequest)[kScope] = scope
+    const config = this.tenantry.config
+    // Read when first used: a request that never reads its configuration does not pay for it.
+    Object.defineProperty(this.req, 'tenantConfig', { get: () => config.of(tenant), configurable: true, enumerable: false })
   }
 
   headers(headers: Record<string, string>): void {
@@ -143,3 +149,4 @@ export function tenantryErrorHandler(): ErrorRequestHandler {
     res.status(status).set(headers).json(body)
   }
 }
+export { tenantryPluginRouter, type TenantryPlugin } from './plugins.ts'

@@ -4,6 +4,7 @@ import type { TenantScope } from '../context/context.ts'
 import type { Tenant } from '../core/types.ts'
 import { hasTenantMixin } from '../observe/logger.ts'
 import type { TenantHandle } from '../data/tenant-handle.ts'
+import type { JsonObject } from '../config/merge.ts'
 import type { Tenantry } from '../runtime.ts'
 import type { AdmitRequest } from '../guard/users.ts'
 import type { RequestInfo } from '../resolve/request-info.ts'
@@ -16,6 +17,8 @@ declare module 'fastify' {
     tenant: Tenant
     /** Tenant data, already scoped to `request.tenant`. */
     db: TenantHandle
+    /** The tenant's merged configuration (defaults ← plan ← tenant; docs/config.md), read when first used. */
+    readonly tenantConfig: JsonObject
   }
   interface FastifyContextConfig {
     /** Rate-limit points a request to this route costs (default 1): `{ config: { tenantryCost: 5 } }`. */
@@ -110,6 +113,12 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   const logTenant = opts.logTenant !== false
   fastify.decorateRequest('tenant', null as unknown as Tenant)
   fastify.decorateRequest('db', null as unknown as TenantHandle)
+  // A getter: a request that never reads its configuration does not pay for it.
+  fastify.decorateRequest('tenantConfig', {
+    getter(this: FastifyRequest) {
+      return (this.tenant ? tenantry.config.of(this.tenant) : undefined) as JsonObject
+    },
+  })
 
   const metrics = opts.metrics ? (typeof opts.metrics === 'object' ? opts.metrics : {}) : null
   const metricsPath = metrics ? (metrics.path ?? '/metrics') : null
@@ -155,3 +164,4 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
  */
 export const tenantryPlugin = fp(tenantryFastify, { name: 'tenantry', fastify: '5.x' })
 export default tenantryPlugin
+export { tenantryPluginRoutes, type TenantryPlugin } from './plugins.ts'

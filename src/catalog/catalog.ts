@@ -99,6 +99,7 @@ export class Catalog {
    * echo is skipped: it arrived later and cleared again what the process had cached meanwhile.
    */
   private readonly origin = `${randomUUID()}:`
+  private readonly listeners = new Set<(subject: string) => void>()
 
   constructor(opts: CatalogOptions) {
     this.opts = opts
@@ -122,13 +123,38 @@ export class Catalog {
           if (payload.startsWith(this.origin)) return
           this.invalidations++
           this.clearCache()
+          // The payload is `<origin uuid>:<subject>`.
+          this.changed(payload.slice(payload.indexOf(':') + 1))
         },
-        () => this.clearCache(),
+        () => { this.clearCache(); this.changed('*') },
       )
     }
   }
 
+  /**
+   * Call `listener` with the subject of every catalog change, this process's and (through the
+   * notifications) every other's: a tenant id, a domain, `plan:<name>`, `flag:<key>`, `server:<name>`,
+   * or `*` after a lost notification connection came back (anything may have changed). Returns an
+   * unsubscribe function. Listeners must not throw.
+   *
+   * @example
+   * ```ts
+   * catalog.onChange((subject) => { if (subject.startsWith('plan:')) reloadPlans() })
+   * ```
+   */
+  onChange(listener: (subject: string) => void): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
+  }
+
+  private changed(subject: string): void {
+    for (const l of this.listeners) {
+      try { l(subject) } catch { /* a listener's fault is its own */ }
+    }
+  }
+
   async close(): Promise<void> {
+    this.listeners.clear()
     await this.unlisten?.()
     this.clearCache()
   }
@@ -235,7 +261,7 @@ export class Catalog {
       try {
         await tx.query(...args(sql.insertDomain(domain, tenantId)))
       } catch (err) {
-        if ((err as { code?: string }).code === '23505') throw new TenantryError('CONFLICT', `The domain '${domain}' already belongs to a tenant.`, { cause: err })
+        if ((err as { code?: string }).code === '23505') throw new TenantryError('DOMAIN_TAKEN', `The domain '${domain}' already belongs to a tenant; remove it there first.`, { cause: err, details: { domain } })
         if ((err as { code?: string }).code === '23503') throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${printable(tenantId)}'.`, { cause: err })
         throw err
       }
@@ -292,8 +318,12 @@ export class Catalog {
     return value
   }
 
-  /** Run a change and its NOTIFY in one transaction, then forget this process's cache at once. */
-  private async change<T>(subject: string, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  /**
+   * Run a change and its NOTIFY in one transaction, then forget this process's cache at once and
+   * tell the {@link onChange} listeners. Other modules' catalog tables (config, flags) change
+   * through it too, so every process hears of them the same way.
+   */
+  async change<T>(subject: string, fn: (tx: Queryable) => Promise<T>): Promise<T> {
     try {
       return await this.admin.transaction(async (tx) => {
         const result = await fn(tx)
@@ -302,6 +332,7 @@ export class Catalog {
       })
     } finally {
       this.clearCache()
+      this.changed(subject)
     }
   }
 }

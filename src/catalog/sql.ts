@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS tenantry.domains (
   created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS domains_tenant_idx ON tenantry.domains (tenant_id);
+-- Custom domains (issue 12): a domain added by a tenant is pending until its token is seen (DNS
+-- TXT or HTTP); only verified domains resolve. Rows of older catalogs count as verified.
+ALTER TABLE tenantry.domains ADD COLUMN IF NOT EXISTS verification_token text;
+ALTER TABLE tenantry.domains ADD COLUMN IF NOT EXISTS verified_at timestamptz DEFAULT now();
 CREATE TABLE IF NOT EXISTS tenantry.operations (
   id uuid PRIMARY KEY,
   kind text NOT NULL,
@@ -92,7 +96,7 @@ const TENANT_COLUMNS = 'id, slug, name, status, status_reason, tier, plan, regio
 export const tenantById = (id: string): Statement => ({ text: `SELECT ${TENANT_COLUMNS} FROM tenantry.tenants WHERE id = $1`, values: [id] })
 export const tenantBySlug = (slug: string): Statement => ({ text: `SELECT ${TENANT_COLUMNS} FROM tenantry.tenants WHERE slug = $1`, values: [slug] })
 export const tenantByDomain = (domain: string): Statement => ({
-  text: `SELECT ${TENANT_COLUMNS.split(', ').map((c) => `t.${c}`).join(', ')} FROM tenantry.tenants t JOIN tenantry.domains d ON d.tenant_id = t.id WHERE d.domain = $1`,
+  text: `SELECT ${TENANT_COLUMNS.split(', ').map((c) => `t.${c}`).join(', ')} FROM tenantry.tenants t JOIN tenantry.domains d ON d.tenant_id = t.id WHERE d.domain = $1 AND d.verified_at IS NOT NULL`,
   values: [domain],
 })
 
@@ -136,7 +140,7 @@ export const insertDomain = (domain: string, tenantId: string): Statement => ({
   values: [domain, tenantId],
 })
 export const deleteDomain = (domain: string): Statement => ({ text: 'DELETE FROM tenantry.domains WHERE domain = $1', values: [domain] })
-export const domainsOf = (tenantId: string): Statement => ({ text: 'SELECT domain FROM tenantry.domains WHERE tenant_id = $1 ORDER BY domain', values: [tenantId] })
+export const domainsOf = (tenantId: string): Statement => ({ text: 'SELECT domain FROM tenantry.domains WHERE tenant_id = $1 AND verified_at IS NOT NULL ORDER BY domain', values: [tenantId] })
 
 export const upsertServer = (s: { name: string; url: string; region: string | null; capacityWeight: number; mainDatabase: string }): Statement => ({
   text: `INSERT INTO tenantry.servers (name, url, region, capacity_weight, main_database) VALUES ($1, $2, $3, $4, $5)

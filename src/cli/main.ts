@@ -14,6 +14,7 @@ import { TOP_BY, type TopBy, type UsageGranularity } from '../observe/types.ts'
 import { adviceLines, operationsTable, table, tenantDetails, tenantJson, tenantsTable, topTable, truncate, usageTable } from './format.ts'
 import { openTenantry, type ConnectionFlags } from './open.ts'
 import { registerResourceCommands } from './resources-commands.ts'
+import { registerConfigCommands } from './config-commands.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
@@ -467,6 +468,8 @@ export function buildProgram(): Command {
   })
 
   registerResourceCommands(program, { withConnection, withTenantry, print })
+  registerConfigCommands(program, { withConnection, withTenantry, print, startedBy })
+
   return program
 }
 

@@ -71,6 +71,16 @@ export const ErrorCodes = {
   JOB_TENANT_INVALID: 'JOB_TENANT_INVALID',
   /** Background jobs cannot run here (no queue configured, or the queue's database is unreachable). */
   JOBS_UNAVAILABLE: 'JOBS_UNAVAILABLE',
+  /** A custom domain is already claimed (verified or pending) by another tenant. */
+  DOMAIN_TAKEN: 'DOMAIN_TAKEN',
+  /** A custom domain's verification token was not found (DNS TXT or HTTP well-known path). */
+  DOMAIN_VERIFICATION_FAILED: 'DOMAIN_VERIFICATION_FAILED',
+  /** No plan has the name. */
+  PLAN_NOT_FOUND: 'PLAN_NOT_FOUND',
+  /** No feature flag has the key. */
+  FLAG_NOT_FOUND: 'FLAG_NOT_FOUND',
+  /** A plugin's route, hook or handler threw; `details.plugin` names it. */
+  PLUGIN_FAILED: 'PLUGIN_FAILED',
   /** Something unexpected; a bug or an infrastructure fault. */
   INTERNAL: 'INTERNAL',
 } as const
@@ -109,6 +119,11 @@ const STATUS: Record<ErrorCode, number> = {
   STORAGE_UNAVAILABLE: 503,
   JOB_TENANT_INVALID: 403,
   JOBS_UNAVAILABLE: 503,
+  DOMAIN_TAKEN: 409,
+  DOMAIN_VERIFICATION_FAILED: 400,
+  PLAN_NOT_FOUND: 404,
+  FLAG_NOT_FOUND: 404,
+  PLUGIN_FAILED: 500,
   INTERNAL: 500,
 }
 

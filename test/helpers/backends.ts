@@ -103,10 +103,41 @@ export async function outcome(p: Promise<unknown>): Promise<string> {
   }
 }
 
+/** One backend of a suite that loops over both: a real server (a fresh database) and PGlite. */
+export interface Backend {
+  name: 'PostgreSQL' | 'PGlite'
+  enabled: boolean
+  /** The admin URL of a fresh database on the test server; undefined for PGlite (`dataDir: 'memory'`). */
+  url(): Promise<string | undefined>
+  cleanUp(): Promise<void>
+}
+
 /**
- * The two backends a suite loops over: a fresh database `database` on the test server (role
- * prefix `prefix`; skipped when the server does not run) and embedded PGlite in memory.
- * `connection()` gives the `createTenantry` options of each.
+ * The two backends of a suite, its database and role prefix named from its file.
+ *
+ * @example
+ * ```ts
+ * for (const backend of backends('tenantry_test_x', 'th_x', await postgresAvailable())) suite(backend)
+ * ```
+ */
+export function backends(database: string, rolePrefix: string, postgresUp: boolean): Backend[] {
+  return [
+    {
+      name: 'PostgreSQL',
+      enabled: postgresUp,
+      async url() {
+        await dropPostgresLeftovers(rolePrefix, database)
+        return freshDatabase(database)
+      },
+      cleanUp: () => dropPostgresLeftovers(rolePrefix, database),
+    },
+    { name: 'PGlite', enabled: true, url: async () => undefined, async cleanUp() {} },
+  ]
+}
+
+/**
+ * {@link backends} as `createTenantry` connection options: `{ databaseUrl, rolePrefix }` on the
+ * test server, `{ dataDir: 'memory' }` for PGlite.
  */
 export function suiteBackends(database: string, prefix: string, postgresUp: boolean): {
   name: string
@@ -114,16 +145,13 @@ export function suiteBackends(database: string, prefix: string, postgresUp: bool
   connection(): Promise<{ databaseUrl: string; rolePrefix: string } | { dataDir: 'memory' }>
   cleanUp(): Promise<void>
 }[] {
-  return [
-    {
-      name: 'PostgreSQL',
-      enabled: postgresUp,
-      async connection() {
-        await dropPostgresLeftovers(prefix, database)
-        return { databaseUrl: await freshDatabase(database), rolePrefix: prefix }
-      },
-      cleanUp: () => dropPostgresLeftovers(prefix, database),
+  return backends(database, prefix, postgresUp).map((b) => ({
+    name: b.name,
+    enabled: b.enabled,
+    cleanUp: () => b.cleanUp(),
+    async connection() {
+      const url = await b.url()
+      return url === undefined ? { dataDir: 'memory' as const } : { databaseUrl: url, rolePrefix: prefix }
     },
-    { name: 'PGlite', enabled: true, connection: async () => ({ dataDir: 'memory' as const }), cleanUp: async () => {} },
-  ]
+  }))
 }
