@@ -1,4 +1,5 @@
 import { resolve as resolvePath } from 'node:path'
+import { createAuditLog, type AuditLog } from './audit/index.ts'
 import { Catalog } from './catalog/catalog.ts'
 import { withTenant as runWithTenant, currentTenant } from './context/context.ts'
 import { TenantryError } from './core/errors.ts'
@@ -108,6 +109,8 @@ export interface Tenantry {
   readonly events: TenantryEvents
   /** Durable operation records (provision, migrate, purge). */
   readonly operations: Operations
+  /** The hash-chained audit log of control-plane actions (docs/audit.md). */
+  readonly audit: AuditLog
   /** Create a tenant as a durable operation; invalid or taken slugs are refused before anything is written. */
   provision(input: ProvisionOptions, startedBy?: string): Promise<Tenant>
   /** Bring every target of the fleet to the latest migration (see FleetMigrateOptions). */
@@ -235,6 +238,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
 
   const events = new TenantryEvents()
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
+  const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
   const lifecycle = new Lifecycle({
     catalog, dataPlane, operations, files, events,
     hooks: options.onProvision ?? [],
@@ -283,6 +287,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     events,
     operations,
+    audit,
     provision: (input, startedBy) => lifecycle.provision(input, startedBy),
     migrate: (opts) => fleet.run(opts),
     planMigrations: (opts) => fleet.plan(opts),

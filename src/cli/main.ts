@@ -13,6 +13,8 @@ import { formatPeriod } from '../observe/advise.ts'
 import { TOP_BY, type TopBy, type UsageGranularity } from '../observe/types.ts'
 import { adviceLines, operationsTable, table, tenantDetails, tenantJson, tenantsTable, topTable, truncate, usageTable } from './format.ts'
 import { openTenantry, type ConnectionFlags } from './open.ts'
+import { registerAdminCommands } from './admin-commands.ts'
+import { registerAuditCommands } from './audit-commands.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
@@ -464,6 +466,11 @@ export function buildProgram(): Command {
       )
     })
   })
+
+  // ---- admin API and console, audit log (issue 17) -------------------------------------------
+  const kit = { withConnection, withTenantry, print, startedBy }
+  registerAdminCommands(program, kit)
+  registerAuditCommands(program, kit)
 
   return program
 }

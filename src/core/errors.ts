@@ -59,6 +59,10 @@ export const ErrorCodes = {
   CATALOG_UNAVAILABLE: 'CATALOG_UNAVAILABLE',
   /** The embedded data directory is held by another process. */
   DATA_DIR_LOCKED: 'DATA_DIR_LOCKED',
+  /** The admin API was called without valid admin credentials (no token, an unknown or revoked one, a bad JWT). */
+  ADMIN_UNAUTHORIZED: 'ADMIN_UNAUTHORIZED',
+  /** The admin credentials are valid but their role may not do this (viewer < operator < admin). */
+  ADMIN_FORBIDDEN: 'ADMIN_FORBIDDEN',
   /** Something unexpected; a bug or an infrastructure fault. */
   INTERNAL: 'INTERNAL',
 } as const
@@ -91,6 +95,8 @@ const STATUS: Record<ErrorCode, number> = {
   MIGRATION_FAILED: 500,
   CATALOG_UNAVAILABLE: 503,
   DATA_DIR_LOCKED: 500,
+  ADMIN_UNAUTHORIZED: 401,
+  ADMIN_FORBIDDEN: 403,
   INTERNAL: 500,
 }
 

@@ -89,7 +89,7 @@ export class Lifecycle {
   async suspend(slugOrId: string, reason?: string): Promise<Tenant> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status !== 'active' && tenant.status !== 'suspended') throw this.wrongState(tenant, 'suspend')
-    const t = await this.o.catalog.setStatus(tenant.id, 'suspended', reason?.trim() || null)
+    const t = await this.o.catalog.setStatus(tenant.id, 'suspended', reason?.trim() || null, undefined, ['active', 'suspended'])
     this.o.events.emit('tenant.suspended', { tenant: t })
     return t
   }
@@ -97,7 +97,7 @@ export class Lifecycle {
   async resume(slugOrId: string): Promise<Tenant> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status !== 'suspended' && tenant.status !== 'active') throw this.wrongState(tenant, 'resume')
-    const t = await this.o.catalog.setStatus(tenant.id, 'active', null)
+    const t = await this.o.catalog.setStatus(tenant.id, 'active', null, undefined, ['suspended', 'active'])
     this.o.events.emit('tenant.resumed', { tenant: t })
     return t
   }
@@ -107,7 +107,7 @@ export class Lifecycle {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status === 'provisioning') throw this.wrongState(tenant, 'delete')
     if (tenant.status === 'deleted') return tenant
-    const t = await this.o.catalog.setStatus(tenant.id, 'deleted', null)
+    const t = await this.o.catalog.setStatus(tenant.id, 'deleted', null, undefined, ['active', 'suspended', 'deleted'])
     this.o.events.emit('tenant.deleted', { tenant: t })
     return t
   }
@@ -116,7 +116,7 @@ export class Lifecycle {
   async restore(slugOrId: string): Promise<Tenant> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status !== 'deleted') throw this.wrongState(tenant, 'restore')
-    const t = await this.o.catalog.setStatus(tenant.id, 'suspended', 'Restored after deletion; resume it to serve it again.')
+    const t = await this.o.catalog.setStatus(tenant.id, 'suspended', 'Restored after deletion; resume it to serve it again.', undefined, ['deleted'])
     this.o.events.emit('tenant.restored', { tenant: t })
     return t
   }
