@@ -1,6 +1,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { TenantryError, type Tenantry } from '../src/index.ts'
 import { tenantryPlugin, type TenantryFastifyOptions } from '../src/adapters/fastify.ts'
+import { tenantryAdmin } from '../src/admin/plugin.ts'
 
 interface ProjectRow { id: string; name: string; created_at: Date }
 interface TaskRow { id: string; project_id: string; title: string; done: boolean; created_at: Date }
@@ -39,7 +40,7 @@ function notFound(what: string, id: string): TenantryError {
  */
 export async function buildDemoApp(
   tenantry: Tenantry,
-  opts: { logger?: boolean; loggerInstance?: FastifyBaseLogger; plugin?: Omit<TenantryFastifyOptions, 'tenantry'> } = {},
+  opts: { logger?: boolean; loggerInstance?: FastifyBaseLogger; plugin?: Omit<TenantryFastifyOptions, 'tenantry'>; admin?: boolean } = {},
 ): Promise<FastifyInstance> {
   const app = Fastify({
     logger: opts.logger ?? false,
@@ -50,6 +51,8 @@ export async function buildDemoApp(
   await app.register(tenantryPlugin, { tenantry, skip: (req) => req.url === '/health', ...opts.plugin })
 
   app.get('/health', async () => ({ ok: true }))
+  // The operators' API and console (docs/admin.md): admin tokens only, never a tenant's chain.
+  if (opts.admin) await app.register(tenantryAdmin, { prefix: '/admin', tenantry })
 
   app.get('/api/tenant', async (req) => ({ slug: req.tenant.slug, name: req.tenant.name, tier: req.tenant.tier }))
 

@@ -60,9 +60,15 @@ async function followOperation(id, onProgress, signal) {
 
 function useLoad(load, deps) {
   const [state, setState] = useState({ loading: true, data: null, error: null })
+  const latest = useRef(0)
   const reload = useCallback(() => {
+    // Only the newest request's answer is shown: a slow answer to an older search must not win.
+    const n = ++latest.current
     setState((s) => ({ ...s, loading: true }))
-    load().then((data) => setState({ loading: false, data, error: null }), (error) => setState({ loading: false, data: null, error }))
+    load().then(
+      (data) => { if (n === latest.current) setState({ loading: false, data, error: null }) },
+      (error) => { if (n === latest.current) setState({ loading: false, data: null, error }) },
+    )
   }, deps)
   useEffect(reload, [reload])
   return { ...state, reload }
@@ -73,10 +79,10 @@ function ErrorNote({ error }) {
   return html`<p class="error" role="alert"><strong>${error.code}</strong> ${error.message}</p>`
 }
 
-function Title({ children }) {
+function Title({ children, focus = true }) {
   const ref = useRef(null)
   // Focus moves to the page's heading on navigation, so keyboard and screen-reader users start there.
-  useEffect(() => { ref.current?.focus() }, [])
+  useEffect(() => { if (focus) ref.current?.focus() }, [])
   return html`<h1 tabindex="-1" ref=${ref}>${children}</h1>`
 }
 
@@ -145,11 +151,11 @@ function SignIn({ onSignedIn }) {
     }
   }
   return html`<main id="main" class="signin">
-    <${Title}>Tenantry console</${Title}>
+    <${Title} focus=${false}>Tenantry console</${Title}>
     <form onSubmit=${submit}>
       <label for="token">Admin token</label>
       <input id="token" name="token" type="password" autocomplete="off" required placeholder="tnta_…" autofocus />
-      <p class="hint">Create one with <code>tenantry admin tokens create &lt;name&gt; --role operator</code>. It is kept for this tab only.</p>
+      <p class="hint">Create one with <code>${'tenantry admin tokens create <name> --role operator'}</code>. It is kept for this tab only.</p>
       <button type="submit" class="primary">Sign in</button>
       <${ErrorNote} error=${error} />
     </form>
@@ -335,19 +341,19 @@ function Operations() {
     <${Title}>Operations</${Title}>
     <${ErrorNote} error=${error} />
     ${data && html`<table aria-label="Operations">
-      <thead><tr><th scope="col">Kind</th><th scope="col">Tenant</th><th scope="col">State</th><th scope="col">Step</th><th scope="col">Started</th><th scope="col">By</th></tr></thead>
+      <thead><tr><th scope="col">Kind</th><th scope="col">Tenant</th><th scope="col">State</th><th scope="col">Progress</th><th scope="col">Step</th><th scope="col">Started</th><th scope="col">By</th></tr></thead>
       <tbody>${data.map((o) => html`<tr><th scope="row"><a href=${`#/operations/${o.id}`}>${o.kind}</a></th><td>${o.slug ?? '-'}</td>
-        <td><${Status} status=${o.state} /></td><td>${o.step ?? '-'}</td><td>${when(o.createdAt)}</td><td>${o.startedBy}</td></tr>`)}</tbody>
+        <td><${Status} status=${o.state} /></td><td><${Progress} percent=${o.percent} label=${`${o.kind} ${o.slug ?? ''} progress`} /></td><td>${o.step ?? '-'}</td><td>${when(o.createdAt)}</td><td>${o.startedBy}</td></tr>`)}</tbody>
     </table>`}
   </div>`
 }
 
-function LiveProgress({ id, initial }) {
+function LiveProgress({ id, initial, onEnd }) {
   const [p, setP] = useState(initial)
   const [error, setError] = useState(null)
   useEffect(() => {
     const ctl = new AbortController()
-    followOperation(id, setP, ctl.signal).catch((err) => { if (err.name !== 'AbortError') setError(err) })
+    followOperation(id, setP, ctl.signal).then(() => onEnd?.(), (err) => { if (err.name !== 'AbortError') setError(err) })
     return () => ctl.abort()
   }, [id])
   return html`<div class="live" aria-live="polite">
@@ -381,7 +387,7 @@ function Migrations() {
     ${data && html`<p class="lead">${data.files.length} migration files; ${data.pending} of ${data.targets.length} targets have pending migrations.</p>
       <div class="actions"><button type="button" class="primary" disabled=${data.pending === 0 && !running} onClick=${() => setConfirming(true)}>Run migrations…</button>
         <button type="button" onClick=${reload}>Refresh plan</button></div>
-      ${running && html`<h2>Run <a href=${`#/operations/${running}`}>${running.slice(0, 8)}</a></h2><${LiveProgress} id=${running} initial=${null} />`}
+      ${running && html`<h2>Run <a href=${`#/operations/${running}`}>${running.slice(0, 8)}</a></h2><${LiveProgress} id=${running} initial=${null} onEnd=${reload} />`}
       <table aria-label="Migration plan"><thead><tr><th scope="col">Target</th><th scope="col">Tier</th><th scope="col">Server</th><th scope="col">Tenant</th><th scope="col">Pending</th></tr></thead>
       <tbody>${data.targets.map((t) => html`<tr><th scope="row">${t.target}</th><td>${t.tier}</td><td>${t.server}</td><td>${t.tenant ?? '(pooled)'}</td><td>${t.pending.join(', ') || 'up to date'}</td></tr>`)}</tbody></table>`}
     ${confirming && html`<${Confirm} title="Run migrations?" confirmLabel="Run" onClose=${() => setConfirming(false)} onConfirm=${async () => {

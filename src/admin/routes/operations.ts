@@ -48,11 +48,16 @@ export const operationRoutes: AdminRoutes = (app, { tenantry }) => {
           limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 },
         },
       },
-      response: { 200: { type: 'array', items: operationSchema }, ...errors() },
+      response: { 200: { type: 'array', items: { ...operationSchema, properties: { ...operationSchema.properties, percent: { type: ['integer', 'null'] } } } }, ...errors() },
     },
   }, async function listOperations(request) {
     const q = request.query as { state?: OperationState; kind?: string; limit: number }
-    return tenantry.operations.list(q)
+    const ops = await tenantry.operations.list(q)
+    // Finished ones need no query: done is 100%; a running migration counts its targets.
+    return Promise.all(ops.map(async (op) => ({
+      ...op,
+      percent: op.state === 'running' ? (await progressOf(tenantry, op)).percent : op.state === 'done' ? 100 : null,
+    })))
   })
 
   app.get('/operations/:id', {
