@@ -420,7 +420,8 @@ async function runningOperations(operations: Operations): Promise<{ id: string; 
   }))
 }
 
-function redactUrl(url: string): string {
+/** A connection URL with its password replaced by `***` (for messages and the admin API). */
+export function redactUrl(url: string): string {
   try {
     const u = new URL(url)
     if (u.password) u.password = '***'

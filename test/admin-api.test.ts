@@ -2,7 +2,9 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
-import { SignJWT } from 'jose'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { SignJWT, exportJWK, generateKeyPair } from 'jose'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { tenantryAdmin } from '../src/admin/plugin.ts'
 import { adminTokens } from '../src/admin/tokens.ts'
@@ -105,6 +107,30 @@ function adminSuite(backend: Backend): void {
       expect([otherIssuer.statusCode, otherIssuer.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
       const forged = await call('GET', '/api/overview', await sign({ tenantry_role: 'admin' }, { secret: new TextEncoder().encode('another-secret-of-enough-length!!') }))
       expect([forged.statusCode, forged.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+    })
+
+    it('verifies JWTs against an OIDC provider\'s JWKS (RS256): the right key passes, another key is refused', async () => {
+      const { publicKey, privateKey } = await generateKeyPair('RS256')
+      const other = await generateKeyPair('RS256')
+      const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' }
+      const idp = Fastify()
+      idp.get('/.well-known/jwks.json', async () => ({ keys: [jwk] }))
+      const idpUrl = await idp.listen({ port: 0, host: '127.0.0.1' })
+      const oidcApp = Fastify()
+      await oidcApp.register(tenantryAdmin, { prefix: '/admin', tenantry, docs: false, console: false, auth: { tokens: false, jwt: { jwksUrl: `${idpUrl}/.well-known/jwks.json`, audience: 'tenantry-admin', roleClaim: 'roles' } } })
+      try {
+        const sign = (key: CryptoKey) => new SignJWT({ roles: ['viewer', 'operator'] }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setSubject('bob').setAudience('tenantry-admin').setExpirationTime('5m').sign(key)
+        const get = async (bearer: string) => oidcApp.inject({ method: 'GET', url: '/admin/api/overview', headers: { authorization: `Bearer ${bearer}` } })
+        expect((await get(await sign(privateKey))).statusCode).toBe(200)
+        const wrongKey = await get(await sign(other.privateKey))
+        expect([wrongKey.statusCode, wrongKey.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+        // Admin tokens are off on this mount: even a valid one is refused.
+        const token = await get(tokens.admin)
+        expect([token.statusCode, token.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+      } finally {
+        await oidcApp.close()
+        await idp.close()
+      }
     })
 
     it('validates every input: unknown fields, bad slugs and out-of-range numbers are 400 naming the field, and write nothing', async () => {
@@ -309,3 +335,36 @@ function adminSuite(backend: Backend): void {
 }
 
 for (const backend of BACKENDS) adminSuite(backend)
+
+describe('tenantry admin serve', () => {
+  it('serves the API, the OpenAPI document and the console on its own server, and stops on SIGTERM', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tenantry-admin-serve-'))
+    const repo = fileURLToPath(new URL('..', import.meta.url))
+    const env: NodeJS.ProcessEnv = { ...process.env, TENANTRY_DATA_DIR: join(dir, 'data'), TENANTRY_LOG_LEVEL: 'warn' }
+    delete env.DATABASE_URL
+    const child = spawn(process.execPath, ['bin/tenantry.js', 'admin', 'serve', '--port', '0'], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    try {
+      let stderr = ''
+      const address = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no address within 120 s: ${stderr}`)), 120_000)
+        child.stderr.setEncoding('utf8').on('data', (c: string) => {
+          stderr += c
+          const m = /admin console on (http:\/\/127\.0\.0\.1:\d+)\//.exec(stderr)
+          if (m) { clearTimeout(timer); resolve(m[1]) }
+        })
+        child.on('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)))
+      })
+      expect((await fetch(`${address}/openapi.json`)).status).toBe(200)
+      const page = await fetch(`${address}/`)
+      expect([page.status, page.headers.get('content-type')]).toEqual([200, 'text/html; charset=utf-8'])
+      const api = await fetch(`${address}/api/tenants`)
+      expect([api.status, ((await api.json()) as { code: string }).code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+      child.kill('SIGTERM')
+      expect(await exited).toBe(0)
+    } finally {
+      child.kill('SIGKILL')
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

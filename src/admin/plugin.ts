@@ -1,3 +1,4 @@
+import compress from '@fastify/compress'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { Ajv, type Options as AjvOptions } from 'ajv'
@@ -84,6 +85,8 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
   const authenticate = createAdminAuthenticator(opts.auth ?? {}, tokens)
   if (!tokens && !opts.auth?.jwt) throw new TenantryError('CONFIG_INVALID', 'tenantryAdmin: with admin tokens off, auth.jwt is required (no one could sign in).')
 
+  // The console's scripts and the API's pages, gzip/brotli when the client takes it (the SSE stream is written raw).
+  await app.register(compress, { global: true, threshold: 1024 })
   const ajv = compilers()
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? ajv.body : ajv.other).compile(schema))
   app.setErrorHandler(adminErrorHandler)

@@ -49,6 +49,8 @@ const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/
  * ```
  */
 export class AdminTokens {
+  /** When this process last recorded each token's use: at most one write a minute per token, not one per request. */
+  private readonly touched = new Map<string, number>()
   private constructor(private readonly admin: AdminQueryable, private readonly audit: AuditLog) {}
 
   static async open(admin: AdminQueryable, audit: AuditLog): Promise<AdminTokens> {
@@ -99,7 +101,12 @@ export class AdminTokens {
     const hash = hashOf(token)
     const row = (await this.admin.query<Row & { token_hash?: string }>(...args(sql.tokenByHash(hash)))).rows[0]
     if (!row) return null
-    this.admin.query(...args(sql.touchToken(row.id))).catch(() => undefined)
+    const now = Date.now()
+    if ((this.touched.get(row.id) ?? 0) < now - 60_000) {
+      if (this.touched.size > 10_000) this.touched.clear()
+      this.touched.set(row.id, now)
+      this.admin.query(...args(sql.touchToken(row.id))).catch(() => undefined)
+    }
     return toToken(row)
   }
 }

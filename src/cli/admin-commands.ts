@@ -1,4 +1,4 @@
-import { Command, InvalidArgumentError, Option } from 'commander'
+import { Command, Option } from 'commander'
 import type { Tenantry } from '../runtime.ts'
 import { ADMIN_ROLES, adminTokens, type AdminRole } from '../admin/tokens.ts'
 import { table } from './format.ts'
@@ -11,12 +11,9 @@ export interface CliKit {
   withTenantry<T>(flags: ConnectionFlags, fn: (t: Tenantry) => Promise<T>): Promise<T>
   print(json: boolean | undefined, data: unknown, text: () => string): void
   startedBy(): string
-}
-
-function port(value: string): number {
-  const n = Number(value)
-  if (!/^[0-9]+$/.test(value) || n < 0 || n > 65535) throw new InvalidArgumentError('--port must be a whole number from 0 to 65535.')
-  return n
+  /** Argument parsers: an ISO 8601 time; a whole number in a range. */
+  isoTime(name: string): (value: string) => Date
+  intRange(name: string, min: number, max: number): (value: string) => number
 }
 
 /**
@@ -65,7 +62,7 @@ export function registerAdminCommands(program: Command, kit: CliKit): void {
     admin
       .command('serve')
       .description('serve the admin API (OpenAPI at /openapi.json, Swagger UI at /docs) and the web console at / until interrupted')
-      .option('--port <port>', 'port to listen on', port, 4000)
+      .option('--port <port>', 'port to listen on', kit.intRange('--port', 0, 65535), 4000)
       .option('--host <host>', 'address to listen on (keep it internal)', '127.0.0.1'),
   ).action(async (opts: ConnectionFlags & { port: number; host: string }) => {
     const { default: Fastify } = await import('fastify')

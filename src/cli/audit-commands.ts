@@ -1,19 +1,7 @@
-import { Command, InvalidArgumentError } from 'commander'
+import { Command } from 'commander'
 import type { CliKit } from './admin-commands.ts'
 import type { ConnectionFlags } from './open.ts'
 import { table, truncate } from './format.ts'
-
-function since(value: string): Date {
-  const d = new Date(value)
-  if (!/^[0-9]{4}-[0-9]{2}-[0-9]{2}/.test(value) || Number.isNaN(d.getTime())) throw new InvalidArgumentError('--since must be an ISO 8601 date or time, e.g. 2026-03-01T10:00:00Z.')
-  return d
-}
-
-function limit(value: string): number {
-  const n = Number(value)
-  if (!/^[0-9]+$/.test(value) || n < 1 || n > 1000) throw new InvalidArgumentError('--limit must be a whole number from 1 to 1000.')
-  return n
-}
 
 /** `tenantry audit list [--tenant] [--since]` and `tenantry audit verify` (docs/audit.md). */
 export function registerAuditCommands(program: Command, kit: CliKit): void {
@@ -24,9 +12,9 @@ export function registerAuditCommands(program: Command, kit: CliKit): void {
       .command('list')
       .description('audit entries, newest first')
       .option('--tenant <slug>', "only this tenant's entries (slug or id)")
-      .option('--since <time>', 'only entries from this time on (ISO 8601)', since)
+      .option('--since <time>', 'only entries from this time on (ISO 8601)', kit.isoTime('--since'))
       .option('--action <action>', 'only this action (tenant.suspend, migrations.run…)')
-      .option('--limit <n>', 'most entries (1 to 1000)', limit, 100)
+      .option('--limit <n>', 'most entries (1 to 1000)', kit.intRange('--limit', 1, 1000), 100)
       .option('--json', 'print JSON'),
   ).action(async (opts: ConnectionFlags & { tenant?: string; since?: Date; action?: string; limit: number; json?: boolean }) => {
     await kit.withTenantry(opts, async (t) => {

@@ -468,7 +468,7 @@ export function buildProgram(): Command {
   })
 
   // ---- admin API and console, audit log (issue 17) -------------------------------------------
-  const kit = { withConnection, withTenantry, print, startedBy }
+  const kit = { withConnection, withTenantry, print, startedBy, isoTime, intRange }
   registerAdminCommands(program, kit)
   registerAuditCommands(program, kit)
 

@@ -1,5 +1,5 @@
 import type { Server } from '../../core/types.ts'
-import type { Tenantry } from '../../runtime.ts'
+import { redactUrl, type Tenantry } from '../../runtime.ts'
 import type { AdminRoutes } from '../context.ts'
 import { errors } from '../schemas.ts'
 
@@ -7,13 +7,7 @@ const open = { type: 'object', additionalProperties: true } as const
 
 /** A server as the API shows it: never its URL's password. */
 function serverJson(s: Server): Record<string, unknown> {
-  let url = s.url
-  try {
-    const u = new URL(s.url)
-    if (u.password) u.password = '***'
-    url = u.toString()
-  } catch { /* pglite:<dir> */ }
-  return { name: s.name, url, region: s.region, capacityWeight: s.capacityWeight, mainDatabase: s.mainDatabase }
+  return { name: s.name, url: redactUrl(s.url), region: s.region, capacityWeight: s.capacityWeight, mainDatabase: s.mainDatabase }
 }
 
 /** Connections in use on a server (all clients) and its limit; null where it cannot be read. */
