@@ -182,4 +182,11 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
     }
     expect(problems).toEqual(['401 /admin/api/overview'])
   })
+
+  it('a token revoked while signed in sends the console back to the sign-in page', async () => {
+    await (await adminTokens(tenantry)).revoke('browser', 'test:teardown')
+    await page.goto(`${base}/admin/#/tenants`)
+    await page.getByLabel('Admin token').waitFor()
+    expect(await page.evaluate(() => sessionStorage.getItem('tenantry.admin.token'))).toBeNull()
+  })
 })

@@ -30,7 +30,11 @@ async function api(path, { method = 'GET', body } = {}) {
   const text = await res.text()
   const data = text ? JSON.parse(text) : null
   if (!res.ok) {
-    if (res.status === 401) sessionStorage.removeItem(TOKEN_KEY)
+    // A token revoked or expired meanwhile: back to the sign-in page (it reports its own 401s).
+    if (res.status === 401 && token()) {
+      sessionStorage.removeItem(TOKEN_KEY)
+      dispatchEvent(new Event('tenantry:signed-out'))
+    }
     throw new ApiError(res.status, data)
   }
   return data
@@ -439,6 +443,11 @@ function useHash() {
 function App() {
   const [signedIn, setSignedIn] = useState(Boolean(token()))
   const hash = useHash()
+  useEffect(() => {
+    const out = () => setSignedIn(false)
+    addEventListener('tenantry:signed-out', out)
+    return () => removeEventListener('tenantry:signed-out', out)
+  }, [])
   if (!signedIn) return html`<${SignIn} onSignedIn=${() => setSignedIn(true)} />`
   const [path, search = ''] = hash.slice(2).split('?')
   const [section, id] = path.split('/')
