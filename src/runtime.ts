@@ -1,5 +1,5 @@
 import { resolve as resolvePath } from 'node:path'
-import { createAuditLog, type AuditLog } from './audit/index.ts'
+import { createAuditLog, type AuditActor, type AuditLog } from './audit/index.ts'
 import { Catalog } from './catalog/catalog.ts'
 import { withTenant as runWithTenant, currentTenant } from './context/context.ts'
 import { TenantryError } from './core/errors.ts'
@@ -117,12 +117,13 @@ export interface Tenantry {
   migrate(options?: FleetMigrateOptions): Promise<FleetMigrateResult>
   /** Every target in scope and its pending files. */
   planMigrations(options?: Pick<FleetMigrateOptions, 'only' | 'canary'>): Promise<PlannedTarget[]>
-  suspend(slugOrId: string, reason?: string): Promise<Tenant>
-  resume(slugOrId: string): Promise<Tenant>
+  /** Requests get 403 `TENANT_SUSPENDED`. With `by`, the change and its audit entry commit together (the same for resume, delete, restore). */
+  suspend(slugOrId: string, reason?: string, by?: AuditActor): Promise<Tenant>
+  resume(slugOrId: string, by?: AuditActor): Promise<Tenant>
   /** Soft delete: not served any more, data kept for `retentionDays`. */
-  delete(slugOrId: string): Promise<Tenant>
+  delete(slugOrId: string, by?: AuditActor): Promise<Tenant>
   /** Undo a soft delete (the tenant comes back suspended). */
-  restore(slugOrId: string): Promise<Tenant>
+  restore(slugOrId: string, by?: AuditActor): Promise<Tenant>
   /** Remove a deleted tenant's data and catalog row; before the retention period ends only with `force`. */
   purge(slugOrId: string, opts?: { force?: boolean; startedBy?: string }): Promise<PurgeResult>
   /** Finish operations whose process died; with an id, that one. */
@@ -243,6 +244,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     catalog, dataPlane, operations, files, events,
     hooks: options.onProvision ?? [],
     retentionDays: options.retentionDays ?? 30,
+    audit,
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
@@ -291,10 +293,10 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     provision: (input, startedBy) => lifecycle.provision(input, startedBy),
     migrate: (opts) => fleet.run(opts),
     planMigrations: (opts) => fleet.plan(opts),
-    suspend: (t, reason) => lifecycle.suspend(t, reason),
-    resume: (t) => lifecycle.resume(t),
-    delete: (t) => lifecycle.delete(t),
-    restore: (t) => lifecycle.restore(t),
+    suspend: (t, reason, by) => lifecycle.suspend(t, reason, by),
+    resume: (t, by) => lifecycle.resume(t, by),
+    delete: (t, by) => lifecycle.delete(t, by),
+    restore: (t, by) => lifecycle.restore(t, by),
     purge: (t, opts) => lifecycle.purge(t, opts),
     async resumeOperations(id) {
       return id === undefined ? lifecycle.resumeOrphans() : [await lifecycle.resumeOperationById(id)]

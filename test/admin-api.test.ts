@@ -207,6 +207,15 @@ function adminSuite(backend: Backend): void {
         const r = await call(method, url, tokens.admin, url.endsWith('domains') ? { domain: 'ghost.example.com' } : {})
         expect([url, r.statusCode, r.json().code]).toEqual([url, 404, 'TENANT_NOT_FOUND'])
       }
+      // A status change and its audit entry commit together: with the audit head gone, the append
+      // fails and the suspension is rolled back.
+      const catalogDb = tenantry.dataPlane.driver('main').admin(tenantry.dataPlane.server('main').mainDatabase)
+      const head = (await catalogDb.query<{ seq: string; hash: string }>('SELECT seq, hash FROM tenantry.audit_head')).rows[0]
+      await catalogDb.query('DELETE FROM tenantry.audit_head')
+      const unaudited = await call('POST', '/api/tenants/umbrella/suspend', tokens.operator, { reason: 'x' })
+      expect([unaudited.statusCode, unaudited.json().code]).toEqual([500, 'INTERNAL'])
+      expect((await tenantry.findTenant('umbrella'))?.status).toBe('active')
+      await catalogDb.query('INSERT INTO tenantry.audit_head (id, seq, hash) VALUES (true, $1, $2)', [head.seq, head.hash])
       const before = (await tenantry.audit.list({ limit: 1 }))[0].seq
       // Another worker's purge of initech is in flight: a second one is refused, the tenant untouched.
       const initech = (await tenantry.findTenant('initech'))!

@@ -7,7 +7,6 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { TenantryError } from '../core/errors.ts'
 import { errorReply } from '../adapters/http-errors.ts'
 import type { Tenantry } from '../runtime.ts'
-import { tenantJson } from '../cli/format.ts'
 import { createAdminAuthenticator, type AdminAuthOptions } from './auth.ts'
 import type { AdminContext, AdminRoutes } from './context.ts'
 import { consoleRoutes } from './console.ts'
@@ -136,14 +135,15 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
     async audited(request, what, change) {
       const result = await change()
       const tenant = what.tenant?.(result) ?? what.before ?? null
-      // After the change succeeded: the library calls commit in their own transactions (docs/audit.md).
+      // After the change succeeded: these library calls commit in their own transactions, or in
+      // several (a provision, a purge); status changes append theirs inside (docs/audit.md).
       await tenantry.audit.append({
         actor: request.admin.actor,
         action: what.action,
         tenantId: tenant?.id ?? null,
         slug: tenant?.slug ?? null,
         requestId: request.id,
-        before: what.before === undefined ? undefined : what.before === null ? null : tenantJson(what.before),
+        before: what.before,
         after: what.after?.(result),
         details: what.details?.(result),
       })

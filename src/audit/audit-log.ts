@@ -20,6 +20,13 @@ export interface AuditInput {
   details?: Record<string, unknown>
 }
 
+/** Who asks for a change, for the audit entry a library call appends in the change's own transaction. */
+export interface AuditActor {
+  actor: string
+  requestId?: string | null
+  details?: Record<string, unknown>
+}
+
 /** One entry of the audit log. */
 export interface AuditEntry {
   seq: number

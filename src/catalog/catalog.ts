@@ -257,7 +257,7 @@ export class Catalog {
    * With `from`, the change happens only while the tenant is still in one of those statuses: a
    * change that another process made in between is a `CONFLICT`, never overwritten.
    */
-  async setStatus(id: string, status: TenantStatus, reason: string | null = null, alsoInTransaction?: (tx: Queryable) => Promise<void>, from?: readonly TenantStatus[]): Promise<Tenant> {
+  async setStatus(id: string, status: TenantStatus, reason: string | null = null, alsoInTransaction?: (tx: Queryable, after: Tenant) => Promise<void>, from?: readonly TenantStatus[]): Promise<Tenant> {
     if (!STATUSES.includes(status)) {
       throw new TenantryError('VALIDATION_FAILED', `Status '${printable(String(status))}' is not one of ${STATUSES.join(', ')}.`, { details: { status: printable(String(status)) } })
     }
@@ -270,8 +270,9 @@ export class Catalog {
         }
       }
       if (res.rowCount === 0) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${id}'.`)
-      await alsoInTransaction?.(tx)
-      return toTenant(res.rows[0])
+      const after = toTenant(res.rows[0])
+      await alsoInTransaction?.(tx, after)
+      return after
     })
   }
 

@@ -1,4 +1,5 @@
 import type { FastifyRequest } from 'fastify'
+import type { AuditActor } from '../../audit/index.ts'
 import { TenantryError } from '../../core/errors.ts'
 import type { Tenant, TenantStatus, Tier } from '../../core/types.ts'
 import { tenantJson } from '../../cli/format.ts'
@@ -82,7 +83,7 @@ export const tenantRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function createTenant(request, reply) {
     const body = request.body as { slug: string; tier: Tier; name?: string; plan?: string; server?: string; region?: string }
-    const tenant = await ctx.audited(request, { action: 'tenant.create', before: null, after: tenantJson, tenant: (t) => t, details: () => ({ tier: body.tier }) },
+    const tenant = await ctx.audited(request, { action: 'tenant.create', before: null, after: (t) => t, tenant: (t) => t, details: () => ({ tier: body.tier }) },
       () => tenantry.provision(body, request.admin.actor))
     return reply.code(201).send(tenantJson(tenant))
   })
@@ -95,29 +96,28 @@ export const tenantRoutes: AdminRoutes = (app, ctx) => {
     return { ...tenantJson(tenant), domains, audit }
   })
 
-  const action = (path: string, name: string, summary: string, run: (slug: string, body: Record<string, unknown>, request: FastifyRequest) => Promise<Tenant>, body: object = emptyBody) => {
+  // Status changes: the library appends the audit entry in the change's own transaction.
+  const byOf = (request: FastifyRequest, details?: Record<string, unknown>): AuditActor => ({ actor: request.admin.actor, requestId: request.id, details })
+  const action = (path: string, summary: string, run: (id: string, body: { reason?: string }, by: AuditActor) => Promise<Tenant>, body: object = emptyBody) => {
     app.post(`/tenants/:slug/${path}`, {
       schema: { tags: TAG, summary, params: slugParam, body, response: tenantReply },
       config: { adminRole: 'operator' },
     }, async function tenantAction(request) {
       const before = await mustFind(ctx, slugOf(request))
-      const body = (request.body ?? {}) as Record<string, unknown>
-      const after = await ctx.audited(request, { action: `tenant.${name}`, before, after: tenantJson, details: () => (body.reason ? { reason: body.reason } : {}) },
-        () => run(before.id, body, request))
-      return tenantJson(after)
+      const body = (request.body ?? {}) as { reason?: string }
+      return tenantJson(await run(before.id, body, byOf(request, body.reason ? { reason: body.reason } : undefined)))
     })
   }
-  action('suspend', 'suspend', 'Suspend: its requests get 403 TENANT_SUSPENDED; data untouched', (id, b) => tenantry.suspend(id, b.reason as string | undefined), reasonBody)
-  action('resume', 'resume', 'Serve a suspended tenant again', (id) => tenantry.resume(id))
-  action('restore', 'restore', 'Undo a soft delete (the tenant comes back suspended)', (id) => tenantry.restore(id))
+  action('suspend', 'Suspend: its requests get 403 TENANT_SUSPENDED; data untouched', (id, b, by) => tenantry.suspend(id, b.reason, by), reasonBody)
+  action('resume', 'Serve a suspended tenant again', (id, _b, by) => tenantry.resume(id, by))
+  action('restore', 'Undo a soft delete (the tenant comes back suspended)', (id, _b, by) => tenantry.restore(id, by))
 
   app.delete('/tenants/:slug', {
     schema: { tags: TAG, summary: 'Soft delete: no longer served (404), data kept for the retention period', params: slugParam, response: tenantReply },
     config: { adminRole: 'operator' },
   }, async function deleteTenant(request) {
     const before = await mustFind(ctx, slugOf(request))
-    const after = await ctx.audited(request, { action: 'tenant.delete', before, after: tenantJson }, () => tenantry.delete(before.id))
-    return tenantJson(after)
+    return tenantJson(await tenantry.delete(before.id, byOf(request)))
   })
 
   app.post('/tenants/:slug/purge', {
