@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { compileErrors, validate as validateOpenApi } from '@readme/openapi-parser'
 import { SignJWT, exportJWK, generateKeyPair } from 'jose'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { tenantryAdmin } from '../src/admin/plugin.ts'
@@ -261,6 +262,8 @@ function adminSuite(backend: Backend): void {
       expect([doctor.ok, doctor.findings, doctor.tables > 0]).toEqual([true, [], true])
       const doc = (await app.inject({ method: 'GET', url: '/admin/openapi.json' })).json()
       expect(doc.openapi).toBe('3.1.0')
+      const checked = await validateOpenApi(structuredClone(doc))
+      expect(checked.valid ? 'valid' : compileErrors(checked)).toBe('valid')
       expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/admin/api/tenants', '/admin/api/tenants/{slug}/suspend', '/admin/api/operations/{id}/events', '/admin/api/migrations/run', '/admin/api/audit']))
       expect(doc.paths['/admin/api/tenants'].post.requestBody.content['application/json'].schema.additionalProperties).toBe(false)
       const page = await app.inject({ method: 'GET', url: '/admin/' })
