@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, copyFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, copyFileSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -181,6 +182,31 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
       expect([hash, await page.evaluate(() => document.documentElement.scrollWidth)]).toEqual([hash, 1280])
     }
     expect(problems).toEqual(['401 /admin/api/overview'])
+  })
+
+  it('has no WCAG 2 A/AA violations on any page (axe-core)', async () => {
+    // axe is injected as a script, which the console's CSP forbids: a context that bypasses it.
+    const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 800 } })
+    try {
+      const audited = await context.newPage()
+      const violations: Record<string, string[]> = {}
+      for (const hash of ['sign-in', 'overview', 'tenants', 'tenants/acme', 'operations', 'migrations', 'audit']) {
+        await audited.goto(`${base}/admin/#/${hash}`)
+        await audited.evaluate((t) => { if (t) sessionStorage.setItem('tenantry.admin.token', t); else sessionStorage.clear() }, hash === 'sign-in' ? null : token)
+        await audited.reload()
+        await audited.locator('h1').waitFor()
+        await audited.waitForLoadState('networkidle')
+        await audited.addScriptTag({ content: axe })
+        violations[hash] = await audited.evaluate(async () => {
+          const r = await (window as unknown as { axe: { run(d: Document, o: object): Promise<{ violations: { id: string; impact: string; nodes: { html: string }[] }[] }> } }).axe.run(document, { runOnly: ['wcag2a', 'wcag2aa'] })
+          return r.violations.map((v) => `${v.impact} ${v.id}: ${v.nodes[0]?.html.slice(0, 120)}`)
+        })
+      }
+      expect(violations).toEqual({ 'sign-in': [], overview: [], tenants: [], 'tenants/acme': [], operations: [], migrations: [], audit: [] })
+    } finally {
+      await context.close()
+    }
   })
 
   it('a token revoked while signed in sends the console back to the sign-in page', async () => {
