@@ -230,10 +230,19 @@ function adminSuite(backend: Backend): void {
       await expect(tenantry.catalog.setStatus(initech.id, 'active', null, undefined, ['suspended'])).rejects.toMatchObject({ code: 'CONFLICT', details: { status: 'deleted' } })
       expect((await tenantry.findTenant('initech'))?.status).toBe('deleted')
       expect((await tenantry.audit.list({ limit: 1 }))[0].seq).toBe(before)
-      const purged = await call('POST', '/api/tenants/initech/purge', tokens.admin, { force: true })
+      // Sent together: one purge runs; the other is refused (409 while it runs, 404 once it is gone), never a 500.
+      const purges = await Promise.all([1, 2].map(() => call('POST', '/api/tenants/initech/purge', tokens.admin, { force: true })))
+      const [purged, refused] = purges.sort((a, b) => a.statusCode - b.statusCode)
       expect([purged.statusCode, purged.json().tenant.slug]).toEqual([200, 'initech'])
+      expect([[409, 'CONFLICT'], [404, 'TENANT_NOT_FOUND']]).toContainEqual([refused.statusCode, refused.json().code])
       expect(await tenantry.findTenant('initech')).toBeNull()
       expect((await tenantry.audit.list({ limit: 1 }))[0]).toMatchObject({ action: 'tenant.purge', actor: 'token:t-admin', slug: 'initech', afterDigest: expect.any(String) })
+      // Two creates of one slug sent together: one tenant, one 409.
+      const creates = await Promise.all([1, 2].map(() => call('POST', '/api/tenants', tokens.operator, { slug: 'twin', tier: 'pooled' })))
+      expect(creates.map((r) => r.statusCode).sort()).toEqual([201, 409])
+      expect((await tenantry.catalog.page({ search: 'twin' })).tenants.map((t) => t.slug)).toEqual(['twin'])
+      await tenantry.purge('twin', { force: true })
+
     })
 
     it('serves the fleet overview, servers without passwords, plans, operations, domains, usage and the OpenAPI 3.1 document', async () => {
