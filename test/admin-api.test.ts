@@ -326,7 +326,8 @@ function adminSuite(backend: Backend): void {
     it.skipIf(backend.name !== 'PostgreSQL')('CLI: admin tokens create (shown once) / list / revoke; audit list and verify (exit 1 when tampered)', async () => {
       const out: string[] = []
       const log = vi.spyOn(console, 'log').mockImplementation((...a) => { out.push(a.join(' ')) })
-      vi.spyOn(console, 'error').mockImplementation(() => undefined)
+      const err: string[] = []
+      vi.spyOn(console, 'error').mockImplementation((...a) => { err.push(a.join(' ')) })
       const cli = async (...args: string[]) => {
         out.length = 0
         const code = await runCli([...args, '--database-url', where.databaseUrl!, '--role-prefix', ROLE_PREFIX])
@@ -350,6 +351,14 @@ function adminSuite(backend: Backend): void {
         const audit = await cli('audit', 'list', '--tenant', 'acme', '--json')
         expect(JSON.parse(audit.text).map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend', 'tenant.create'])
         expect((await cli('audit', 'list', '--since', 'yesterday')).code).toBe(2)
+        // tenants list pages through the same keyset list as the API.
+        const first = await cli('tenants', 'list', '--limit', '2', '--json')
+        expect(JSON.parse(first.text).map((x: { slug: string }) => x.slug)).toEqual(['acme', 'globex'])
+        const cursor = /next page: --cursor (\S+)/.exec(err.join('\n'))![1]
+        const second = await cli('tenants', 'list', '--limit', '2', '--cursor', cursor, '--json')
+        expect(JSON.parse(second.text).map((x: { slug: string }) => x.slug)).toEqual(['hooli', 'umbrella'])
+        expect((await cli('tenants', 'list', '--search', 'umb')).text).toMatch(/^SLUG.*\n.*\numbrella /)
+        expect((await cli('tenants', 'list', '--limit', '0')).code).toBe(2)
         const verify = await cli('audit', 'verify')
         expect(verify.code).toBe(1)
         expect(verify.text).toMatch(/TAMPERED/)

@@ -195,11 +195,24 @@ export function buildProgram(): Command {
       .description('list tenants')
       .addOption(new Option('--status <status>', 'only tenants in this status').choices(STATUSES))
       .addOption(new Option('--tier <tier>', 'only tenants on this tier').choices(TIERS as string[]))
+      .option('--server <server>', 'only tenants placed on this server')
+      .option('--plan <plan>', 'only tenants on this plan')
+      .option('--search <text>', 'slug prefix or part of the name')
+      .option('--limit <n>', 'one page of at most n tenants (1 to 500); the next page\'s cursor goes to stderr', intRange('--limit', 1, 500))
+      .option('--cursor <cursor>', 'start after the page that printed this cursor')
       .option('--json', 'print JSON'),
-  ).action(async (opts: ConnectionFlags & { status?: TenantStatus; tier?: Tier; json?: boolean }) => {
+  ).action(async (opts: ConnectionFlags & { status?: TenantStatus; tier?: Tier; server?: string; plan?: string; search?: string; limit?: number; cursor?: string; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
-      const all = await t.catalog.list({ status: opts.status, tier: opts.tier })
+      // The admin API's paginated list: one page with --limit, every page without.
+      const query = { status: opts.status, tier: opts.tier, server: opts.server, plan: opts.plan, search: opts.search }
+      let page = await t.catalog.page({ ...query, cursor: opts.cursor, limit: opts.limit ?? 500 })
+      const all = [...page.tenants]
+      while (opts.limit === undefined && page.next) {
+        page = await t.catalog.page({ ...query, cursor: page.next, limit: 500 })
+        all.push(...page.tenants)
+      }
       print(opts.json, all.map(tenantJson), () => tenantsTable(all))
+      if (opts.limit !== undefined && page.next) console.error(`next page: --cursor ${page.next}`)
     })
   })
 
