@@ -89,6 +89,8 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
     await page.getByRole('heading', { level: 1, name: 'Fleet overview' }).waitFor()
     await expect(page.locator('.lead').first().textContent()).resolves.toMatch(/^4 tenants on 1 server/)
     await expect(page.getByRole('img', { name: 'schema: 2 tenants' }).count()).resolves.toBe(1)
+    // acme is the only tenant with metered usage: all of main's database time.
+    await page.getByRole('img', { name: /^acme: 100% of main's database time, \d+ requests$/ }).waitFor()
     await shot('overview')
   })
 

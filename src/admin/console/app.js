@@ -166,6 +166,20 @@ function SignIn({ onSignedIn }) {
   </main>`
 }
 
+/** The noisiest tenants of the last 24 hours by database time, as bars of their server's share. */
+function TopTenants() {
+  const { data, error } = useLoad(() => api('usage/top?by=db_time&periodMs=86400000&limit=10'), [])
+  if (error) return html`<${ErrorNote} error=${error} />`
+  if (!data) return null
+  return html`<section class="card" aria-label="Top tenants">
+    <h2>Top tenants by database time, last 24 h</h2>
+    ${data.length === 0 ? html`<p class="hint">No usage metered in the last 24 hours.</p>` : data.map((r) => html`<div class="bar-row wide-label">
+      <span class="bar-label"><a href=${`#/tenants/${r.slug}`}>${r.slug ?? r.tenantId.slice(0, 8)}</a></span>
+      <span class="bar" role="img" aria-label=${`${r.slug}: ${Math.round(r.serverDbTimeShare * 100)}% of ${r.server}'s database time, ${r.requests} requests`}><span style=${`width:${Math.round(r.serverDbTimeShare * 100)}%`}></span></span>
+      <span class="bar-n">${Math.round(r.serverDbTimeShare * 100)}%</span></div>`)}
+  </section>`
+}
+
 function Overview() {
   const { data, error } = useLoad(() => api('overview'), [])
   if (error) return html`<${ErrorNote} error=${error} />`
@@ -188,6 +202,7 @@ function Overview() {
       <${Bars} title="By status" rows=${group('status', ['active', 'suspended', 'provisioning', 'deleted'])} />
       <${Bars} title="By server" rows=${group('server', servers)} />
     </div>
+    <div class="cards top"><${TopTenants} /></div>
     <h2>Servers</h2>
     <table>
       <thead><tr><th scope="col">Server</th><th scope="col">Region</th><th scope="col">Tenants</th><th scope="col">Connections in use (server)</th><th scope="col">This process's pool</th></tr></thead>
