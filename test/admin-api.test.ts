@@ -359,6 +359,10 @@ function adminSuite(backend: Backend): void {
         expect(JSON.parse(second.text).map((x: { slug: string }) => x.slug)).toEqual(['hooli', 'umbrella'])
         expect((await cli('tenants', 'list', '--search', 'umb')).text).toMatch(/^SLUG.*\n.*\numbrella /)
         expect((await cli('tenants', 'list', '--limit', '0')).code).toBe(2)
+        // The CLI's status changes are audited in their transaction, with the CLI user as actor.
+        expect((await cli('tenants', 'suspend', 'umbrella', '--reason', 'from the CLI')).code).toBe(0)
+        const cliEntry = JSON.parse((await cli('audit', 'list', '--tenant', 'umbrella', '--limit', '1', '--json')).text)[0]
+        expect(cliEntry).toMatchObject({ action: 'tenant.suspend', actor: expect.stringMatching(/^cli:.+@.+$/), slug: 'umbrella' })
         const verify = await cli('audit', 'verify')
         expect(verify.code).toBe(1)
         expect(verify.text).toMatch(/TAMPERED/)

@@ -230,7 +230,7 @@ export function buildProgram(): Command {
   withConnection(tenants.command('suspend <slug>').description('stop serving a tenant (403 TENANT_SUSPENDED); data is untouched').option('--reason <text>', 'shown to the tenant\'s users').option('--json', 'print JSON')).action(
     async (slug: string, opts: ConnectionFlags & { reason?: string; json?: boolean }) => {
       await withTenantry(opts, async (t) => {
-        const tenant = await t.suspend(slug, opts.reason)
+        const tenant = await t.suspend(slug, opts.reason, { actor: startedBy() })
         print(opts.json, tenantJson(tenant), () => `Suspended '${tenant.slug}'${tenant.statusReason ? `: ${tenant.statusReason}` : ''}.`)
       })
     },
@@ -239,7 +239,7 @@ export function buildProgram(): Command {
   withConnection(tenants.command('resume <slug>').description('serve a suspended tenant again').option('--json', 'print JSON')).action(
     async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
       await withTenantry(opts, async (t) => {
-        const tenant = await t.resume(slug)
+        const tenant = await t.resume(slug, { actor: startedBy() })
         print(opts.json, tenantJson(tenant), () => `Resumed '${tenant.slug}'.`)
       })
     },
@@ -248,7 +248,7 @@ export function buildProgram(): Command {
   withConnection(tenants.command('delete <slug>').description('soft delete: no longer served (404), data kept for the retention period').option('--json', 'print JSON')).action(
     async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
       await withTenantry(opts, async (t) => {
-        const tenant = await t.delete(slug)
+        const tenant = await t.delete(slug, { actor: startedBy() })
         print(opts.json, tenantJson(tenant), () => `Deleted '${tenant.slug}' (data kept; 'tenants purge ${tenant.slug}' removes it after the retention period, 'tenants restore ${tenant.slug}' undoes this).`)
       })
     },
@@ -257,7 +257,7 @@ export function buildProgram(): Command {
   withConnection(tenants.command('restore <slug>').description('undo a soft delete (the tenant comes back suspended)').option('--json', 'print JSON')).action(
     async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
       await withTenantry(opts, async (t) => {
-        const tenant = await t.restore(slug)
+        const tenant = await t.restore(slug, { actor: startedBy() })
         print(opts.json, tenantJson(tenant), () => `Restored '${tenant.slug}' as suspended; 'tenants resume ${tenant.slug}' serves it again.`)
       })
     },
