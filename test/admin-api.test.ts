@@ -134,6 +134,18 @@ function adminSuite(backend: Backend): void {
       }
     })
 
+    it('mounted under a prefix that itself contains /api/, the console stays public and its API does not', async () => {
+      const other = Fastify()
+      await other.register(tenantryAdmin, { prefix: '/api/ops', tenantry, docs: false })
+      try {
+        expect((await other.inject({ url: '/api/ops/' })).statusCode).toBe(200)
+        expect((await other.inject({ url: '/api/ops/app.js' })).statusCode).toBe(200)
+        expect((await other.inject({ url: '/api/ops/api/tenants' })).json().code).toBe('ADMIN_UNAUTHORIZED')
+      } finally {
+        await other.close()
+      }
+    })
+
     it('validates every input: unknown fields, bad slugs and out-of-range numbers are 400 naming the field, and write nothing', async () => {
       const cases: [string, string, unknown, string, string][] = [
         ['POST', '/api/tenants', { slug: 'fine', tier: 'pooled', color: 'red' }, 'color', 'unknown'],

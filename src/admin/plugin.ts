@@ -95,9 +95,10 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
   // Every route of this plugin is an admin route: the tenant plugin (when the app has one) skips it.
   // Routes under api/ need a role (viewer unless they say more); the console's files, the OpenAPI
   // document and Swagger UI hold no data and are public.
+  const apiPrefix = `${app.prefix}/api/`
   app.addHook('onRoute', function markAdminRoute(route) {
     const config = (route.config ?? {}) as { adminRole?: AdminRole | 'public' }
-    route.config = { ...config, tenantryAdmin: true, adminRole: config.adminRole ?? (route.url.includes('/api/') ? 'viewer' : 'public') }
+    route.config = { ...config, tenantryAdmin: true, adminRole: config.adminRole ?? (route.url.startsWith(apiPrefix) ? 'viewer' : 'public') }
   })
   app.decorateRequest('admin', null as never)
   // An action without a body (resume, restore) is an empty one; its schema still refuses unknown fields.
