@@ -36,5 +36,16 @@ export interface AuditedAction<T> {
   details?: (result: T) => Record<string, unknown>
 }
 
-/** A route module: one resource's routes, registered by the admin plugin. */
+/**
+ * A route module: one resource's routes, registered by the admin plugin under `api/`.
+ *
+ * @example
+ * ```ts
+ * const planRoutes: AdminRoutes = (app, ctx) => {
+ *   app.get('/plans/:name', { schema: { params: { type: 'object', properties: { name: { type: 'string' } } } } },
+ *     async (req) => (await ctx.tenantry.catalog.listPlans()).find((p) => p.name === (req.params as { name: string }).name))
+ * }
+ * await app.register(tenantryAdmin, { prefix: '/admin', tenantry, routes: [planRoutes] })
+ * ```
+ */
 export type AdminRoutes = (app: FastifyInstance, ctx: AdminContext) => void | Promise<void>

@@ -171,3 +171,6 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
  */
 export const tenantryAdmin = Object.assign(tenantryAdminPlugin, { [Symbol.for('fastify.display-name')]: 'tenantry-admin' })
 export default tenantryAdmin
+export { adminTokens, AdminTokens, ADMIN_ROLES, type AdminRole, type AdminToken } from './tokens.ts'
+export type { AdminContext, AdminRoutes, AuditedAction } from './context.ts'
+export type { AdminAuthOptions, AdminJwtOptions, AdminPrincipal } from './auth.ts'

@@ -81,7 +81,15 @@ export interface AuditLog {
   verify(): Promise<AuditVerifyReport>
 }
 
-/** SHA-256 of a value's canonical JSON (keys sorted), hex; the digest of a state before or after. */
+/**
+ * SHA-256 of a value's canonical JSON (keys sorted, dates as ISO strings), hex; the digest of a
+ * state before or after, so a snapshot can later be proved to match an entry.
+ *
+ * @example
+ * ```ts
+ * digestOf(tenant) === entry.afterDigest // the tenant is in the state the entry recorded
+ * ```
+ */
 export function digestOf(value: unknown): string {
   return createHash('sha256').update(canonicalJson(value)).digest('hex')
 }
