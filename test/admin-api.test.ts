@@ -136,8 +136,11 @@ function adminSuite(backend: Backend): void {
 
     it('mounted under a prefix that itself contains /api/, the console stays public and its API does not', async () => {
       const other = Fastify()
-      await other.register(tenantryAdmin, { prefix: '/api/ops', tenantry, docs: false })
+      // A capability's own route module, added beside the built-in ones: it gets the same auth.
+      await other.register(tenantryAdmin, { prefix: '/api/ops', tenantry, docs: false, routes: [(api) => { api.get('/whoami', async (req) => ({ actor: req.admin.actor })) }] })
       try {
+        expect((await other.inject({ url: '/api/ops/api/whoami' })).statusCode).toBe(401)
+        expect((await other.inject({ url: '/api/ops/api/whoami', headers: { authorization: `Bearer ${tokens.viewer}` } })).json()).toEqual({ actor: 'token:t-viewer' })
         expect((await other.inject({ url: '/api/ops/' })).statusCode).toBe(200)
         expect((await other.inject({ url: '/api/ops/app.js' })).statusCode).toBe(200)
         expect((await other.inject({ url: '/api/ops/api/tenants' })).json().code).toBe('ADMIN_UNAUTHORIZED')
