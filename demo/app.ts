@@ -6,6 +6,7 @@ import { tenantryPlugin, type TenantryFastifyOptions } from '../src/adapters/fas
 import type { Branding } from '../src/index.ts'
 import { tenantryPluginRoutes } from '../src/adapters/plugins.ts'
 import { brandedPage } from './branded-page.ts'
+import { tenantryAdmin } from '../src/admin/plugin.ts'
 
 interface ProjectRow { id: string; name: string; created_at: Date }
 interface TaskRow { id: string; project_id: string; title: string; done: boolean; created_at: Date }
@@ -44,7 +45,7 @@ function notFound(what: string, id: string): TenantryError {
  */
 export async function buildDemoApp(
   tenantry: Tenantry,
-  opts: { logger?: boolean; loggerInstance?: FastifyBaseLogger; plugin?: Omit<TenantryFastifyOptions, 'tenantry'> } = {},
+  opts: { logger?: boolean; loggerInstance?: FastifyBaseLogger; plugin?: Omit<TenantryFastifyOptions, 'tenantry'>; admin?: boolean } = {},
 ): Promise<FastifyInstance> {
   const app = Fastify({
     logger: opts.logger ?? false,
@@ -57,6 +58,8 @@ export async function buildDemoApp(
   await app.register(tenantryPluginRoutes, { tenantry })
 
   app.get('/health', async () => ({ ok: true }))
+  // The operators' API and console (docs/admin.md): admin tokens only, never a tenant's chain.
+  if (opts.admin) await app.register(tenantryAdmin, { prefix: '/admin', tenantry })
 
   app.get('/api/tenant', async (req) => ({ slug: req.tenant.slug, name: req.tenant.name, tier: req.tenant.tier }))
 

@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url'
 import { createTenantry, subdomain, header, isTenantryError, type Branding, type Tier } from '../src/index.ts'
+import { adminTokens } from '../src/admin/tokens.ts'
 import { SUMMARY_QUEUE, buildDemoApp, dailySummary } from './app.ts'
 import { exportPlugin } from './export-plugin.ts'
 
@@ -52,7 +53,11 @@ async function main(): Promise<void> {
   await tenantry.jobs.work(SUMMARY_QUEUE, () => dailySummary(tenantry))
 
   // LOG=1: Fastify logs each request through Tenantry's logger, so every line carries the tenant.
-  const app = await buildDemoApp(tenantry, { loggerInstance: process.env.LOG === '1' ? tenantry.logger : undefined, plugin: { metrics: true } })
+  const app = await buildDemoApp(tenantry, { loggerInstance: process.env.LOG === '1' ? tenantry.logger : undefined, plugin: { metrics: true }, admin: true })
+  // A fresh operator token for the console on each start (the previous one is revoked).
+  const tokens = await adminTokens(tenantry)
+  if ((await tokens.list()).some((t) => t.name === 'demo' && !t.revokedAt)) await tokens.revoke('demo', 'demo:server')
+  const { token: adminToken } = await tokens.create({ name: 'demo', role: 'admin' }, 'demo:server')
   await app.listen({ port, host: '127.0.0.1' })
   console.log(`
   Tenantry demo on ${where}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s
@@ -77,6 +82,10 @@ async function main(): Promise<void> {
                                                            # the daily-summary job, run inside acme (also at 06:00 UTC daily)
     curl -s http://localhost:${port}/metrics | grep '^tenantry_tenant_requests_total'
                                                            # requests per tenant (top 20 by name, the rest "other")
+    Admin console:  http://localhost:${port}/admin/   (sign in with the token below; API docs at /admin/docs/)
+    Admin token:    ${adminToken}
+    curl -H 'authorization: Bearer ${adminToken}' http://localhost:${port}/admin/api/tenants
+
     After Ctrl-C (usage is written each minute and at exit):
     npx tenantry top --by db_time --period 1h              # which tenant took the database time
   `)

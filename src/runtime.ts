@@ -1,4 +1,5 @@
 import { resolve as resolvePath } from 'node:path'
+import { createAuditLog, type AuditActor, type AuditLog } from './audit/index.ts'
 import { Catalog } from './catalog/catalog.ts'
 import { withTenant as runWithTenant, currentTenant } from './context/context.ts'
 import { TenantryError } from './core/errors.ts'
@@ -128,18 +129,21 @@ export interface Tenantry {
   readonly events: TenantryEvents
   /** Durable operation records (provision, migrate, purge). */
   readonly operations: Operations
+  /** The hash-chained audit log of control-plane actions (docs/audit.md). */
+  readonly audit: AuditLog
   /** Create a tenant as a durable operation; invalid or taken slugs are refused before anything is written. */
   provision(input: ProvisionOptions, startedBy?: string): Promise<Tenant>
   /** Bring every target of the fleet to the latest migration (see FleetMigrateOptions). */
   migrate(options?: FleetMigrateOptions): Promise<FleetMigrateResult>
   /** Every target in scope and its pending files. */
   planMigrations(options?: Pick<FleetMigrateOptions, 'only' | 'canary'>): Promise<PlannedTarget[]>
-  suspend(slugOrId: string, reason?: string): Promise<Tenant>
-  resume(slugOrId: string): Promise<Tenant>
+  /** Requests get 403 `TENANT_SUSPENDED`. With `by`, the change and its audit entry commit together (the same for resume, delete, restore). */
+  suspend(slugOrId: string, reason?: string, by?: AuditActor): Promise<Tenant>
+  resume(slugOrId: string, by?: AuditActor): Promise<Tenant>
   /** Soft delete: not served any more, data kept for `retentionDays`. */
-  delete(slugOrId: string): Promise<Tenant>
+  delete(slugOrId: string, by?: AuditActor): Promise<Tenant>
   /** Undo a soft delete (the tenant comes back suspended). */
-  restore(slugOrId: string): Promise<Tenant>
+  restore(slugOrId: string, by?: AuditActor): Promise<Tenant>
   /** Remove a deleted tenant's data and catalog row; before the retention period ends only with `force`. */
   purge(slugOrId: string, opts?: { force?: boolean; startedBy?: string }): Promise<PurgeResult>
   /** Finish operations whose process died; with an id, that one. */
@@ -265,10 +269,12 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
 
   const events = new TenantryEvents()
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
+  const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
   const lifecycle = new Lifecycle({
     catalog, dataPlane, operations, files, events,
     hooks: options.onProvision ?? [],
     retentionDays: options.retentionDays ?? 30,
+    audit,
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
@@ -326,13 +332,14 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     events,
     operations,
+    audit,
     provision: (input, startedBy) => lifecycle.provision(input, startedBy),
     migrate: (opts) => fleet.run(opts),
     planMigrations: (opts) => fleet.plan(opts),
-    suspend: (t, reason) => lifecycle.suspend(t, reason),
-    resume: (t) => lifecycle.resume(t),
-    delete: (t) => lifecycle.delete(t),
-    restore: (t) => lifecycle.restore(t),
+    suspend: (t, reason, by) => lifecycle.suspend(t, reason, by),
+    resume: (t, by) => lifecycle.resume(t, by),
+    delete: (t, by) => lifecycle.delete(t, by),
+    restore: (t, by) => lifecycle.restore(t, by),
     purge: (t, opts) => lifecycle.purge(t, opts),
     async resumeOperations(id) {
       return id === undefined ? lifecycle.resumeOrphans() : [await lifecycle.resumeOperationById(id)]
@@ -481,7 +488,8 @@ async function runningOperations(operations: Operations): Promise<{ id: string; 
   }))
 }
 
-function redactUrl(url: string): string {
+/** A connection URL with its password replaced by `***` (for messages and the admin API). */
+export function redactUrl(url: string): string {
   try {
     const u = new URL(url)
     if (u.password) u.password = '***'

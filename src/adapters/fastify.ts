@@ -131,7 +131,8 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   }
 
   fastify.addHook('onRequest', function tenantryResolve(request, reply, done) {
-    if (skip?.(request) || (metricsPath !== null && request.routeOptions.url === metricsPath)) return done()
+    // The admin API (tenantry/admin) never runs a tenant's resolution chain.
+    if (skip?.(request) || request.routeOptions.config?.tenantryAdmin || (metricsPath !== null && request.routeOptions.url === metricsPath)) return done()
     admitRequest(tenantry, new FastifySteps(tenantry, request, reply, done, logTenant))
   })
 

@@ -53,6 +53,26 @@ export interface CatalogOptions {
   cacheTtlMs?: number
 }
 
+/** A page request of {@link Catalog.page}. */
+export interface TenantPageQuery {
+  status?: TenantStatus
+  tier?: Tier
+  server?: string
+  plan?: string
+  /** Slug prefix or part of the name, case-insensitive. */
+  search?: string
+  /** The `next` of the previous page. */
+  cursor?: string
+  /** Tenants per page, 1 to 500. Default 50. */
+  limit?: number
+}
+
+/** A page of tenants and the cursor of the next one (null on the last page). */
+export interface TenantPage {
+  tenants: Tenant[]
+  next: string | null
+}
+
 const STATUSES: readonly TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
 
 const NO_TENANT: Promise<Tenant | null> = Promise.resolve(null)
@@ -202,6 +222,41 @@ export class Catalog {
   }
 
   /**
+   * One page of tenants in slug order, filtered, for lists of any size (keyset pagination: every
+   * page costs the same). `cursor` is the `next` of the previous page; `next` is null on the last.
+   *
+   * @example
+   * ```ts
+   * let page = await catalog.page({ status: 'active', limit: 50 })
+   * while (page.next) page = await catalog.page({ status: 'active', limit: 50, cursor: page.next })
+   * ```
+   */
+  async page(query: TenantPageQuery = {}): Promise<TenantPage> {
+    const limit = query.limit ?? 50
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500) {
+      throw new TenantryError('VALIDATION_FAILED', 'limit must be a whole number from 1 to 500.', { details: { field: 'limit' } })
+    }
+    let after: string | undefined
+    if (query.cursor !== undefined) {
+      after = Buffer.from(String(query.cursor), 'base64url').toString('utf8')
+      if (!/^[a-z0-9-]{1,63}$/.test(after) || Buffer.from(after).toString('base64url') !== query.cursor) {
+        throw new TenantryError('VALIDATION_FAILED', 'cursor is not one this API returned; pass the `next` of the previous page.', { details: { field: 'cursor' } })
+      }
+    }
+    const { cursor: _c, limit: _l, ...filter } = query
+    const res = await this.admin.query<TenantRow>(...args(sql.pageTenants({ ...filter, after, limit })))
+    const rows = res.rows.slice(0, limit).map(toTenant)
+    const next = res.rows.length > limit ? Buffer.from(rows[rows.length - 1].slug).toString('base64url') : null
+    return { tenants: rows, next }
+  }
+
+  /** Tenants counted by tier, server and status. */
+  async counts(): Promise<{ tier: Tier; server: string; status: TenantStatus; count: number }[]> {
+    const res = await this.admin.query<{ tier: Tier; server: string; status: TenantStatus; n: number }>(...args(sql.tenantCounts()))
+    return res.rows.map((r) => ({ tier: r.tier, server: r.server, status: r.status, count: Number(r.n) }))
+  }
+
+  /**
    * Insert a tenant row. A taken slug is a `CONFLICT`. `alsoInTransaction` runs in the same
    * transaction (provisioning records its operation there, so a refused slug writes nothing).
    */
@@ -223,16 +278,27 @@ export class Catalog {
     })
   }
 
-  /** Change a tenant's status; `alsoInTransaction` runs in the same transaction (an operation's end). */
-  async setStatus(id: string, status: TenantStatus, reason: string | null = null, alsoInTransaction?: (tx: Queryable) => Promise<void>): Promise<Tenant> {
+  /**
+   * Change a tenant's status; `alsoInTransaction` runs in the same transaction (an operation's end).
+   * With `from`, the change happens only while the tenant is still in one of those statuses: a
+   * change that another process made in between is a `CONFLICT`, never overwritten.
+   */
+  async setStatus(id: string, status: TenantStatus, reason: string | null = null, alsoInTransaction?: (tx: Queryable, after: Tenant) => Promise<void>, from?: readonly TenantStatus[]): Promise<Tenant> {
     if (!STATUSES.includes(status)) {
       throw new TenantryError('VALIDATION_FAILED', `Status '${printable(String(status))}' is not one of ${STATUSES.join(', ')}.`, { details: { status: printable(String(status)) } })
     }
     return this.change(id, async (tx) => {
-      const res = await tx.query<TenantRow>(...args(sql.updateTenantStatus(id, status, reason)))
+      const res = await tx.query<TenantRow>(...args(sql.updateTenantStatus(id, status, reason, from)))
+      if (res.rowCount === 0 && from) {
+        const now = await tx.query<{ status: TenantStatus }>(...args(sql.tenantById(id)))
+        if (now.rows[0]) {
+          throw new TenantryError('CONFLICT', `The tenant became ${now.rows[0].status} while this change was made; reload it and decide again.`, { details: { status: now.rows[0].status } })
+        }
+      }
       if (res.rowCount === 0) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${id}'.`)
-      await alsoInTransaction?.(tx)
-      return toTenant(res.rows[0])
+      const after = toTenant(res.rows[0])
+      await alsoInTransaction?.(tx, after)
+      return after
     })
   }
 

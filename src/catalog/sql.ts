@@ -64,6 +64,9 @@ CREATE TABLE IF NOT EXISTS tenantry.operations (
   finished_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS operations_state_idx ON tenantry.operations (state, kind);
+-- One running operation per tenant: two purges (or a purge and a move) of one tenant started
+-- together cannot both run; the second is refused with CONFLICT.
+CREATE UNIQUE INDEX IF NOT EXISTS operations_running_tenant_idx ON tenantry.operations (tenant_id) WHERE state = 'running' AND tenant_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tenantry.operation_targets (
   operation_id uuid NOT NULL REFERENCES tenantry.operations (id) ON DELETE CASCADE,
   target text NOT NULL,
@@ -111,6 +114,45 @@ export const listTenants = (filter: { status?: string; tier?: string; server?: s
   return { text: `SELECT ${TENANT_COLUMNS} FROM tenantry.tenants${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY slug`, values }
 }
 
+/** Filters of a page of tenants (see {@link pageTenants}). */
+export interface TenantPageFilter {
+  status?: string
+  tier?: string
+  server?: string
+  plan?: string
+  /** Slug prefix or part of the name, case-insensitive. */
+  search?: string
+  /** Slug of the last tenant of the previous page (keyset: the page starts after it). */
+  after?: string
+  limit: number
+}
+
+/**
+ * One page of tenants in slug order, by keyset (`slug > $after`) so that every page costs the same
+ * on the slug index however deep it is; one row more than `limit` tells whether another page follows.
+ */
+export const pageTenants = (f: TenantPageFilter): Statement => {
+  const where: string[] = []
+  const values: unknown[] = []
+  const bind = (v: unknown) => { values.push(v); return `$${values.length}` }
+  for (const col of ['status', 'tier', 'server', 'plan'] as const) if (f[col] !== undefined) where.push(`${col} = ${bind(f[col])}`)
+  if (f.search !== undefined && f.search !== '') {
+    const like = f.search.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)
+    where.push(`(slug LIKE ${bind(`${like}%`)} OR lower(name) LIKE ${bind(`%${like}%`)})`)
+  }
+  if (f.after !== undefined) where.push(`slug > ${bind(f.after)}`)
+  return {
+    text: `SELECT ${TENANT_COLUMNS} FROM tenantry.tenants${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY slug LIMIT ${bind(f.limit + 1)}`,
+    values,
+  }
+}
+
+/** Tenants counted by tier, server and status (the fleet's overview). */
+export const tenantCounts = (): Statement => ({
+  text: 'SELECT tier, server, status, count(*)::int AS n FROM tenantry.tenants GROUP BY tier, server, status ORDER BY server, tier, status',
+  values: [],
+})
+
 export const insertTenant = (t: {
   id: string; slug: string; name: string; status: string; tier: string; plan: string; region: string | null
   server: string; database: string; schema: string | null; config: Record<string, unknown>
@@ -120,11 +162,12 @@ export const insertTenant = (t: {
   values: [t.id, t.slug, t.name, t.status, t.tier, t.plan, t.region, t.server, t.database, t.schema, JSON.stringify(t.config)],
 })
 
-export const updateTenantStatus = (id: string, status: string, reason: string | null): Statement => ({
+/** With `from`, only a tenant still in one of those statuses changes (no row: another change came first). */
+export const updateTenantStatus = (id: string, status: string, reason: string | null, from?: readonly string[]): Statement => ({
   text: `UPDATE tenantry.tenants SET status = $2, status_reason = $3, updated_at = now(),
          deleted_at = CASE WHEN $2 = 'deleted' THEN coalesce(deleted_at, now()) ELSE NULL END
-         WHERE id = $1 RETURNING ${TENANT_COLUMNS}`,
-  values: [id, status, reason],
+         WHERE id = $1${from ? ' AND status = ANY($4::text[])' : ''} RETURNING ${TENANT_COLUMNS}`,
+  values: from ? [id, status, reason, [...from]] : [id, status, reason],
 })
 
 export const updateTenantFields = (id: string, fields: { name?: string; plan?: string; config?: Record<string, unknown> }): Statement => ({

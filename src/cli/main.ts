@@ -15,6 +15,8 @@ import { adviceLines, operationsTable, table, tenantDetails, tenantJson, tenants
 import { openTenantry, type ConnectionFlags } from './open.ts'
 import { registerResourceCommands } from './resources-commands.ts'
 import { registerConfigCommands } from './config-commands.ts'
+import { registerAdminCommands } from './admin-commands.ts'
+import { registerAuditCommands } from './audit-commands.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
@@ -195,11 +197,24 @@ export function buildProgram(): Command {
       .description('list tenants')
       .addOption(new Option('--status <status>', 'only tenants in this status').choices(STATUSES))
       .addOption(new Option('--tier <tier>', 'only tenants on this tier').choices(TIERS as string[]))
+      .option('--server <server>', 'only tenants placed on this server')
+      .option('--plan <plan>', 'only tenants on this plan')
+      .option('--search <text>', 'slug prefix or part of the name')
+      .option('--limit <n>', 'one page of at most n tenants (1 to 500); the next page\'s cursor goes to stderr', intRange('--limit', 1, 500))
+      .option('--cursor <cursor>', 'start after the page that printed this cursor')
       .option('--json', 'print JSON'),
-  ).action(async (opts: ConnectionFlags & { status?: TenantStatus; tier?: Tier; json?: boolean }) => {
+  ).action(async (opts: ConnectionFlags & { status?: TenantStatus; tier?: Tier; server?: string; plan?: string; search?: string; limit?: number; cursor?: string; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
-      const all = await t.catalog.list({ status: opts.status, tier: opts.tier })
+      // The admin API's paginated list: one page with --limit, every page without.
+      const query = { status: opts.status, tier: opts.tier, server: opts.server, plan: opts.plan, search: opts.search }
+      let page = await t.catalog.page({ ...query, cursor: opts.cursor, limit: opts.limit ?? 500 })
+      const all = [...page.tenants]
+      while (opts.limit === undefined && page.next) {
+        page = await t.catalog.page({ ...query, cursor: page.next, limit: 500 })
+        all.push(...page.tenants)
+      }
       print(opts.json, all.map(tenantJson), () => tenantsTable(all))
+      if (opts.limit !== undefined && page.next) console.error(`next page: --cursor ${page.next}`)
     })
   })
 
@@ -217,7 +232,7 @@ export function buildProgram(): Command {
   withConnection(tenants.command('suspend <slug>').description('stop serving a tenant (403 TENANT_SUSPENDED); data is untouched').option('--reason <text>', 'shown to the tenant\'s users').option('--json', 'print JSON')).action(
     async (slug: string, opts: ConnectionFlags & { reason?: string; json?: boolean }) => {
       await withTenantry(opts, async (t) => {
-        const tenant = await t.suspend(slug, opts.reason)
+        const tenant = await t.suspend(slug, opts.reason, { actor: startedBy() })
         print(opts.json, tenantJson(tenant), () => `Suspended '${tenant.slug}'${tenant.statusReason ? `: ${tenant.statusReason}` : ''}.`)
       })
     },
@@ -226,7 +241,7 @@ export function buildProgram(): Command {
   withConnection(tenants.command('resume <slug>').description('serve a suspended tenant again').option('--json', 'print JSON')).action(
     async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
       await withTenantry(opts, async (t) => {
-        const tenant = await t.resume(slug)
+        const tenant = await t.resume(slug, { actor: startedBy() })
         print(opts.json, tenantJson(tenant), () => `Resumed '${tenant.slug}'.`)
       })
     },
@@ -235,7 +250,7 @@ export function buildProgram(): Command {
   withConnection(tenants.command('delete <slug>').description('soft delete: no longer served (404), data kept for the retention period').option('--json', 'print JSON')).action(
     async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
       await withTenantry(opts, async (t) => {
-        const tenant = await t.delete(slug)
+        const tenant = await t.delete(slug, { actor: startedBy() })
         print(opts.json, tenantJson(tenant), () => `Deleted '${tenant.slug}' (data kept; 'tenants purge ${tenant.slug}' removes it after the retention period, 'tenants restore ${tenant.slug}' undoes this).`)
       })
     },
@@ -244,7 +259,7 @@ export function buildProgram(): Command {
   withConnection(tenants.command('restore <slug>').description('undo a soft delete (the tenant comes back suspended)').option('--json', 'print JSON')).action(
     async (slug: string, opts: ConnectionFlags & { json?: boolean }) => {
       await withTenantry(opts, async (t) => {
-        const tenant = await t.restore(slug)
+        const tenant = await t.restore(slug, { actor: startedBy() })
         print(opts.json, tenantJson(tenant), () => `Restored '${tenant.slug}' as suspended; 'tenants resume ${tenant.slug}' serves it again.`)
       })
     },
@@ -469,6 +484,10 @@ export function buildProgram(): Command {
 
   registerResourceCommands(program, { withConnection, withTenantry, print })
   registerConfigCommands(program, { withConnection, withTenantry, print, startedBy })
+  // ---- admin API and console, audit log (issue 17) -------------------------------------------
+  const kit = { withConnection, withTenantry, print, startedBy, isoTime, intRange }
+  registerAdminCommands(program, kit)
+  registerAuditCommands(program, kit)
 
   return program
 }

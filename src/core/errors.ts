@@ -81,6 +81,10 @@ export const ErrorCodes = {
   FLAG_NOT_FOUND: 'FLAG_NOT_FOUND',
   /** A plugin's route, hook or handler threw; `details.plugin` names it. */
   PLUGIN_FAILED: 'PLUGIN_FAILED',
+  /** The admin API was called without valid admin credentials (no token, an unknown or revoked one, a bad JWT). */
+  ADMIN_UNAUTHORIZED: 'ADMIN_UNAUTHORIZED',
+  /** The admin credentials are valid but their role may not do this (viewer < operator < admin). */
+  ADMIN_FORBIDDEN: 'ADMIN_FORBIDDEN',
   /** Something unexpected; a bug or an infrastructure fault. */
   INTERNAL: 'INTERNAL',
 } as const
@@ -124,6 +128,8 @@ const STATUS: Record<ErrorCode, number> = {
   PLAN_NOT_FOUND: 404,
   FLAG_NOT_FOUND: 404,
   PLUGIN_FAILED: 500,
+  ADMIN_UNAUTHORIZED: 401,
+  ADMIN_FORBIDDEN: 403,
   INTERNAL: 500,
 }
 

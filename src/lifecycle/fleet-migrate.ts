@@ -26,6 +26,8 @@ export interface FleetMigrateOptions {
   /** Called as targets finish (at most every 200 ms, and once at the end). */
   onProgress?: (progress: MigrateProgress) => void
   startedBy?: string
+  /** Called once the run has its operation (started or joined), before any target is migrated: its id shows the run's progress. */
+  onStart?: (operationId: string) => void
   /**
    * Pace the run against the load of the server it migrates (default on): the run takes at most
    * half of the CPU the users' load leaves idle (read from the server's /proc/stat; where that
@@ -193,6 +195,7 @@ export class FleetMigrator {
     }
 
     const opId = await this.joinOrStart(work, opts)
+    opts.onStart?.(opId)
     // The server of the first target claimed (claims go canaries first, then by label).
     const first = [...work].sort((a, b) => Number(b.canary) - Number(a.canary) || a.label.localeCompare(b.label))[0].server
     let pace: PaceReport | undefined

@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto'
+import type { AuditActor, AuditLog } from '../audit/index.ts'
 import type { Catalog } from '../catalog/catalog.ts'
 import { withTenant } from '../context/context.ts'
 import { TenantryError } from '../core/errors.ts'
 import type { Server, Tenant } from '../core/types.ts'
 import { isUuid, printable } from '../core/validation.ts'
 import type { DataPlane } from '../data/data-plane.ts'
+import type { Queryable } from '../data/executor.ts'
 import { TENANT_TABLES_SQL, deleteOrder } from '../data/sql.ts'
 import { TenantHandle } from '../data/tenant-handle.ts'
 import { TIER_STRATEGIES } from '../data/tiers/index.ts'
@@ -27,6 +29,8 @@ export interface LifecycleOptions {
   hooks: ProvisionHook[]
   /** Days a deleted tenant's data is kept before `purge` may remove it without `force`. */
   retentionDays: number
+  /** Where status changes made on someone's behalf are recorded, in the change's transaction. */
+  audit?: AuditLog
 }
 
 /** What a purge removed. */
@@ -86,39 +90,48 @@ export class Lifecycle {
   }
 
   /** Suspend: requests get 403 `TENANT_SUSPENDED` with the reason, data is untouched. */
-  async suspend(slugOrId: string, reason?: string): Promise<Tenant> {
+  async suspend(slugOrId: string, reason?: string, by?: AuditActor): Promise<Tenant> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status !== 'active' && tenant.status !== 'suspended') throw this.wrongState(tenant, 'suspend')
-    const t = await this.o.catalog.setStatus(tenant.id, 'suspended', reason?.trim() || null)
+    const t = await this.o.catalog.setStatus(tenant.id, 'suspended', reason?.trim() || null, this.audited('tenant.suspend', tenant, by), ['active', 'suspended'])
     this.o.events.emit('tenant.suspended', { tenant: t })
     return t
   }
 
-  async resume(slugOrId: string): Promise<Tenant> {
+  async resume(slugOrId: string, by?: AuditActor): Promise<Tenant> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status !== 'suspended' && tenant.status !== 'active') throw this.wrongState(tenant, 'resume')
-    const t = await this.o.catalog.setStatus(tenant.id, 'active', null)
+    const t = await this.o.catalog.setStatus(tenant.id, 'active', null, this.audited('tenant.resume', tenant, by), ['suspended', 'active'])
     this.o.events.emit('tenant.resumed', { tenant: t })
     return t
   }
 
   /** Soft delete: the tenant is no longer served (404) and its data is kept for the retention period. */
-  async delete(slugOrId: string): Promise<Tenant> {
+  async delete(slugOrId: string, by?: AuditActor): Promise<Tenant> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status === 'provisioning') throw this.wrongState(tenant, 'delete')
     if (tenant.status === 'deleted') return tenant
-    const t = await this.o.catalog.setStatus(tenant.id, 'deleted', null)
+    const t = await this.o.catalog.setStatus(tenant.id, 'deleted', null, this.audited('tenant.delete', tenant, by), ['active', 'suspended', 'deleted'])
     this.o.events.emit('tenant.deleted', { tenant: t })
     return t
   }
 
   /** Restore a soft-deleted tenant within its retention period (it comes back suspended). */
-  async restore(slugOrId: string): Promise<Tenant> {
+  async restore(slugOrId: string, by?: AuditActor): Promise<Tenant> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status !== 'deleted') throw this.wrongState(tenant, 'restore')
-    const t = await this.o.catalog.setStatus(tenant.id, 'suspended', 'Restored after deletion; resume it to serve it again.')
+    const t = await this.o.catalog.setStatus(tenant.id, 'suspended', 'Restored after deletion; resume it to serve it again.', this.audited('tenant.restore', tenant, by), ['deleted'])
     this.o.events.emit('tenant.restored', { tenant: t })
     return t
+  }
+
+  /** The audit entry of a status change on `by`'s behalf, appended in the change's transaction: both commit or neither. */
+  private audited(action: string, before: Tenant, by: AuditActor | undefined): ((tx: Queryable, after: Tenant) => Promise<void>) | undefined {
+    const audit = this.o.audit
+    if (!by || !audit) return undefined
+    return async (tx, after) => {
+      await audit.append({ actor: by.actor, action, tenantId: before.id, slug: before.slug, requestId: by.requestId, before, after, details: by.details }, tx)
+    }
   }
 
   /**

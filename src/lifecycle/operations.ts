@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { AdminQueryable } from '../data/driver.ts'
+import { TenantryError } from '../core/errors.ts'
 import * as sql from './sql.ts'
 
 export type OperationState = 'running' | 'done' | 'failed' | 'rolled_back'
@@ -165,7 +166,10 @@ export class Operations {
     const res = await q.query<OpRow>(...args(sql.insertOperation({
       id: randomUUID(), kind, tenantId: o.tenantId ?? null, slug: o.slug ?? null, params: o.params, step: o.step,
       startedBy: o.startedBy ?? defaultStartedBy(), owner: this.worker,
-    })))
+    }))).catch((err) => {
+      if ((err as { code?: string }).code !== '23505') throw err
+      throw new TenantryError('CONFLICT', `Another operation on tenant '${o.slug ?? o.tenantId}' is running; wait for it to finish ('tenantry operations list --state running').`, { cause: err, details: { kind } })
+    })
     const op = toOperation(res.rows[0])
     this.observer?.started(op)
     return op

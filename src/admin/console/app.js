@@ -1,0 +1,490 @@
+// The Tenantry console: Preact + htm as ES modules (no build step), uPlot for usage charts.
+// Authentication is a bearer token kept in sessionStorage and sent in the Authorization header on
+// each call: a cross-site page cannot send it, so the console needs no CSRF token.
+import { h, render } from 'preact'
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks'
+import htm from 'htm'
+
+const html = htm.bind(h)
+const TOKEN_KEY = 'tenantry.admin.token'
+
+// ---- API ---------------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message ?? `HTTP ${status}`)
+    this.status = status
+    this.code = body?.code ?? 'HTTP_' + status
+    this.details = body?.details
+  }
+}
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY)
+}
+
+async function api(path, { method = 'GET', body } = {}) {
+  const headers = { authorization: `Bearer ${token()}` }
+  if (body !== undefined) headers['content-type'] = 'application/json'
+  const res = await fetch(`api/${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+  const text = await res.text()
+  const data = text ? JSON.parse(text) : null
+  if (!res.ok) {
+    // A token revoked or expired meanwhile: back to the sign-in page (it reports its own 401s).
+    if (res.status === 401 && token()) {
+      sessionStorage.removeItem(TOKEN_KEY)
+      dispatchEvent(new Event('tenantry:signed-out'))
+    }
+    throw new ApiError(res.status, data)
+  }
+  return data
+}
+
+/** Follow an operation's server-sent events (fetch, because EventSource cannot send the header). */
+async function followOperation(id, onProgress, signal) {
+  const res = await fetch(`api/operations/${id}/events`, { headers: { authorization: `Bearer ${token()}` }, signal })
+  if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null))
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+  let buffer = ''
+  for (;;) {
+    const { value, done } = await reader.read()
+    if (done) return
+    buffer += value
+    let cut
+    while ((cut = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, cut)
+      buffer = buffer.slice(cut + 2)
+      const data = block.split('\n').find((l) => l.startsWith('data: '))
+      if (data) onProgress(JSON.parse(data.slice(6)))
+    }
+  }
+}
+
+// ---- small pieces ------------------------------------------------------------------------------
+
+function useLoad(load, deps) {
+  const [state, setState] = useState({ loading: true, data: null, error: null })
+  const latest = useRef(0)
+  const reload = useCallback(() => {
+    // Only the newest request's answer is shown: a slow answer to an older search must not win.
+    const n = ++latest.current
+    setState((s) => ({ ...s, loading: true }))
+    load().then(
+      (data) => { if (n === latest.current) setState({ loading: false, data, error: null }) },
+      (error) => { if (n === latest.current) setState({ loading: false, data: null, error }) },
+    )
+  }, deps)
+  useEffect(reload, [reload])
+  return { ...state, reload }
+}
+
+function ErrorNote({ error }) {
+  if (!error) return null
+  return html`<p class="error" role="alert"><strong>${error.code}</strong> ${error.message}</p>`
+}
+
+function Title({ children, focus = true }) {
+  const ref = useRef(null)
+  // Focus moves to the page's heading on navigation, so keyboard and screen-reader users start there.
+  useEffect(() => { if (focus) ref.current?.focus() }, [])
+  return html`<h1 tabindex="-1" ref=${ref}>${children}</h1>`
+}
+
+function Status({ status }) {
+  return html`<span class=${`status status-${status}`}>${status}</span>`
+}
+
+function Progress({ percent, label }) {
+  const value = percent ?? undefined
+  return html`<div class="progress"><progress max="100" value=${value} aria-label=${label}></progress><span>${percent === null || percent === undefined ? '…' : `${percent}%`}</span></div>`
+}
+
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : '-')
+
+/** A confirmation dialog (native <dialog>: focus is trapped inside, Escape cancels). */
+function Confirm({ title, children, confirmLabel, danger, onConfirm, onClose }) {
+  const ref = useRef(null)
+  const [busy, setBusy] = useState(false)
+  const [error, setError] = useState(null)
+  useEffect(() => {
+    const d = ref.current
+    d.showModal()
+    const cancel = (e) => { e.preventDefault(); onClose() }
+    d.addEventListener('cancel', cancel)
+    return () => d.removeEventListener('cancel', cancel)
+  }, [])
+  const submit = async (e) => {
+    e.preventDefault()
+    setBusy(true)
+    setError(null)
+    try {
+      await onConfirm(new FormData(e.target))
+      onClose()
+    } catch (err) {
+      setError(err)
+      setBusy(false)
+    }
+  }
+  return html`<dialog ref=${ref} aria-labelledby="dialog-title">
+    <form method="dialog" onSubmit=${submit}>
+      <h2 id="dialog-title">${title}</h2>
+      ${children}
+      <${ErrorNote} error=${error} />
+      <div class="buttons">
+        <button type="button" onClick=${onClose}>Cancel</button>
+        <button type="submit" class=${danger ? 'danger' : 'primary'} disabled=${busy}>${busy ? 'Working…' : confirmLabel}</button>
+      </div>
+    </form>
+  </dialog>`
+}
+
+// ---- pages -------------------------------------------------------------------------------------
+
+function SignIn({ onSignedIn }) {
+  const [error, setError] = useState(null)
+  const submit = async (e) => {
+    e.preventDefault()
+    const value = new FormData(e.target).get('token').trim()
+    sessionStorage.setItem(TOKEN_KEY, value)
+    try {
+      await api('overview')
+      onSignedIn()
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY)
+      setError(err)
+    }
+  }
+  return html`<main id="main" class="signin">
+    <${Title} focus=${false}>Tenantry console</${Title}>
+    <form onSubmit=${submit}>
+      <label for="token">Admin token</label>
+      <input id="token" name="token" type="password" autocomplete="off" required placeholder="tnta_…" autofocus />
+      <p class="hint">Create one with <code>${'tenantry admin tokens create <name> --role operator'}</code>. It is kept for this tab only.</p>
+      <button type="submit" class="primary">Sign in</button>
+      <${ErrorNote} error=${error} />
+    </form>
+  </main>`
+}
+
+/** The noisiest tenants of the last 24 hours by database time, as bars of their server's share. */
+function TopTenants() {
+  const { data, error } = useLoad(() => api('usage/top?by=db_time&periodMs=86400000&limit=10'), [])
+  if (error) return html`<${ErrorNote} error=${error} />`
+  if (!data) return null
+  return html`<section class="card" aria-label="Top tenants">
+    <h2>Top tenants by database time, last 24 h</h2>
+    ${data.length === 0 ? html`<p class="hint">No usage metered in the last 24 hours.</p>` : data.map((r) => html`<div class="bar-row wide-label">
+      <span class="bar-label"><a href=${`#/tenants/${r.slug}`}>${r.slug ?? r.tenantId.slice(0, 8)}</a></span>
+      <span class="bar" role="img" aria-label=${`${r.slug}: ${Math.round(r.serverDbTimeShare * 100)}% of ${r.server}'s database time, ${r.requests} requests`}><span style=${`width:${Math.round(r.serverDbTimeShare * 100)}%`}></span></span>
+      <span class="bar-n">${Math.round(r.serverDbTimeShare * 100)}%</span></div>`)}
+  </section>`
+}
+
+function Overview() {
+  const { data, error } = useLoad(() => api('overview'), [])
+  if (error) return html`<${ErrorNote} error=${error} />`
+  if (!data) return html`<p>Loading…</p>`
+  const sum = (f) => data.tenants.filter(f).reduce((n, c) => n + c.count, 0)
+  const total = sum(() => true)
+  const group = (key, values) => values.map((v) => ({ label: v, n: sum((c) => c[key] === v) }))
+  const servers = [...new Set(data.tenants.map((c) => c.server))]
+  const Bars = ({ title, rows }) => html`<section class="card" aria-label=${title}>
+    <h2>${title}</h2>
+    ${rows.map((r) => html`<div class="bar-row"><span class="bar-label">${r.label}</span>
+      <span class="bar" role="img" aria-label=${`${r.label}: ${r.n} tenants`}><span style=${`width:${total ? (100 * r.n) / total : 0}%`}></span></span>
+      <span class="bar-n">${r.n}</span></div>`)}
+  </section>`
+  return html`<div>
+    <${Title}>Fleet overview</${Title}>
+    <p class="lead">${total} tenants on ${data.servers.length} server${data.servers.length === 1 ? '' : 's'}; ${data.running.length} operation${data.running.length === 1 ? '' : 's'} running.</p>
+    <div class="cards">
+      <${Bars} title="By tier" rows=${group('tier', ['pooled', 'schema', 'database'])} />
+      <${Bars} title="By status" rows=${group('status', ['active', 'suspended', 'provisioning', 'deleted'])} />
+      <${Bars} title="By server" rows=${group('server', servers)} />
+    </div>
+    <div class="cards top"><${TopTenants} /></div>
+    <h2>Servers</h2>
+    <table>
+      <thead><tr><th scope="col">Server</th><th scope="col">Region</th><th scope="col">Tenants</th><th scope="col">Connections in use (server)</th><th scope="col">This process's pool</th></tr></thead>
+      <tbody>${data.servers.map((s) => html`<tr>
+        <th scope="row">${s.name}</th><td>${s.region ?? '-'}</td><td>${s.tenants}</td>
+        <td>${s.connections ? html`<${Progress} percent=${Math.round((100 * s.connections.used) / s.connections.max)} label=${`${s.name} connections`} /> <small>${s.connections.used} of ${s.connections.max}</small>` : 'n/a'}</td>
+        <td>${s.pool ? `${s.pool.open} open, ${s.pool.busy} busy, budget ${s.pool.budget}` : '-'}</td>
+      </tr>`)}</tbody>
+    </table>
+    ${data.running.length > 0 && html`<h2>Running operations</h2><ul>${data.running.map((o) => html`<li><a href=${`#/operations/${o.id}`}>${o.kind} ${o.slug ?? ''}</a> — ${o.step ?? ''}</li>`)}</ul>`}
+  </div>`
+}
+
+function Tenants({ query }) {
+  const [filters, setFilters] = useState({ q: query.get('q') ?? '', status: query.get('status') ?? '', tier: query.get('tier') ?? '' })
+  const [cursors, setCursors] = useState([null])
+  const [creating, setCreating] = useState(false)
+  const cursor = cursors[cursors.length - 1]
+  const params = new URLSearchParams({ limit: '25' })
+  for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v)
+  if (cursor) params.set('cursor', cursor)
+  const { data, error, reload } = useLoad(() => api(`tenants?${params}`), [params.toString()])
+  const change = (e) => { setFilters({ ...filters, [e.target.name]: e.target.value }); setCursors([null]) }
+  return html`<div>
+    <${Title}>Tenants</${Title}>
+    <form class="filters" role="search" onSubmit=${(e) => e.preventDefault()}>
+      <label>Search <input type="search" name="q" value=${filters.q} onInput=${change} placeholder="slug or name" /></label>
+      <label>Status <select name="status" value=${filters.status} onChange=${change}>
+        <option value="">any</option>${['active', 'suspended', 'provisioning', 'deleted'].map((s) => html`<option>${s}</option>`)}</select></label>
+      <label>Tier <select name="tier" value=${filters.tier} onChange=${change}>
+        <option value="">any</option>${['pooled', 'schema', 'database'].map((s) => html`<option>${s}</option>`)}</select></label>
+      <button type="button" class="primary" onClick=${() => setCreating(true)}>Provision tenant…</button>
+    </form>
+    <${ErrorNote} error=${error} />
+    ${data && html`<table aria-label="Tenants">
+      <thead><tr><th scope="col">Slug</th><th scope="col">Name</th><th scope="col">Tier</th><th scope="col">Status</th><th scope="col">Plan</th><th scope="col">Server</th><th scope="col">Created</th></tr></thead>
+      <tbody>${data.tenants.length === 0 ? html`<tr><td colspan="7">No tenants match.</td></tr>` : data.tenants.map((t) => html`<tr>
+        <th scope="row"><a href=${`#/tenants/${t.slug}`}>${t.slug}</a></th><td>${t.name}</td><td>${t.tier}</td><td><${Status} status=${t.status} /></td>
+        <td>${t.plan}</td><td>${t.placement.server}</td><td>${when(t.createdAt)}</td></tr>`)}</tbody>
+    </table>
+    <nav class="pager" aria-label="Pages">
+      <button type="button" disabled=${cursors.length === 1} onClick=${() => setCursors([null])}>First page</button>
+      <button type="button" disabled=${cursors.length === 1} onClick=${() => setCursors(cursors.slice(0, -1))}>Previous</button>
+      <span>Page ${cursors.length}</span>
+      <button type="button" disabled=${!data.next} onClick=${() => setCursors([...cursors, data.next])}>Next</button>
+    </nav>`}
+    ${creating && html`<${Confirm} title="Provision a tenant" confirmLabel="Provision" onClose=${() => setCreating(false)}
+      onConfirm=${async (form) => {
+        const body = { slug: form.get('slug'), tier: form.get('tier') }
+        if (form.get('name')) body.name = form.get('name')
+        if (form.get('plan')) body.plan = form.get('plan')
+        const t = await api('tenants', { method: 'POST', body })
+        reload()
+        location.hash = `#/tenants/${t.slug}`
+      }}>
+      <label for="new-slug">Slug</label><input id="new-slug" name="slug" required pattern="[a-z0-9]([a-z0-9\\-]{0,61}[a-z0-9])?" autofocus />
+      <label for="new-name">Name</label><input id="new-name" name="name" maxlength="200" />
+      <label for="new-tier">Tier</label><select id="new-tier" name="tier">${['pooled', 'schema', 'database'].map((s) => html`<option>${s}</option>`)}</select>
+      <label for="new-plan">Plan</label><input id="new-plan" name="plan" placeholder="default" />
+    </${Confirm}>`}
+  </div>`
+}
+
+function UsageChart({ slug }) {
+  const ref = useRef(null)
+  const { data, error } = useLoad(() => api(`tenants/${slug}/usage?granularity=hour&from=${new Date(Date.now() - 7 * 86400000).toISOString()}`), [slug])
+  useEffect(() => {
+    if (!data || !ref.current || data.length === 0) return
+    const xs = data.map((r) => new Date(r.bucket).getTime() / 1000)
+    const plot = new window.uPlot({
+      width: Math.min(ref.current.clientWidth || 900, 1100), height: 240, title: 'Requests and database time per hour (7 days)',
+      series: [{}, { label: 'requests', stroke: '#2563eb', width: 2 }, { label: 'db time (ms)', stroke: '#d97706', width: 2, scale: 'ms' }],
+      axes: [{}, { label: 'requests' }, { side: 1, scale: 'ms', label: 'ms', grid: { show: false } }],
+    }, [xs, data.map((r) => r.requests), data.map((r) => r.dbTimeMs)], ref.current)
+    return () => plot.destroy()
+  }, [data])
+  if (error) return html`<${ErrorNote} error=${error} />`
+  if (!data) return html`<p>Loading usage…</p>`
+  if (data.length === 0) return html`<p class="hint">No usage metered in the last 7 days.</p>`
+  return html`<figure class="chart" ref=${ref} aria-label=${`Usage chart of ${slug}: ${data.reduce((n, r) => n + r.requests, 0)} requests in 7 days`}></figure>`
+}
+
+const ACTIONS = {
+  suspend: { label: 'Suspend', danger: true, when: ['active'], text: (t) => `Requests for ${t.slug} will get 403 TENANT_SUSPENDED. Its data is untouched.`, reason: true },
+  resume: { label: 'Resume', when: ['suspended'], text: (t) => `${t.slug} will be served again.` },
+  delete: { label: 'Delete', danger: true, when: ['active', 'suspended'], text: (t) => `${t.slug} will no longer be served (404); its data is kept for the retention period.` },
+  restore: { label: 'Restore', when: ['deleted'], text: (t) => `${t.slug} comes back suspended.` },
+  purge: { label: 'Purge', danger: true, when: ['deleted'], text: (t) => `All of ${t.slug}'s data is removed for good. This cannot be undone.`, force: true },
+}
+
+function TenantDetail({ slug }) {
+  const { data: t, error, reload } = useLoad(() => api(`tenants/${slug}`), [slug])
+  const [action, setAction] = useState(null)
+  const [domainError, setDomainError] = useState(null)
+  if (error) return html`<div><${Title}>${slug}</${Title}><${ErrorNote} error=${error} /></div>`
+  if (!t) return html`<p>Loading…</p>`
+  const run = async (name, form) => {
+    const body = {}
+    if (form.get('reason')) body.reason = form.get('reason')
+    if (form.get('force')) body.force = true
+    if (name === 'delete') await api(`tenants/${slug}`, { method: 'DELETE' })
+    else await api(`tenants/${slug}/${name}`, { method: 'POST', body })
+    if (name === 'purge') location.hash = '#/tenants'
+    else reload()
+  }
+  const addDomain = async (e) => {
+    e.preventDefault()
+    setDomainError(null)
+    try {
+      await api(`tenants/${slug}/domains`, { method: 'POST', body: { domain: new FormData(e.target).get('domain') } })
+      e.target.reset()
+      reload()
+    } catch (err) { setDomainError(err) }
+  }
+  const a = action && ACTIONS[action]
+  return html`<div>
+    <${Title}>${t.name} <small>(${t.slug})</small> <${Status} status=${t.status} /></${Title}>
+    ${t.statusReason && html`<p class="lead">${t.statusReason}</p>`}
+    <div class="actions" role="group" aria-label="Actions">
+      ${Object.entries(ACTIONS).filter(([, x]) => x.when.includes(t.status)).map(([name, x]) => html`<button type="button" class=${x.danger ? 'danger' : ''} onClick=${() => setAction(name)}>${x.label}…</button>`)}
+      <button type="button" disabled title="Moves between tiers are not available yet">Move…</button>
+      <button type="button" disabled title="Backups are not available yet">Back up…</button>
+    </div>
+    <div class="cards">
+      <section class="card"><h2>Placement</h2><dl>
+        <dt>Tier</dt><dd>${t.tier}</dd><dt>Server</dt><dd>${t.placement.server}</dd><dt>Database</dt><dd>${t.placement.database}</dd>
+        <dt>Schema</dt><dd>${t.placement.schema ?? '-'}</dd><dt>Region</dt><dd>${t.region ?? '-'}</dd></dl></section>
+      <section class="card"><h2>Plan and config</h2><dl>
+        <dt>Plan</dt><dd>${t.plan}</dd><dt>Id</dt><dd><code>${t.id}</code></dd><dt>Created</dt><dd>${when(t.createdAt)}</dd>
+        <dt>Config</dt><dd><code>${JSON.stringify(t.config)}</code></dd></dl></section>
+      <section class="card"><h2>Domains</h2>
+        <ul>${t.domains.length === 0 ? html`<li>none</li>` : t.domains.map((d) => html`<li>${d} <button type="button" class="link" aria-label=${`Remove ${d}`} onClick=${async () => { await api(`tenants/${slug}/domains/${d}`, { method: 'DELETE' }).catch(setDomainError); reload() }}>remove</button></li>`)}</ul>
+        <form onSubmit=${addDomain} class="inline"><label for="domain">Add domain</label><input id="domain" name="domain" required placeholder="app.example.com" /><button type="submit">Add</button></form>
+        <${ErrorNote} error=${domainError} /></section>
+    </div>
+    <h2>Usage</h2>
+    <${UsageChart} slug=${slug} />
+    <h2>Recent changes</h2>
+    <${AuditTable} entries=${t.audit} />
+    ${a && html`<${Confirm} title=${`${a.label} ${t.slug}?`} confirmLabel=${a.label} danger=${a.danger} onClose=${() => setAction(null)} onConfirm=${(form) => run(action, form)}>
+      <p>${a.text(t)}</p>
+      ${a.reason && html`<label for="reason">Reason (shown to its users)</label><input id="reason" name="reason" maxlength="500" autofocus />`}
+      ${a.force && html`<label class="check"><input type="checkbox" name="force" /> Purge before the retention period ends</label>`}
+    </${Confirm}>`}
+  </div>`
+}
+
+function Operations() {
+  const { data, error, reload } = useLoad(() => api('operations?limit=50'), [])
+  useEffect(() => {
+    const timer = setInterval(reload, 3000)
+    return () => clearInterval(timer)
+  }, [reload])
+  return html`<div>
+    <${Title}>Operations</${Title}>
+    <${ErrorNote} error=${error} />
+    ${data && html`<table aria-label="Operations">
+      <thead><tr><th scope="col">Kind</th><th scope="col">Tenant</th><th scope="col">State</th><th scope="col">Progress</th><th scope="col">Step</th><th scope="col">Started</th><th scope="col">By</th></tr></thead>
+      <tbody>${data.map((o) => html`<tr><th scope="row"><a href=${`#/operations/${o.id}`}>${o.kind}</a></th><td>${o.slug ?? '-'}</td>
+        <td><${Status} status=${o.state} /></td><td><${Progress} percent=${o.percent} label=${`${o.kind} ${o.slug ?? ''} progress`} /></td><td>${o.step ?? '-'}</td><td>${when(o.createdAt)}</td><td>${o.startedBy}</td></tr>`)}</tbody>
+    </table>`}
+  </div>`
+}
+
+function LiveProgress({ id, initial, onEnd }) {
+  const [p, setP] = useState(initial)
+  const [error, setError] = useState(null)
+  useEffect(() => {
+    const ctl = new AbortController()
+    followOperation(id, setP, ctl.signal).then(() => onEnd?.(), (err) => { if (err.name !== 'AbortError') setError(err) })
+    return () => ctl.abort()
+  }, [id])
+  return html`<div class="live" aria-live="polite">
+    <${Progress} percent=${p?.percent} label="Operation progress" />
+    <p>${p ? html`<${Status} status=${p.state} /> ${p.total !== null ? `${p.finished} of ${p.total} targets` : ''}${p.failed ? `, ${p.failed} failed` : ''}${p.step ? ` — step ${p.step}` : ''}` : 'Connecting…'}</p>
+    <${ErrorNote} error=${error} />
+  </div>`
+}
+
+function OperationDetail({ id }) {
+  const { data: op, error } = useLoad(() => api(`operations/${id}`), [id])
+  if (error) return html`<${ErrorNote} error=${error} />`
+  if (!op) return html`<p>Loading…</p>`
+  return html`<div>
+    <${Title}>${op.kind} ${op.slug ?? ''}</${Title}>
+    <${LiveProgress} id=${id} initial=${op.progress} />
+    <dl class="wide"><dt>Id</dt><dd><code>${op.id}</code></dd><dt>Started</dt><dd>${when(op.createdAt)} by ${op.startedBy}</dd>
+      <dt>Finished</dt><dd>${when(op.finishedAt)}</dd>${op.error && html`<dt>Error</dt><dd>${op.error}</dd>`}</dl>
+    ${op.targets.length > 0 && html`<h2>Targets</h2><table><thead><tr><th scope="col">Target</th><th scope="col">Tenant</th><th scope="col">State</th><th scope="col">Applied</th></tr></thead>
+      <tbody>${op.targets.map((x) => html`<tr><th scope="row">${x.target}</th><td>${x.slug ?? '(pooled)'}</td><td><${Status} status=${x.state} /></td><td>${x.applied.join(', ')}</td></tr>`)}</tbody></table>`}
+  </div>`
+}
+
+function Migrations() {
+  const { data, error, reload } = useLoad(() => api('migrations/plan'), [])
+  const [confirming, setConfirming] = useState(false)
+  const [running, setRunning] = useState(null)
+  return html`<div>
+    <${Title}>Migrations</${Title}>
+    <${ErrorNote} error=${error} />
+    ${data && html`<p class="lead">${data.files.length} migration files; ${data.pending} of ${data.targets.length} targets have pending migrations.</p>
+      <div class="actions"><button type="button" class="primary" disabled=${data.pending === 0 && !running} onClick=${() => setConfirming(true)}>Run migrations…</button>
+        <button type="button" onClick=${reload}>Refresh plan</button></div>
+      ${running && html`<h2>Run <a href=${`#/operations/${running}`}>${running.slice(0, 8)}</a></h2><${LiveProgress} id=${running} initial=${null} onEnd=${reload} />`}
+      <table aria-label="Migration plan"><thead><tr><th scope="col">Target</th><th scope="col">Tier</th><th scope="col">Server</th><th scope="col">Tenant</th><th scope="col">Pending</th></tr></thead>
+      <tbody>${data.targets.map((t) => html`<tr><th scope="row">${t.target}</th><td>${t.tier}</td><td>${t.server}</td><td>${t.tenant ?? '(pooled)'}</td><td>${t.pending.join(', ') || 'up to date'}</td></tr>`)}</tbody></table>`}
+    ${confirming && html`<${Confirm} title="Run migrations?" confirmLabel="Run" onClose=${() => setConfirming(false)} onConfirm=${async () => {
+      const r = await api('migrations/run', { method: 'POST', body: {} })
+      if (r.operationId) setRunning(r.operationId)
+      else reload()
+    }}><p>${data.pending} targets will be brought to the latest migration, paced against the server's load.</p></${Confirm}>`}
+  </div>`
+}
+
+function AuditTable({ entries }) {
+  if (!entries || entries.length === 0) return html`<p class="hint">No audit entries.</p>`
+  return html`<table aria-label="Audit entries"><thead><tr><th scope="col">#</th><th scope="col">When</th><th scope="col">Actor</th><th scope="col">Action</th><th scope="col">Tenant</th><th scope="col">Details</th></tr></thead>
+    <tbody>${entries.map((e) => html`<tr><th scope="row">${e.seq}</th><td>${when(e.at)}</td><td>${e.actor}</td><td>${e.action}</td>
+      <td>${e.slug ? html`<a href=${`#/tenants/${e.slug}`}>${e.slug}</a>` : '-'}</td><td><code>${JSON.stringify(e.details)}</code></td></tr>`)}</tbody></table>`
+}
+
+function Audit() {
+  const [tenant, setTenant] = useState('')
+  const { data, error } = useLoad(() => api(`audit?limit=100${tenant ? `&tenant=${encodeURIComponent(tenant)}` : ''}`), [tenant])
+  const [verify, setVerify] = useState(null)
+  return html`<div>
+    <${Title}>Audit log</${Title}>
+    <form class="filters" role="search" onSubmit=${(e) => { e.preventDefault(); setTenant(new FormData(e.target).get('tenant').trim()) }}>
+      <label>Tenant <input name="tenant" placeholder="slug" /></label><button type="submit">Filter</button>
+      <button type="button" onClick=${() => api('audit/verify').then(setVerify, setVerify)}>Verify chain</button>
+    </form>
+    ${verify && (verify instanceof Error ? html`<${ErrorNote} error=${verify} />`
+      : html`<p role="status" class=${verify.ok ? 'ok' : 'error'}>${verify.ok ? `Intact: ${verify.entries} entries check out.` : `Tampered: ${verify.problems.map((p) => `#${p.seq} ${p.problem}`).join(', ')}`}</p>`)}
+    <${ErrorNote} error=${error} />
+    ${data && html`<${AuditTable} entries=${data.entries} />`}
+  </div>`
+}
+
+// ---- shell -------------------------------------------------------------------------------------
+
+const PAGES = [['overview', 'Overview'], ['tenants', 'Tenants'], ['operations', 'Operations'], ['migrations', 'Migrations'], ['audit', 'Audit log']]
+
+function useHash() {
+  const [hash, setHash] = useState(location.hash || '#/overview')
+  useEffect(() => {
+    const on = () => setHash(location.hash || '#/overview')
+    addEventListener('hashchange', on)
+    return () => removeEventListener('hashchange', on)
+  }, [])
+  return hash
+}
+
+function App() {
+  const [signedIn, setSignedIn] = useState(Boolean(token()))
+  const hash = useHash()
+  useEffect(() => {
+    const out = () => setSignedIn(false)
+    addEventListener('tenantry:signed-out', out)
+    return () => removeEventListener('tenantry:signed-out', out)
+  }, [])
+  if (!signedIn) return html`<${SignIn} onSignedIn=${() => setSignedIn(true)} />`
+  const [path, search = ''] = hash.slice(2).split('?')
+  const [section, id] = path.split('/')
+  const query = new URLSearchParams(search)
+  const page =
+    section === 'tenants' && id ? html`<${TenantDetail} key=${id} slug=${decodeURIComponent(id)} />`
+    : section === 'tenants' ? html`<${Tenants} query=${query} />`
+    : section === 'operations' && id ? html`<${OperationDetail} key=${id} id=${id} />`
+    : section === 'operations' ? html`<${Operations} />`
+    : section === 'migrations' ? html`<${Migrations} />`
+    : section === 'audit' ? html`<${Audit} />`
+    : html`<${Overview} />`
+  return html`<div class="shell">
+    <a class="skip" href="#main">Skip to content</a>
+    <header>
+      <span class="brand">Tenantry</span>
+      <nav aria-label="Sections"><ul>${PAGES.map(([key, label]) => html`<li><a href=${`#/${key}`} aria-current=${section === key || (!section && key === 'overview') ? 'page' : undefined}>${label}</a></li>`)}</ul></nav>
+      <button type="button" class="link" onClick=${() => { sessionStorage.removeItem(TOKEN_KEY); setSignedIn(false) }}>Sign out</button>
+    </header>
+    <main id="main" key=${hash}>${page}</main>
+  </div>`
+}
+
+render(html`<${App} />`, document.getElementById('root'))
+document.documentElement.dataset.ready = 'true'

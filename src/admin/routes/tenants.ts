@@ -1,0 +1,159 @@
+import type { FastifyRequest } from 'fastify'
+import type { AuditActor } from '../../audit/index.ts'
+import { TenantryError } from '../../core/errors.ts'
+import type { Tenant, TenantStatus, Tier } from '../../core/types.ts'
+import { tenantJson } from '../../cli/format.ts'
+import type { AdminContext, AdminRoutes } from '../context.ts'
+import { SLUG_PATTERN, emptyBody, errors, slugParam, tenantSchema } from '../schemas.ts'
+
+const TAG = ['tenants']
+
+const listQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    status: { type: 'string', enum: ['provisioning', 'active', 'suspended', 'deleted'] },
+    tier: { type: 'string', enum: ['pooled', 'schema', 'database'] },
+    server: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
+    plan: { type: 'string', minLength: 1, maxLength: 100 },
+    q: { type: 'string', maxLength: 100, description: 'slug prefix or part of the name' },
+    cursor: { type: 'string', maxLength: 200, description: 'the `next` of the previous page' },
+    limit: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
+  },
+} as const
+
+const createBody = {
+  type: 'object',
+  required: ['slug', 'tier'],
+  additionalProperties: false,
+  properties: {
+    slug: { type: 'string', pattern: SLUG_PATTERN },
+    tier: { type: 'string', enum: ['pooled', 'schema', 'database'] },
+    name: { type: 'string', minLength: 1, maxLength: 200 },
+    plan: { type: 'string', minLength: 1, maxLength: 100 },
+    server: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
+    region: { type: 'string', minLength: 1, maxLength: 100 },
+  },
+} as const
+
+const reasonBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { reason: { type: 'string', maxLength: 500 } },
+} as const
+
+const purgeBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { force: { type: 'boolean', default: false, description: 'purge before the retention period ends, or a tenant that was not deleted' } },
+} as const
+
+const domainBody = {
+  type: 'object',
+  required: ['domain'],
+  additionalProperties: false,
+  properties: { domain: { type: 'string', minLength: 3, maxLength: 253, pattern: '^(?=.{3,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\.)+[a-zA-Z]{2,63}$' } },
+} as const
+
+const tenantReply = { 200: tenantSchema, ...errors(404, 409) }
+
+/** The tenant a path names, or 404: destructive actions on a missing tenant change nothing. */
+async function mustFind(ctx: AdminContext, slug: string): Promise<Tenant> {
+  const t = await ctx.tenantry.findTenant(slug)
+  if (!t) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug '${slug}'.`)
+  return t
+}
+
+const slugOf = (r: FastifyRequest) => (r.params as { slug: string }).slug
+
+/** Tenants: create with a tier, list (filters, keyset cursor), show, suspend/resume, delete/restore, purge, domains. */
+export const tenantRoutes: AdminRoutes = (app, ctx) => {
+  const { tenantry } = ctx
+
+  app.get('/tenants', {
+    schema: { tags: TAG, summary: 'List tenants, a page at a time (slug order)', querystring: listQuery },
+  }, async function listTenants(request) {
+    const q = request.query as { status?: TenantStatus; tier?: Tier; server?: string; plan?: string; q?: string; cursor?: string; limit: number }
+    const page = await tenantry.catalog.page({ status: q.status, tier: q.tier, server: q.server, plan: q.plan, search: q.q, cursor: q.cursor, limit: q.limit })
+    return { tenants: page.tenants.map(tenantJson), next: page.next }
+  })
+
+  app.post('/tenants', {
+    schema: { tags: TAG, summary: 'Provision a tenant on a tier (a durable operation)', body: createBody, response: { 201: tenantSchema, ...errors(409) } },
+    config: { adminRole: 'operator' },
+  }, async function createTenant(request, reply) {
+    const body = request.body as { slug: string; tier: Tier; name?: string; plan?: string; server?: string; region?: string }
+    const tenant = await ctx.audited(request, { action: 'tenant.create', before: null, after: (t) => t, tenant: (t) => t, details: () => ({ tier: body.tier }) },
+      () => tenantry.provision(body, request.admin.actor))
+    return reply.code(201).send(tenantJson(tenant))
+  })
+
+  app.get('/tenants/:slug', {
+    schema: { tags: TAG, summary: 'One tenant with its domains and recent operations', params: slugParam, response: { 200: { type: 'object', additionalProperties: true }, ...errors(404) } },
+  }, async function showTenant(request) {
+    const tenant = await mustFind(ctx, slugOf(request))
+    const [domains, audit] = await Promise.all([tenantry.catalog.domainsOf(tenant.id), tenantry.audit.list({ tenant: tenant.id, limit: 20 })])
+    return { ...tenantJson(tenant), domains, audit }
+  })
+
+  // Status changes: the library appends the audit entry in the change's own transaction.
+  const byOf = (request: FastifyRequest, details?: Record<string, unknown>): AuditActor => ({ actor: request.admin.actor, requestId: request.id, details })
+  const action = (path: string, summary: string, run: (id: string, body: { reason?: string }, by: AuditActor) => Promise<Tenant>, body: object = emptyBody) => {
+    app.post(`/tenants/:slug/${path}`, {
+      schema: { tags: TAG, summary, params: slugParam, body, response: tenantReply },
+      config: { adminRole: 'operator' },
+    }, async function tenantAction(request) {
+      const before = await mustFind(ctx, slugOf(request))
+      const body = (request.body ?? {}) as { reason?: string }
+      return tenantJson(await run(before.id, body, byOf(request, body.reason ? { reason: body.reason } : undefined)))
+    })
+  }
+  action('suspend', 'Suspend: its requests get 403 TENANT_SUSPENDED; data untouched', (id, b, by) => tenantry.suspend(id, b.reason, by), reasonBody)
+  action('resume', 'Serve a suspended tenant again', (id, _b, by) => tenantry.resume(id, by))
+  action('restore', 'Undo a soft delete (the tenant comes back suspended)', (id, _b, by) => tenantry.restore(id, by))
+
+  app.delete('/tenants/:slug', {
+    schema: { tags: TAG, summary: 'Soft delete: no longer served (404), data kept for the retention period', params: slugParam, response: tenantReply },
+    config: { adminRole: 'operator' },
+  }, async function deleteTenant(request) {
+    const before = await mustFind(ctx, slugOf(request))
+    return tenantJson(await tenantry.delete(before.id, byOf(request)))
+  })
+
+  app.post('/tenants/:slug/purge', {
+    schema: { tags: TAG, summary: "Remove a deleted tenant's data and catalog row for good", params: slugParam, body: purgeBody, response: { 200: { type: 'object', additionalProperties: true }, ...errors(404, 409) } },
+    config: { adminRole: 'admin' },
+  }, async function purgeTenant(request) {
+    const before = await mustFind(ctx, slugOf(request))
+    const { force } = request.body as { force: boolean }
+    const r = await ctx.audited(request, { action: 'tenant.purge', before, after: () => null, details: (x) => ({ operationId: x.operationId, removed: x.removed, force }) },
+      () => tenantry.purge(before.id, { force, startedBy: request.admin.actor }))
+    return { tenant: tenantJson(r.tenant), operationId: r.operationId, removed: r.removed }
+  })
+
+  app.post('/tenants/:slug/domains', {
+    schema: { tags: TAG, summary: 'Attach a custom domain', params: slugParam, body: domainBody, response: { 201: { type: 'object', additionalProperties: true }, ...errors(404, 409) } },
+    config: { adminRole: 'operator' },
+  }, async function addDomain(request, reply) {
+    const tenant = await mustFind(ctx, slugOf(request))
+    const domain = (request.body as { domain: string }).domain.toLowerCase()
+    await ctx.audited(request, { action: 'tenant.domain.add', before: tenant, details: () => ({ domain }) }, () => tenantry.addDomain(tenant.id, domain))
+    return reply.code(201).send({ domains: await tenantry.catalog.domainsOf(tenant.id) })
+  })
+
+  app.delete('/tenants/:slug/domains/:domain', {
+    schema: {
+      tags: TAG, summary: 'Detach a custom domain',
+      params: { type: 'object', required: ['slug', 'domain'], additionalProperties: false, properties: { slug: slugParam.properties.slug, domain: domainBody.properties.domain } },
+      response: { 200: { type: 'object', additionalProperties: true }, ...errors(404) },
+    },
+    config: { adminRole: 'operator' },
+  }, async function removeDomain(request) {
+    const tenant = await mustFind(ctx, slugOf(request))
+    const domain = (request.params as { domain: string }).domain.toLowerCase()
+    const domains = await tenantry.catalog.domainsOf(tenant.id)
+    if (!domains.includes(domain)) throw new TenantryError('NOT_FOUND', `Tenant '${tenant.slug}' has no domain '${domain}'.`, { details: { field: 'domain' } })
+    await ctx.audited(request, { action: 'tenant.domain.remove', before: tenant, details: () => ({ domain }) }, () => tenantry.catalog.removeDomain(domain))
+    return { domains: domains.filter((d) => d !== domain) }
+  })
+}

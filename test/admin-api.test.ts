@@ -1,0 +1,425 @@
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { compileErrors, validate as validateOpenApi } from '@readme/openapi-parser'
+import { SignJWT, exportJWK, generateKeyPair } from 'jose'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { tenantryAdmin } from '../src/admin/plugin.ts'
+import { adminTokens } from '../src/admin/tokens.ts'
+import { tenantryPlugin } from '../src/adapters/fastify.ts'
+import { runCli } from '../src/cli/main.ts'
+import { createTenantry, type Tenantry } from '../src/index.ts'
+import { DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, postgresAvailable } from './helpers/backends.ts'
+
+// Issue 17: the admin REST API through fastify.inject, on real PostgreSQL and on PGlite.
+
+const DB_NAME = 'tenantry_test_admin_api'
+const ROLE_PREFIX = 'th_adm'
+const PG_UP = await postgresAvailable()
+const JWT_SECRET = 'admin-api-test-secret-of-enough-length'
+const DEMO_SQL = join(DEMO_MIGRATIONS, '0001_projects_and_tasks.sql')
+
+interface Backend { name: string; enabled: boolean; open(dir: string): Promise<{ databaseUrl?: string; dataDir?: string }>; cleanUp(): Promise<void> }
+
+const BACKENDS: Backend[] = [
+  {
+    name: 'PostgreSQL', enabled: PG_UP,
+    async open() {
+      await dropPostgresLeftovers(ROLE_PREFIX, DB_NAME)
+      return { databaseUrl: await freshDatabase(DB_NAME) }
+    },
+    cleanUp: () => dropPostgresLeftovers(ROLE_PREFIX, DB_NAME),
+  },
+  { name: 'PGlite', enabled: true, async open(dir) { return { dataDir: join(dir, 'data') } }, async cleanUp() {} },
+]
+
+function adminSuite(backend: Backend): void {
+  describe.skipIf(!backend.enabled)(`admin API (${backend.name})`, () => {
+    let dir: string
+    let where: { databaseUrl?: string; dataDir?: string }
+    let tenantry: Tenantry
+    let app: FastifyInstance
+    const tokens: Record<string, string> = {}
+    const migrations = () => join(dir, 'migrations')
+
+    const open = async () => {
+      tenantry = await createTenantry({ ...where, migrations: migrations(), rolePrefix: ROLE_PREFIX, observe: { logger: false, metering: false, tracing: false, metrics: false } })
+      app = Fastify()
+      // The app's own tenant routes beside the admin API: the admin never runs the tenant chain.
+      await app.register(tenantryPlugin, { tenantry })
+      app.get('/api/whoami', async (req) => ({ tenant: req.tenant.slug }))
+      await app.register(tenantryAdmin, { prefix: '/admin', tenantry, auth: { jwt: { secret: JWT_SECRET, issuer: 'https://id.test', audience: 'tenantry-admin' } } })
+      await app.ready()
+    }
+    const close = async () => {
+      await app?.close()
+      await tenantry?.close()
+    }
+    const call = (method: string, url: string, token: string | null, payload?: unknown) =>
+      app.inject({ method: method as 'GET', url: `/admin${url}`, headers: token ? { authorization: `Bearer ${token}` } : {}, payload: payload as object })
+
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'tenantry-admin-api-'))
+      mkdirSync(migrations())
+      copyFileSync(DEMO_SQL, join(migrations(), '0001_projects_and_tasks.sql'))
+      where = await backend.open(dir)
+      await open()
+      const store = await adminTokens(tenantry)
+      for (const role of ['viewer', 'operator', 'admin'] as const) tokens[role] = (await store.create({ name: `t-${role}`, role }, 'test:setup')).token
+    })
+
+    afterAll(async () => {
+      await close()
+      await backend.cleanUp()
+      rmSync(dir, { recursive: true, force: true })
+    })
+
+    it('refuses missing and bad credentials with 401, too small a role with 403, both coded; tenant credentials never count', async () => {
+      const none = await call('GET', '/api/tenants', null)
+      expect([none.statusCode, none.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+      const bogus = await call('GET', '/api/tenants', 'tnta_not-a-real-token')
+      expect([bogus.statusCode, bogus.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+      // A tenant header is the tenant chain's, not the admin's.
+      const tenantHeader = await app.inject({ method: 'GET', url: '/admin/api/tenants', headers: { 'x-tenant': 'acme' } })
+      expect([tenantHeader.statusCode, tenantHeader.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+      const viewerActs = await call('POST', '/api/tenants', tokens.viewer, { slug: 'nope', tier: 'pooled' })
+      expect([viewerActs.statusCode, viewerActs.json().code, viewerActs.json().details]).toEqual([403, 'ADMIN_FORBIDDEN', { needed: 'operator', role: 'viewer' }])
+      const operatorPurges = await call('POST', '/api/tenants/nope/purge', tokens.operator, {})
+      expect([operatorPurges.statusCode, operatorPurges.json().code]).toEqual([403, 'ADMIN_FORBIDDEN'])
+      expect((await call('GET', '/api/tenants', tokens.viewer)).statusCode).toBe(200)
+      expect(await tenantry.findTenant('nope')).toBeNull()
+    })
+
+    it('accepts OIDC JWTs by their role claim; a bad signature, issuer or missing role is refused', async () => {
+      const key = new TextEncoder().encode(JWT_SECRET)
+      const sign = (claims: Record<string, unknown>, opts: { iss?: string; secret?: Uint8Array } = {}) =>
+        new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setSubject('alice@example.com').setIssuer(opts.iss ?? 'https://id.test').setAudience('tenantry-admin').setExpirationTime('5m').sign(opts.secret ?? key)
+      const operator = await sign({ tenantry_role: 'operator' })
+      const ok = await call('GET', '/api/overview', operator)
+      expect(ok.statusCode).toBe(200)
+      const tooLow = await call('POST', '/api/tokens', await sign({ tenantry_role: ['viewer'] }), { name: 'x', role: 'viewer' })
+      expect([tooLow.statusCode, tooLow.json().code]).toEqual([403, 'ADMIN_FORBIDDEN'])
+      const noRole = await call('GET', '/api/overview', await sign({}))
+      expect([noRole.statusCode, noRole.json().code]).toEqual([403, 'ADMIN_FORBIDDEN'])
+      const otherIssuer = await call('GET', '/api/overview', await sign({ tenantry_role: 'admin' }, { iss: 'https://evil.test' }))
+      expect([otherIssuer.statusCode, otherIssuer.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+      const forged = await call('GET', '/api/overview', await sign({ tenantry_role: 'admin' }, { secret: new TextEncoder().encode('another-secret-of-enough-length!!') }))
+      expect([forged.statusCode, forged.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+    })
+
+    it('verifies JWTs against an OIDC provider\'s JWKS (RS256): the right key passes, another key is refused', async () => {
+      const { publicKey, privateKey } = await generateKeyPair('RS256')
+      const other = await generateKeyPair('RS256')
+      const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' }
+      const idp = Fastify()
+      idp.get('/.well-known/jwks.json', async () => ({ keys: [jwk] }))
+      const idpUrl = await idp.listen({ port: 0, host: '127.0.0.1' })
+      const oidcApp = Fastify()
+      await oidcApp.register(tenantryAdmin, { prefix: '/admin', tenantry, docs: false, console: false, auth: { tokens: false, jwt: { jwksUrl: `${idpUrl}/.well-known/jwks.json`, audience: 'tenantry-admin', roleClaim: 'roles' } } })
+      try {
+        const sign = (key: CryptoKey) => new SignJWT({ roles: ['viewer', 'operator'] }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setSubject('bob').setAudience('tenantry-admin').setExpirationTime('5m').sign(key)
+        const get = async (bearer: string) => oidcApp.inject({ method: 'GET', url: '/admin/api/overview', headers: { authorization: `Bearer ${bearer}` } })
+        expect((await get(await sign(privateKey))).statusCode).toBe(200)
+        const wrongKey = await get(await sign(other.privateKey))
+        expect([wrongKey.statusCode, wrongKey.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+        // Admin tokens are off on this mount: even a valid one is refused.
+        const token = await get(tokens.admin)
+        expect([token.statusCode, token.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+      } finally {
+        await oidcApp.close()
+        await idp.close()
+      }
+    })
+
+    it('mounted under a prefix that itself contains /api/, the console stays public and its API does not', async () => {
+      const other = Fastify()
+      // A capability's own route module, added beside the built-in ones: it gets the same auth.
+      await other.register(tenantryAdmin, { prefix: '/api/ops', tenantry, docs: false, routes: [(api) => { api.get('/whoami', async (req) => ({ actor: req.admin.actor })) }] })
+      try {
+        expect((await other.inject({ url: '/api/ops/api/whoami' })).statusCode).toBe(401)
+        expect((await other.inject({ url: '/api/ops/api/whoami', headers: { authorization: `Bearer ${tokens.viewer}` } })).json()).toEqual({ actor: 'token:t-viewer' })
+        expect((await other.inject({ url: '/api/ops/' })).statusCode).toBe(200)
+        expect((await other.inject({ url: '/api/ops/app.js' })).statusCode).toBe(200)
+        expect((await other.inject({ url: '/api/ops/api/tenants' })).json().code).toBe('ADMIN_UNAUTHORIZED')
+      } finally {
+        await other.close()
+      }
+    })
+
+    it('validates every input: unknown fields, bad slugs and out-of-range numbers are 400 naming the field, and write nothing', async () => {
+      const cases: [string, string, unknown, string, string][] = [
+        ['POST', '/api/tenants', { slug: 'fine', tier: 'pooled', color: 'red' }, 'color', 'unknown'],
+        ['POST', '/api/tenants', { slug: 'Bad_Slug', tier: 'pooled' }, 'slug', 'pattern'],
+        ['POST', '/api/tenants', { slug: 'fine', tier: 'galaxy' }, 'tier', 'enum'],
+        ['POST', '/api/tenants', { slug: 'fine', tier: 'pooled', name: 5 }, 'name', 'type'],
+        ['POST', '/api/tenants', { tier: 'pooled' }, 'slug', 'required'],
+        ['GET', '/api/tenants?limit=0', undefined, 'limit', 'minimum'],
+        ['GET', '/api/tenants?limit=100000', undefined, 'limit', 'maximum'],
+        ['GET', '/api/tenants?sort=name', undefined, 'sort', 'unknown'],
+        ['GET', '/api/tenants/Not_A_Slug', undefined, 'slug', 'pattern'],
+        ['GET', '/api/operations/not-a-uuid', undefined, 'id', 'pattern'],
+        ['POST', '/api/tenants/fine/suspend', { reason: 'x', until: 'never' }, 'until', 'unknown'],
+        ['POST', '/api/migrations/run', { concurrency: 0 }, 'concurrency', 'minimum'],
+        ['GET', '/api/usage/top?limit=5000', undefined, 'limit', 'maximum'],
+      ]
+      for (const [method, url, body, field, rule] of cases) {
+        const r = await call(method, url, tokens.admin, body)
+        expect([url, r.statusCode, r.json().code, r.json().details?.field, r.json().details?.rule]).toEqual([url, 400, 'VALIDATION_FAILED', field, rule])
+      }
+      const badCursor = await call('GET', '/api/tenants?cursor=%2F%2F%2F', tokens.viewer)
+      expect([badCursor.statusCode, badCursor.json().details]).toEqual([400, { field: 'cursor' }])
+      expect(await tenantry.findTenant('fine')).toBeNull()
+      expect((await tenantry.audit.list()).filter((e) => e.action.startsWith('tenant.'))).toEqual([])
+    })
+
+    it('creates tenants, lists them a page at a time with filters, shows, suspends (the app answers 403), resumes, deletes and restores — each audited', async () => {
+      for (const [slug, tier] of [['acme', 'pooled'], ['globex', 'schema'], ['hooli', 'pooled'], ['initech', 'pooled'], ['umbrella', 'schema']] as const) {
+        const r = await call('POST', '/api/tenants', tokens.operator, { slug, tier, name: `${slug[0].toUpperCase()}${slug.slice(1)} Inc` })
+        expect([r.statusCode, r.json().slug, r.json().tier, r.json().status]).toEqual([201, slug, tier, 'active'])
+      }
+      const taken = await call('POST', '/api/tenants', tokens.operator, { slug: 'acme', tier: 'pooled' })
+      expect([taken.statusCode, taken.json().code]).toEqual([409, 'CONFLICT'])
+
+      const slugs: string[] = []
+      let next: string | null = null
+      do {
+        const r = await call('GET', `/api/tenants?limit=2${next ? `&cursor=${next}` : ''}`, tokens.viewer)
+        expect(r.statusCode).toBe(200)
+        slugs.push(...r.json().tenants.map((t: { slug: string }) => t.slug))
+        next = r.json().next
+      } while (next)
+      expect(slugs).toEqual(['acme', 'globex', 'hooli', 'initech', 'umbrella'])
+      const schemaOnes = await call('GET', '/api/tenants?tier=schema', tokens.viewer)
+      expect(schemaOnes.json()).toMatchObject({ tenants: [{ slug: 'globex' }, { slug: 'umbrella' }], next: null })
+      const search = await call('GET', '/api/tenants?q=INI', tokens.viewer)
+      expect(search.json().tenants.map((t: { slug: string }) => t.slug)).toEqual(['initech'])
+
+      expect((await app.inject({ method: 'GET', url: '/api/whoami', headers: { 'x-tenant': 'acme' } })).json()).toEqual({ tenant: 'acme' })
+      const suspended = await call('POST', '/api/tenants/acme/suspend', tokens.operator, { reason: 'invoice overdue' })
+      expect([suspended.statusCode, suspended.json().status, suspended.json().statusReason]).toEqual([200, 'suspended', 'invoice overdue'])
+      const refused = await app.inject({ method: 'GET', url: '/api/whoami', headers: { 'x-tenant': 'acme' } })
+      expect([refused.statusCode, refused.json().code]).toEqual([403, 'TENANT_SUSPENDED'])
+      expect((await call('POST', '/api/tenants/acme/resume', tokens.operator)).json().status).toBe('active')
+      expect((await call('DELETE', '/api/tenants/hooli', tokens.operator)).json().status).toBe('deleted')
+      const notDeleted = await call('POST', '/api/tenants/acme/restore', tokens.operator, {})
+      expect([notDeleted.statusCode, notDeleted.json().code]).toEqual([409, 'CONFLICT'])
+      expect((await call('POST', '/api/tenants/hooli/restore', tokens.operator, {})).json().status).toBe('suspended')
+
+      const shown = await call('GET', '/api/tenants/acme', tokens.viewer)
+      expect(shown.json().audit.map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend', 'tenant.create'])
+      const entries = await tenantry.audit.list({ tenant: 'acme' })
+      expect(entries.map((e) => [e.actor, e.action])).toEqual([['token:t-operator', 'tenant.resume'], ['token:t-operator', 'tenant.suspend'], ['token:t-operator', 'tenant.create']])
+      expect(entries[1].details).toEqual({ reason: 'invoice overdue' })
+      expect(entries[1].requestId).toMatch(/^req-/)
+      expect(entries[1].beforeDigest).toBe(entries[2].afterDigest)
+      expect(entries[1].afterDigest).not.toBe(entries[1].beforeDigest)
+    })
+
+    it('404s destructive actions on a missing tenant; 409s an action that conflicts with one in flight; nothing partial', async () => {
+      for (const [method, url] of [['POST', '/api/tenants/ghost/suspend'], ['POST', '/api/tenants/ghost/resume'], ['DELETE', '/api/tenants/ghost'], ['POST', '/api/tenants/ghost/restore'], ['POST', '/api/tenants/ghost/purge'], ['POST', '/api/tenants/ghost/domains']] as const) {
+        const r = await call(method, url, tokens.admin, url.endsWith('domains') ? { domain: 'ghost.example.com' } : {})
+        expect([url, r.statusCode, r.json().code]).toEqual([url, 404, 'TENANT_NOT_FOUND'])
+      }
+      // A status change and its audit entry commit together: with the audit head gone, the append
+      // fails and the suspension is rolled back.
+      const catalogDb = tenantry.dataPlane.driver('main').admin(tenantry.dataPlane.server('main').mainDatabase)
+      const head = (await catalogDb.query<{ seq: string; hash: string }>('SELECT seq, hash FROM tenantry.audit_head')).rows[0]
+      await catalogDb.query('DELETE FROM tenantry.audit_head')
+      const unaudited = await call('POST', '/api/tenants/umbrella/suspend', tokens.operator, { reason: 'x' })
+      expect([unaudited.statusCode, unaudited.json().code]).toEqual([500, 'INTERNAL'])
+      expect((await tenantry.findTenant('umbrella'))?.status).toBe('active')
+      await catalogDb.query('INSERT INTO tenantry.audit_head (id, seq, hash) VALUES (true, $1, $2)', [head.seq, head.hash])
+      const before = (await tenantry.audit.list({ limit: 1 }))[0].seq
+      // Another worker's purge of initech is in flight: a second one is refused, the tenant untouched.
+      const initech = (await tenantry.findTenant('initech'))!
+      await tenantry.delete('initech')
+      const inFlight = await tenantry.operations.start('purge', { tenantId: initech.id, slug: 'initech', params: {}, step: 'remove', startedBy: 'test:other-worker' })
+      const second = await call('POST', '/api/tenants/initech/purge', tokens.admin, { force: true })
+      expect([second.statusCode, second.json().code]).toEqual([409, 'CONFLICT'])
+      expect((await tenantry.findTenant('initech'))?.status).toBe('deleted')
+      await tenantry.operations.finish(inFlight.id, 'failed', 'test')
+      // A status change another process made between the read and the write is not overwritten.
+      await expect(tenantry.catalog.setStatus(initech.id, 'active', null, undefined, ['suspended'])).rejects.toMatchObject({ code: 'CONFLICT', details: { status: 'deleted' } })
+      expect((await tenantry.findTenant('initech'))?.status).toBe('deleted')
+      expect((await tenantry.audit.list({ limit: 1 }))[0].seq).toBe(before)
+      // Sent together: one purge runs; the other is refused (409 while it runs, 404 once it is gone), never a 500.
+      const purges = await Promise.all([1, 2].map(() => call('POST', '/api/tenants/initech/purge', tokens.admin, { force: true })))
+      const [purged, refused] = purges.sort((a, b) => a.statusCode - b.statusCode)
+      expect([purged.statusCode, purged.json().tenant.slug]).toEqual([200, 'initech'])
+      expect([[409, 'CONFLICT'], [404, 'TENANT_NOT_FOUND']]).toContainEqual([refused.statusCode, refused.json().code])
+      expect(await tenantry.findTenant('initech')).toBeNull()
+      expect((await tenantry.audit.list({ limit: 1 }))[0]).toMatchObject({ action: 'tenant.purge', actor: 'token:t-admin', slug: 'initech', afterDigest: expect.any(String) })
+      // Two creates of one slug sent together: one tenant, one 409.
+      const creates = await Promise.all([1, 2].map(() => call('POST', '/api/tenants', tokens.operator, { slug: 'twin', tier: 'pooled' })))
+      expect(creates.map((r) => r.statusCode).sort()).toEqual([201, 409])
+      expect((await tenantry.catalog.page({ search: 'twin' })).tenants.map((t) => t.slug)).toEqual(['twin'])
+      await tenantry.purge('twin', { force: true })
+
+    })
+
+    it('serves the fleet overview, servers without passwords, plans, operations, domains, usage and the OpenAPI 3.1 document', async () => {
+      const o = (await call('GET', '/api/overview', tokens.viewer)).json()
+      expect(o.tenants).toEqual(expect.arrayContaining([{ tier: 'schema', server: 'main', status: 'active', count: 2 }]))
+      expect(o.servers[0]).toMatchObject({ name: 'main', tenants: 4 })
+      expect(JSON.stringify((await call('GET', '/api/servers', tokens.viewer)).json())).not.toMatch(/:[^:@/]+@/)
+      expect((await call('GET', '/api/plans', tokens.viewer)).json().map((p: { name: string }) => p.name)).toContain('default')
+      const ops = (await call('GET', '/api/operations?kind=provision&limit=2', tokens.viewer)).json()
+      expect(ops.map((x: { kind: string; state: string }) => [x.kind, x.state])).toEqual([['provision', 'done'], ['provision', 'done']])
+      const one = (await call('GET', `/api/operations/${ops[0].id}`, tokens.viewer)).json()
+      expect(one.progress).toMatchObject({ state: 'done', percent: 100 })
+      expect((await call('GET', '/api/operations/00000000-0000-4000-8000-000000000000', tokens.viewer)).statusCode).toBe(404)
+      const added = await call('POST', '/api/tenants/globex/domains', tokens.operator, { domain: 'App.Globex.Example' })
+      expect([added.statusCode, added.json()]).toEqual([201, { domains: ['app.globex.example'] }])
+      const dup = await call('POST', '/api/tenants/acme/domains', tokens.operator, { domain: 'app.globex.example' })
+      expect([dup.statusCode, dup.json().code]).toEqual([409, 'CONFLICT'])
+      expect((await call('DELETE', '/api/tenants/acme/domains/app.globex.example', tokens.operator)).statusCode).toBe(404)
+      expect((await call('DELETE', '/api/tenants/globex/domains/app.globex.example', tokens.operator)).json()).toEqual({ domains: [] })
+      expect((await call('GET', '/api/tenants/globex/usage?granularity=hour', tokens.viewer)).json()).toEqual([])
+      const badRange = await call('GET', '/api/tenants/globex/usage?from=yesterday', tokens.viewer)
+      expect([badRange.statusCode, badRange.json().details]).toEqual([400, { field: 'from', in: 'querystring', rule: 'format' }])
+      expect((await call('GET', '/api/usage/top?by=db_time&periodMs=3600000', tokens.viewer)).json()).toEqual([])
+      expect((await call('GET', '/api/advice', tokens.viewer)).json()).toEqual([])
+      const doctor = (await call('GET', '/api/doctor', tokens.viewer)).json()
+      expect([doctor.ok, doctor.findings, doctor.tables > 0]).toEqual([true, [], true])
+      const doc = (await app.inject({ method: 'GET', url: '/admin/openapi.json' })).json()
+      expect(doc.openapi).toBe('3.1.0')
+      const checked = await validateOpenApi(structuredClone(doc))
+      expect(checked.valid ? 'valid' : compileErrors(checked)).toBe('valid')
+      expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/admin/api/tenants', '/admin/api/tenants/{slug}/suspend', '/admin/api/operations/{id}/events', '/admin/api/migrations/run', '/admin/api/audit']))
+      expect(doc.paths['/admin/api/tenants'].post.requestBody.content['application/json'].schema.additionalProperties).toBe(false)
+      const page = await app.inject({ method: 'GET', url: '/admin/' })
+      expect(page.headers['content-security-policy']).toMatch(/frame-ancestors 'none'/)
+    })
+
+    it('runs a migration and streams its progress to 100% over server-sent events; plans before and after', async () => {
+      await close()
+      writeFileSync(join(migrations(), '0002_labels.sql'), 'CREATE TABLE labels (tenant_id uuid NOT NULL DEFAULT current_setting(\'tenantry.tenant_id\')::uuid, id bigint GENERATED ALWAYS AS IDENTITY, name text NOT NULL, PRIMARY KEY (tenant_id, id));\n')
+      await open()
+      const plan = (await call('GET', '/api/migrations/plan', tokens.viewer)).json()
+      expect(plan.files).toEqual(['projects_and_tasks', 'labels'])
+      expect(plan.pending).toBeGreaterThanOrEqual(3)
+      const viewerRun = await call('POST', '/api/migrations/run', tokens.viewer, {})
+      expect(viewerRun.statusCode).toBe(403)
+      const run = await call('POST', '/api/migrations/run', tokens.operator, { concurrency: 2 })
+      expect(run.statusCode).toBe(202)
+      const id = run.json().operationId as string
+      const address = await app.listen({ port: 0, host: '127.0.0.1' })
+      const res = await fetch(`${address}/admin/api/operations/${id}/events`, { headers: { authorization: `Bearer ${tokens.viewer}` } })
+      expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/)
+      const text = await res.text()
+      const events = [...text.matchAll(/event: (\w+)\ndata: (.*)\n/g)].map((m) => [m[1], JSON.parse(m[2])] as const)
+      const last = events[events.length - 1]
+      expect(last[0]).toBe('end')
+      expect(last[1]).toMatchObject({ id, kind: 'migrate', state: 'done', percent: 100, failed: 0 })
+      expect(events.every(([, p]) => p.percent === null || (p.percent >= 0 && p.percent <= 100))).toBe(true)
+      expect((await call('GET', '/api/migrations/plan', tokens.viewer)).json().pending).toBe(0)
+      const upToDate = await call('POST', '/api/migrations/run', tokens.operator, {})
+      expect([upToDate.statusCode, upToDate.json().state]).toEqual([200, 'up-to-date'])
+      expect((await tenantry.audit.list({ action: 'migrations.run' })).map((e) => [e.actor, e.details.operationId])).toEqual([['token:t-operator', id]])
+    })
+
+    it('audit log: verify detects an edited, a deleted and a cut-off entry; the API and the CLI list it', async () => {
+      expect(await tenantry.audit.verify()).toMatchObject({ ok: true, problems: [] })
+      const listed = (await call('GET', '/api/audit?tenant=acme&limit=2', tokens.viewer)).json()
+      expect(listed.entries.map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend'])
+      expect(listed.next).toBe(listed.entries[1].seq)
+      expect((await call('GET', '/api/audit/verify', tokens.operator)).statusCode).toBe(403)
+      expect((await call('GET', '/api/audit/verify', tokens.admin)).json().ok).toBe(true)
+      const admin = tenantry.dataPlane.driver('main').admin(tenantry.dataPlane.server('main').mainDatabase)
+      const n = (await tenantry.audit.list({ limit: 1 }))[0].seq
+      await admin.query("UPDATE tenantry.audit_log SET actor = 'token:someone-else' WHERE seq = 4")
+      await admin.query('DELETE FROM tenantry.audit_log WHERE seq = 6')
+      await admin.query('DELETE FROM tenantry.audit_log WHERE seq = $1', [n])
+      const report = await tenantry.audit.verify()
+      expect(report.ok).toBe(false)
+      expect(report.problems.map((p) => [p.seq, p.problem])).toEqual([[4, 'edited'], [6, 'missing'], [n, 'truncated']])
+    })
+
+    it.skipIf(backend.name !== 'PostgreSQL')('CLI: admin tokens create (shown once) / list / revoke; audit list and verify (exit 1 when tampered)', async () => {
+      const out: string[] = []
+      const log = vi.spyOn(console, 'log').mockImplementation((...a) => { out.push(a.join(' ')) })
+      const err: string[] = []
+      vi.spyOn(console, 'error').mockImplementation((...a) => { err.push(a.join(' ')) })
+      const cli = async (...args: string[]) => {
+        out.length = 0
+        const code = await runCli([...args, '--database-url', where.databaseUrl!, '--role-prefix', ROLE_PREFIX])
+        return { code, text: out.join('\n') }
+      }
+      try {
+        const created = await cli('admin', 'tokens', 'create', 'ci-bot', '--role', 'operator', '--json')
+        expect(created.code).toBe(0)
+        const token = JSON.parse(created.text).token as string
+        expect(token).toMatch(/^tnta_[A-Za-z0-9_-]{43}$/)
+        expect((await call('GET', '/api/overview', token)).statusCode).toBe(200)
+        const listed = await cli('admin', 'tokens', 'list')
+        expect(listed.text).toMatch(/ci-bot\s+operator/)
+        expect(listed.text).not.toContain(token)
+        expect((await cli('admin', 'tokens', 'create', 'ci-bot', '--role', 'operator')).code).toBe(1)
+        expect((await cli('admin', 'tokens', 'create', 'x', '--role', 'root')).code).toBe(2)
+        expect((await cli('admin', 'tokens', 'revoke', 'ci-bot')).code).toBe(0)
+        const after = await call('GET', '/api/overview', token)
+        expect([after.statusCode, after.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+        expect((await cli('admin', 'tokens', 'revoke', 'ci-bot')).code).toBe(1)
+        const audit = await cli('audit', 'list', '--tenant', 'acme', '--json')
+        expect(JSON.parse(audit.text).map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend', 'tenant.create'])
+        expect((await cli('audit', 'list', '--since', 'yesterday')).code).toBe(2)
+        // tenants list pages through the same keyset list as the API.
+        const first = await cli('tenants', 'list', '--limit', '2', '--json')
+        expect(JSON.parse(first.text).map((x: { slug: string }) => x.slug)).toEqual(['acme', 'globex'])
+        const cursor = /next page: --cursor (\S+)/.exec(err.join('\n'))![1]
+        const second = await cli('tenants', 'list', '--limit', '2', '--cursor', cursor, '--json')
+        expect(JSON.parse(second.text).map((x: { slug: string }) => x.slug)).toEqual(['hooli', 'umbrella'])
+        expect((await cli('tenants', 'list', '--search', 'umb')).text).toMatch(/^SLUG.*\n.*\numbrella /)
+        expect((await cli('tenants', 'list', '--limit', '0')).code).toBe(2)
+        // The CLI's status changes are audited in their transaction, with the CLI user as actor.
+        expect((await cli('tenants', 'suspend', 'umbrella', '--reason', 'from the CLI')).code).toBe(0)
+        const cliEntry = JSON.parse((await cli('audit', 'list', '--tenant', 'umbrella', '--limit', '1', '--json')).text)[0]
+        expect(cliEntry).toMatchObject({ action: 'tenant.suspend', actor: expect.stringMatching(/^cli:.+@.+$/), slug: 'umbrella' })
+        const verify = await cli('audit', 'verify')
+        expect(verify.code).toBe(1)
+        expect(verify.text).toMatch(/TAMPERED/)
+      } finally {
+        log.mockRestore()
+        vi.restoreAllMocks()
+      }
+    })
+  })
+}
+
+for (const backend of BACKENDS) adminSuite(backend)
+
+describe('tenantry admin serve', () => {
+  it('serves the API, the OpenAPI document and the console on its own server, and stops on SIGTERM', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tenantry-admin-serve-'))
+    const repo = fileURLToPath(new URL('..', import.meta.url))
+    const env: NodeJS.ProcessEnv = { ...process.env, TENANTRY_DATA_DIR: join(dir, 'data'), TENANTRY_LOG_LEVEL: 'warn' }
+    delete env.DATABASE_URL
+    const child = spawn(process.execPath, ['bin/tenantry.js', 'admin', 'serve', '--port', '0'], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    try {
+      let stderr = ''
+      const address = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no address within 120 s: ${stderr}`)), 120_000)
+        child.stderr.setEncoding('utf8').on('data', (c: string) => {
+          stderr += c
+          const m = /admin console on (http:\/\/127\.0\.0\.1:\d+)\//.exec(stderr)
+          if (m) { clearTimeout(timer); resolve(m[1]) }
+        })
+        child.on('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)))
+      })
+      expect((await fetch(`${address}/openapi.json`)).status).toBe(200)
+      const page = await fetch(`${address}/`)
+      expect([page.status, page.headers.get('content-type')]).toEqual([200, 'text/html; charset=utf-8'])
+      const api = await fetch(`${address}/api/tenants`)
+      expect([api.status, ((await api.json()) as { code: string }).code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+      child.kill('SIGTERM')
+      expect(await exited).toBe(0)
+    } finally {
+      child.kill('SIGKILL')
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

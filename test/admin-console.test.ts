@@ -1,0 +1,220 @@
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, copyFileSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { FastifyInstance } from 'fastify'
+import { chromium, type Browser, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildDemoApp } from '../demo/app.ts'
+import { adminTokens } from '../src/admin/tokens.ts'
+import { createTenantry, type Tenantry } from '../src/index.ts'
+import { DEMO_MIGRATIONS } from './helpers/backends.ts'
+
+// Issue 17: the web console end to end in Debian's headless Chromium (playwright-core, no browser
+// download) against the real demo server with the admin plugin mounted at /admin, on PGlite.
+// Screenshots of each page go to test-artifacts/admin-console/ (gitignored).
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const HAS_CHROMIUM = existsSync(CHROMIUM)
+if (!HAS_CHROMIUM) {
+  if (process.env.CI) throw new Error(`CI=true but Chromium is not installed at ${CHROMIUM} (.ci/run installs Debian's chromium package).`)
+  console.warn(`[tenantry tests] Chromium not found at ${CHROMIUM}: the browser tests of the admin console are SKIPPED.`)
+}
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/admin-console/', import.meta.url))
+
+describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
+  let dir: string
+  let tenantry: Tenantry
+  let app: FastifyInstance
+  let base: string
+  let token: string
+  let browser: Browser
+  let page: Page
+  const problems: string[] = []
+  const options = () => ({ dataDir: join(dir, 'data'), migrations: join(dir, 'migrations'), observe: { logger: false as const, tracing: false as const, metrics: false as const, metering: false as const } })
+
+  const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: false })
+
+  beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true })
+    dir = mkdtempSync(join(tmpdir(), 'tenantry-admin-console-'))
+    mkdirSync(join(dir, 'migrations'))
+    copyFileSync(join(DEMO_MIGRATIONS, '0001_projects_and_tasks.sql'), join(dir, 'migrations', '0001_projects_and_tasks.sql'))
+    // A fleet at migration 1, then a second migration file: the console will run it.
+    const first = await createTenantry(options())
+    for (const [slug, tier] of [['acme', 'pooled'], ['globex', 'schema'], ['hooli', 'pooled'], ['initech', 'schema']] as const) await first.provision({ slug, tier, name: slug.toUpperCase() })
+    await first.close()
+    writeFileSync(join(dir, 'migrations', '0002_labels.sql'), "CREATE TABLE labels (tenant_id uuid NOT NULL DEFAULT current_setting('tenantry.tenant_id')::uuid, id bigint GENERATED ALWAYS AS IDENTITY, name text NOT NULL, PRIMARY KEY (tenant_id, id));\n")
+    tenantry = await createTenantry(options())
+    token = (await (await adminTokens(tenantry)).create({ name: 'browser', role: 'admin' }, 'test:setup')).token
+    // A day of metered usage for acme (what the meter writes each interval), for its charts.
+    const acme = (await tenantry.findTenant('acme'))!
+    const hour = 3_600_000
+    const now = Math.floor(Date.now() / hour) * hour
+    await tenantry.observe.usage.write(Array.from({ length: 24 }, (_, i) => ({
+      tenantId: acme.id, intervalStart: new Date(now - (23 - i) * hour), intervalMs: 60_000,
+      requests: 200 + 150 * Math.round(Math.sin(i / 3) * 10) / 10 + 10 * i, errors: i % 7 === 0 ? 3 : 0, rejections: 0,
+      statements: 400 + 20 * i, dbTimeMs: 80 + 5 * i + (i === 17 ? 400 : 0), rows: 1000, storageBytes: null,
+    })))
+    app = await buildDemoApp(tenantry, { admin: true })
+    base = await app.listen({ port: 0, host: '127.0.0.1' })
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] })
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } })
+    // Responses of 400 and more are collected by URL (the wrong token's 401 is expected).
+    page.on('response', (r) => { if (r.status() >= 400) problems.push(`${r.status()} ${new URL(r.url()).pathname}${new URL(r.url()).search}`) })
+    page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text()) })
+    page.on('pageerror', (e) => problems.push(String(e)))
+  })
+
+  afterAll(async () => {
+    await browser?.close()
+    await app?.close()
+    await tenantry?.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('signs in with an admin token using only the keyboard (a wrong token is refused)', async () => {
+    await page.goto(`${base}/admin`)
+    expect(page.url()).toBe(`${base}/admin/`)
+    await page.getByLabel('Admin token').waitFor()
+    await shot('sign-in')
+    await page.keyboard.type('tnta_wrong')
+    await page.keyboard.press('Enter')
+    await expect(page.getByRole('alert').textContent()).resolves.toMatch(/ADMIN_UNAUTHORIZED/)
+    await page.getByLabel('Admin token').fill('')
+    await page.getByLabel('Admin token').focus()
+    await page.keyboard.type(token)
+    await page.keyboard.press('Enter')
+    await page.getByRole('heading', { level: 1, name: 'Fleet overview' }).waitFor()
+    await expect(page.locator('.lead').first().textContent()).resolves.toMatch(/^4 tenants on 1 server/)
+    await expect(page.getByRole('img', { name: 'schema: 2 tenants' }).count()).resolves.toBe(1)
+    // acme is the only tenant with metered usage: all of main's database time.
+    await page.getByRole('img', { name: /^acme: 100% of main's database time, \d+ requests$/ }).waitFor()
+    await shot('overview')
+  })
+
+  it('provisions a tenant from the keyboard, then finds it in the list by search', async () => {
+    await page.goto(`${base}/admin/#/tenants`)
+    await page.getByRole('heading', { level: 1, name: 'Tenants' }).waitFor()
+    await page.getByRole('button', { name: 'Provision tenant…' }).focus()
+    await page.keyboard.press('Enter')
+    await page.getByRole('dialog', { name: 'Provision a tenant' }).waitFor()
+    // The slug field has the focus; Tab walks the form.
+    await page.keyboard.type('wayne')
+    await page.keyboard.press('Tab')
+    await page.keyboard.type('Wayne Enterprises')
+    await page.keyboard.press('Tab')
+    await page.keyboard.press('ArrowDown') // pooled → schema
+    await page.keyboard.press('Tab')
+    await page.keyboard.press('Enter') // submits the form
+    await page.getByRole('heading', { level: 1, name: /Wayne Enterprises/ }).waitFor()
+    expect((await tenantry.findTenant('wayne'))).toMatchObject({ tier: 'schema', status: 'active', name: 'Wayne Enterprises' })
+
+    await page.goto(`${base}/admin/#/tenants`)
+    const rows = page.locator('table[aria-label="Tenants"] tbody tr')
+    await expect.poll(() => rows.count()).toBe(5)
+    await page.getByRole('searchbox').pressSequentially('way')
+    await expect.poll(() => rows.allTextContents()).toEqual([expect.stringMatching(/^wayneWayne Enterprisesschemaactive/)])
+    await page.getByRole('searchbox').fill('')
+    await expect.poll(() => page.locator('table[aria-label="Tenants"] tbody th').allTextContents()).toEqual(['acme', 'globex', 'hooli', 'initech', 'wayne'])
+    await shot('tenants')
+  })
+
+  it('suspends the tenant after a confirmation; the demo app then answers 403 for it', async () => {
+    const before = await fetch(`${base}/api/tenant`, { headers: { 'x-tenant': 'wayne' } })
+    expect(before.status).toBe(200)
+    await page.getByRole('link', { name: 'wayne' }).click()
+    await page.getByRole('button', { name: 'Suspend…' }).click()
+    const dialog = page.getByRole('dialog', { name: 'Suspend wayne?' })
+    await dialog.waitFor()
+    await page.keyboard.press('Escape')
+    await dialog.waitFor({ state: 'detached' })
+    expect((await tenantry.findTenant('wayne'))?.status).toBe('active')
+    await page.getByRole('button', { name: 'Suspend…' }).click()
+    await page.getByLabel('Reason (shown to its users)').fill('Invoice overdue')
+    await page.getByRole('dialog').getByRole('button', { name: 'Suspend' }).click()
+    await page.locator('h1 .status-suspended').waitFor()
+    const after = await fetch(`${base}/api/tenant`, { headers: { 'x-tenant': 'wayne' } })
+    expect(after.status).toBe(403)
+    expect(await after.json()).toMatchObject({ code: 'TENANT_SUSPENDED' })
+    await expect(page.getByRole('table', { name: 'Audit entries' }).locator('tbody tr').first().textContent()).resolves.toMatch(/token:browsertenant\.suspendwayne\{"reason":"Invoice overdue"\}/)
+    await shot('tenant')
+  })
+
+  it("draws a tenant's usage over time as a chart", async () => {
+    await page.goto(`${base}/admin/#/tenants/acme`)
+    const chart = page.getByRole('figure', { name: /^Usage chart of acme: \d+ requests in 7 days$/ })
+    await chart.waitFor()
+    expect(await chart.locator('canvas').count()).toBe(1)
+    expect(await chart.locator('.u-legend').textContent()).toMatch(/requests.*db time/)
+    await shot('tenant-usage')
+  })
+
+  it('runs the pending migration and watches its progress reach 100%', async () => {
+    await page.goto(`${base}/admin/#/migrations`)
+    await expect(page.locator('.lead').textContent()).resolves.toMatch(/^2 migration files; 3 of 4 targets have pending migrations/)
+    await page.getByRole('button', { name: 'Run migrations…' }).click()
+    await page.getByRole('dialog').getByRole('button', { name: 'Run' }).click()
+    const bar = page.getByRole('progressbar', { name: 'Operation progress' })
+    await bar.waitFor()
+    await page.locator('.live').getByText('100%').waitFor({ timeout: 120_000 })
+    await expect(page.locator('.live p').first().textContent()).resolves.toMatch(/^done 3 of 3 targets/)
+    expect(await bar.getAttribute('value')).toBe('100')
+    await shot('migrations')
+    expect((await tenantry.planMigrations()).filter((t) => t.pending.length > 0)).toEqual([])
+    // The plan is read again when the run ends.
+    await expect(page.locator('.lead').textContent()).resolves.toMatch(/^2 migration files; 0 of 4 targets have pending migrations/)
+  })
+
+  it('shows operations and the audit log; every page is readable at 1280×800 with no script error', async () => {
+    await page.goto(`${base}/admin/#/operations`)
+    await page.getByRole('table', { name: 'Operations' }).waitFor()
+    expect((await page.locator('table[aria-label="Operations"] tbody tr').first().textContent())).toMatch(/^migrate-done100%/)
+    expect(await page.getByRole('progressbar', { name: /^migrate\s+progress$/ }).getAttribute('value')).toBe('100')
+    await shot('operations')
+    await page.goto(`${base}/admin/#/audit`)
+    await page.getByRole('table', { name: 'Audit entries' }).waitFor()
+    await page.getByRole('button', { name: 'Verify chain' }).click()
+    await expect(page.getByRole('status').textContent()).resolves.toMatch(/^Intact: 4 entries check out/)
+    await shot('audit')
+    for (const hash of ['overview', 'tenants', 'tenants/acme', 'operations', 'migrations', 'audit']) {
+      await page.goto(`${base}/admin/#/${hash}`)
+      await page.locator('h1').waitFor()
+      expect([hash, await page.evaluate(() => document.documentElement.scrollWidth)]).toEqual([hash, 1280])
+    }
+    expect(problems).toEqual(['401 /admin/api/overview'])
+  })
+
+  it('has no WCAG 2 A/AA violations on any page (axe-core)', async () => {
+    // axe is injected as a script, which the console's CSP forbids: a context that bypasses it.
+    const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 800 } })
+    try {
+      const audited = await context.newPage()
+      const violations: Record<string, string[]> = {}
+      for (const hash of ['sign-in', 'overview', 'tenants', 'tenants/acme', 'operations', 'migrations', 'audit']) {
+        await audited.goto(`${base}/admin/#/${hash}`)
+        await audited.evaluate((t) => { if (t) sessionStorage.setItem('tenantry.admin.token', t); else sessionStorage.clear() }, hash === 'sign-in' ? null : token)
+        await audited.reload()
+        await audited.locator('h1').waitFor()
+        await audited.waitForLoadState('networkidle')
+        await audited.addScriptTag({ content: axe })
+        violations[hash] = await audited.evaluate(async () => {
+          const r = await (window as unknown as { axe: { run(d: Document, o: object): Promise<{ violations: { id: string; impact: string; nodes: { html: string }[] }[] }> } }).axe.run(document, { runOnly: ['wcag2a', 'wcag2aa'] })
+          return r.violations.map((v) => `${v.impact} ${v.id}: ${v.nodes[0]?.html.slice(0, 120)}`)
+        })
+      }
+      expect(violations).toEqual({ 'sign-in': [], overview: [], tenants: [], 'tenants/acme': [], operations: [], migrations: [], audit: [] })
+    } finally {
+      await context.close()
+    }
+  })
+
+  it('a token revoked while signed in sends the console back to the sign-in page', async () => {
+    await (await adminTokens(tenantry)).revoke('browser', 'test:teardown')
+    await page.goto(`${base}/admin/#/tenants`)
+    await page.getByLabel('Admin token').waitFor()
+    expect(await page.evaluate(() => sessionStorage.getItem('tenantry.admin.token'))).toBeNull()
+  })
+})
