@@ -23,3 +23,8 @@ export { UsageMeter } from './observe/meter.ts'
 export { TOP_BY, type Advice, type AdviseOptions, type MeteringOptions, type TopBy, type TopQuery, type TopRow, type UsageGranularity, type UsageQuery, type UsageRow, type UsageService } from './observe/types.ts'
 export type { UsageRecord } from './core/types.ts'
 export { TenantScope, currentScope } from './context/context.ts'
+export {
+  Portability, copyTenant, rewriteTenantId, tenantTables, resolveMasterKey,
+  type ArchiveManifest, type BackupOptions, type BackupRecord, type BackupResult, type ErasureCertificate, type PortabilityOptions,
+  type PortabilityProgress, type RestoreOptions, type RestoreResult, type TenantPlace, type TenantTable,
+} from './portability/index.ts'

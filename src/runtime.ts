@@ -23,6 +23,7 @@ import type { Logger } from 'pino'
 import { checkObserveOptions, createObservability, resolveMetering, type Observability, type ObserveOptions } from './observe/observability.ts'
 import { createUsageService } from './observe/usage-service.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
+import { createPortability, resolveMasterKey, type Portability, type PortabilityOptions } from './portability/index.ts'
 
 /**
  * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
@@ -76,6 +77,8 @@ export interface TenantryOptions {
    * and `false` turns it off: `{ logger: pino(), metrics: { topK: 50 }, tracing: false, metering: { intervalMs: 60_000 } }`.
    */
   observe?: ObserveOptions
+  /** Backup, restore and erasure (docs/portability.md): the master key of archive encryption and the default backup directory. */
+  portability?: PortabilityOptions
 }
 
 /**
@@ -144,6 +147,8 @@ export interface Tenantry {
   top(query?: TopQuery): Promise<TopRow[]>
   /** Placement advice from usage: tenants that outgrew their tier, idle dedicated tenants, servers out of balance. */
   advise(options?: AdviseOptions): Promise<Advice[]>
+  /** Per-tenant backup and restore in every tier, and verified erasure (docs/portability.md). */
+  readonly portability: Portability
   /** Write this process's metered usage to the catalog now (it is written every interval anyway). */
   flushUsage(): Promise<void>
   close(): Promise<void>
@@ -166,6 +171,7 @@ export interface Tenantry {
 export async function createTenantry(options: TenantryOptions = {}): Promise<Tenantry> {
   // Refused before anything is opened.
   checkObserveOptions(options.observe ?? {})
+  resolveMasterKey(options.portability?.masterKey)
   // An explicit dataDir means embedded, whatever DATABASE_URL the environment has.
   const databaseUrl = options.databaseUrl ?? (options.dataDir === undefined ? process.env.DATABASE_URL : undefined) ?? undefined
   const naming = makeNaming(options.rolePrefix ?? 'tenantry')
@@ -235,10 +241,12 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
 
   const events = new TenantryEvents()
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
+  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {} })
   const lifecycle = new Lifecycle({
     catalog, dataPlane, operations, files, events,
     hooks: options.onProvision ?? [],
     retentionDays: options.retentionDays ?? 30,
+    resumers: portability,
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
@@ -345,6 +353,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       return { findings, tables }
     },
     observe,
+    portability,
     logger: observe.logger,
     usage: (q) => observe.usage.usage(q ?? {}),
     top: (q) => observe.usage.top(q ?? {}),

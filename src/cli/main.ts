@@ -13,6 +13,7 @@ import { formatPeriod } from '../observe/advise.ts'
 import { TOP_BY, type TopBy, type UsageGranularity } from '../observe/types.ts'
 import { adviceLines, operationsTable, table, tenantDetails, tenantJson, tenantsTable, topTable, truncate, usageTable } from './format.ts'
 import { openTenantry, type ConnectionFlags } from './open.ts'
+import { registerPortabilityCommands } from './portability-commands.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
@@ -464,6 +465,8 @@ export function buildProgram(): Command {
       )
     })
   })
+
+  registerPortabilityCommands(program, { withConnection, withTenantry, startedBy })
 
   return program
 }

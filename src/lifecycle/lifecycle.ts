@@ -27,6 +27,8 @@ export interface LifecycleOptions {
   hooks: ProvisionHook[]
   /** Days a deleted tenant's data is kept before `purge` may remove it without `force`. */
   retentionDays: number
+  /** Operations of other parts (backup, restore, erase) and how to finish one whose process died. */
+  resumers?: { kinds: readonly string[]; resume(op: Operation): Promise<void> }
 }
 
 /** What a purge removed. */
@@ -206,6 +208,7 @@ export class Lifecycle {
       await this.runPurge(op, target as Tenant)
       return
     }
+    if (this.o.resumers?.kinds.includes(op.kind)) return this.o.resumers.resume(op)
     await this.o.operations.finish(op.id, 'failed', `Unknown operation kind '${op.kind}'.`)
   }
 
