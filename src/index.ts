@@ -27,4 +27,5 @@ export {
   Portability, copyTenant, rewriteTenantId, tenantTables, resolveMasterKey,
   type ArchiveManifest, type BackupOptions, type BackupRecord, type BackupResult, type ErasureCertificate, type PortabilityOptions,
   type PortabilityProgress, type RestoreOptions, type RestoreResult, type TenantPlace, type TenantTable,
+  type ExportOptions, type ExportResult, type ExportFormat, type SubjectErasureCertificate, EXPORT_FORMATS, SUBJECT_MARK,
 } from './portability/index.ts'

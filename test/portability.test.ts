@@ -63,7 +63,13 @@ function portabilitySuite(backend: Backend): void {
       dir = mkdtempSync(join(tmpdir(), 'tenantry-portability-'))
       migrations = join(dir, 'migrations')
       mkdirSync(migrations)
-      copyFileSync(join(DEMO_MIGRATIONS, '0001_projects_and_tasks.sql'), join(migrations, '0001_projects_and_tasks.sql'))
+      // The demo's tables, and two columns that identify a person, marked for data-subject export and erasure.
+      writeFileSync(join(migrations, '0001_projects_and_tasks.sql'), `${readFileSync(join(DEMO_MIGRATIONS, '0001_projects_and_tasks.sql'), 'utf8')}
+ALTER TABLE projects ADD COLUMN owner_email text;
+COMMENT ON COLUMN projects.owner_email IS 'Who owns it. tenantry:subject';
+ALTER TABLE tasks ADD COLUMN assignee text;
+COMMENT ON COLUMN tasks.assignee IS 'tenantry:subject';
+`)
       url = await backend.url()
       tenantry = await createTenantry({
         ...(url ? { databaseUrl: url, rolePrefix: PREFIX } : { dataDir: 'memory' }),
@@ -79,7 +85,8 @@ function portabilitySuite(backend: Backend): void {
       await tenantry.provision({ slug: 'bystander', tier: 'pooled' })
       await tenantry.withTenant('acme', async () => {
         for (const name of PROJECT_NAMES) await tenantry.db.query('INSERT INTO projects (name) VALUES ($1)', [name])
-        await tenantry.db.query("INSERT INTO tasks (project_id, title, done) VALUES (1, 'first', true), (2, 'second', false), (2, 'third', true)")
+        await tenantry.db.query("INSERT INTO tasks (project_id, title, done, assignee) VALUES (1, 'first', true, 'ann@example.com'), (2, 'second', false, 'bob@example.com'), (2, 'third', true, 'ann@example.com')")
+        await tenantry.db.query("UPDATE projects SET owner_email = 'ann@example.com' WHERE id = 3")
       })
       await tenantry.withTenant('bystander', async () => {
         await tenantry.db.query("INSERT INTO projects (name) VALUES ('theirs')")
@@ -145,6 +152,41 @@ function portabilitySuite(backend: Backend): void {
       expect((await tenantry.operations.list({ kind: 'restore' }))[0]).toMatchObject({ state: 'done', slug: 'acme-copy' })
     }, 120_000)
 
+    it('exports a tenant as JSON lines and CSV with a manifest, and one data subject\'s rows through the column marks', async () => {
+      const j = await tenantry.portability.export('acme', { format: 'jsonl', to: join(dir, 'exports') })
+      expect(j.tables.map((t) => [t.name, t.file, t.rows])).toEqual([['projects', 'projects.jsonl', 6], ['tasks', 'tasks.jsonl', 3]])
+      const lines = readFileSync(join(j.path, 'projects.jsonl'), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+      expect(lines.map((l) => l.name)).toEqual(PROJECT_NAMES)
+      expect(lines.every((l) => l.tenant_id === acme.id)).toBe(true)
+      const manifest = JSON.parse(readFileSync(join(j.path, 'manifest.json'), 'utf8'))
+      expect([manifest.format, manifest.tenant.slug, manifest.rows]).toEqual(['tenantry-export-jsonl', 'acme', 9])
+      const c = await tenantry.portability.export('acme', { format: 'csv', to: join(dir, 'exports') })
+      const csv = readFileSync(join(c.path, 'projects.csv'), 'utf8')
+      expect(csv.split('\n')[0]).toBe('tenant_id,id,name,created_at,owner_email')
+      expect(csv).toContain('"line\nbreak"')
+      expect(c.tables.map((t) => t.rows)).toEqual([6, 3])
+
+      const ann = await tenantry.portability.export('acme', { format: 'jsonl', subject: 'ann@example.com', to: join(dir, 'exports') })
+      expect(ann.tables.map((t) => [t.name, t.rows])).toEqual([['projects', 1], ['tasks', 2]])
+      expect(readFileSync(join(ann.path, 'tasks.jsonl'), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l).title)).toEqual(['first', 'third'])
+      expect(await outcome(tenantry.portability.export('acme', { format: 'xml' as never }))).toBe('VALIDATION_FAILED')
+      expect(await outcome(tenantry.portability.export('acme', { format: 'csv', subject: '' }))).toBe('VALIDATION_FAILED')
+      expect((await tenantry.operations.list({ kind: 'export' })).map((o) => o.state)).toEqual(['done', 'done', 'done'])
+    })
+
+    it('erases one data subject from a copy through the column marks, verified, naming the subject only by hash', async () => {
+      const cert = await tenantry.portability.eraseSubject('acme-copy', 'ann@example.com')
+      expect(cert.tables.map((t) => [t.table.split('.')[1], t.columns, t.before, t.after])).toEqual([['tasks', ['assignee'], 2, 0], ['projects', ['owner_email'], 1, 0]])
+      expect([cert.verified, cert.rowsBefore, cert.rowsAfter]).toEqual([true, 3, 0])
+      expect(JSON.stringify(cert)).not.toContain('ann@')
+      expect((await tasks('acme-copy')).map((t) => t.title)).toEqual(['second'])
+      expect((await projects('acme-copy')).length).toBe(5 + 1)
+      expect((await tasks('acme')).length).toBe(3)
+      expect((await tenantry.portability.certificates('acme-copy'))[0]).toMatchObject({ kind: 'subject', certificateId: cert.certificateId })
+      // Put the copy back to the archive's rows for the tests after this one.
+      await tenantry.portability.restore(archive, { as: 'acme-copy', replace: true })
+    }, 120_000)
+
     it('refuses corrupt, truncated, tampered, wrongly keyed and conflicting archives before anything is written', async () => {
       const before = await tenantCount()
       const restoresBefore = (await tenantry.operations.list({ kind: 'restore' })).length
@@ -162,7 +204,9 @@ function portabilitySuite(backend: Backend): void {
       }
       const rowAt = plainBytes.indexOf(Buffer.from('back\\\\slash'))
       expect(rowAt).toBeGreaterThan(0)
-      const tasksData = bytes.indexOf(Buffer.from('tables/001-tasks.copy.gz.enc')) + 512
+      // The tar header of the tasks entry (the name also appears in the manifest, earlier), then its data.
+      const tasksData = bytes.lastIndexOf(Buffer.from('tables/001-tasks.copy.gz.enc')) + 512
+      const tasksSize = (await readManifest(archive)).manifest.tables[1].bytes
       const manifestRows = plainBytes.indexOf(Buffer.from('"rows": 6'))
       const encManifestRows = bytes.indexOf(Buffer.from('"rows": 6'))
       const swap = (b: Buffer, at: number) => Buffer.concat([b.subarray(0, at), Buffer.from('"rows": 5'), b.subarray(at + 9)])
@@ -173,7 +217,8 @@ function portabilitySuite(backend: Backend): void {
         ['a manifest count changed (plain)', variant('count.tar', swap(plainBytes, manifestRows)), 'ARCHIVE_CORRUPT'],
         ['a manifest count changed (encrypted: MAC)', variant('mac.tar', swap(bytes, encManifestRows)), 'ARCHIVE_CORRUPT'],
         ['a ciphertext byte changed', variant('cipher.tar', flip(bytes, tasksData + 20)), 'ARCHIVE_CORRUPT'],
-        ['the tag changed', variant('tag.tar', flip(bytes, bytes.indexOf(Buffer.from('tables/001-tasks.copy.gz.enc')) + 512 + 12)), 'ARCHIVE_CORRUPT'],
+        ['the iv changed', variant('iv.tar', flip(bytes, tasksData + 3)), 'ARCHIVE_CORRUPT'],
+        ['the tag changed', variant('tag.tar', flip(bytes, tasksData + tasksSize - 1)), 'ARCHIVE_CORRUPT'],
         ['not an archive', variant('text.tar', Buffer.from('hello\n'.repeat(200))), 'ARCHIVE_CORRUPT'],
         ['empty', variant('empty.tar', Buffer.alloc(0)), 'ARCHIVE_CORRUPT'],
         ['missing', join(dir, 'nope.tar'), 'NOT_FOUND'],

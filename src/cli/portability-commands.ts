@@ -1,7 +1,7 @@
 import cliProgress from 'cli-progress'
 import { InvalidArgumentError, type Command } from 'commander'
 import { TIERS, type Tier } from '../core/types.ts'
-import type { BackupRecord, ErasureCertificate, PortabilityProgress } from '../portability/index.ts'
+import { EXPORT_FORMATS, type BackupRecord, type ErasureCertificate, type ExportFormat, type PortabilityProgress, type SubjectErasureCertificate } from '../portability/index.ts'
 import type { Tenantry } from '../runtime.ts'
 import { table, tenantJson } from './format.ts'
 import type { ConnectionFlags } from './open.ts'
@@ -57,8 +57,27 @@ export function backupsTable(rows: BackupRecord[]): string {
   )
 }
 
+function format(value: string): ExportFormat {
+  if (!EXPORT_FORMATS.includes(value as ExportFormat)) throw new InvalidArgumentError(`--format must be one of ${EXPORT_FORMATS.join(', ')}.`)
+  return value as ExportFormat
+}
+
+/** The human form of a data subject's erasure certificate. */
+export function subjectCertificateText(c: SubjectErasureCertificate): string {
+  return [
+    `Subject erasure certificate ${c.certificateId} in tenant '${c.tenant.slug}' (${c.tenant.id}); subject sha256 ${c.subjectSha256}`,
+    `operation ${c.operationId}, completed ${c.completedAt}`,
+    '',
+    table(['TABLE', 'MARKED COLUMNS', 'ROWS BEFORE', 'ROWS AFTER'], c.tables.map((t) => [t.table, t.columns.join(', '), t.before, t.after])),
+    '',
+    c.verified ? `VERIFIED: ${c.rowsBefore} rows of the subject removed, 0 left.` : `NOT VERIFIED: ${c.rowsAfter} rows of the subject remain.`,
+  ].join('\n')
+}
+
 /** The human form of an erasure certificate. */
-export function certificateText(c: ErasureCertificate): string {
+export function certificateText(c: ErasureCertificate | SubjectErasureCertificate): string {
+  if ('kind' in c && c.kind === 'subject') return subjectCertificateText(c)
+  c = c as ErasureCertificate
   const lines = [
     `Erasure certificate ${c.certificateId} for tenant '${c.tenant.slug}' (${c.tenant.id}, ${c.tenant.tier})`,
     `operation ${c.operationId}, ${c.startedAt} → ${c.completedAt}`,
@@ -154,12 +173,33 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       .command('erase <slug>')
       .description('erase a deleted tenant for good and verify it: every row, room, role, catalog entry and archive; data key destroyed; certificate kept')
       .option('--force', 'erase a tenant that was not deleted first')
+      .option('--subject <value>', 'erase only the rows of one person: those whose subject-marked columns equal the value (the tenant stays)')
       .option('--json', 'print the certificate as JSON'),
-  ).action(async (slug: string, opts: ConnectionFlags & { force?: boolean; json?: boolean }) => {
+  ).action(async (slug: string, opts: ConnectionFlags & { force?: boolean; subject?: string; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
-      const c = await t.portability.erase(slug, { force: opts.force, startedBy: startedBy() })
+      const c = opts.subject !== undefined
+        ? await t.portability.eraseSubject(slug, opts.subject, { startedBy: startedBy() })
+        : await t.portability.erase(slug, { force: opts.force, startedBy: startedBy() })
       print(opts.json, c, () => certificateText(c))
       if (!c.verified) process.exitCode = 1
+    })
+  })
+
+  withConnection(
+    program
+      .command('export <slug>')
+      .description("GDPR export (Art. 20): every table of a tenant, or one person's rows, as JSON lines or CSV with a manifest")
+      .requiredOption('--format <format>', `${EXPORT_FORMATS.join(' or ')}`, format)
+      .option('--subject <value>', 'only the rows whose subject-marked columns equal the value (docs/portability.md)')
+      .option('--to <dir>', 'directory to write the export\'s directory into; default TENANTRY_BACKUP_DIR or ./backups/')
+      .option('--json', 'print JSON'),
+  ).action(async (slug: string, opts: ConnectionFlags & { format: ExportFormat; subject?: string; to?: string; json?: boolean }) => {
+    await withTenantry(opts, async (t) => {
+      const r = await t.portability.export(slug, { format: opts.format, subject: opts.subject, to: opts.to, startedBy: startedBy() })
+      print(opts.json, r, () => [
+        `Exported ${r.subject ? "one subject's rows of" : ''} '${r.slug}' as ${r.format}: ${r.rows} rows in ${r.tables.length} files (operation ${r.operationId}).`.replace('  ', ' '),
+        r.path,
+      ].join('\n'))
     })
   })
 

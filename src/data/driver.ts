@@ -30,8 +30,8 @@ export interface AdminQueryable extends TransactionalQueryable {
  */
 export interface CopyTransaction extends Queryable {
   exec(sql: string): Promise<void>
-  /** `COPY <source> TO STDOUT`, written into `sink`; resolves when `sink` has ended. */
-  copyOut(source: string, sink: Writable): Promise<void>
+  /** `COPY <source> TO STDOUT` (`csv`: with a header line), written into `sink`; resolves when `sink` has ended. */
+  copyOut(source: string, sink: Writable, format?: 'text' | 'csv'): Promise<void>
   /** `COPY <target> FROM STDIN`, read from `source`; resolves with the rows loaded. */
   copyIn(target: string, source: Readable): Promise<number>
 }

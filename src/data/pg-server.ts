@@ -35,6 +35,8 @@ export interface PgServerOptions {
   adminPoolSize?: number
 }
 
+const CSV_OPTIONS = ' WITH (FORMAT csv, HEADER true)'
+
 /** Distinct statement texts prepared per connection; beyond it statements go unnamed. */
 const STATEMENT_CACHE_SIZE = 256
 
@@ -291,7 +293,7 @@ export class PgServer implements ServerDriver {
           return { rows: res.rows, rowCount: res.rowCount ?? 0 }
         },
         exec: async (sql) => { await client.query(sql) },
-        copyOut: async (source: string, sink: Writable) => { await pipeline(client.query(copyTo(`COPY ${source} TO STDOUT`)), sink) },
+        copyOut: async (source: string, sink: Writable, format?: 'text' | 'csv') => { await pipeline(client.query(copyTo(`COPY ${source} TO STDOUT${format === 'csv' ? CSV_OPTIONS : ''}`)), sink) },
         copyIn: async (target: string, source: Readable) => {
           const stream = client.query(copyFrom(`COPY ${target} FROM STDIN`))
           await pipeline(source, stream)

@@ -124,8 +124,8 @@ export class PgliteServer implements ServerDriver {
         return fn({
           query: async <R>(text: string, values?: unknown[]) => toResult<R>(await tx.query(text, values ?? [])),
           exec: async (sql: string) => { await tx.exec(sql) },
-          copyOut: async (source: string, sink: Writable) => {
-            const res = await tx.query(`COPY ${source} TO '/dev/blob'`)
+          copyOut: async (source: string, sink: Writable, format?: 'text' | 'csv') => {
+            const res = await tx.query(`COPY ${source} TO '/dev/blob'${format === 'csv' ? ' WITH (FORMAT csv, HEADER true)' : ''}`)
             const bytes = res.blob ? Buffer.from(await res.blob.arrayBuffer()) : Buffer.alloc(0)
             await new Promise<void>((resolve, reject) => {
               sink.once('error', reject)

@@ -3,11 +3,12 @@ import { Portability } from './portability.ts'
 
 export { Portability } from './portability.ts'
 export type {
-  BackupOptions, BackupRecord, BackupResult, ErasureCertificate, PortabilityOptions, PortabilityProgress, RestoreOptions, RestoreResult,
+  BackupOptions, BackupRecord, BackupResult, ErasureCertificate, ExportOptions, ExportResult, SubjectErasureCertificate, PortabilityOptions, PortabilityProgress, RestoreOptions, RestoreResult,
 } from './portability.ts'
 export type { ArchiveManifest } from './archive.ts'
 export { copyTenant, rewriteTenantId, tenantTables, type TenantPlace, type TenantTable } from './copy-engine.ts'
 export { resolveMasterKey } from './keys.ts'
+export { EXPORT_FORMATS, SUBJECT_MARK, type ExportFormat } from './export.ts'
 
 /** Tenantry's version, written into every archive manifest. */
 function tenantryVersion(): string {

@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto'
-import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs'
+import { createHash, randomUUID } from 'node:crypto'
+import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve as resolvePath } from 'node:path'
 import { Writable, type Readable } from 'node:stream'
 import type { Catalog } from '../catalog/catalog.ts'
@@ -19,6 +19,7 @@ import type { Operation, Operations } from '../lifecycle/operations.ts'
 import { packArchive, readManifest, checkManifestMac, readTables, spoolTable, type ArchiveManifest } from './archive.ts'
 import { copiesDirectly, copyTableIn, copyTableOut, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
 import { TenantKeys, resolveMasterKey } from './keys.ts'
+import { EXPORT_FORMATS, exportTable, subjectColumns, SUBJECT_MARK, type ExportFormat } from './export.ts'
 import * as sql from './sql.ts'
 
 /** Options of the portability part of {@link createTenantry} (`portability: { … }`). */
@@ -91,6 +92,41 @@ export interface RestoreResult {
   /** Migrations the archive was older than, applied after the load. */
   migratedForward: string[]
   replaced: boolean
+}
+
+export interface ExportOptions {
+  format: ExportFormat
+  /** Directory the export's own directory is made in. Default: the backup directory. */
+  to?: string
+  /** Only the rows whose subject-marked columns (docs/portability.md) equal this value. */
+  subject?: string
+  startedBy?: string
+}
+
+export interface ExportResult {
+  /** The directory written: `manifest.json` and one file per table. */
+  path: string
+  slug: string
+  format: ExportFormat
+  subject: boolean
+  rows: number
+  tables: { name: string; file: string; rows: number; sha256: string }[]
+  operationId: string
+}
+
+/** What a data-subject erasure removed, kept in the catalog with the tenant's certificates. */
+export interface SubjectErasureCertificate {
+  kind: 'subject'
+  certificateId: string
+  operationId: string
+  tenant: { id: string; slug: string }
+  /** sha256 of the subject value: the certificate itself names no person. */
+  subjectSha256: string
+  completedAt: string
+  tables: { table: string; columns: string[]; before: number; after: number }[]
+  rowsBefore: number
+  rowsAfter: number
+  verified: boolean
 }
 
 /** The erasure certificate kept in the catalog (`tenantry erase` prints it). */
@@ -277,12 +313,6 @@ export class Portability {
     const key = manifest.encryption ? await this.keys.dataKey(manifest.encryption.tenantId) : null
     if (key) checkManifestMac(path, key, json, mac)
     const forward = this.checkMigrations(manifest)
-    let verified = 0
-    await readTables(path, manifest, key, async (t, plain) => {
-      await drain(plain)
-      verified++
-      opts.onProgress?.({ phase: 'verify', table: t.name, tablesDone: verified, tables: manifest.tables.length, rows: 0 })
-    })
 
     // Where it goes.
     const slug = opts.as ?? manifest.tenant.slug
@@ -298,6 +328,13 @@ export class Portability {
     const tier = opts.tier ?? existing?.tier ?? (manifest.tenant.tier as Tier)
     const server = await this.pickServer(opts.server ?? existing?.placement.server ?? manifest.source.server, opts.server !== undefined)
     const placement = this.stagingPlacement(id, tier, server, existing)
+    // The whole archive is read and checked before anything is written.
+    let verified = 0
+    await readTables(path, manifest, key, async (t, plain) => {
+      await drain(plain)
+      verified++
+      opts.onProgress?.({ phase: 'verify', table: t.name, tablesDone: verified, tables: manifest.tables.length, rows: 0 })
+    })
     const op = await this.d.operations.start('restore', {
       tenantId: id, slug, startedBy: opts.startedBy, step: 'prepare',
       params: { path, archiveId: manifest.archiveId, tier, placement, replace: Boolean(existing), previous: existing ? { tier: existing.tier, placement: existing.placement } : null },
@@ -586,10 +623,114 @@ export class Portability {
   }
 
   /** Erasure certificates kept in the catalog (of one tenant slug or id). */
-  async certificates(slugOrId?: string): Promise<ErasureCertificate[]> {
+  async certificates(slugOrId?: string): Promise<(ErasureCertificate | SubjectErasureCertificate)[]> {
     const filter = slugOrId === undefined ? {} : isUuid(slugOrId) ? { tenantId: slugOrId } : { slug: slugOrId }
-    const res = await this.d.admin.query<{ certificate: ErasureCertificate | string }>(...args(sql.certificatesOf(filter)))
+    const res = await this.d.admin.query<{ certificate: ErasureCertificate | SubjectErasureCertificate | string }>(...args(sql.certificatesOf(filter)))
     return res.rows.map((r) => (typeof r.certificate === 'string' ? JSON.parse(r.certificate) : r.certificate))
+  }
+
+  // ---- GDPR export and data subjects ------------------------------------------------------
+
+  /**
+   * Export a tenant's rows (Art. 20) as JSON lines or CSV, one file per table and a manifest, from
+   * one consistent snapshot; with `subject`, only the rows whose marked columns equal it.
+   */
+  async export(slugOrId: string, opts: ExportOptions): Promise<ExportResult> {
+    if (!EXPORT_FORMATS.includes(opts?.format)) throw new TenantryError('VALIDATION_FAILED', `Export format '${printable(String(opts?.format))}' is not one of ${EXPORT_FORMATS.join(', ')}.`)
+    if (opts.subject !== undefined && (typeof opts.subject !== 'string' || opts.subject.length === 0 || opts.subject.length > 1000)) {
+      throw new TenantryError('VALIDATION_FAILED', 'A subject value must be 1–1000 characters.')
+    }
+    const tenant = await this.mustFind(slugOrId)
+    const room = this.roomOf(tenant)
+    const base = opts.to ?? process.env.TENANTRY_BACKUP_DIR ?? this.d.options.backupDir ?? './backups'
+    const path = resolvePath(join(base, `${tenant.slug}-export${opts.subject !== undefined ? '-subject' : ''}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
+    const partial = `${path}.partial`
+    const op = await this.d.operations.start('export', { tenantId: tenant.id, slug: tenant.slug, params: { path, format: opts.format, subject: opts.subject !== undefined }, step: 'snapshot', startedBy: opts.startedBy })
+    return this.d.operations.holding(async () => {
+      try {
+        mkdirSync(partial, { recursive: true })
+        const tables = await this.d.dataPlane.driver(room.server).copyTransaction(room.database, 'snapshot', async (tx) => {
+          await tx.query(...args(sql.pointAtTenant(tenantToken(this.d.dataPlane.tenantKey, tenant.id))))
+          const marks = opts.subject !== undefined ? await subjectColumns(tx, room.schema) : null
+          if (marks && marks.size === 0) {
+            throw new TenantryError('CONFIG_INVALID', `No column of ${tenant.slug}'s tables is marked as identifying a person: add COMMENT ON COLUMN <table>.<column> IS '${SUBJECT_MARK}' in a migration (docs/portability.md).`)
+          }
+          if (opts.subject !== undefined) await tx.query(...args(sql.pointAtSubject(opts.subject)))
+          const out: ExportResult['tables'] = []
+          for (const table of await tenantTables(tx, room.schema)) {
+            if (marks && !marks.has(table.name)) continue
+            const file = `${table.name}.${opts.format}`
+            await faultPoint('export:table')
+            const r = await exportTable(tx, { schema: room.schema, table, tenantId: tenant.id, format: opts.format, subjectColumns: marks?.get(table.name), file: join(partial, file) })
+            out.push({ name: table.name, file, ...r })
+          }
+          return out
+        })
+        const rows = tables.reduce((n, t) => n + t.rows, 0)
+        const manifest = {
+          format: `tenantry-export-${opts.format}`, tenantryVersion: this.d.version, exportedAt: new Date().toISOString(),
+          tenant: { id: tenant.id, slug: tenant.slug, name: tenant.name }, subject: opts.subject !== undefined ? { columns: SUBJECT_MARK } : null,
+          tables, rows,
+        }
+        writeFileSync(join(partial, 'manifest.json'), JSON.stringify(manifest, null, 2))
+        renameSync(partial, path)
+        await this.d.operations.finish(op.id, 'done', null, { path, rows }, undefined, 'done')
+        return { path, slug: tenant.slug, format: opts.format, subject: opts.subject !== undefined, rows, tables, operationId: op.id }
+      } catch (err) {
+        await this.rollBackExport(op, path).catch(() => undefined)
+        throw err
+      }
+    })
+  }
+
+  private async rollBackExport(op: Operation, path: string): Promise<void> {
+    rmSync(`${path}.partial`, { recursive: true, force: true })
+    await this.d.operations.finish(op.id, 'rolled_back', 'The export did not finish; its partial directory was removed. Run it again.')
+  }
+
+  /**
+   * Erase one data subject's rows (Art. 17) from a tenant: every row whose marked columns equal
+   * the value, deleted in one transaction and counted again to verify; the certificate (naming the
+   * subject only by hash) is kept with the tenant's erasure certificates.
+   */
+  async eraseSubject(slugOrId: string, subject: string, opts: { startedBy?: string } = {}): Promise<SubjectErasureCertificate> {
+    if (typeof subject !== 'string' || subject.length === 0 || subject.length > 1000) throw new TenantryError('VALIDATION_FAILED', 'A subject value must be 1–1000 characters.')
+    const tenant = await this.mustFind(slugOrId)
+    const room = this.roomOf(tenant)
+    const subjectSha256 = createHash('sha256').update(subject).digest('hex')
+    const ctx = this.d.dataPlane.driver(room.server)
+    const marks = await subjectColumns(ctx.admin(room.database), room.schema)
+    if (marks.size === 0) throw new TenantryError('CONFIG_INVALID', `No column of ${tenant.slug}'s tables is marked as identifying a person: add COMMENT ON COLUMN <table>.<column> IS '${SUBJECT_MARK}' in a migration (docs/portability.md).`)
+    const op = await this.d.operations.start('erase-subject', { tenantId: tenant.id, slug: tenant.slug, params: { subjectSha256 }, step: 'erase', startedBy: opts.startedBy })
+    return this.d.operations.holding(async () => {
+      const tables = (await tenantTables(ctx.admin(room.database), room.schema)).filter((t) => marks.has(t.name)).reverse()
+      const report = await ctx.copyTransaction(room.database, 'write', async (tx) => {
+        await tx.query(...args(sql.pointAtTenant(tenantToken(this.d.dataPlane.tenantKey, tenant.id))))
+        await tx.query(...args(sql.pointAtSubject(subject)))
+        const out: SubjectErasureCertificate['tables'] = []
+        for (const t of tables) {
+          const cols = marks.get(t.name)!
+          const before = Number((await tx.query<{ n: string }>(...args(sql.subjectRows('COUNT', room.schema, t.name, tenant.id, cols)))).rows[0].n)
+          await tx.query(...args(sql.subjectRows('DELETE', room.schema, t.name, tenant.id, cols)))
+          const after = Number((await tx.query<{ n: string }>(...args(sql.subjectRows('COUNT', room.schema, t.name, tenant.id, cols)))).rows[0].n)
+          out.push({ table: `${room.schema}.${t.name}`, columns: cols, before, after })
+        }
+        return out
+      }).catch(async (err) => {
+        await this.d.operations.finish(op.id, 'failed', (err as Error).message)
+        throw err
+      })
+      const rowsAfter = report.reduce((n, t) => n + t.after, 0)
+      const certificate: SubjectErasureCertificate = {
+        kind: 'subject', certificateId: randomUUID(), operationId: op.id, tenant: { id: tenant.id, slug: tenant.slug }, subjectSha256,
+        completedAt: new Date().toISOString(), tables: report, rowsBefore: report.reduce((n, t) => n + t.before, 0), rowsAfter, verified: rowsAfter === 0,
+      }
+      await this.d.admin.transaction(async (tx) => {
+        await tx.query(...args(sql.insertCertificate({ id: certificate.certificateId, tenantId: tenant.id, slug: tenant.slug, operationId: op.id, certificate })))
+        await this.d.operations.finish(op.id, 'done', null, { certificateId: certificate.certificateId }, tx, 'done')
+      })
+      return certificate
+    })
   }
 
   // ---- operations ----------------------------------------------------------------------------
@@ -601,6 +742,12 @@ export class Portability {
    */
   async resume(op: Operation): Promise<void> {
     if (op.kind === 'backup') return this.rollBackBackup(op, String(op.params.path))
+    if (op.kind === 'export') return this.rollBackExport(op, String(op.params.path))
+    if (op.kind === 'erase-subject') {
+      // One transaction: it committed whole or not at all; the value is not kept to run it again.
+      await this.d.operations.finish(op.id, 'failed', 'Interrupted: the subject\'s rows were deleted in one transaction, wholly or not at all. Run the erasure again to be sure (it reports 0 rows if they are gone).')
+      return
+    }
     if (op.kind === 'restore') {
       const p = op.params as { tier: Tier; placement: Placement; previous: { tier: Tier; placement: Placement } | null }
       const current = await this.d.catalog.byId(op.tenantId!)
@@ -616,7 +763,7 @@ export class Portability {
   }
 
   /** The operation kinds {@link resume} finishes. */
-  readonly kinds: readonly string[] = ['backup', 'restore', 'erase']
+  readonly kinds: readonly string[] = ['backup', 'restore', 'erase', 'export', 'erase-subject']
 
   private roomOf(tenant: Tenant): Room {
     const target: MigrationTarget = this.d.dataPlane.migrationTarget(tenant)

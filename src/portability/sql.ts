@@ -168,3 +168,31 @@ export const insertFromLoadTable = (schema: string, table: string, columns: stri
          SELECT ${columns.map(quoteIdent).join(', ')} FROM ${loadTableName(table)}`,
   values: [],
 })
+
+/** Columns of `schema`'s tenant tables whose comment carries the subject mark. */
+export const subjectColumns = (schema: string, mark: string): Statement => ({
+  text: `SELECT c.relname AS table, a.attname AS column
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+           AND position($2 in coalesce(col_description(c.oid, a.attnum), '')) > 0
+         ORDER BY c.relname, a.attnum`,
+  values: [schema, mark],
+})
+
+/**
+ * Point a transaction at one data subject: the value travels as a bind parameter into a
+ * transaction-local setting, which the COPY and DELETE statements (COPY takes no parameters) read.
+ */
+export const pointAtSubject = (value: string): Statement => ({ text: "SELECT set_config('tenantry.subject', $1, true)", values: [value] })
+
+/** Rows of one tenant, or of the subject set by {@link pointAtSubject} in any of `subjectColumns`. */
+export function exportSelect(schema: string, table: string, columns: string[], tenantId: string, subjectCols?: string[]): string {
+  const subject = subjectCols ? ` AND (${subjectCols.map((c) => `${quoteIdent(c)}::text = current_setting('tenantry.subject')`).join(' OR ')})` : ''
+  return `SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteIdent(schema)}.${quoteIdent(table)} WHERE tenant_id = ${quoteLiteral(tenantId)}::uuid${subject}`
+}
+
+/** Delete (or count) the subject's rows of one table. */
+export const subjectRows = (verb: 'DELETE' | 'COUNT', schema: string, table: string, tenantId: string, subjectCols: string[]): Statement => ({
+  text: `${verb === 'DELETE' ? 'DELETE' : 'SELECT count(*) AS n'} FROM ${quoteIdent(schema)}.${quoteIdent(table)} WHERE tenant_id = $1 AND (${subjectCols.map((c) => `${quoteIdent(c)}::text = current_setting('tenantry.subject')`).join(' OR ')})`,
+  values: [tenantId],
+})
