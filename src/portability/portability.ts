@@ -234,8 +234,8 @@ export class Portability {
       }
       return { tables, migrations: ledger.rows, spooled }
     })
-    await faultPoint('backup:pack')
     await this.d.operations.step(op.id, 'pack')
+    await faultPoint('backup:pack')
     const manifest: ArchiveManifest = {
       format: 'tenantry-archive',
       formatVersion: 1,
