@@ -2,9 +2,10 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createTenantry, type Tenant, type Tenantry } from '../src/index.ts'
+import { copyTenant, createTenantry, type Tenant, type Tenantry } from '../src/index.ts'
+import { tenantToken } from '../src/data/tenant-token.ts'
 import { readManifest } from '../src/portability/archive.ts'
-import { DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, outcome, postgresAvailable } from './helpers/backends.ts'
+import { bothBackends, DEMO_MIGRATIONS, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
 import { PrivatePostgres, privatePostgresPossible } from './fixtures/guard-servers.ts'
 
 // Per-tenant backup, restore and verified erasure (issue 13), on PostgreSQL and on PGlite: archives
@@ -18,25 +19,7 @@ const PG_UP = await postgresAvailable()
 const MASTER = 'a1'.repeat(32)
 const OTHER_MASTER = 'b2'.repeat(32)
 
-interface Backend {
-  name: string
-  enabled: boolean
-  url(): Promise<string | undefined>
-  cleanUp(): Promise<void>
-}
-
-const BACKENDS: Backend[] = [
-  {
-    name: 'PostgreSQL',
-    enabled: PG_UP,
-    async url() {
-      await dropPostgresLeftovers(PREFIX, DB_NAME)
-      return freshDatabase(DB_NAME)
-    },
-    cleanUp: () => dropPostgresLeftovers(PREFIX, DB_NAME),
-  },
-  { name: 'PGlite', enabled: true, url: async () => undefined, async cleanUp() {} },
-]
+const BACKENDS = bothBackends(PREFIX, DB_NAME, PG_UP)
 
 const PROJECT_NAMES = ['plain', 'tab\there', 'line\nbreak', 'back\\slash', 'ünïcødé ✓', '\\N is not null']
 
@@ -185,6 +168,24 @@ COMMENT ON COLUMN tasks.assignee IS 'tenantry:subject';
       expect((await tenantry.portability.certificates('acme-copy'))[0]).toMatchObject({ kind: 'subject', certificateId: cert.certificateId })
       // Put the copy back to the archive's rows for the tests after this one.
       await tenantry.portability.restore(archive, { as: 'acme-copy', replace: true })
+    }, 120_000)
+
+    it('the copy engine copies one tenant between placements on its own (what a move reuses), tenant_id rewritten', async () => {
+      // PostgreSQL: COPY streamed to a database on another server; PGlite: within one database.
+      const target = await tenantry.provision({ slug: 'moved', tier: copyTier, server: second ? 'second' : 'main' })
+      const place = (t: Tenant) => {
+        const m = tenantry.dataPlane.migrationTarget(t)
+        return { driver: tenantry.dataPlane.driver(t.placement.server), database: m.database, schema: m.schema, tenantId: t.id, token: tenantToken(tenantry.dataPlane.tenantKey, t.id) }
+      }
+      const counts = await copyTenant(place(acme), place(target))
+      expect(counts).toEqual([{ table: 'projects', rows: 6 }, { table: 'tasks', rows: 3 }])
+      expect(await projects('moved')).toEqual(await projects('acme'))
+      expect(await tasks('moved')).toEqual(await tasks('acme'))
+      // All or nothing: copying again collides with the rows now there, and leaves them as they are.
+      expect(await outcome(copyTenant(place(acme), place(target)))).toBe('pg:23505')
+      expect((await projects('moved')).length).toBe(6)
+      await tenantry.delete('moved')
+      await tenantry.purge('moved', { force: true })
     }, 120_000)
 
     it('refuses corrupt, truncated, tampered, wrongly keyed and conflicting archives before anything is written', async () => {

@@ -51,8 +51,8 @@ export interface SpooledTable {
   done: Promise<{ rows: number; sha256: string; bytes: number }>
 }
 
-/** Hashes and counts the plain COPY text passing through. */
-class Counter extends Transform {
+/** Hashes the bytes passing through and counts their lines (COPY text and JSON lines: one row a line). */
+export class Counter extends Transform {
   readonly hash = createHash('sha256')
   rows = 0
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {

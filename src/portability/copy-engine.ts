@@ -25,6 +25,8 @@ export interface TenantPlace {
   database: string
   schema: string
   tenantId: string
+  /** The tenant's signed setting (`tenantToken`), for an owner under FORCEd row-level security; optional for a superuser. */
+  token?: string
 }
 
 /** The tenant tables of `schema`, parents before the tables that reference them (load order). */
@@ -66,11 +68,11 @@ export async function copiesDirectly(tx: Queryable): Promise<boolean> {
   return Boolean((await tx.query<{ bypass: boolean }>(sql.BYPASSES_RLS.text, sql.BYPASSES_RLS.values)).rows[0]?.bypass)
 }
 
-/** Set every identity/serial sequence of the tables past the rows now in them (never lowered). */
-export async function raiseSequences(tx: Queryable, schema: string, tables: TenantTable[]): Promise<void> {
+/** Set every identity/serial sequence of the tables past the tenant's rows now in them (never lowered). */
+export async function raiseSequences(tx: Queryable, schema: string, tenantId: string, tables: TenantTable[]): Promise<void> {
   for (const t of tables) {
     for (const s of t.sequences) {
-      const st = sql.raiseSequence(s.sequence, schema, t.name, s.column)
+      const st = sql.raiseSequence(s.sequence, schema, t.name, s.column, tenantId)
       await tx.query(st.text, st.values)
     }
   }
@@ -113,6 +115,30 @@ export function rewriteTenantId(from: string, to: string): Transform {
 }
 
 /**
+ * Both places in one database (pooled → schema on one server): one REPEATABLE READ transaction,
+ * one INSERT … SELECT per table (one connection cannot stream COPY out and in at once, and an
+ * embedded database runs one transaction at a time). An owner under FORCEd row-level security sees
+ * one tenant at a time here: the ids must then be equal (a move).
+ */
+async function copyWithin(from: TenantPlace, to: TenantPlace, onTable?: (table: string, rows: number) => void): Promise<{ table: string; rows: number }[]> {
+  return from.driver.copyTransaction(from.database, 'write', async (tx) => {
+    await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ')
+    const token = to.token ?? from.token
+    if (token) await tx.query(sql.pointAtTenant(token).text, sql.pointAtTenant(token).values)
+    const tables = await tenantTables(tx, from.schema)
+    const counts: { table: string; rows: number }[] = []
+    for (const table of tables) {
+      const st = sql.copyWithinDatabase(from.schema, to.schema, table.name, table.columns, from.tenantId, to.tenantId)
+      const rows = (await tx.query(st.text, st.values)).rowCount
+      counts.push({ table: table.name, rows })
+      onTable?.(table.name, rows)
+    }
+    await raiseSequences(tx, to.schema, to.tenantId, tables)
+    return counts
+  })
+}
+
+/**
  * Copy one tenant between placements: one snapshot transaction on the source, one transaction on
  * the target (all or nothing), `tenant_id` rewritten when the ids differ, sequences raised past the
  * copied rows. The target's tables must exist (provisioned at the same migrations).
@@ -126,9 +152,12 @@ export function rewriteTenantId(from: string, to: string): Transform {
  * ```
  */
 export async function copyTenant(from: TenantPlace, to: TenantPlace, onTable?: (table: string, rows: number) => void): Promise<{ table: string; rows: number }[]> {
+  if (from.driver === to.driver && from.database === to.database) return copyWithin(from, to, onTable)
   return from.driver.copyTransaction(from.database, 'snapshot', async (src) => {
+    if (from.token) await src.query(sql.pointAtTenant(from.token).text, sql.pointAtTenant(from.token).values)
     const tables = await tenantTables(src, from.schema)
     return to.driver.copyTransaction(to.database, 'write', async (dst) => {
+      if (to.token) await dst.query(sql.pointAtTenant(to.token).text, sql.pointAtTenant(to.token).values)
       const direct = await copiesDirectly(dst)
       const counts: { table: string; rows: number }[] = []
       for (const table of tables) {
@@ -138,7 +167,7 @@ export async function copyTenant(from: TenantPlace, to: TenantPlace, onTable?: (
         counts.push({ table: table.name, rows })
         onTable?.(table.name, rows)
       }
-      await raiseSequences(dst, to.schema, tables)
+      await raiseSequences(dst, to.schema, to.tenantId, tables)
       return counts
     })
   })

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { CopyTransaction } from '../data/driver.ts'
 import type { Queryable } from '../data/executor.ts'
+import { Counter } from './archive.ts'
 import type { TenantTable } from './copy-engine.ts'
 import * as sql from './sql.ts'
 
@@ -48,17 +48,6 @@ class UnescapeBackslash extends Transform {
   }
 }
 
-/** Hashes and counts lines passing through (the export manifest's figures). */
-class LineCounter extends Transform {
-  readonly hash = createHash('sha256')
-  lines = 0
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.hash.update(chunk)
-    for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) this.lines++
-    done(null, chunk)
-  }
-}
-
 /**
  * Write one table of the tenant (or only the rows of the subject set with
  * {@link sql.pointAtSubject}) as `file`; returns its rows and checksum. CSV has a header line.
@@ -68,7 +57,7 @@ export async function exportTable(
   o: { schema: string; table: TenantTable; tenantId: string; format: ExportFormat; subjectColumns?: string[]; file: string },
 ): Promise<{ rows: number; sha256: string }> {
   const select = sql.exportSelect(o.schema, o.table.name, o.table.columns, o.tenantId, o.subjectColumns)
-  const counter = new LineCounter()
+  const counter = new Counter()
   const out = createWriteStream(o.file)
   if (o.format === 'csv') {
     const done = pipeline(counter, out)
@@ -82,5 +71,5 @@ export async function exportTable(
   const done = pipeline(unescape, counter, out)
   await tx.copyOut(`(SELECT row_to_json(x) FROM (${select}) x)`, unescape)
   await done
-  return { rows: counter.lines, sha256: counter.hash.digest('hex') }
+  return { rows: counter.rows, sha256: counter.hash.digest('hex') }
 }

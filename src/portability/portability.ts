@@ -425,7 +425,7 @@ export class Portability {
         counts.push({ name: entry.name, rows: n })
         onProgress?.({ phase: 'load', table: entry.name, tablesDone: ++i, tables: manifest.tables.length, rows })
       })
-      await raiseSequences(tx, room.schema, tables)
+      await raiseSequences(tx, room.schema, staging.id, tables)
     })
     if (!pooled) await migrateTarget(admin, target, files)
     return counts

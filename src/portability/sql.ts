@@ -141,11 +141,15 @@ export function copyInTarget(schema: string, table: string, columns: string[]): 
   return `${quoteIdent(schema)}.${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')})`
 }
 
-/** Set a sequence past the rows restored, never back (a pooled sequence serves other tenants too). */
-export const raiseSequence = (sequence: string, schema: string, table: string, column: string): Statement => ({
-  text: `SELECT setval($1::regclass, greatest(coalesce((SELECT max(${quoteIdent(column)}) FROM ${quoteIdent(schema)}.${quoteIdent(table)}), 0)::bigint,
+/**
+ * Set a sequence past the tenant's rows, never back: rows of other tenants (a pooled sequence is
+ * shared) took their values from the sequence, so `last_value` already covers them, and the max is
+ * read through the tenant-led key (an index scan, not the whole shared table).
+ */
+export const raiseSequence = (sequence: string, schema: string, table: string, column: string, tenantId: string): Statement => ({
+  text: `SELECT setval($1::regclass, greatest(coalesce((SELECT max(${quoteIdent(column)}) FROM ${quoteIdent(schema)}.${quoteIdent(table)} WHERE tenant_id = $2), 0)::bigint,
            coalesce(pg_sequence_last_value($1::regclass), 0), 1))`,
-  values: [sequence],
+  values: [sequence, tenantId],
 })
 
 /** Point an owner transaction at one tenant (signed setting), for tables whose row-level security is FORCEd. */
@@ -195,4 +199,11 @@ export function exportSelect(schema: string, table: string, columns: string[], t
 export const subjectRows = (verb: 'DELETE' | 'COUNT', schema: string, table: string, tenantId: string, subjectCols: string[]): Statement => ({
   text: `${verb === 'DELETE' ? 'DELETE' : 'SELECT count(*) AS n'} FROM ${quoteIdent(schema)}.${quoteIdent(table)} WHERE tenant_id = $1 AND (${subjectCols.map((c) => `${quoteIdent(c)}::text = current_setting('tenantry.subject')`).join(' OR ')})`,
   values: [tenantId],
+})
+
+/** One table of one tenant copied to another schema of the same database in one statement, `tenant_id` set to `$2`. */
+export const copyWithinDatabase = (fromSchema: string, toSchema: string, table: string, columns: string[], fromId: string, toId: string): Statement => ({
+  text: `INSERT INTO ${quoteIdent(toSchema)}.${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')}) OVERRIDING SYSTEM VALUE
+         SELECT $2::uuid${columns.slice(1).map((c) => `, ${quoteIdent(c)}`).join('')} FROM ${quoteIdent(fromSchema)}.${quoteIdent(table)} WHERE tenant_id = $1`,
+  values: [fromId, toId],
 })

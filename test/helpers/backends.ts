@@ -102,3 +102,28 @@ export async function outcome(p: Promise<unknown>): Promise<string> {
     return typeof code === 'string' ? `pg:${code}` : `error:${String((err as Error)?.message ?? err)}`
   }
 }
+
+/** One backend a suite runs against: real PostgreSQL (a fresh database) or in-memory PGlite. */
+export interface Backend {
+  name: 'PostgreSQL' | 'PGlite'
+  enabled: boolean
+  /** The admin URL of a fresh test database (PostgreSQL), or undefined (PGlite). */
+  url(): Promise<string | undefined>
+  cleanUp(): Promise<void>
+}
+
+/** Both backends of a suite whose databases and roles carry `prefix` and whose database is `database`. */
+export function bothBackends(prefix: string, database: string, pgUp: boolean): Backend[] {
+  return [
+    {
+      name: 'PostgreSQL',
+      enabled: pgUp,
+      async url() {
+        await dropPostgresLeftovers(prefix, database)
+        return freshDatabase(database)
+      },
+      cleanUp: () => dropPostgresLeftovers(prefix, database),
+    },
+    { name: 'PGlite', enabled: true, url: async () => undefined, async cleanUp() {} },
+  ]
+}
