@@ -34,3 +34,9 @@ export {
 } from './config/index.ts'
 export { createAuditLog, digestOf, type AuditLog, type AuditActor, type AuditInput, type AuditEntry, type AuditQuery, type AuditVerifyReport } from './audit/index.ts'
 export type { TenantPage, TenantPageQuery } from './catalog/catalog.ts'
+export {
+  Portability, copyTenant, rewriteTenantId, tenantTables, resolveMasterKey,
+  type ArchiveManifest, type BackupOptions, type BackupRecord, type BackupResult, type ErasureCertificate, type PortabilityOptions,
+  type PortabilityProgress, type RestoreOptions, type RestoreResult, type TenantPlace, type TenantTable,
+  type ExportOptions, type ExportResult, type ExportFormat, type SubjectErasureCertificate, EXPORT_FORMATS, SUBJECT_MARK,
+} from './portability/index.ts'

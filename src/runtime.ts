@@ -28,6 +28,7 @@ import { createJobs, type JobsOptions, type TenantJobs } from './jobs/index.ts'
 import { createStorage, type StorageOptions, type TenantStorage } from './storage/index.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 import { checkConfigOptions, createConfig, type ConfigOptions, type ConfigParts, type PluginCore } from './config/index.ts'
+import { createPortability, resolveMasterKey, type Portability, type PortabilityOptions } from './portability/index.ts'
 
 /**
  * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
@@ -91,6 +92,8 @@ export interface TenantryOptions {
   config?: ConfigOptions
   /** Plugins, enabled per plan or tenant by `config.plugins.<name>.enabled` (docs/plugins.md). */
   plugins?: PluginCore[]
+  /** Backup, restore and erasure (docs/portability.md): the master key of archive encryption and the default backup directory. */
+  portability?: PortabilityOptions
 }
 
 /**
@@ -177,6 +180,8 @@ export interface Tenantry {
   top(query?: TopQuery): Promise<TopRow[]>
   /** Placement advice from usage: tenants that outgrew their tier, idle dedicated tenants, servers out of balance. */
   advise(options?: AdviseOptions): Promise<Advice[]>
+  /** Per-tenant backup and restore in every tier, and verified erasure (docs/portability.md). */
+  readonly portability: Portability
   /** Write this process's metered usage to the catalog now (it is written every interval anyway). */
   flushUsage(): Promise<void>
   close(): Promise<void>
@@ -200,6 +205,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   // Refused before anything is opened.
   checkObserveOptions(options.observe ?? {})
   checkConfigOptions(options.config, options.plugins)
+  resolveMasterKey(options.portability?.masterKey)
   // An explicit dataDir means embedded, whatever DATABASE_URL the environment has.
   const databaseUrl = options.databaseUrl ?? (options.dataDir === undefined ? process.env.DATABASE_URL : undefined) ?? undefined
   const naming = makeNaming(options.rolePrefix ?? 'tenantry')
@@ -270,11 +276,13 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const events = new TenantryEvents()
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
   const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
+  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {} })
   const lifecycle = new Lifecycle({
     catalog, dataPlane, operations, files, events,
     hooks: options.onProvision ?? [],
     retentionDays: options.retentionDays ?? 30,
     audit,
+    resumers: portability,
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
@@ -399,6 +407,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       return { findings, tables }
     },
     observe,
+    portability,
     logger: observe.logger,
     usage: (q) => observe.usage.usage(q ?? {}),
     top: (q) => observe.usage.top(q ?? {}),

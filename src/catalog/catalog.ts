@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import { TenantryError } from '../core/errors.ts'
-import type { Plan, Server, Tenant, TenantStatus, Tier } from '../core/types.ts'
+import type { Placement, Plan, Server, Tenant, TenantStatus, Tier } from '../core/types.ts'
 import type { Queryable } from '../data/executor.ts'
 import type { AdminQueryable } from '../data/driver.ts'
 import { isUuid, printable } from '../core/validation.ts'
@@ -314,6 +314,19 @@ export class Catalog {
         throw err
       }
       if (res.rowCount === 0) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${id}'.`)
+      return toTenant(res.rows[0])
+    })
+  }
+
+  /**
+   * Point a tenant at another placement (and tier), with `alsoInTransaction` in the same
+   * transaction: the switch of a `--replace` restore or a move; every process drops its cached row.
+   */
+  async setPlacement(id: string, tier: Tier, placement: Placement, alsoInTransaction?: (tx: Queryable) => Promise<void>): Promise<Tenant> {
+    return this.change(id, async (tx) => {
+      const res = await tx.query<TenantRow>(...args(sql.updateTenantPlacement(id, tier, placement)))
+      if (res.rowCount === 0) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${id}'.`)
+      await alsoInTransaction?.(tx)
       return toTenant(res.rows[0])
     })
   }

@@ -176,6 +176,11 @@ export const updateTenantFields = (id: string, fields: { name?: string; plan?: s
   values: [id, fields.name ?? null, fields.plan ?? null, fields.config === undefined ? null : JSON.stringify(fields.config)],
 })
 
+export const updateTenantPlacement = (id: string, tier: string, p: { server: string; database: string; schema?: string | null }): Statement => ({
+  text: `UPDATE tenantry.tenants SET tier = $2, server = $3, database = $4, schema = $5, updated_at = now() WHERE id = $1 RETURNING ${TENANT_COLUMNS}`,
+  values: [id, tier, p.server, p.database, p.schema ?? null],
+})
+
 export const deleteTenantRow = (id: string): Statement => ({ text: 'DELETE FROM tenantry.tenants WHERE id = $1', values: [id] })
 
 export const insertDomain = (domain: string, tenantId: string): Statement => ({

@@ -17,6 +17,7 @@ import { registerResourceCommands } from './resources-commands.ts'
 import { registerConfigCommands } from './config-commands.ts'
 import { registerAdminCommands } from './admin-commands.ts'
 import { registerAuditCommands } from './audit-commands.ts'
+import { registerPortabilityCommands } from './portability-commands.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
@@ -488,6 +489,7 @@ export function buildProgram(): Command {
   const kit = { withConnection, withTenantry, print, startedBy, isoTime, intRange }
   registerAdminCommands(program, kit)
   registerAuditCommands(program, kit)
+  registerPortabilityCommands(program, { withConnection, withTenantry, startedBy })
 
   return program
 }

@@ -85,6 +85,14 @@ export const ErrorCodes = {
   ADMIN_UNAUTHORIZED: 'ADMIN_UNAUTHORIZED',
   /** The admin credentials are valid but their role may not do this (viewer < operator < admin). */
   ADMIN_FORBIDDEN: 'ADMIN_FORBIDDEN',
+  /** A tenant archive is truncated, corrupt or was changed after it was written (checksum or authentication failed). */
+  ARCHIVE_CORRUPT: 'ARCHIVE_CORRUPT',
+  /** A tenant archive is encrypted and its key cannot be had: no or wrong master key, or the tenant's data key was destroyed by erasure. */
+  ARCHIVE_KEY_INVALID: 'ARCHIVE_KEY_INVALID',
+  /** A tenant archive does not fit this installation's migrations (a file it was taken at is missing or was edited). */
+  ARCHIVE_INCOMPATIBLE: 'ARCHIVE_INCOMPATIBLE',
+  /** Loading an archive failed and was rolled back; the data that was serving before still serves. */
+  RESTORE_FAILED: 'RESTORE_FAILED',
   /** Something unexpected; a bug or an infrastructure fault. */
   INTERNAL: 'INTERNAL',
 } as const
@@ -130,6 +138,10 @@ const STATUS: Record<ErrorCode, number> = {
   PLUGIN_FAILED: 500,
   ADMIN_UNAUTHORIZED: 401,
   ADMIN_FORBIDDEN: 403,
+  ARCHIVE_CORRUPT: 400,
+  ARCHIVE_KEY_INVALID: 400,
+  ARCHIVE_INCOMPATIBLE: 409,
+  RESTORE_FAILED: 500,
   INTERNAL: 500,
 }
 

@@ -1,3 +1,4 @@
+import type { Readable, Writable } from 'node:stream'
 import type { Queryable, QueryResult, TransactionalQueryable } from './executor.ts'
 
 /**
@@ -21,6 +22,26 @@ export interface AdminQueryable extends TransactionalQueryable {
   exec(sql: string): Promise<void>
   transaction<T>(fn: (tx: Queryable & { exec(sql: string): Promise<void> }) => Promise<T>): Promise<T>
 }
+
+/**
+ * An owner transaction that streams rows with COPY (text format): backups, restores and tenant
+ * copies (src/portability/). `source` and `target` are SQL put after `COPY` — a quoted table with
+ * its column list, or a parenthesised SELECT — built by the caller from quoted identifiers.
+ */
+export interface CopyTransaction extends Queryable {
+  exec(sql: string): Promise<void>
+  /** `COPY <source> TO STDOUT` (`csv`: with a header line), written into `sink`; resolves when `sink` has ended. */
+  copyOut(source: string, sink: Writable, format?: 'text' | 'csv'): Promise<void>
+  /** `COPY <target> FROM STDIN`, read from `source`; resolves with the rows loaded. */
+  copyIn(target: string, source: Readable): Promise<number>
+}
+
+/**
+ * How a {@link ServerDriver.copyTransaction} runs: `snapshot` is one REPEATABLE READ READ ONLY
+ * transaction (every table seen at the same instant while the tenant keeps serving), `write` a
+ * READ COMMITTED one that loads.
+ */
+export type CopyMode = 'snapshot' | 'write'
 
 /**
  * One PostgreSQL server of the fleet, as the data layer sees it. Two implementations: node-postgres
@@ -49,6 +70,8 @@ export interface ServerDriver {
    * is built for nothing. Absent means the driver can clone.
    */
   readonly canClone?: boolean
+  /** Run `fn` in one owner transaction on `database` that can stream COPY (see {@link CopyTransaction}). */
+  copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>): Promise<T>
   /** Close every connection this process holds to `database` (before it is cloned or dropped). */
   releaseDatabase(database: string): Promise<void>
   /** Most owner connections to one database at once: the bound of a fleet migration's concurrency. */

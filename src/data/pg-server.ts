@@ -1,9 +1,12 @@
+import { pipeline } from 'node:stream/promises'
+import type { Readable, Writable } from 'node:stream'
 import pg from 'pg'
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams'
 import { LRUCache } from 'lru-cache'
 import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { enterStatement, timeoutMs, type AdminQueryable, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
+import { enterStatement, timeoutMs, type AdminQueryable, type CopyMode, type CopyTransaction, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
 import { PipelinedQuery, pipelined, type PipelineStep } from './pipelined-query.ts'
 import { ServerPool, type PoolSlot } from './server-pool.ts'
 
@@ -31,6 +34,8 @@ export interface PgServerOptions {
   /** Owner connections per database (DDL, migrations). Default 8. */
   adminPoolSize?: number
 }
+
+const CSV_OPTIONS = ' WITH (FORMAT csv, HEADER true)'
 
 /** Distinct statement texts prepared per connection; beyond it statements go unnamed. */
 const STATEMENT_CACHE_SIZE = 256
@@ -274,6 +279,36 @@ export class PgServer implements ServerDriver {
           client.release(broken)
         }
       },
+    }
+  }
+
+  async copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>): Promise<T> {
+    const client = await this.adminPool(database).connect()
+    let broken = false
+    try {
+      await client.query(mode === 'snapshot' ? 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY' : 'BEGIN')
+      const result = await fn({
+        query: async (text, values) => {
+          const res = await client.query(text, values ?? [])
+          return { rows: res.rows, rowCount: res.rowCount ?? 0 }
+        },
+        exec: async (sql) => { await client.query(sql) },
+        copyOut: async (source: string, sink: Writable, format?: 'text' | 'csv') => { await pipeline(client.query(copyTo(`COPY ${source} TO STDOUT${format === 'csv' ? CSV_OPTIONS : ''}`)), sink) },
+        copyIn: async (target: string, source: Readable) => {
+          const stream = client.query(copyFrom(`COPY ${target} FROM STDIN`))
+          await pipeline(source, stream)
+          return Number(stream.rowCount ?? 0)
+        },
+      })
+      await client.query('COMMIT')
+      return result
+    } catch (err) {
+      // A COPY cut off mid-stream can leave the connection unusable: it is not given back.
+      await client.query('ROLLBACK').catch(() => { broken = true })
+      broken = true
+      throw err
+    } finally {
+      client.release(broken)
     }
   }
 

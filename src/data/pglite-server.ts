@@ -1,10 +1,11 @@
 import { mkdirSync, existsSync, readFileSync, writeFileSync, rmSync, openSync, closeSync, cpSync, renameSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { AsyncLocalStorage } from 'node:async_hooks'
+import type { Readable, Writable } from 'node:stream'
 import { PGlite, types } from '@electric-sql/pglite'
 import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { enterStatement, type AdminQueryable, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
+import { enterStatement, type AdminQueryable, type CopyMode, type CopyTransaction, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
 
 export interface PgliteServerOptions {
   name: string
@@ -108,6 +109,38 @@ export class PgliteServer implements ServerDriver {
           ),
         ),
     }
+  }
+
+  /**
+   * PGlite has no COPY protocol stream: its COPY reads and writes the virtual file `/dev/blob`,
+   * so a table's rows pass through memory whole (the embedded default holds small tenants; a
+   * server tenant streams). One instance runs one transaction at a time, so any transaction is a
+   * consistent snapshot; `snapshot` still asks for REPEATABLE READ READ ONLY.
+   */
+  async copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>): Promise<T> {
+    return this.use(database, (db) =>
+      db.transaction(async (tx) => {
+        if (mode === 'snapshot') await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY')
+        return fn({
+          query: async <R>(text: string, values?: unknown[]) => toResult<R>(await tx.query(text, values ?? [])),
+          exec: async (sql: string) => { await tx.exec(sql) },
+          copyOut: async (source: string, sink: Writable, format?: 'text' | 'csv') => {
+            const res = await tx.query(`COPY ${source} TO '/dev/blob'${format === 'csv' ? ' WITH (FORMAT csv, HEADER true)' : ''}`)
+            const bytes = res.blob ? Buffer.from(await res.blob.arrayBuffer()) : Buffer.alloc(0)
+            await new Promise<void>((resolve, reject) => {
+              sink.once('error', reject)
+              sink.end(bytes, () => resolve())
+            })
+          },
+          copyIn: async (target: string, source: Readable) => {
+            const chunks: Buffer[] = []
+            for await (const c of source) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array))
+            const res = await tx.query(`COPY ${target} FROM '/dev/blob'`, [], { blob: new Blob(chunks as Uint8Array<ArrayBuffer>[]) })
+            return res.affectedRows ?? 0
+          },
+        })
+      }),
+    )
   }
 
   async databaseExists(name: string): Promise<boolean> {

@@ -31,6 +31,8 @@ export interface LifecycleOptions {
   retentionDays: number
   /** Where status changes made on someone's behalf are recorded, in the change's transaction. */
   audit?: AuditLog
+  /** Operations of other parts (backup, restore, erase) and how to finish one whose process died. */
+  resumers?: { kinds: readonly string[]; resume(op: Operation): Promise<void> }
 }
 
 /** What a purge removed. */
@@ -219,6 +221,7 @@ export class Lifecycle {
       await this.runPurge(op, target as Tenant)
       return
     }
+    if (this.o.resumers?.kinds.includes(op.kind)) return this.o.resumers.resume(op)
     await this.o.operations.finish(op.id, 'failed', `Unknown operation kind '${op.kind}'.`)
   }
 

@@ -1,0 +1,277 @@
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual, type CipherGCM, type DecipherGCM } from 'node:crypto'
+import { appendFileSync, createReadStream, createWriteStream, statSync } from 'node:fs'
+import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createGunzip, createGzip } from 'node:zlib'
+import * as tar from 'tar-stream'
+import { TenantryError } from '../core/errors.ts'
+import type { TenantTable } from './copy-engine.ts'
+
+/**
+ * The tenant archive: one tar file, the same in every tier.
+ *
+ * ```
+ * manifest.json                 what the archive holds (below), in the clear
+ * manifest.mac                  HMAC-SHA256 of manifest.json under the data key (encrypted archives)
+ * tables/000-projects.copy      each table's rows as COPY text, tenant_id first, in load order;
+ * tables/001-tasks.copy.gz      `.gz`: gzip; `.enc`: AES-256-GCM (iv ‖ ciphertext ‖ tag,
+ * …                             authenticated with the archive id and entry name)
+ * ```
+ *
+ * Each table's `sha256` and `rows` are of its plain COPY text, so a restore checks them whatever the
+ * compression or encryption. Tar entries need their size up front: each table is spooled to a file
+ * beside the archive first, then packed.
+ */
+export interface ArchiveManifest {
+  format: 'tenantry-archive'
+  formatVersion: 1
+  archiveId: string
+  tenantryVersion: string
+  createdAt: string
+  tenant: { id: string; slug: string; name: string; tier: string; plan: string; region: string | null; config: Record<string, unknown> }
+  source: { server: string; database: string; schema: string }
+  /** The migration ledger of the tenant's target when it was taken: version, name and checksum of each file. */
+  migrations: { version: string; name: string; checksum: string }[]
+  compression: 'gzip' | 'none'
+  encryption: { algorithm: 'aes-256-gcm'; key: 'tenant-data-key'; tenantId: string } | null
+  tables: { name: string; columns: string[]; rows: number; sha256: string; entry: string; bytes: number }[]
+  rows: number
+}
+
+export const MANIFEST_ENTRY = 'manifest.json'
+export const MAC_ENTRY = 'manifest.mac'
+
+/** The file a table is spooled to and what was counted on the way. */
+export interface SpooledTable {
+  table: TenantTable
+  file: string
+  entry: string
+  /** Where the plain COPY text is written; resolves once the spool file is complete. */
+  sink: Writable
+  done: Promise<{ rows: number; sha256: string; bytes: number }>
+}
+
+/** Hashes the bytes passing through and counts their lines (COPY text and JSON lines: one row a line). */
+export class Counter extends Transform {
+  readonly hash = createHash('sha256')
+  rows = 0
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.hash.update(chunk)
+    for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) this.rows++
+    done(null, chunk)
+  }
+}
+
+/** Start spooling one table: COPY text in, gzip and encryption on the way, a file out. */
+export function spoolTable(dir: string, index: number, table: TenantTable, opts: { gzip: boolean; key: Buffer | null; archiveId: string }): SpooledTable {
+  const entry = `tables/${String(index).padStart(3, '0')}-${table.name}.copy${opts.gzip ? '.gz' : ''}${opts.key ? '.enc' : ''}`
+  const file = `${dir}/${String(index).padStart(3, '0')}.spool`
+  const counter = new Counter()
+  const out = createWriteStream(file)
+  const stages: (Transform | Writable)[] = [counter]
+  if (opts.gzip) stages.push(createGzip({ level: 1 }))
+  let cipher: CipherGCM | undefined
+  if (opts.key) {
+    const iv = randomBytes(12)
+    cipher = createCipheriv('aes-256-gcm', opts.key, iv)
+    cipher.setAAD(Buffer.from(`${opts.archiveId}:${entry}`))
+    out.write(iv)
+    stages.push(cipher)
+  }
+  const done = (pipeline as (...s: unknown[]) => Promise<void>)(...stages, out).then(() => {
+    if (cipher) appendFileSync(file, cipher.getAuthTag())
+    return { rows: counter.rows, sha256: counter.hash.digest('hex'), bytes: statSync(file).size }
+  })
+  return { table, file, entry, sink: counter, done }
+}
+
+/** Pack the manifest and the spooled tables into the tar file `path`. */
+export async function packArchive(path: string, manifest: ArchiveManifest, spooled: { entry: string; file: string }[], key: Buffer | null): Promise<number> {
+  const pack = tar.pack()
+  const out = createWriteStream(path)
+  const written = new Promise<void>((resolve, reject) => {
+    out.on('finish', resolve)
+    out.on('error', reject)
+    pack.on('error', reject)
+  })
+  pack.pipe(out)
+  const add = (name: string, buffer: Buffer) => new Promise<void>((resolve, reject) => { pack.entry({ name, mode: 0o600 }, buffer, (err) => (err ? reject(err) : resolve())) })
+  const json = Buffer.from(JSON.stringify(manifest, null, 2))
+  await add(MANIFEST_ENTRY, json)
+  if (key) await add(MAC_ENTRY, Buffer.from(manifestMac(key, json)))
+  for (const s of spooled) {
+    await new Promise<void>((resolve, reject) => {
+      const entry = pack.entry({ name: s.entry, size: statSync(s.file).size, mode: 0o600 }, (err) => (err ? reject(err) : resolve()))
+      const src = createReadStream(s.file)
+      src.on('error', reject)
+      src.pipe(entry as unknown as NodeJS.WritableStream)
+    })
+  }
+  pack.finalize()
+  await written
+  return statSync(path).size
+}
+
+function manifestMac(key: Buffer, json: Buffer): string {
+  return createHmac('sha256', key).update('tenantry-manifest').update(json).digest('hex')
+}
+
+/** The archive's manifest, read without the data (only the first entries are read). */
+export async function readManifest(path: string): Promise<{ manifest: ArchiveManifest; json: Buffer; mac: string | null }> {
+  let json: Buffer | undefined
+  let mac: string | null = null
+  await walk(path, async (name, _size, stream) => {
+    if (name === MANIFEST_ENTRY) json = await collect(stream)
+    else if (name === MAC_ENTRY) mac = (await collect(stream)).toString()
+    else {
+      stream.resume()
+      return 'stop'
+    }
+    return 'next'
+  })
+  if (!json) throw corrupt(path, 'it has no manifest.json (not a Tenantry archive, or cut off at its start)')
+  let manifest: ArchiveManifest
+  try {
+    manifest = JSON.parse(json.toString()) as ArchiveManifest
+  } catch (err) {
+    throw corrupt(path, 'its manifest.json is not valid JSON', err)
+  }
+  if (manifest.format !== 'tenantry-archive' || manifest.formatVersion !== 1 || !Array.isArray(manifest.tables) || !manifest.tenant?.id) {
+    throw corrupt(path, 'its manifest.json is not a Tenantry archive manifest of format version 1')
+  }
+  return { manifest, json, mac }
+}
+
+/** Check the manifest's MAC under the data key (encrypted archives). */
+export function checkManifestMac(path: string, key: Buffer, json: Buffer, mac: string | null): void {
+  const want = Buffer.from(manifestMac(key, json))
+  if (mac === null || mac.length !== want.length || !timingSafeEqual(Buffer.from(mac), want)) {
+    throw corrupt(path, 'its manifest does not authenticate under the tenant\'s data key: it was changed after it was written')
+  }
+}
+
+/**
+ * Read every table of the archive in order, each as plain COPY text through `consume`, checking
+ * each one's checksum and row count against the manifest (and its authentication tag when
+ * encrypted). Any difference, a missing or extra entry or a cut-off file → `ARCHIVE_CORRUPT`.
+ * Called once with a draining consumer to verify before anything is written, then to load.
+ */
+export async function readTables(
+  path: string,
+  manifest: ArchiveManifest,
+  key: Buffer | null,
+  consume: (table: ArchiveManifest['tables'][number], plain: Readable) => Promise<unknown>,
+): Promise<void> {
+  let next = 0
+  await walk(path, async (name, size, stream) => {
+    if (name === MANIFEST_ENTRY || name === MAC_ENTRY) {
+      stream.resume()
+      return 'next'
+    }
+    const t = manifest.tables[next]
+    if (!t || t.entry !== name) {
+      stream.resume()
+      throw corrupt(path, `entry '${name}' is not the one its manifest lists next (${t?.entry ?? 'none'})`)
+    }
+    next++
+    const stages: Transform[] = []
+    if (manifest.encryption) stages.push(new GcmOpen(key!, `${manifest.archiveId}:${name}`, size))
+    if (manifest.compression === 'gzip') stages.push(createGunzip())
+    const counter = new Counter()
+    stages.push(counter)
+    // The consumer reads the plain text from the counter; both must finish.
+    const flowing = (pipeline as (...s: unknown[]) => Promise<void>)(stream, ...stages)
+    const consumed = consume(t, counter)
+    try {
+      await Promise.all([flowing, consumed])
+    } catch (err) {
+      if (err instanceof TenantryError) throw err
+      throw corrupt(path, `table ${t.name} (${name}) does not decode: ${(err as Error).message}`, err)
+    }
+    const sha = counter.hash.digest('hex')
+    if (sha !== t.sha256 || counter.rows !== t.rows) {
+      throw corrupt(path, `table ${t.name} does not match its manifest (${counter.rows} rows, sha256 ${sha.slice(0, 12)}… instead of ${t.rows} rows, ${t.sha256.slice(0, 12)}…)`)
+    }
+    return 'next'
+  })
+  if (next !== manifest.tables.length) throw corrupt(path, `it ends after ${next} of the ${manifest.tables.length} tables its manifest lists (truncated)`)
+}
+
+/** Walk the tar entries of `path` in order; `fn` returns 'stop' to end early. */
+async function walk(path: string, fn: (name: string, size: number, stream: Readable) => Promise<'next' | 'stop'>): Promise<void> {
+  let size: number
+  try {
+    size = statSync(path).size
+  } catch (err) {
+    throw new TenantryError('NOT_FOUND', `No archive file at '${path}'.`, { cause: err })
+  }
+  if (size === 0) throw corrupt(path, 'the file is empty')
+  const extract = tar.extract()
+  const file = createReadStream(path)
+  let fileError: unknown
+  file.on('error', (err) => { fileError = err; extract.destroy(err) })
+  file.pipe(extract as unknown as NodeJS.WritableStream)
+  try {
+    for await (const entry of extract) {
+      const r = await fn(entry.header.name, entry.header.size ?? 0, entry as unknown as Readable)
+      if (r === 'stop') break
+    }
+  } catch (err) {
+    if (err instanceof TenantryError) throw err
+    throw corrupt(path, `it is not a readable tar file: ${String((fileError as Error)?.message ?? (err as Error)?.message ?? err)}`, err)
+  } finally {
+    file.destroy()
+  }
+}
+
+/** AES-256-GCM decryption of one entry (`iv ‖ ciphertext ‖ tag`, `size` bytes); fails at the end if the tag does not verify. */
+class GcmOpen extends Transform {
+  private decipher?: DecipherGCM
+  private head = Buffer.alloc(0)
+  private seen = 0
+  private tag = Buffer.alloc(0)
+  constructor(private readonly key: Buffer, private readonly aad: string, private readonly size: number) {
+    super()
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    try {
+      let buf = chunk
+      if (!this.decipher) {
+        this.head = Buffer.concat([this.head, buf])
+        if (this.head.length < 12) { this.seen += buf.length; done(); return }
+        this.decipher = createDecipheriv('aes-256-gcm', this.key, this.head.subarray(0, 12))
+        this.decipher.setAAD(Buffer.from(this.aad))
+        buf = this.head.subarray(12)
+        this.seen = 12
+      }
+      const bodyEnd = this.size - 16
+      const bodyPart = buf.subarray(0, Math.max(0, Math.min(buf.length, bodyEnd - this.seen)))
+      this.tag = Buffer.concat([this.tag, buf.subarray(bodyPart.length)])
+      this.seen += buf.length
+      done(null, bodyPart.length ? this.decipher.update(bodyPart) : undefined)
+    } catch (err) {
+      done(err as Error)
+    }
+  }
+
+  override _flush(done: TransformCallback): void {
+    try {
+      if (!this.decipher || this.tag.length !== 16) throw new Error('the entry is cut off')
+      this.decipher.setAuthTag(this.tag)
+      done(null, this.decipher.final())
+    } catch (err) {
+      done(new Error(`authentication failed (${(err as Error).message}): changed, cut off, or encrypted with another key`))
+    }
+  }
+}
+
+async function collect(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of stream) chunks.push(Buffer.from(c as Uint8Array))
+  return Buffer.concat(chunks)
+}
+
+export function corrupt(path: string, why: string, cause?: unknown): TenantryError {
+  return new TenantryError('ARCHIVE_CORRUPT', `The archive '${path}' cannot be used: ${why}. Nothing was written; restore from another backup.`, { cause, details: { path } })
+}

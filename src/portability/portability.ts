@@ -1,0 +1,808 @@
+import { createHash, randomUUID } from 'node:crypto'
+import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { join, resolve as resolvePath } from 'node:path'
+import { Writable, type Readable } from 'node:stream'
+import type { Catalog } from '../catalog/catalog.ts'
+import { TenantryError } from '../core/errors.ts'
+import type { Placement, Tenant, Tier } from '../core/types.ts'
+import { TIERS } from '../core/types.ts'
+import { isUuid, printable } from '../core/validation.ts'
+import { assertSlug } from '../core/validation.ts'
+import type { AdminQueryable } from '../data/driver.ts'
+import type { DataPlane } from '../data/data-plane.ts'
+import { TIER_STRATEGIES, type MigrationTarget, type TemplateSource } from '../data/tiers/index.ts'
+import { quoteIdent } from '../core/sql.ts'
+import { tenantToken } from '../data/tenant-token.ts'
+import { faultPoint } from '../lifecycle/faults.ts'
+import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
+import type { Operation, Operations } from '../lifecycle/operations.ts'
+import { packArchive, readManifest, checkManifestMac, readTables, spoolTable, type ArchiveManifest } from './archive.ts'
+import { copiesDirectly, copyTableIn, copyTableOut, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
+import { TenantKeys, resolveMasterKey } from './keys.ts'
+import { EXPORT_FORMATS, exportTable, subjectColumns, SUBJECT_MARK, type ExportFormat } from './export.ts'
+import * as sql from './sql.ts'
+
+/** Options of the portability part of {@link createTenantry} (`portability: { … }`). */
+export interface PortabilityOptions {
+  /** 64 hex characters wrapping every tenant's archive data key. Default `TENANTRY_MASTER_KEY`; without one archives are written unencrypted. */
+  masterKey?: string
+  /** Where `backup()` writes when no `to` is given. Default `TENANTRY_BACKUP_DIR`, else `./backups`. */
+  backupDir?: string
+}
+
+/** Progress of a backup or restore, for a progress bar. */
+export interface PortabilityProgress {
+  phase: 'backup' | 'verify' | 'load'
+  table: string
+  tablesDone: number
+  tables: number
+  rows: number
+}
+
+export interface BackupOptions {
+  /** A file, or a directory (existing, or ending in `/`) to write `<slug>-<time>.tar` into. */
+  to?: string
+  /** gzip each table. Default true. */
+  gzip?: boolean
+  /** Encrypt with the tenant's data key. Default: true when a master key is set. */
+  encrypt?: boolean
+  startedBy?: string
+  onProgress?: (p: PortabilityProgress) => void
+}
+
+/** One archive written, as `backups list` shows it. */
+export interface BackupRecord {
+  id: string
+  tenantId: string
+  slug: string
+  tier: Tier
+  path: string
+  rows: number
+  bytes: number
+  encrypted: boolean
+  compressed: boolean
+  operationId: string | null
+  createdAt: Date
+}
+
+export interface BackupResult extends BackupRecord {
+  tables: { name: string; rows: number }[]
+  ms: number
+}
+
+export interface RestoreOptions {
+  /** Restore as a new tenant with this slug (a new id; `tenant_id` rewritten). Default: the archive's own tenant. */
+  as?: string
+  /** Tier of the restored tenant. Default: the existing tenant's, else the archive's. */
+  tier?: Tier
+  /** Server of the restored tenant. Default: the existing tenant's, else the archive's if registered, else `main`. */
+  server?: string
+  /** Restore over an existing tenant: loaded beside it, then switched to atomically. */
+  replace?: boolean
+  startedBy?: string
+  onProgress?: (p: PortabilityProgress) => void
+}
+
+export interface RestoreResult {
+  tenant: Tenant
+  operationId: string
+  archiveId: string
+  rows: number
+  tables: { name: string; rows: number }[]
+  /** Migrations the archive was older than, applied after the load. */
+  migratedForward: string[]
+  replaced: boolean
+}
+
+export interface ExportOptions {
+  format: ExportFormat
+  /** Directory the export's own directory is made in. Default: the backup directory. */
+  to?: string
+  /** Only the rows whose subject-marked columns (docs/portability.md) equal this value. */
+  subject?: string
+  startedBy?: string
+}
+
+export interface ExportResult {
+  /** The directory written: `manifest.json` and one file per table. */
+  path: string
+  slug: string
+  format: ExportFormat
+  subject: boolean
+  rows: number
+  tables: { name: string; file: string; rows: number; sha256: string }[]
+  operationId: string
+}
+
+/** What a data-subject erasure removed, kept in the catalog with the tenant's certificates. */
+export interface SubjectErasureCertificate {
+  kind: 'subject'
+  certificateId: string
+  operationId: string
+  tenant: { id: string; slug: string }
+  /** sha256 of the subject value: the certificate itself names no person. */
+  subjectSha256: string
+  completedAt: string
+  tables: { table: string; columns: string[]; before: number; after: number }[]
+  rowsBefore: number
+  rowsAfter: number
+  verified: boolean
+}
+
+/** The erasure certificate kept in the catalog (`tenantry erase` prints it). */
+export interface ErasureCertificate {
+  certificateId: string
+  operationId: string
+  tenant: { id: string; slug: string; tier: Tier; placement: Placement }
+  startedAt: string
+  completedAt: string
+  removed: string[]
+  /** Rows of the tenant id in every tenant table of every server, before and after. */
+  scan: { server: string; database: string; table: string; before: number; after: number }[]
+  catalog: { table: string; after: number }[]
+  objects: { object: string; existsAfter: boolean }[]
+  archives: { path: string; encrypted: boolean; action: string }[]
+  cryptoShredding: { dataKeyDestroyedAt: string | null; statement: string }
+  rowsBefore: number
+  rowsAfter: number
+  verified: boolean
+}
+
+interface Deps {
+  catalog: Catalog
+  dataPlane: DataPlane
+  operations: Operations
+  files: MigrationFile[]
+  admin: AdminQueryable
+  options: PortabilityOptions
+  version: string
+}
+
+/** A tenant's rows: the server driver, database and schema they live in. */
+interface Room {
+  server: string
+  database: string
+  schema: string
+}
+
+/**
+ * Per-tenant backup, restore and verified erasure, each a durable operation (invariant 7). One
+ * archive format for every tier; the copy engine (copy-engine.ts) streams the rows.
+ *
+ * @example
+ * ```ts
+ * const b = await tenantry.portability.backup('acme', { to: './backups/' })
+ * await tenantry.portability.restore(b.path, { as: 'acme-staging', tier: 'database', server: 'eu' })
+ * ```
+ */
+export class Portability {
+  readonly keys: TenantKeys
+  private readonly d: Deps
+
+  constructor(deps: Deps) {
+    this.d = deps
+    this.keys = new TenantKeys(deps.admin, resolveMasterKey(deps.options.masterKey))
+  }
+
+  /** Create the catalog tables (keys, backups, certificates). */
+  async init(): Promise<void> {
+    await this.d.admin.transaction(async (tx) => { await tx.exec(sql.PORTABILITY_SCHEMA_SQL) })
+  }
+
+  // ---- backup --------------------------------------------------------------------------------
+
+  /** Write one tenant's archive: a consistent snapshot while it keeps serving. */
+  async backup(slugOrId: string, opts: BackupOptions = {}): Promise<BackupResult> {
+    const tenant = await this.mustFind(slugOrId)
+    if (tenant.status === 'provisioning') throw new TenantryError('TENANT_NOT_READY', `Tenant '${tenant.slug}' is still provisioning; back it up once it is active.`)
+    const encrypt = opts.encrypt ?? this.keys.available
+    const key = encrypt ? await this.keys.dataKey(tenant.id, { create: true }) : null
+    const path = this.archivePath(tenant, opts.to)
+    if (existsSync(path)) throw new TenantryError('CONFLICT', `'${path}' already exists; choose another file or a directory.`)
+    const op = await this.d.operations.start('backup', { tenantId: tenant.id, slug: tenant.slug, params: { path, gzip: opts.gzip ?? true, encrypt }, step: 'snapshot', startedBy: opts.startedBy })
+    try {
+      return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key }, opts.onProgress))
+    } catch (err) {
+      await this.rollBackBackup(op, path).catch(() => undefined)
+      throw err
+    }
+  }
+
+  private async runBackup(op: Operation, tenant: Tenant, path: string, o: { gzip: boolean; key: Buffer | null }, onProgress?: (p: PortabilityProgress) => void): Promise<BackupResult> {
+    const started = Date.now()
+    const room = this.roomOf(tenant)
+    const archiveId = randomUUID()
+    const spoolDir = `${path}.spool`
+    rmSync(spoolDir, { recursive: true, force: true })
+    mkdirSync(spoolDir, { recursive: true })
+    await faultPoint('backup:snapshot')
+    const target = this.d.dataPlane.migrationTarget(tenant)
+    const { tables, migrations, spooled } = await this.d.dataPlane.driver(room.server).copyTransaction(room.database, 'snapshot', async (tx) => {
+      // An owner under FORCEd row-level security would otherwise copy no rows at all.
+      await tx.query(...args(sql.pointAtTenant(tenantToken(this.d.dataPlane.tenantKey, tenant.id))))
+      const tables = await tenantTables(tx, room.schema)
+      const ledger = await tx.query<{ version: string; name: string; checksum: string }>('SELECT version, name, checksum FROM tenantry.migrations WHERE target = $1 ORDER BY version', [target.schema])
+      const spooled: { entry: string; file: string; name: string; columns: string[]; rows: number; sha256: string; bytes: number }[] = []
+      let rows = 0
+      for (const [i, table] of tables.entries()) {
+        const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId })
+        await Promise.all([copyTableOut(tx, room.schema, tenant.id, table, s.sink), s.done])
+        const r = await s.done
+        rows += r.rows
+        spooled.push({ entry: s.entry, file: s.file, name: table.name, columns: table.columns, ...r })
+        onProgress?.({ phase: 'backup', table: table.name, tablesDone: i + 1, tables: tables.length, rows })
+      }
+      return { tables, migrations: ledger.rows, spooled }
+    })
+    await this.d.operations.step(op.id, 'pack')
+    await faultPoint('backup:pack')
+    const manifest: ArchiveManifest = {
+      format: 'tenantry-archive',
+      formatVersion: 1,
+      archiveId,
+      tenantryVersion: this.d.version,
+      createdAt: new Date().toISOString(),
+      tenant: { id: tenant.id, slug: tenant.slug, name: tenant.name, tier: tenant.tier, plan: tenant.plan, region: tenant.region, config: tenant.config },
+      source: room,
+      migrations,
+      compression: o.gzip ? 'gzip' : 'none',
+      encryption: o.key ? { algorithm: 'aes-256-gcm', key: 'tenant-data-key', tenantId: tenant.id } : null,
+      tables: spooled.map((s) => ({ name: s.name, columns: s.columns, rows: s.rows, sha256: s.sha256, entry: s.entry, bytes: s.bytes })),
+      rows: spooled.reduce((n, s) => n + s.rows, 0),
+    }
+    // Written beside the target and renamed into place: a killed backup leaves no file that looks complete.
+    const bytes = await packArchive(`${path}.partial`, manifest, spooled, o.key)
+    renameSync(`${path}.partial`, path)
+    rmSync(spoolDir, { recursive: true, force: true })
+    const record: BackupRecord = {
+      id: archiveId, tenantId: tenant.id, slug: tenant.slug, tier: tenant.tier, path, rows: manifest.rows, bytes,
+      encrypted: o.key !== null, compressed: o.gzip, operationId: op.id, createdAt: new Date(manifest.createdAt),
+    }
+    await this.d.admin.transaction(async (tx) => {
+      await tx.query(...args(sql.insertBackup({ ...record, manifest })))
+      await this.d.operations.finish(op.id, 'done', null, { path, rows: manifest.rows, bytes, tables: tables.length }, tx, 'done')
+    })
+    return { ...record, tables: spooled.map((s) => ({ name: s.name, rows: s.rows })), ms: Date.now() - started }
+  }
+
+  /** A backup that failed or whose process died: its partial files are removed, nothing is recorded. */
+  private async rollBackBackup(op: Operation, path: string): Promise<void> {
+    rmSync(`${path}.partial`, { force: true })
+    rmSync(`${path}.spool`, { recursive: true, force: true })
+    const recorded = await this.d.admin.query('SELECT 1 FROM tenantry.backups WHERE operation_id = $1', [op.id])
+    if (recorded.rowCount > 0) await this.d.operations.finish(op.id, 'done')
+    else await this.d.operations.finish(op.id, 'rolled_back', 'The backup did not finish; its partial files were removed. Run it again.')
+  }
+
+  /** Archives written, newest first (of one tenant when given). */
+  async listBackups(opts: { tenant?: string; limit?: number } = {}): Promise<BackupRecord[]> {
+    let tenantId: string | undefined
+    if (opts.tenant !== undefined) {
+      if (isUuid(opts.tenant)) tenantId = opts.tenant
+      else {
+        const t = await this.d.catalog.bySlug(opts.tenant)
+        if (!t) {
+          const old = await this.d.admin.query<{ tenant_id: string }>('SELECT tenant_id FROM tenantry.backups WHERE slug = $1 ORDER BY created_at DESC LIMIT 1', [opts.tenant])
+          if (!old.rows[0]) throw new TenantryError('TENANT_NOT_FOUND', `No tenant or backup has the slug '${printable(opts.tenant)}'.`)
+          tenantId = old.rows[0].tenant_id
+        } else tenantId = t.id
+      }
+    }
+    const res = await this.d.admin.query<{ id: string; tenant_id: string; slug: string; tier: Tier; path: string; rows: string | number; bytes: string | number; encrypted: boolean; compressed: boolean; operation_id: string | null; created_at: Date | string }>(
+      ...args(sql.listBackups({ tenantId, limit: opts.limit ?? 100 })),
+    )
+    return res.rows.map((r) => ({
+      id: r.id, tenantId: r.tenant_id, slug: r.slug, tier: r.tier, path: r.path, rows: Number(r.rows), bytes: Number(r.bytes),
+      encrypted: r.encrypted, compressed: r.compressed, operationId: r.operation_id, createdAt: new Date(r.created_at),
+    }))
+  }
+
+  // ---- restore -------------------------------------------------------------------------------
+
+  /**
+   * Restore an archive into any tier and server: the archive is verified whole (checksums, and
+   * authentication when encrypted) before anything is written; then loaded into a room nobody
+   * is served from, migrated forward, and switched to in one catalog transaction.
+   */
+  async restore(archivePath: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
+    const path = resolvePath(String(archivePath ?? ''))
+    if (opts.tier !== undefined && !TIERS.includes(opts.tier)) throw new TenantryError('VALIDATION_FAILED', `Tier '${printable(String(opts.tier))}' is not one of ${TIERS.join(', ')}.`)
+    if (opts.as !== undefined) assertSlug(opts.as)
+    requireMigrations(this.d.files)
+    const { manifest, json, mac } = await readManifest(path)
+    const key = manifest.encryption ? await this.keys.dataKey(manifest.encryption.tenantId) : null
+    if (key) checkManifestMac(path, key, json, mac)
+    const forward = this.checkMigrations(manifest)
+
+    // Where it goes.
+    const slug = opts.as ?? manifest.tenant.slug
+    const bySlug = await this.d.catalog.bySlug(slug)
+    const sameId = opts.as === undefined ? await this.d.catalog.byId(manifest.tenant.id) : null
+    if (sameId && sameId.slug !== slug) throw new TenantryError('CONFLICT', `The archive's tenant ${manifest.tenant.id} exists as '${sameId.slug}'; restore with --as <slug> for a copy.`)
+    const existing = bySlug
+    if (existing && !opts.replace) {
+      throw new TenantryError('CONFLICT', `Tenant '${slug}' exists. Restore over it with --replace (loaded beside it, then switched to), or as a copy with --as <new-slug>.`, { details: { slug } })
+    }
+    if (existing && existing.status === 'provisioning') throw new TenantryError('TENANT_NOT_READY', `Tenant '${slug}' is provisioning; wait for it to finish.`)
+    const id = existing?.id ?? (opts.as !== undefined ? randomUUID() : manifest.tenant.id)
+    const tier = opts.tier ?? existing?.tier ?? (manifest.tenant.tier as Tier)
+    const server = await this.pickServer(opts.server ?? existing?.placement.server ?? manifest.source.server, opts.server !== undefined)
+    const placement = this.stagingPlacement(id, tier, server, existing)
+    // The whole archive is read and checked before anything is written.
+    let verified = 0
+    await readTables(path, manifest, key, async (t, plain) => {
+      await drain(plain)
+      verified++
+      opts.onProgress?.({ phase: 'verify', table: t.name, tablesDone: verified, tables: manifest.tables.length, rows: 0 })
+    })
+    const op = await this.d.operations.start('restore', {
+      tenantId: id, slug, startedBy: opts.startedBy, step: 'prepare',
+      params: { path, archiveId: manifest.archiveId, tier, placement, replace: Boolean(existing), previous: existing ? { tier: existing.tier, placement: existing.placement } : null },
+    }, undefined)
+    return this.d.operations.holding(async () => {
+      let tenant: Tenant
+      if (existing) tenant = existing
+      else {
+        tenant = await this.d.catalog.insertTenant({
+          id, slug, name: manifest.tenant.name, status: 'provisioning', tier, plan: manifest.tenant.plan, region: manifest.tenant.region ?? this.d.dataPlane.server(server).region,
+          server, database: placement.database, schema: placement.schema ?? null, config: manifest.tenant.config ?? {},
+        }).catch(async (err) => {
+          await this.d.operations.finish(op.id, 'rolled_back', (err as Error).message)
+          throw err
+        })
+      }
+      const staging: Tenant = { ...tenant, tier, placement }
+      try {
+        const loaded = await this.load(op, path, manifest, key, staging, existing, opts.onProgress)
+        await faultPoint('restore:switch')
+        const result = { archiveId: manifest.archiveId, rows: loaded.reduce((n, t) => n + t.rows, 0), tables: loaded, migratedForward: forward, replaced: Boolean(existing) }
+        const done = existing ? await this.switchTo(op, existing, staging, result) : await this.d.catalog.setStatus(id, 'active', null, async (tx) => {
+          await this.d.operations.finish(op.id, 'done', null, result, tx, 'done')
+        })
+        return { tenant: done, operationId: op.id, ...result }
+      } catch (err) {
+        await this.rollBackRestore(op, staging, existing).catch(() => undefined)
+        if (err instanceof TenantryError) throw err
+        throw new TenantryError('RESTORE_FAILED', `Restoring '${slug}' failed and was rolled back${existing ? '; its previous data still serves' : ''}: ${(err as Error)?.message ?? String(err)}`, { cause: err, details: { operationId: op.id } })
+      }
+    })
+  }
+
+  /** Archive migrations must be a prefix of this installation's, with the same checksums; returns those to apply after the load. */
+  private checkMigrations(manifest: ArchiveManifest): string[] {
+    const files = new Map(this.d.files.map((f) => [f.version, f]))
+    for (const m of manifest.migrations) {
+      const f = files.get(m.version)
+      if (!f) throw new TenantryError('ARCHIVE_INCOMPATIBLE', `The archive was taken at migration ${m.version}_${m.name}, which this installation does not have; restore it with the app version that has that migration.`)
+      if (f.checksum !== m.checksum) throw new TenantryError('ARCHIVE_INCOMPATIBLE', `Migration ${m.version}_${m.name} differs from the one the archive was taken at (checksum): the archive's tables may not fit.`)
+    }
+    const have = new Set(manifest.migrations.map((m) => m.version))
+    return this.d.files.filter((f) => !have.has(f.version)).map((f) => `${f.version}_${f.name}`)
+  }
+
+  /** Make the staging room at the archive's migrations, load every table in one transaction, then migrate it forward. */
+  private async load(op: Operation, path: string, manifest: ArchiveManifest, key: Buffer | null, staging: Tenant, existing: Tenant | null, onProgress?: (p: PortabilityProgress) => void): Promise<{ name: string; rows: number }[]> {
+    const { dataPlane, files } = this.d
+    const ctx = dataPlane.tierContext(staging.placement.server)
+    const strategy = TIER_STRATEGIES[staging.tier]
+    const room = this.roomOf(staging)
+    const target = dataPlane.migrationTarget(staging)
+    const admin = ctx.driver.admin(target.database)
+    await faultPoint('restore:prepare')
+    // No template clone: the template is at the latest migration, the archive may be older.
+    const noTemplate: TemplateSource = { cloneInto: async () => false }
+    const preamble = await strategy.prepare(ctx, staging, noTemplate)
+    const have = new Set(manifest.migrations.map((m) => m.version))
+    const pooled = staging.tier === 'pooled'
+    // The pooled tables serve other tenants: they are brought to the latest migration, never held
+    // back to the archive's; an older archive's columns are loaded by name.
+    if (pooled) await migrateTarget(admin, target, files)
+    else await createTarget(admin, target, files.filter((f) => have.has(f.version)), preamble)
+    await this.d.operations.step(op.id, 'load')
+    await faultPoint('restore:load')
+    const replacingPooledInPlace = pooled && existing?.tier === 'pooled' && existing.placement.server === staging.placement.server
+    const counts: { name: string; rows: number }[] = []
+    await ctx.driver.copyTransaction(room.database, 'write', async (tx) => {
+      const tables = await tenantTables(tx, room.schema)
+      const byName = new Map(tables.map((t) => [t.name, t]))
+      for (const t of manifest.tables) {
+        if (!byName.has(t.name)) throw new TenantryError('ARCHIVE_INCOMPATIBLE', `The archive's table '${t.name}' does not exist in the restore target.`)
+      }
+      // An owner under FORCEd row-level security sees and writes only the tenant it is pointed at.
+      await tx.query(...args(sql.pointAtTenant(tenantToken(dataPlane.tenantKey, staging.id))))
+      const direct = await copiesDirectly(tx)
+      if (replacingPooledInPlace) {
+        // Pooled over pooled on one server: old rows out and new rows in, in this one transaction.
+        for (const t of [...tables].reverse()) await tx.query(...args(sql.deleteTenantRows(room.schema, t.name, staging.id)))
+      }
+      let rows = 0
+      let i = 0
+      await readTables(path, manifest, key, async (entry, plain) => {
+        const table: TenantTable = { ...byName.get(entry.name)!, columns: entry.columns }
+        const source: Readable = manifest.tenant.id === staging.id ? plain : plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id))
+        const n = await copyTableIn(tx, room.schema, table, source, direct)
+        rows += n
+        counts.push({ name: entry.name, rows: n })
+        onProgress?.({ phase: 'load', table: entry.name, tablesDone: ++i, tables: manifest.tables.length, rows })
+      })
+      await raiseSequences(tx, room.schema, staging.id, tables)
+    })
+    if (!pooled) await migrateTarget(admin, target, files)
+    return counts
+  }
+
+  /** Switch an existing tenant to the loaded room in one catalog transaction, then remove its old room. */
+  private async switchTo(op: Operation, existing: Tenant, staging: Tenant, result: object): Promise<Tenant> {
+    const inPlace = staging.tier === 'pooled' && existing.tier === 'pooled' && existing.placement.server === staging.placement.server
+    let tenant = existing
+    if (!inPlace) {
+      await this.d.operations.step(op.id, 'switch')
+      tenant = await this.d.catalog.setPlacement(existing.id, staging.tier, staging.placement)
+      await faultPoint('restore:cleanup')
+      await this.removeRoom(existing, staging.tier !== 'pooled')
+    }
+    await this.d.operations.finish(op.id, 'done', null, result, undefined, 'done')
+    return tenant
+  }
+
+  /** A failed or interrupted restore: the staging room goes; a new tenant's catalog row goes too. */
+  private async rollBackRestore(op: Operation, staging: Tenant, existing: Tenant | null): Promise<void> {
+    await this.d.operations.step(op.id, 'rollback')
+    if (existing && staging.tier === 'pooled' && existing.tier === 'pooled' && existing.placement.server === staging.placement.server) {
+      // Pooled over pooled is one transaction: the tenant has either its old rows or the archive's, never a mix.
+      await this.d.operations.finish(op.id, 'failed', "Interrupted: the load is one transaction, so the tenant serves either its previous rows or the archive's, never a mix. Run the restore again to be sure of the archive's.")
+      return
+    }
+    const current = await this.d.catalog.byId(staging.id)
+    const switched = existing && current && samePlacement(current.placement, staging.placement) && current.tier === staging.tier
+    if (switched) {
+      // Killed after the switch: the restore is done, only the old room may be left.
+      await this.removeRoom({ ...existing, tier: (op.params.previous as { tier: Tier }).tier, placement: (op.params.previous as { placement: Placement }).placement }, staging.tier !== 'pooled').catch(() => undefined)
+      await this.d.operations.finish(op.id, 'done', null, undefined, undefined, 'done')
+      return
+    }
+    await this.removeRoom(staging, Boolean(existing && existing.tier !== 'pooled'))
+    if (!existing) await this.d.catalog.deleteTenantRow(staging.id)
+    await this.d.operations.finish(op.id, 'rolled_back', 'The restore did not finish; what it had loaded was removed.')
+  }
+
+  /** Remove one room of a tenant; `keepRole` when another room of the tenant still uses the role. */
+  private async removeRoom(tenant: Tenant, keepRole: boolean): Promise<string[]> {
+    const ctx = this.d.dataPlane.tierContext(tenant.placement.server)
+    if (tenant.tier === 'pooled') return TIER_STRATEGIES.pooled.remove(ctx, tenant, (await this.pooledTables(tenant)).map((t) => t.name).reverse())
+    if (!keepRole) return TIER_STRATEGIES[tenant.tier].remove(ctx, tenant, [])
+    if (tenant.tier === 'schema') {
+      await ctx.driver.admin(tenant.placement.database).transaction(async (tx) => {
+        await tx.exec(`DROP SCHEMA IF EXISTS ${quoteIdent(tenant.placement.schema!)} CASCADE`)
+        await tx.query('DELETE FROM tenantry.migrations WHERE target = $1', [tenant.placement.schema])
+      })
+      return [`schema ${tenant.placement.schema}`]
+    }
+    await ctx.driver.dropDatabase(tenant.placement.database)
+    return [`database ${tenant.placement.database}`]
+  }
+
+  private async pooledTables(tenant: Tenant): Promise<TenantTable[]> {
+    return tenantTables(this.d.dataPlane.driver(tenant.placement.server).admin(tenant.placement.database), this.d.dataPlane.opts.pooledSchema)
+  }
+
+  /** Where a restore loads: the tier's own placement, or beside the existing tenant's when replacing. */
+  private stagingPlacement(id: string, tier: Tier, server: string, existing: Tenant | null): Placement {
+    const naming = this.d.dataPlane.opts.naming
+    const base = TIER_STRATEGIES[tier].placement(id, this.d.dataPlane.server(server), naming)
+    if (!existing || tier === 'pooled') return base
+    // A name the existing room does not have: `_r` and a short random suffix.
+    const suffix = `_r${randomUUID().slice(0, 6)}`
+    return tier === 'schema' ? { ...base, schema: `${naming.tenantSchema(id)}${suffix}` } : { ...base, database: `${naming.tenantDatabase(id)}${suffix}` }
+  }
+
+  private async pickServer(name: string, explicit: boolean): Promise<string> {
+    if (this.d.dataPlane.serverNames().includes(name)) return name
+    if (explicit) throw new TenantryError('SERVER_NOT_FOUND', `Server '${printable(name)}' is not registered; add it with 'tenantry servers add' or createTenantry's addServer.`, { status: 400 })
+    return 'main'
+  }
+
+  // ---- erase ---------------------------------------------------------------------------------
+
+  /**
+   * Erase a deleted tenant for good and prove it: every row, schema, database, role, catalog entry
+   * and archive file of it removed, its data key destroyed (its encrypted archives elsewhere become
+   * unreadable), then every tenant table of every server scanned for its id. The certificate is
+   * kept in the catalog. Only a deleted tenant unless `force`.
+   */
+  async erase(slugOrId: string, opts: { force?: boolean; startedBy?: string } = {}): Promise<ErasureCertificate> {
+    const tenant = await this.mustFind(slugOrId)
+    if (tenant.status === 'provisioning') throw new TenantryError('CONFLICT', `Tenant '${tenant.slug}' is provisioning; it cannot be erased now.`)
+    if (tenant.status !== 'deleted' && !opts.force) {
+      throw new TenantryError('CONFLICT', `Tenant '${tenant.slug}' is ${tenant.status}: delete it first ('tenants delete ${tenant.slug}'), or erase with --force.`, { details: { status: tenant.status } })
+    }
+    const op = await this.d.operations.start('erase', { tenantId: tenant.id, slug: tenant.slug, params: { tenant }, step: 'inventory', startedBy: opts.startedBy })
+    return this.d.operations.holding(() => this.runErase(op, tenant))
+  }
+
+  private async runErase(op: Operation, tenant: Tenant): Promise<ErasureCertificate> {
+    const progress = op.progress as { before?: ErasureCertificate['scan']; removed?: string[]; archives?: ErasureCertificate['archives']; startedAt?: string }
+    const startedAt = progress.startedAt ?? op.createdAt.toISOString()
+    const before = progress.before ?? (await this.scan(tenant))
+    await this.d.operations.step(op.id, 'remove', { before, startedAt })
+    await faultPoint('erase:remove')
+    const removed = progress.removed ?? []
+    if (await this.d.catalog.byId(tenant.id)) {
+      removed.push(...(await this.removeRoom(tenant, false)))
+      const domains = await this.d.catalog.domainsOf(tenant.id)
+      await this.d.catalog.deleteTenantRow(tenant.id)
+      removed.push(`catalog row of '${tenant.slug}'${domains.length ? ` and domains ${domains.join(', ')}` : ''}`)
+    }
+    const archives = progress.archives ?? []
+    for (const b of (await this.d.admin.query<{ id: string; path: string; encrypted: boolean }>(...args(sql.backupsOf(tenant.id)))).rows) {
+      const present = existsSync(b.path)
+      if (present) rmSync(b.path, { force: true })
+      archives.push({ path: b.path, encrypted: b.encrypted, action: present ? 'file deleted' : 'file not found here (moved or already deleted)' })
+    }
+    await this.d.admin.query(...args(sql.deleteBackupRows(tenant.id)))
+    const usage = await this.d.admin.query(...args(sql.deleteUsageRows(tenant.id)))
+    if (usage.rowCount > 0) removed.push(`${usage.rowCount} usage rows from tenantry.usage`)
+    await this.d.operations.step(op.id, 'shred', { before, startedAt, removed, archives })
+    await faultPoint('erase:shred')
+    const destroyedAt = await this.keys.destroy(tenant.id)
+    await this.d.operations.step(op.id, 'verify', { before, startedAt, removed, archives })
+    const after = await this.scan(tenant)
+    const catalogRows = (await this.d.admin.query<{ t: string; n: string | number }>(...args(sql.catalogRowsOf(tenant.id)))).rows.map((r) => ({ table: r.t, after: Number(r.n) }))
+    const objects = await this.objectsLeft(tenant)
+    const key = (s: { server: string; database: string; table: string }) => `${s.server}/${s.database}/${s.table}`
+    const afterBy = new Map(after.map((s) => [key(s), s.after]))
+    const scan = [...new Map([...before, ...after].map((s) => [key(s), s])).values()].map((s) => ({
+      server: s.server, database: s.database, table: s.table,
+      before: before.find((b) => key(b) === key(s))?.before ?? 0,
+      after: afterBy.get(key(s)) ?? 0,
+    }))
+    const rowsAfter = scan.reduce((n, s) => n + s.after, 0) + catalogRows.reduce((n, c) => n + c.after, 0)
+    const certificate: ErasureCertificate = {
+      certificateId: randomUUID(),
+      operationId: op.id,
+      tenant: { id: tenant.id, slug: tenant.slug, tier: tenant.tier, placement: tenant.placement },
+      startedAt,
+      completedAt: new Date().toISOString(),
+      removed,
+      scan,
+      catalog: catalogRows,
+      objects,
+      archives,
+      cryptoShredding: {
+        dataKeyDestroyedAt: destroyedAt?.toISOString() ?? null,
+        statement: destroyedAt
+          ? "The tenant's archive data key was destroyed: every encrypted archive of this tenant, wherever a copy is kept, can no longer be decrypted."
+          : 'The tenant never had an archive data key: it had no encrypted archives. Unencrypted archive files outside the paths listed were not reachable by this erasure.',
+      },
+      rowsBefore: scan.reduce((n, s) => n + s.before, 0),
+      rowsAfter,
+      verified: rowsAfter === 0 && objects.every((o) => !o.existsAfter),
+    }
+    await this.d.admin.transaction(async (tx) => {
+      await tx.query(...args(sql.insertCertificate({ id: certificate.certificateId, tenantId: tenant.id, slug: tenant.slug, operationId: op.id, certificate })))
+      await this.d.operations.finish(op.id, certificate.verified ? 'done' : 'failed', certificate.verified ? null : 'Rows or objects of the tenant were found after erasure; see the certificate.', { certificateId: certificate.certificateId }, tx, 'certificate')
+    })
+    return certificate
+  }
+
+  /** Rows of the tenant id in every table with a tenant_id column, in every database of every server. */
+  private async scan(tenant: Tenant): Promise<ErasureCertificate['scan']> {
+    const out: ErasureCertificate['scan'] = []
+    const tenants = await this.d.catalog.list()
+    for (const name of this.d.dataPlane.serverNames()) {
+      const driver = this.d.dataPlane.driver(name)
+      const databases = new Set([this.d.dataPlane.server(name).mainDatabase, ...tenants.filter((t) => t.tier === 'database' && t.placement.server === name).map((t) => t.placement.database)])
+      if (tenant.tier === 'database' && tenant.placement.server === name && (await driver.databaseExists(tenant.placement.database))) databases.add(tenant.placement.database)
+      for (const database of databases) {
+        const admin = driver.admin(database)
+        for (const t of (await admin.query<{ schema: string; table: string }>(sql.TABLES_WITH_TENANT_ID.text)).rows) {
+          const c = sql.countTenantRows(t.schema, t.table, tenant.id)
+          const n = Number((await admin.query<{ n: string | number }>(c.text, c.values)).rows[0].n)
+          out.push({ server: name, database, table: `${t.schema}.${t.table}`, before: n, after: n })
+        }
+      }
+    }
+    return out
+  }
+
+  private async objectsLeft(tenant: Tenant): Promise<ErasureCertificate['objects']> {
+    const naming = this.d.dataPlane.opts.naming
+    const driver = this.d.dataPlane.driver(tenant.placement.server)
+    const main = driver.admin(this.d.dataPlane.server(tenant.placement.server).mainDatabase)
+    const objects: ErasureCertificate['objects'] = []
+    if (tenant.tier === 'schema') {
+      const r = await main.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [tenant.placement.schema])
+      objects.push({ object: `schema ${tenant.placement.schema}`, existsAfter: r.rowCount > 0 })
+    }
+    if (tenant.tier === 'database') objects.push({ object: `database ${tenant.placement.database}`, existsAfter: await driver.databaseExists(tenant.placement.database) })
+    if (tenant.tier !== 'pooled') {
+      const r = await main.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [naming.tenantRole(tenant.id)])
+      objects.push({ object: `role ${naming.tenantRole(tenant.id)}`, existsAfter: r.rowCount > 0 })
+    }
+    return objects
+  }
+
+  /** Erasure certificates kept in the catalog (of one tenant slug or id). */
+  async certificates(slugOrId?: string): Promise<(ErasureCertificate | SubjectErasureCertificate)[]> {
+    const filter = slugOrId === undefined ? {} : isUuid(slugOrId) ? { tenantId: slugOrId } : { slug: slugOrId }
+    const res = await this.d.admin.query<{ certificate: ErasureCertificate | SubjectErasureCertificate | string }>(...args(sql.certificatesOf(filter)))
+    return res.rows.map((r) => (typeof r.certificate === 'string' ? JSON.parse(r.certificate) : r.certificate))
+  }
+
+  // ---- GDPR export and data subjects ------------------------------------------------------
+
+  /**
+   * Export a tenant's rows (Art. 20) as JSON lines or CSV, one file per table and a manifest, from
+   * one consistent snapshot; with `subject`, only the rows whose marked columns equal it.
+   */
+  async export(slugOrId: string, opts: ExportOptions): Promise<ExportResult> {
+    if (!EXPORT_FORMATS.includes(opts?.format)) throw new TenantryError('VALIDATION_FAILED', `Export format '${printable(String(opts?.format))}' is not one of ${EXPORT_FORMATS.join(', ')}.`)
+    if (opts.subject !== undefined && (typeof opts.subject !== 'string' || opts.subject.length === 0 || opts.subject.length > 1000)) {
+      throw new TenantryError('VALIDATION_FAILED', 'A subject value must be 1–1000 characters.')
+    }
+    const tenant = await this.mustFind(slugOrId)
+    const room = this.roomOf(tenant)
+    const base = opts.to ?? process.env.TENANTRY_BACKUP_DIR ?? this.d.options.backupDir ?? './backups'
+    const path = resolvePath(join(base, `${tenant.slug}-export${opts.subject !== undefined ? '-subject' : ''}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
+    const partial = `${path}.partial`
+    const op = await this.d.operations.start('export', { tenantId: tenant.id, slug: tenant.slug, params: { path, format: opts.format, subject: opts.subject !== undefined }, step: 'snapshot', startedBy: opts.startedBy })
+    return this.d.operations.holding(async () => {
+      try {
+        mkdirSync(partial, { recursive: true })
+        const tables = await this.d.dataPlane.driver(room.server).copyTransaction(room.database, 'snapshot', async (tx) => {
+          await tx.query(...args(sql.pointAtTenant(tenantToken(this.d.dataPlane.tenantKey, tenant.id))))
+          const marks = opts.subject !== undefined ? await subjectColumns(tx, room.schema) : null
+          if (marks && marks.size === 0) {
+            throw new TenantryError('CONFIG_INVALID', `No column of ${tenant.slug}'s tables is marked as identifying a person: add COMMENT ON COLUMN <table>.<column> IS '${SUBJECT_MARK}' in a migration (docs/portability.md).`)
+          }
+          if (opts.subject !== undefined) await tx.query(...args(sql.pointAtSubject(opts.subject)))
+          const out: ExportResult['tables'] = []
+          for (const table of await tenantTables(tx, room.schema)) {
+            if (marks && !marks.has(table.name)) continue
+            const file = `${table.name}.${opts.format}`
+            await faultPoint('export:table')
+            const r = await exportTable(tx, { schema: room.schema, table, tenantId: tenant.id, format: opts.format, subjectColumns: marks?.get(table.name), file: join(partial, file) })
+            out.push({ name: table.name, file, ...r })
+          }
+          return out
+        })
+        const rows = tables.reduce((n, t) => n + t.rows, 0)
+        const manifest = {
+          format: `tenantry-export-${opts.format}`, tenantryVersion: this.d.version, exportedAt: new Date().toISOString(),
+          tenant: { id: tenant.id, slug: tenant.slug, name: tenant.name }, subject: opts.subject !== undefined ? { columns: SUBJECT_MARK } : null,
+          tables, rows,
+        }
+        writeFileSync(join(partial, 'manifest.json'), JSON.stringify(manifest, null, 2))
+        renameSync(partial, path)
+        await this.d.operations.finish(op.id, 'done', null, { path, rows }, undefined, 'done')
+        return { path, slug: tenant.slug, format: opts.format, subject: opts.subject !== undefined, rows, tables, operationId: op.id }
+      } catch (err) {
+        await this.rollBackExport(op, path).catch(() => undefined)
+        throw err
+      }
+    })
+  }
+
+  private async rollBackExport(op: Operation, path: string): Promise<void> {
+    rmSync(`${path}.partial`, { recursive: true, force: true })
+    await this.d.operations.finish(op.id, 'rolled_back', 'The export did not finish; its partial directory was removed. Run it again.')
+  }
+
+  /**
+   * Erase one data subject's rows (Art. 17) from a tenant: every row whose marked columns equal
+   * the value, deleted in one transaction and counted again to verify; the certificate (naming the
+   * subject only by hash) is kept with the tenant's erasure certificates.
+   */
+  async eraseSubject(slugOrId: string, subject: string, opts: { startedBy?: string } = {}): Promise<SubjectErasureCertificate> {
+    if (typeof subject !== 'string' || subject.length === 0 || subject.length > 1000) throw new TenantryError('VALIDATION_FAILED', 'A subject value must be 1–1000 characters.')
+    const tenant = await this.mustFind(slugOrId)
+    const room = this.roomOf(tenant)
+    const subjectSha256 = createHash('sha256').update(subject).digest('hex')
+    const ctx = this.d.dataPlane.driver(room.server)
+    const marks = await subjectColumns(ctx.admin(room.database), room.schema)
+    if (marks.size === 0) throw new TenantryError('CONFIG_INVALID', `No column of ${tenant.slug}'s tables is marked as identifying a person: add COMMENT ON COLUMN <table>.<column> IS '${SUBJECT_MARK}' in a migration (docs/portability.md).`)
+    const op = await this.d.operations.start('erase-subject', { tenantId: tenant.id, slug: tenant.slug, params: { subjectSha256 }, step: 'erase', startedBy: opts.startedBy })
+    return this.d.operations.holding(async () => {
+      const tables = (await tenantTables(ctx.admin(room.database), room.schema)).filter((t) => marks.has(t.name)).reverse()
+      const report = await ctx.copyTransaction(room.database, 'write', async (tx) => {
+        await tx.query(...args(sql.pointAtTenant(tenantToken(this.d.dataPlane.tenantKey, tenant.id))))
+        await tx.query(...args(sql.pointAtSubject(subject)))
+        const out: SubjectErasureCertificate['tables'] = []
+        for (const t of tables) {
+          const cols = marks.get(t.name)!
+          const before = Number((await tx.query<{ n: string }>(...args(sql.subjectRows('COUNT', room.schema, t.name, tenant.id, cols)))).rows[0].n)
+          await tx.query(...args(sql.subjectRows('DELETE', room.schema, t.name, tenant.id, cols)))
+          const after = Number((await tx.query<{ n: string }>(...args(sql.subjectRows('COUNT', room.schema, t.name, tenant.id, cols)))).rows[0].n)
+          out.push({ table: `${room.schema}.${t.name}`, columns: cols, before, after })
+        }
+        return out
+      }).catch(async (err) => {
+        await this.d.operations.finish(op.id, 'failed', (err as Error).message)
+        throw err
+      })
+      const rowsAfter = report.reduce((n, t) => n + t.after, 0)
+      const certificate: SubjectErasureCertificate = {
+        kind: 'subject', certificateId: randomUUID(), operationId: op.id, tenant: { id: tenant.id, slug: tenant.slug }, subjectSha256,
+        completedAt: new Date().toISOString(), tables: report, rowsBefore: report.reduce((n, t) => n + t.before, 0), rowsAfter, verified: rowsAfter === 0,
+      }
+      await this.d.admin.transaction(async (tx) => {
+        await tx.query(...args(sql.insertCertificate({ id: certificate.certificateId, tenantId: tenant.id, slug: tenant.slug, operationId: op.id, certificate })))
+        await this.d.operations.finish(op.id, 'done', null, { certificateId: certificate.certificateId }, tx, 'done')
+      })
+      return certificate
+    })
+  }
+
+  // ---- operations ----------------------------------------------------------------------------
+
+  /**
+   * Finish an operation of this part whose process died: a backup is rolled back (its partial
+   * files removed), a restore rolled back (its staging room removed; a tenant already switched
+   * stays switched), an erasure goes forward (every step is idempotent).
+   */
+  async resume(op: Operation): Promise<void> {
+    if (op.kind === 'backup') return this.rollBackBackup(op, String(op.params.path))
+    if (op.kind === 'export') return this.rollBackExport(op, String(op.params.path))
+    if (op.kind === 'erase-subject') {
+      // One transaction: it committed whole or not at all; the value is not kept to run it again.
+      await this.d.operations.finish(op.id, 'failed', 'Interrupted: the subject\'s rows were deleted in one transaction, wholly or not at all. Run the erasure again to be sure (it reports 0 rows if they are gone).')
+      return
+    }
+    if (op.kind === 'restore') {
+      const p = op.params as { tier: Tier; placement: Placement; previous: { tier: Tier; placement: Placement } | null }
+      const current = await this.d.catalog.byId(op.tenantId!)
+      const previous = p.previous && current ? { ...current, tier: p.previous.tier, placement: p.previous.placement } : null
+      const staging = current ? { ...current, tier: p.tier, placement: p.placement } : ({ id: op.tenantId!, slug: op.slug!, tier: p.tier, placement: p.placement } as Tenant)
+      return this.d.operations.holding(() => this.rollBackRestore(op, staging, previous))
+    }
+    if (op.kind === 'erase') {
+      const recorded = op.params.tenant as Tenant
+      const tenant = { ...recorded, createdAt: new Date(recorded.createdAt), updatedAt: new Date(recorded.updatedAt), deletedAt: null }
+      await this.d.operations.holding(() => this.runErase(op, tenant))
+    }
+  }
+
+  /** The operation kinds {@link resume} finishes. */
+  readonly kinds: readonly string[] = ['backup', 'restore', 'erase', 'export', 'erase-subject']
+
+  private roomOf(tenant: Tenant): Room {
+    const target: MigrationTarget = this.d.dataPlane.migrationTarget(tenant)
+    return { server: tenant.placement.server, database: target.database, schema: target.schema }
+  }
+
+  private archivePath(tenant: Tenant, to: string | undefined): string {
+    const dest = to ?? process.env.TENANTRY_BACKUP_DIR ?? this.d.options.backupDir ?? './backups'
+    const asDir = dest.endsWith('/') || (existsSync(dest) && statSync(dest).isDirectory()) || to === undefined
+    if (!asDir) {
+      mkdirSync(resolvePath(dest, '..'), { recursive: true })
+      return resolvePath(dest)
+    }
+    mkdirSync(dest, { recursive: true })
+    return resolvePath(join(dest, `${tenant.slug}-${new Date().toISOString().replace(/[:.]/g, '-')}.tar`))
+  }
+
+  private async mustFind(slugOrId: string): Promise<Tenant> {
+    if (typeof slugOrId !== 'string' || slugOrId.length === 0) throw new TenantryError('TENANT_INVALID', 'A tenant slug or id is required.')
+    const t = isUuid(slugOrId) ? await this.d.catalog.byId(slugOrId) : await this.d.catalog.bySlug(slugOrId)
+    if (!t) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug or id '${printable(slugOrId)}'.`)
+    return t
+  }
+}
+
+function samePlacement(a: Placement, b: Placement): boolean {
+  return a.server === b.server && a.database === b.database && (a.schema ?? null) === (b.schema ?? null)
+}
+
+
+/** Read a stream to its end, keeping nothing. */
+function drain(stream: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    stream.pipe(new Writable({ write: (_c, _e, done) => done() })).on('finish', resolve).on('error', reject)
+    stream.on('error', reject)
+  })
+}
+
+function args(s: { text: string; values: unknown[] }): [string, unknown[]] {
+  return [s.text, s.values]
+}
+
