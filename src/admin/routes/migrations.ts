@@ -1,7 +1,7 @@
 import { requireMigrations } from '../../lifecycle/migrator.ts'
 import type { FleetMigrateResult } from '../../lifecycle/fleet-migrate.ts'
 import type { AdminRoutes } from '../context.ts'
-import { errors } from '../schemas.ts'
+import { SLUG_PATTERN, errors } from '../schemas.ts'
 
 const TAG = ['migrations']
 const only = { type: 'array', maxItems: 1000, items: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,62}$' } } as const
@@ -33,7 +33,7 @@ export const migrationRoutes: AdminRoutes = (app, ctx) => {
         type: 'object', additionalProperties: false,
         properties: {
           only,
-          canary: { type: 'array', maxItems: 100, items: { type: 'string', pattern: '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$' } },
+          canary: { type: 'array', maxItems: 100, items: { type: 'string', pattern: SLUG_PATTERN } },
           concurrency: { type: 'integer', minimum: 1, maximum: 64 },
           maxFailures: { type: 'integer', minimum: 1, maximum: 100000 },
           pace: { type: 'boolean' },

@@ -4,7 +4,7 @@ import { TenantryError } from '../../core/errors.ts'
 import type { Tenant, TenantStatus, Tier } from '../../core/types.ts'
 import { tenantJson } from '../../cli/format.ts'
 import type { AdminContext, AdminRoutes } from '../context.ts'
-import { SLUG_PATTERN, emptyBody, errors, slugParam, tenantSchema } from '../schemas.ts'
+import { SERVER_PATTERN, SLUG_PATTERN, emptyBody, errors, slugParam, tenantSchema } from '../schemas.ts'
 
 const TAG = ['tenants']
 
@@ -14,7 +14,7 @@ const listQuery = {
   properties: {
     status: { type: 'string', enum: ['provisioning', 'active', 'suspended', 'deleted'] },
     tier: { type: 'string', enum: ['pooled', 'schema', 'database'] },
-    server: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
+    server: { type: 'string', pattern: SERVER_PATTERN },
     plan: { type: 'string', minLength: 1, maxLength: 100 },
     q: { type: 'string', maxLength: 100, description: 'slug prefix or part of the name' },
     cursor: { type: 'string', maxLength: 200, description: 'the `next` of the previous page' },
@@ -31,7 +31,7 @@ const createBody = {
     tier: { type: 'string', enum: ['pooled', 'schema', 'database'] },
     name: { type: 'string', minLength: 1, maxLength: 200 },
     plan: { type: 'string', minLength: 1, maxLength: 100 },
-    server: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
+    server: { type: 'string', pattern: SERVER_PATTERN },
     region: { type: 'string', minLength: 1, maxLength: 100 },
   },
 } as const

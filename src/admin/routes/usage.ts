@@ -1,6 +1,6 @@
 import { TOP_BY, type UsageGranularity } from '../../observe/types.ts'
 import type { AdminRoutes } from '../context.ts'
-import { errors, slugParam } from '../schemas.ts'
+import { SERVER_PATTERN, errors, slugParam } from '../schemas.ts'
 
 const TAG = ['usage']
 const rows = { type: 'array', items: { type: 'object', additionalProperties: true } } as const
@@ -36,7 +36,7 @@ export const usageRoutes: AdminRoutes = (app, { tenantry }) => {
         properties: {
           by: { type: 'string', enum: [...TOP_BY], default: 'requests' },
           periodMs: { type: 'integer', minimum: 60_000, maximum: MAX_PERIOD_MS, default: 3_600_000 },
-          server: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
+          server: { type: 'string', pattern: SERVER_PATTERN },
           limit: { type: 'integer', minimum: 1, maximum: 1000, default: 20 },
         },
       },
