@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { copyTenant, createTenantry, type Tenant, type Tenantry } from '../src/index.ts'
 import { tenantToken } from '../src/data/tenant-token.ts'
 import { readManifest } from '../src/portability/archive.ts'
-import { bothBackends, DEMO_MIGRATIONS, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
+import { backends, DEMO_MIGRATIONS, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
 import { PrivatePostgres, privatePostgresPossible } from './fixtures/guard-servers.ts'
 
 // Per-tenant backup, restore and verified erasure (issue 13), on PostgreSQL and on PGlite: archives
@@ -19,7 +19,7 @@ const PG_UP = await postgresAvailable()
 const MASTER = 'a1'.repeat(32)
 const OTHER_MASTER = 'b2'.repeat(32)
 
-const BACKENDS = bothBackends(PREFIX, DB_NAME, PG_UP)
+const BACKENDS = backends(DB_NAME, PREFIX, PG_UP)
 
 const PROJECT_NAMES = ['plain', 'tab\there', 'line\nbreak', 'back\\slash', 'ünïcødé ✓', '\\N is not null']
 

@@ -14,6 +14,7 @@ import { TIER_STRATEGIES, type MigrationTarget, type TemplateSource } from '../d
 import { quoteIdent } from '../core/sql.ts'
 import { tenantToken } from '../data/tenant-token.ts'
 import { faultPoint } from '../lifecycle/faults.ts'
+import { mustFindTenant } from '../lifecycle/lifecycle.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
 import { packArchive, readManifest, checkManifestMac, readTables, spoolTable, type ArchiveManifest } from './archive.ts'
@@ -781,11 +782,8 @@ export class Portability {
     return resolvePath(join(dest, `${tenant.slug}-${new Date().toISOString().replace(/[:.]/g, '-')}.tar`))
   }
 
-  private async mustFind(slugOrId: string): Promise<Tenant> {
-    if (typeof slugOrId !== 'string' || slugOrId.length === 0) throw new TenantryError('TENANT_INVALID', 'A tenant slug or id is required.')
-    const t = isUuid(slugOrId) ? await this.d.catalog.byId(slugOrId) : await this.d.catalog.bySlug(slugOrId)
-    if (!t) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug or id '${printable(slugOrId)}'.`)
-    return t
+  private mustFind(slugOrId: string): Promise<Tenant> {
+    return mustFindTenant(this.d.catalog, slugOrId)
   }
 }
 

@@ -103,26 +103,33 @@ export async function outcome(p: Promise<unknown>): Promise<string> {
   }
 }
 
-/** One backend a suite runs against: real PostgreSQL (a fresh database) or in-memory PGlite. */
+/** One backend of a suite that loops over both: a real server (a fresh database) and PGlite. */
 export interface Backend {
   name: 'PostgreSQL' | 'PGlite'
   enabled: boolean
-  /** The admin URL of a fresh test database (PostgreSQL), or undefined (PGlite). */
+  /** The admin URL of a fresh database on the test server; undefined for PGlite (`dataDir: 'memory'`). */
   url(): Promise<string | undefined>
   cleanUp(): Promise<void>
 }
 
-/** Both backends of a suite whose databases and roles carry `prefix` and whose database is `database`. */
-export function bothBackends(prefix: string, database: string, pgUp: boolean): Backend[] {
+/**
+ * The two backends of a suite, its database and role prefix named from its file.
+ *
+ * @example
+ * ```ts
+ * for (const backend of backends('tenantry_test_x', 'th_x', await postgresAvailable())) suite(backend)
+ * ```
+ */
+export function backends(database: string, rolePrefix: string, postgresUp: boolean): Backend[] {
   return [
     {
       name: 'PostgreSQL',
-      enabled: pgUp,
+      enabled: postgresUp,
       async url() {
-        await dropPostgresLeftovers(prefix, database)
+        await dropPostgresLeftovers(rolePrefix, database)
         return freshDatabase(database)
       },
-      cleanUp: () => dropPostgresLeftovers(prefix, database),
+      cleanUp: () => dropPostgresLeftovers(rolePrefix, database),
     },
     { name: 'PGlite', enabled: true, url: async () => undefined, async cleanUp() {} },
   ]
