@@ -144,6 +144,18 @@ describe.skipIf(!PG_UP)('kill -9 of backup, restore and erase, then resume (Post
     expect((await opsOf('restore', 'live')).map((o) => o.state)).toEqual(['rolled_back', 'done'])
   })
 
+  it('an export killed mid-table is rolled back: its partial directory removed; the next export works', async () => {
+    const to = join(dir, 'exports')
+    await killAt(['export', 'live', '--format', 'jsonl', '--to', to], 'export:table')
+    expect(readdirSync(to).filter((f) => f.endsWith('.partial')).length).toBe(1)
+    await resume()
+    expect(readdirSync(to)).toEqual([])
+    expect(await opsOf('export', 'live')).toEqual([{ state: 'rolled_back', step: 'snapshot', error: 'The export did not finish; its partial directory was removed. Run it again.' }])
+    const again = await cli(['export', 'live', '--format', 'csv', '--to', to, '--json'], env)
+    expect(again.code, show(again)).toBe(0)
+    expect(JSON.parse(again.stdout)).toMatchObject({ slug: 'live', format: 'csv', rows: 3, tables: [{ name: 'projects', rows: 3 }, { name: 'tasks', rows: 0 }] })
+  })
+
   it('an erase killed after removing the rows goes forward: the key is destroyed and the certificate verified', async () => {
     await t.delete('src')
     await killAt(['erase', 'src'], 'erase:shred')
