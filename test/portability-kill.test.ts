@@ -74,6 +74,24 @@ describe.skipIf(!PG_UP)('kill -9 of backup, restore and erase, then resume (Post
     if (PG_UP) await dropPostgresLeftovers(PREFIX, DB_NAME)
   })
 
+  it('CLI: tables on stdout, usage errors exit 2, refusals exit 1 with their code', async () => {
+    const list = await cli(['backups', 'list', '--tenant', 'src'], env)
+    expect(list.code, show(list)).toBe(0)
+    expect(list.stdout.split('\n')[0].split(/\s{2,}/)).toEqual(['CREATED', 'TENANT', 'TIER', 'ROWS', 'SIZE', 'ENCRYPTED', 'PATH'])
+    expect(list.stdout).toContain(`src     pooled  3     `)
+    const badFormat = await cli(['export', 'src', '--format', 'xml'], env)
+    expect([badFormat.code, badFormat.stderr.includes('--format must be one of jsonl, csv')]).toEqual([2, true])
+    const badTier = await cli(['restore', archive, '--tier', 'cluster'], env)
+    expect(badTier.code).toBe(2)
+    const corrupt = await cli(['restore', join(dir, '0001_projects_and_tasks.sql'), '--as', 'never'], env)
+    expect([corrupt.code, corrupt.stderr.trim().split(':')[0], corrupt.stdout]).toEqual([1, 'error ARCHIVE_CORRUPT', ''])
+    const taken = await cli(['restore', archive], env)
+    expect([taken.code, taken.stderr.trim().split(':')[0]]).toEqual([1, 'error CONFLICT'])
+    const live = await cli(['erase', 'live'], env)
+    expect([live.code, live.stderr.trim().split(':')[0]]).toEqual([1, 'error CONFLICT'])
+    expect(await tenantRow('never')).toBeUndefined()
+  })
+
   it('a backup killed after its snapshot is rolled back: no partial file, no record; the next backup works', async () => {
     const target = join(dir, 'killed.tar')
     await killAt(['backup', 'src', '--to', target], 'backup:pack')
@@ -124,6 +142,18 @@ describe.skipIf(!PG_UP)('kill -9 of backup, restore and erase, then resume (Post
     expect(await schemaExists(before.schema!)).toBe(false)
     expect(await names('live')).toEqual(['a', 'b', 'c'])
     expect((await opsOf('restore', 'live')).map((o) => o.state)).toEqual(['rolled_back', 'done'])
+  })
+
+  it('an export killed mid-table is rolled back: its partial directory removed; the next export works', async () => {
+    const to = join(dir, 'exports')
+    await killAt(['export', 'live', '--format', 'jsonl', '--to', to], 'export:table')
+    expect(readdirSync(to).filter((f) => f.endsWith('.partial')).length).toBe(1)
+    await resume()
+    expect(readdirSync(to)).toEqual([])
+    expect(await opsOf('export', 'live')).toEqual([{ state: 'rolled_back', step: 'snapshot', error: 'The export did not finish; its partial directory was removed. Run it again.' }])
+    const again = await cli(['export', 'live', '--format', 'csv', '--to', to, '--json'], env)
+    expect(again.code, show(again)).toBe(0)
+    expect(JSON.parse(again.stdout)).toMatchObject({ slug: 'live', format: 'csv', rows: 3, tables: [{ name: 'projects', rows: 3 }, { name: 'tasks', rows: 0 }] })
   })
 
   it('an erase killed after removing the rows goes forward: the key is destroyed and the certificate verified', async () => {

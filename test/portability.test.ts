@@ -116,6 +116,11 @@ COMMENT ON COLUMN tasks.assignee IS 'tenantry:subject';
       ])
       expect(await outcome(tenantry.portability.backup('acme', { to: plain.path }))).toBe('CONFLICT')
       expect(await outcome(tenantry.portability.backup('nobody'))).toBe('TENANT_NOT_FOUND')
+      expect(await outcome(tenantry.portability.backup('acme', { to: join(plain.path, 'inside-a-file.tar') }))).toBe('VALIDATION_FAILED')
+      // An archive file removed behind Tenantry's back (erasure reports it as not found).
+      await tenantry.portability.backup('acme', { to: join(dir, 'never.tar') })
+      rmSync(join(dir, 'never.tar'))
+      await tenantry.portability.listBackups().then((all) => expect(all.length).toBe(3))
     })
 
     it(`restores it as a new ${copyTier}-tier tenant${backend.name === 'PostgreSQL' ? ' on another server' : ''} with exactly the same rows, tenant_id rewritten and sequences past them`, async () => {
@@ -295,7 +300,11 @@ COMMENT ON COLUMN tasks.assignee IS 'tenantry:subject';
       if (second) expect(cert.scan.some((s) => s.server === 'second')).toBe(true)
       expect(cert.catalog.every((c) => c.after === 0)).toBe(true)
       expect(cert.objects.map((o) => [o.object.split(' ')[0], o.existsAfter])).toEqual([['schema', false], ['role', false]])
-      expect(cert.archives.map((a) => [a.path, a.action])).toEqual([[archive, 'file deleted'], [plainArchive, 'file deleted']])
+      expect(cert.archives.map((a) => [a.path, a.action])).toEqual([
+        [archive, 'file deleted'],
+        [plainArchive, 'file deleted'],
+        [join(dir, 'never.tar'), 'file not found here (moved or already deleted)'],
+      ])
       expect(cert.cryptoShredding.dataKeyDestroyedAt).not.toBeNull()
       expect(existsSync(archive) || existsSync(plainArchive)).toBe(false)
       expect(await outcome(tenantry.portability.restore(kept, { as: 'acme-back' }))).toBe('ARCHIVE_KEY_INVALID')

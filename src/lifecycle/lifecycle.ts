@@ -35,6 +35,14 @@ export interface LifecycleOptions {
   resumers?: { kinds: readonly string[]; resume(op: Operation): Promise<void> }
 }
 
+/** The tenant of a slug or id, or `TENANT_INVALID` / `TENANT_NOT_FOUND` (every control-plane command's first step). */
+export async function mustFindTenant(catalog: Catalog, slugOrId: string): Promise<Tenant> {
+  if (typeof slugOrId !== 'string' || slugOrId.length === 0) throw new TenantryError('TENANT_INVALID', 'A tenant slug or id is required.')
+  const t = isUuid(slugOrId) ? await catalog.byId(slugOrId) : await catalog.bySlug(slugOrId)
+  if (!t) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug or id '${printable(slugOrId)}'.`)
+  return t
+}
+
 /** What a purge removed. */
 export interface PurgeResult {
   tenant: Tenant
@@ -332,11 +340,8 @@ export class Lifecycle {
     return chooseServer(servers, counts, input.region)
   }
 
-  private async mustFind(slugOrId: string): Promise<Tenant> {
-    if (typeof slugOrId !== 'string' || slugOrId.length === 0) throw new TenantryError('TENANT_INVALID', 'A tenant slug or id is required.')
-    const t = isUuid(slugOrId) ? await this.o.catalog.byId(slugOrId) : await this.o.catalog.bySlug(slugOrId)
-    if (!t) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug or id '${printable(slugOrId)}'.`)
-    return t
+  private mustFind(slugOrId: string): Promise<Tenant> {
+    return mustFindTenant(this.o.catalog, slugOrId)
   }
 
   private wrongState(tenant: Tenant, action: string): TenantryError {

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto'
-import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { join, resolve as resolvePath } from 'node:path'
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { dirname, join, resolve as resolvePath } from 'node:path'
 import { Writable, type Readable } from 'node:stream'
 import type { Catalog } from '../catalog/catalog.ts'
 import { TenantryError } from '../core/errors.ts'
@@ -14,6 +14,7 @@ import { TIER_STRATEGIES, type MigrationTarget, type TemplateSource } from '../d
 import { quoteIdent } from '../core/sql.ts'
 import { tenantToken } from '../data/tenant-token.ts'
 import { faultPoint } from '../lifecycle/faults.ts'
+import { mustFindTenant } from '../lifecycle/lifecycle.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
 import { packArchive, readManifest, checkManifestMac, readTables, spoolTable, type ArchiveManifest } from './archive.ts'
@@ -199,6 +200,11 @@ export class Portability {
     const key = encrypt ? await this.keys.dataKey(tenant.id, { create: true }) : null
     const path = this.archivePath(tenant, opts.to)
     if (existsSync(path)) throw new TenantryError('CONFLICT', `'${path}' already exists; choose another file or a directory.`)
+    try {
+      accessSync(dirname(path), fsConstants.W_OK)
+    } catch (err) {
+      throw new TenantryError('VALIDATION_FAILED', `Cannot write into '${dirname(path)}' (${(err as NodeJS.ErrnoException).code}); choose a directory this process may write to.`, { cause: err })
+    }
     const op = await this.d.operations.start('backup', { tenantId: tenant.id, slug: tenant.slug, params: { path, gzip: opts.gzip ?? true, encrypt }, step: 'snapshot', startedBy: opts.startedBy })
     try {
       return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key }, opts.onProgress))
@@ -772,20 +778,19 @@ export class Portability {
 
   private archivePath(tenant: Tenant, to: string | undefined): string {
     const dest = to ?? process.env.TENANTRY_BACKUP_DIR ?? this.d.options.backupDir ?? './backups'
+    if (typeof dest !== 'string' || dest.length === 0) throw new TenantryError('VALIDATION_FAILED', 'A backup target must be a file or directory path.')
     const asDir = dest.endsWith('/') || (existsSync(dest) && statSync(dest).isDirectory()) || to === undefined
-    if (!asDir) {
-      mkdirSync(resolvePath(dest, '..'), { recursive: true })
-      return resolvePath(dest)
+    const dir = asDir ? dest : resolvePath(dest, '..')
+    try {
+      mkdirSync(dir, { recursive: true })
+    } catch (err) {
+      throw new TenantryError('VALIDATION_FAILED', `Cannot create the backup directory '${dir}' (${(err as NodeJS.ErrnoException).code}).`, { cause: err })
     }
-    mkdirSync(dest, { recursive: true })
-    return resolvePath(join(dest, `${tenant.slug}-${new Date().toISOString().replace(/[:.]/g, '-')}.tar`))
+    return asDir ? resolvePath(join(dest, `${tenant.slug}-${new Date().toISOString().replace(/[:.]/g, '-')}.tar`)) : resolvePath(dest)
   }
 
-  private async mustFind(slugOrId: string): Promise<Tenant> {
-    if (typeof slugOrId !== 'string' || slugOrId.length === 0) throw new TenantryError('TENANT_INVALID', 'A tenant slug or id is required.')
-    const t = isUuid(slugOrId) ? await this.d.catalog.byId(slugOrId) : await this.d.catalog.bySlug(slugOrId)
-    if (!t) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug or id '${printable(slugOrId)}'.`)
-    return t
+  private mustFind(slugOrId: string): Promise<Tenant> {
+    return mustFindTenant(this.d.catalog, slugOrId)
   }
 }
 
