@@ -360,7 +360,8 @@ describe.skipIf(!PG_UP)('kill -9 of the tenantry CLI, then resume (PostgreSQL)',
   it('kill -9 of one of two migrate workers: the other takes its claimed targets over and finishes the run', async () => {
     writeFileSync(join(migrations, '0003_labels.sql'), 'ALTER TABLE tasks ADD COLUMN label text;\n')
     // A stops right after claiming its first targets (one per worker), holding them as `running`.
-    const a = new CliProcess(['migrate', '--concurrency', '2', '--json'], { ...env, TENANTRY_FAULT: 'pause:migrate:target' })
+    // Unpaced: on a loaded machine the pacer lets one worker run, and A would never hold two.
+    const a = new CliProcess(['migrate', '--concurrency', '2', '--no-pace', '--json'], { ...env, TENANTRY_FAULT: 'pause:migrate:target' })
     await a.waitForStderr(/paused at migrate:target/)
     let opId = ''
     for (const deadline = Date.now() + 30_000; ;) {
@@ -374,7 +375,7 @@ describe.skipIf(!PG_UP)('kill -9 of the tenantry CLI, then resume (PostgreSQL)',
       if (Date.now() > deadline) throw new Error('A did not claim two targets')
       await sleep(50)
     }
-    const b = new CliProcess(['migrate', '--concurrency', '2', '--json'], env)
+    const b = new CliProcess(['migrate', '--concurrency', '2', '--no-pace', '--json'], env)
     // B joins A's operation (A is alive), then A dies.
     for (const deadline = Date.now() + 90_000; ;) {
       const mine = await db.query(`SELECT 1 FROM tenantry.operation_targets WHERE operation_id = $1 AND claimed_by LIKE $2`, [opId, `%:${b.pid}:%`])
