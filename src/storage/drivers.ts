@@ -41,7 +41,15 @@ export interface StorageDriver {
  */
 export class LocalStorageDriver implements StorageDriver {
   readonly kind = 'local' as const
-  constructor(private readonly root: string) {}
+  private dir?: string
+
+  /** `root`: the directory, or a function that makes it on first use. */
+  constructor(private readonly rootOrMake: string | (() => string)) {}
+
+  private get root(): string {
+    this.dir ??= typeof this.rootOrMake === 'string' ? this.rootOrMake : this.rootOrMake()
+    return this.dir
+  }
 
   private file(path: string): string {
     return join(this.root, 'objects', ...path.split('/'))
