@@ -293,7 +293,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   })
   const storage = createStorage(options.storage, {
     admin: mainDriver.admin(main.mainDatabase), events, plans: () => catalog.listPlans(), findTenant,
-    dataDir: databaseUrl ? null : dataDirOf(options.dataDir),
+    dataDir: dataDirOf(options.dataDir),
   })
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
   const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase) })

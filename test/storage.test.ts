@@ -3,7 +3,8 @@
  * and on the S3 driver against a real S3-protocol server (s3rver on loopback, started here), each
  * with its usage table on real PostgreSQL and on PGlite. No mocks.
  */
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
 import { text } from 'node:stream/consumers'
@@ -47,6 +48,7 @@ for (const m of MATRIX) {
     let tenantry: Tenantry
     let s3: S3Fixture | undefined
     let raw: S3Client | undefined
+    let localDir: string | undefined
     const t: Record<string, Tenant> = {}
     const dbName = `${DB_NAME}_${m.driver}`
     const prefix = `${ROLE_PREFIX}_${m.driver}`
@@ -91,7 +93,8 @@ for (const m of MATRIX) {
         ...(url ? { databaseUrl: url, rolePrefix: prefix } : { dataDir: 'memory' }),
         migrations: DEMO_MIGRATIONS, guard: { redis: null }, cache: { redis: null }, observe: { metering: false, tracing: false },
         storage: {
-          ...(s3 ? { driver: 's3', s3: { bucket: s3.bucket, client: s3.client } } : { driver: 'local' }),
+          // Local: the data directory's storage on PGlite (dataDir 'memory': a temporary one), a directory of the test's on PostgreSQL.
+          ...(s3 ? { driver: 's3', s3: { bucket: s3.bucket, client: s3.client } } : { driver: 'local', ...(url ? { directory: (localDir = mkdtempSync(join(tmpdir(), 'tenantry-test-storage-'))) } : {}) }),
           plans: {
             small: { maxBytes: 1000, maxObjects: 3 },
             narrow: { uploadConcurrency: 1, uploadQueueTimeoutMs: 300 },
@@ -120,6 +123,7 @@ for (const m of MATRIX) {
       raw?.destroy()
       await s3?.close()
       if (m.db === 'PostgreSQL') await dropPostgresLeftovers(prefix, dbName)
+      if (localDir) rmSync(localDir, { recursive: true, force: true })
     })
 
     it('refuses every call outside a tenant context', async () => {

@@ -50,6 +50,7 @@ export interface JobSchedule {
   tz: string
   data: unknown
   lastFired: Date | null
+  createdAt: Date
 }
 
 export interface JobsStats {
@@ -190,8 +191,8 @@ export class TenantJobs {
   }
 
   /**
-   * Send the jobs of every schedule that fell due since its last firing, up to `now` (each
-   * firing once across all processes). Worker processes call this every `scheduleIntervalMs`;
+   * Send the jobs of every schedule that fell due since its last firing (and after it was made),
+   * up to `now`: the latest due time only, each once across all processes. Worker processes call this every `scheduleIntervalMs`;
    * returns the number of jobs sent.
    */
   async runSchedules(now: Date = new Date()): Promise<number> {
@@ -204,7 +205,8 @@ export class TenantJobs {
       } catch {
         continue
       }
-      if (s.lastFired && s.lastFired >= due) continue
+      // Only times after the schedule was made, and each time once.
+      if (due < s.createdAt || (s.lastFired && s.lastFired >= due)) continue
       const tenant = await this.deps.findTenant(s.tenantId)
       if (!tenant || tenant.status !== 'active') continue
       const claim = sql.claimFiring(s.tenantId, s.queue, s.name, due)
@@ -337,10 +339,10 @@ export class TenantJobs {
   private async listSchedules(tenantId: string | null): Promise<JobSchedule[]> {
     await this.start()
     const s = sql.listSchedules(tenantId)
-    const { rows } = await this.deps.admin.query<{ tenant_id: string; queue: string; name: string; cron: string; tz: string; data: unknown; last_fired: Date | string | null }>(s.text, s.values)
+    const { rows } = await this.deps.admin.query<{ tenant_id: string; queue: string; name: string; cron: string; tz: string; data: unknown; last_fired: Date | string | null; created_at: Date | string }>(s.text, s.values)
     return rows.map((r) => ({
       tenantId: r.tenant_id, queue: r.queue, name: r.name, cron: r.cron, tz: r.tz, data: r.data,
-      lastFired: r.last_fired === null ? null : new Date(r.last_fired),
+      lastFired: r.last_fired === null ? null : new Date(r.last_fired), createdAt: new Date(r.created_at),
     }))
   }
 }

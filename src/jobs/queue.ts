@@ -1,4 +1,4 @@
-import PgBoss from 'pg-boss'
+import type PgBoss from 'pg-boss'
 import type { AdminQueryable } from '../data/driver.ts'
 
 /** A job as the queue hands it out. */
@@ -51,19 +51,28 @@ export interface PgBossQueueOptions {
  * other user of that instance).
  */
 export class PgBossQueue implements JobQueue {
-  private readonly boss: PgBoss
+  private bossOrNull: PgBoss | null = null
   private readonly queues = new Map<string, Promise<void>>()
 
-  constructor(opts: PgBossQueueOptions) {
-    const common = { schema: opts.schema, supervise: true, schedule: false, migrate: true, application_name: 'tenantry-jobs' }
-    this.boss = opts.admin
-      ? new PgBoss({ ...common, db: pgliteDb(opts.admin) })
-      : new PgBoss({ ...common, connectionString: opts.connectionString, max: opts.max })
-    this.boss.on('error', opts.onError)
+  constructor(private readonly opts: PgBossQueueOptions) {}
+
+  /** pg-boss is loaded at start (the first send, work or schedule), not when Tenantry starts. */
+  async start(): Promise<void> {
+    if (!this.bossOrNull) {
+      const { default: PgBossClass } = await import('pg-boss')
+      const common = { schema: this.opts.schema, supervise: true, schedule: false, migrate: true, application_name: 'tenantry-jobs' }
+      const boss = this.opts.admin
+        ? new PgBossClass({ ...common, db: pgliteDb(this.opts.admin) })
+        : new PgBossClass({ ...common, connectionString: this.opts.connectionString, max: this.opts.max })
+      boss.on('error', this.opts.onError)
+      this.bossOrNull = boss
+    }
+    await this.bossOrNull.start()
   }
 
-  async start(): Promise<void> {
-    await this.boss.start()
+  private get boss(): PgBoss {
+    if (!this.bossOrNull) throw new Error('the job queue is not started')
+    return this.bossOrNull
   }
 
   ensureQueue(name: string): Promise<void> {
@@ -100,7 +109,7 @@ export class PgBossQueue implements JobQueue {
   }
 
   async stop(): Promise<void> {
-    await this.boss.stop({ graceful: false, wait: true, close: true })
+    await this.bossOrNull?.stop({ graceful: false, wait: true, close: true })
   }
 }
 

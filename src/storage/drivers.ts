@@ -4,12 +4,7 @@ import { mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'n
 import { dirname, join, sep } from 'node:path'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import {
-  DeleteObjectCommand, DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3'
-import { Upload } from '@aws-sdk/lib-storage'
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner'
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
 
 /** What the store knows of an object. `key` is the full path inside the store. */
 export interface StoredObject {
@@ -46,7 +41,15 @@ export interface StorageDriver {
  */
 export class LocalStorageDriver implements StorageDriver {
   readonly kind = 'local' as const
-  constructor(private readonly root: string) {}
+  private dir?: string
+
+  /** `root`: the directory, or a function that makes it on first use. */
+  constructor(private readonly rootOrMake: string | (() => string)) {}
+
+  private get root(): string {
+    this.dir ??= typeof this.rootOrMake === 'string' ? this.rootOrMake : this.rootOrMake()
+    return this.dir
+  }
 
   private file(path: string): string {
     return join(this.root, 'objects', ...path.split('/'))
@@ -173,17 +176,29 @@ export interface S3DriverOptions {
  */
 export class S3StorageDriver implements StorageDriver {
   readonly kind = 's3' as const
-  private readonly s3: S3Client
   private readonly bucket: string
+  private sdk?: Promise<Sdk>
 
-  constructor(opts: S3DriverOptions) {
+  constructor(private readonly opts: S3DriverOptions) {
     this.bucket = opts.bucket
-    this.s3 = new S3Client({ ...opts.client })
+  }
+
+  /**
+   * The AWS SDK, loaded on first use: it costs about 0.25 s to import, which an app or a CLI
+   * command that never touches storage should not pay.
+   */
+  private load(): Promise<Sdk> {
+    this.sdk ??= (async () => {
+      const [s3, storage, presigner] = await Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage'), import('@aws-sdk/s3-request-presigner')])
+      return { s3, Upload: storage.Upload, getSignedUrl: presigner.getSignedUrl, client: new s3.S3Client({ ...this.opts.client }) }
+    })()
+    return this.sdk
   }
 
   async put(path: string, body: Readable, contentType: string | null): Promise<void> {
+    const { Upload, client } = await this.load()
     const upload = new Upload({
-      client: this.s3,
+      client,
       params: { Bucket: this.bucket, Key: path, Body: body, ...(contentType ? { ContentType: contentType } : {}) },
       queueSize: 1,
       leavePartsOnError: false,
@@ -207,8 +222,9 @@ export class S3StorageDriver implements StorageDriver {
   }
 
   async get(path: string): Promise<{ body: Readable; info: StoredObject } | null> {
+    const { s3, client } = await this.load()
     try {
-      const r = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: path }))
+      const r = await client.send(new s3.GetObjectCommand({ Bucket: this.bucket, Key: path }))
       return {
         body: r.Body as Readable,
         info: { key: path, size: r.ContentLength ?? 0, contentType: r.ContentType ?? null, lastModified: r.LastModified ?? new Date(0) },
@@ -220,8 +236,9 @@ export class S3StorageDriver implements StorageDriver {
   }
 
   async head(path: string): Promise<StoredObject | null> {
+    const { s3, client } = await this.load()
     try {
-      const r = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: path }))
+      const r = await client.send(new s3.HeadObjectCommand({ Bucket: this.bucket, Key: path }))
       return { key: path, size: r.ContentLength ?? 0, contentType: r.ContentType ?? null, lastModified: r.LastModified ?? new Date(0) }
     } catch (err) {
       if (notFound(err)) return null
@@ -230,10 +247,11 @@ export class S3StorageDriver implements StorageDriver {
   }
 
   async list(prefix: string, after: string | null, limit: number): Promise<StoredObject[]> {
+    const { s3, client } = await this.load()
     const out: StoredObject[] = []
     let token: string | undefined
     do {
-      const r = await this.s3.send(new ListObjectsV2Command({
+      const r = await client.send(new s3.ListObjectsV2Command({
         Bucket: this.bucket, Prefix: prefix, ContinuationToken: token,
         ...(token === undefined && after !== null ? { StartAfter: after } : {}),
         MaxKeys: Math.min(1000, limit - out.length),
@@ -247,32 +265,42 @@ export class S3StorageDriver implements StorageDriver {
   }
 
   async delete(path: string): Promise<boolean> {
+    const { s3, client } = await this.load()
     const existed = (await this.head(path)) !== null
-    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: path }))
+    await client.send(new s3.DeleteObjectCommand({ Bucket: this.bucket, Key: path }))
     return existed
   }
 
   async deletePrefix(prefix: string): Promise<number> {
+    const { s3, client } = await this.load()
     let removed = 0
     for (;;) {
       const page = await this.list(prefix, null, 1000)
       if (page.length === 0) return removed
-      await this.s3.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: page.map((o) => ({ Key: o.key })), Quiet: true } }))
+      await client.send(new s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: page.map((o) => ({ Key: o.key })), Quiet: true } }))
       removed += page.length
     }
   }
 
   async presign(path: string, method: 'GET' | 'PUT', expiresInSeconds: number, put?: { size: number; contentType: string | null }): Promise<string> {
+    const { s3, client, getSignedUrl } = await this.load()
     const command = method === 'GET'
-      ? new GetObjectCommand({ Bucket: this.bucket, Key: path })
-      : new PutObjectCommand({ Bucket: this.bucket, Key: path, ContentLength: put!.size, ...(put!.contentType ? { ContentType: put!.contentType } : {}) })
+      ? new s3.GetObjectCommand({ Bucket: this.bucket, Key: path })
+      : new s3.PutObjectCommand({ Bucket: this.bucket, Key: path, ContentLength: put!.size, ...(put!.contentType ? { ContentType: put!.contentType } : {}) })
     // content-length is signed: the holder can upload exactly the size the quota was checked for.
-    return getSignedUrl(this.s3, command, { expiresIn: expiresInSeconds, signableHeaders: new Set(method === 'PUT' ? ['content-length', 'content-type'] : []) })
+    return getSignedUrl(client, command, { expiresIn: expiresInSeconds, signableHeaders: new Set(method === 'PUT' ? ['content-length', 'content-type'] : []) })
   }
 
   async close(): Promise<void> {
-    this.s3.destroy()
+    if (this.sdk) (await this.sdk).client.destroy()
   }
+}
+
+interface Sdk {
+  s3: typeof import('@aws-sdk/client-s3')
+  Upload: typeof import('@aws-sdk/lib-storage').Upload
+  getSignedUrl: typeof import('@aws-sdk/s3-request-presigner').getSignedUrl
+  client: S3Client
 }
 
 function notFound(err: unknown): boolean {

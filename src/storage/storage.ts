@@ -46,7 +46,7 @@ export interface StorageOptions {
    * driver of your own.
    */
   driver?: 'local' | 's3' | StorageDriver
-  /** Directory of the local driver. Default `<data dir>/storage` (a temporary directory for `dataDir: 'memory'`). */
+  /** Directory of the local driver. Default `<data dir>/storage` — on PostgreSQL too (`TENANTRY_DATA_DIR`, else `.tenantry`); a temporary directory for `dataDir: 'memory'`. */
   directory?: string
   s3?: S3DriverOptions
   /** Limits of plans that set none. */
@@ -76,8 +76,8 @@ export interface StorageDeps {
   events: TenantryEvents
   plans(): Promise<Plan[]>
   findTenant(slugOrId: string): Promise<Tenant | null>
-  /** The data directory of the embedded default (`memory` or a path), or null on PostgreSQL. */
-  dataDir: string | null
+  /** The data directory (`dataDir` / `TENANTRY_DATA_DIR` / `.tenantry`, resolved; or `memory`): the local driver stores under `<it>/storage`. */
+  dataDir: string
 }
 
 const MAX_KEY_BYTES = 900
@@ -567,9 +567,8 @@ export function createStorage(options: StorageOptions = {}, deps: StorageDeps): 
     if (!bucket) throw new TenantryError('CONFIG_INVALID', 'storage.driver s3 needs a bucket: storage.s3.bucket or TENANTRY_S3_BUCKET.', { details: { option: 'storage.s3.bucket' } })
     driver = new S3StorageDriver({ bucket, client: options.s3?.client })
   } else if (kind === 'local') {
-    const dir = options.directory
-      ?? (deps.dataDir && deps.dataDir !== 'memory' ? join(deps.dataDir, 'storage') : mkdtempSync(join(tmpdir(), 'tenantry-storage-')))
-    driver = new LocalStorageDriver(dir)
+    // `dataDir: 'memory'`: a temporary directory, made on first use (most such runs never store a file).
+    driver = new LocalStorageDriver(options.directory ?? (deps.dataDir === 'memory' ? () => mkdtempSync(join(tmpdir(), 'tenantry-storage-')) : join(deps.dataDir, 'storage')))
   } else {
     throw new TenantryError('CONFIG_INVALID', `storage.driver must be 'local', 's3' or a driver object; got '${printable(String(kind))}'.`, { details: { option: 'storage.driver' } })
   }
