@@ -43,10 +43,15 @@ function adminSuite(backend: Backend): void {
     let tenantry: Tenantry
     let app: FastifyInstance
     const tokens: Record<string, string> = {}
+    const dns = new Map<string, string[][]>()
     const migrations = () => join(dir, 'migrations')
 
     const open = async () => {
-      tenantry = await createTenantry({ ...where, migrations: migrations(), rolePrefix: ROLE_PREFIX, observe: { logger: false, metering: false, tracing: false, metrics: false } })
+      // Domain verification looks in this fake DNS (no internet in tests): TXT name → records.
+      tenantry = await createTenantry({
+        ...where, migrations: migrations(), rolePrefix: ROLE_PREFIX, observe: { logger: false, metering: false, tracing: false, metrics: false },
+        config: { domains: { resolveTxt: async (name) => dns.get(name) ?? [], fetchText: async () => ({ status: 404, body: '' }) } },
+      })
       app = Fastify()
       // The app's own tenant routes beside the admin API: the admin never runs the tenant chain.
       await app.register(tenantryPlugin, { tenantry })
@@ -271,12 +276,39 @@ function adminSuite(backend: Backend): void {
       const one = (await call('GET', `/api/operations/${ops[0].id}`, tokens.viewer)).json()
       expect(one.progress).toMatchObject({ state: 'done', percent: 100 })
       expect((await call('GET', '/api/operations/00000000-0000-4000-8000-000000000000', tokens.viewer)).statusCode).toBe(404)
+      // Domains go through tenantry.domains: pending with a token until verified, then they resolve.
       const added = await call('POST', '/api/tenants/globex/domains', tokens.operator, { domain: 'App.Globex.Example' })
-      expect([added.statusCode, added.json()]).toEqual([201, { domains: ['app.globex.example'] }])
+      const token = added.json().token as string
+      expect(token).toMatch(/^[0-9a-f]{32}$/)
+      expect([added.statusCode, { ...added.json(), createdAt: 'x' }]).toEqual([201, {
+        domain: 'app.globex.example', tenantId: (await tenantry.findTenant('globex'))!.id, slug: 'globex', status: 'pending', token, verifiedAt: null, createdAt: 'x',
+        instructions: { txtName: '_tenantry-verification.app.globex.example', txtValue: `tenantry-verification=${token}`, httpUrl: 'http://app.globex.example/.well-known/tenantry-domain-verification', httpBody: token },
+      }])
       const dup = await call('POST', '/api/tenants/acme/domains', tokens.operator, { domain: 'app.globex.example' })
-      expect([dup.statusCode, dup.json().code]).toEqual([409, 'CONFLICT'])
+      expect([dup.statusCode, dup.json().code, dup.json().details]).toEqual([409, 'DOMAIN_TAKEN', { domain: 'app.globex.example' }])
+      const badDomain = await call('POST', '/api/tenants/globex/domains', tokens.operator, { domain: 'localhost:8080' })
+      expect([badDomain.statusCode, badDomain.json().code, badDomain.json().details.field]).toEqual([400, 'VALIDATION_FAILED', 'domain'])
+      expect((await call('POST', '/api/tenants/globex/domains', tokens.viewer, { domain: 'x.globex.example' })).statusCode).toBe(403)
+      // Not published yet: 400 saying what was looked for; still pending.
+      const early = await call('POST', '/api/tenants/globex/domains/app.globex.example/verify', tokens.operator, { method: 'dns' })
+      expect([early.statusCode, early.json().code, early.json().details]).toEqual([400, 'DOMAIN_VERIFICATION_FAILED', { domain: 'app.globex.example', checked: ['TXT _tenantry-verification.app.globex.example has no records'] }])
+      expect((await call('POST', '/api/tenants/acme/domains/app.globex.example/verify', tokens.operator, {})).statusCode).toBe(404)
+      const listed = (await call('GET', '/api/tenants/globex/domains', tokens.viewer)).json()
+      expect(listed.map((d: { domain: string; status: string }) => [d.domain, d.status])).toEqual([['app.globex.example', 'pending']])
+      expect(await tenantry.catalog.byDomain('app.globex.example')).toBeNull()
+      dns.set('_tenantry-verification.app.globex.example', [[`tenantry-verification=${token}`]])
+      const verified = await call('POST', '/api/tenants/globex/domains/app.globex.example/verify', tokens.operator)
+      expect([verified.statusCode, verified.json().status, typeof verified.json().verifiedAt]).toEqual([200, 'verified', 'string'])
+      expect((await tenantry.catalog.byDomain('app.globex.example'))?.slug).toBe('globex')
+      expect((await call('GET', '/api/tenants/globex', tokens.viewer)).json().domains.map((d: { status: string }) => d.status)).toEqual(['verified'])
+      const trail = (await tenantry.audit.list({ tenant: (await tenantry.findTenant('globex'))!.id, limit: 5 })).map((e) => [e.action, e.actor, e.details])
+      expect(trail.slice(0, 2)).toEqual([
+        ['tenant.domain.verify', 'token:t-operator', { domain: 'app.globex.example', method: 'any' }],
+        ['tenant.domain.add', 'token:t-operator', { domain: 'app.globex.example', status: 'pending' }],
+      ])
       expect((await call('DELETE', '/api/tenants/acme/domains/app.globex.example', tokens.operator)).statusCode).toBe(404)
-      expect((await call('DELETE', '/api/tenants/globex/domains/app.globex.example', tokens.operator)).json()).toEqual({ domains: [] })
+      expect((await call('DELETE', '/api/tenants/globex/domains/app.globex.example', tokens.operator)).json()).toEqual([])
+      expect(await tenantry.catalog.byDomain('app.globex.example')).toBeNull()
       expect((await call('GET', '/api/tenants/globex/usage?granularity=hour', tokens.viewer)).json()).toEqual([])
       const badRange = await call('GET', '/api/tenants/globex/usage?from=yesterday', tokens.viewer)
       expect([badRange.statusCode, badRange.json().details]).toEqual([400, { field: 'from', in: 'querystring', rule: 'format' }])

@@ -317,6 +317,11 @@ function TenantDetail({ slug }) {
       reload()
     } catch (err) { setDomainError(err) }
   }
+  const domainAction = async (path, method) => {
+    setDomainError(null)
+    try { await api(path, { method, body: method === 'POST' ? {} : undefined }) } catch (err) { setDomainError(err) }
+    reload()
+  }
   const a = action && ACTIONS[action]
   return html`<div>
     <${Title}>${t.name} <small>(${t.slug})</small> <${Status} status=${t.status} /></${Title}>
@@ -334,7 +339,11 @@ function TenantDetail({ slug }) {
         <dt>Plan</dt><dd>${t.plan}</dd><dt>Id</dt><dd><code>${t.id}</code></dd><dt>Created</dt><dd>${when(t.createdAt)}</dd>
         <dt>Config</dt><dd><code>${JSON.stringify(t.config)}</code></dd></dl></section>
       <section class="card"><h2>Domains</h2>
-        <ul>${t.domains.length === 0 ? html`<li>none</li>` : t.domains.map((d) => html`<li>${d} <button type="button" class="link" aria-label=${`Remove ${d}`} onClick=${async () => { await api(`tenants/${slug}/domains/${d}`, { method: 'DELETE' }).catch(setDomainError); reload() }}>remove</button></li>`)}</ul>
+        <ul class="domains">${t.domains.length === 0 ? html`<li>none</li>` : t.domains.map((d) => html`<li>
+          <span>${d.domain}</span> <${Status} status=${d.status} />
+          ${d.status === 'pending' && d.instructions && html`<p class="hint">Publish TXT <code>${d.instructions.txtName}</code> = <code>${d.instructions.txtValue}</code>, or serve <code>${d.instructions.httpBody}</code> at <code>${d.instructions.httpUrl}</code>; then verify.</p>
+            <button type="button" aria-label=${`Verify ${d.domain}`} onClick=${() => domainAction(`tenants/${slug}/domains/${d.domain}/verify`, 'POST')}>Verify</button>`}
+          <button type="button" class="link" aria-label=${`Remove ${d.domain}`} onClick=${() => domainAction(`tenants/${slug}/domains/${d.domain}`, 'DELETE')}>remove</button></li>`)}</ul>
         <form onSubmit=${addDomain} class="inline"><label for="domain">Add domain</label><input id="domain" name="domain" required placeholder="app.example.com" /><button type="submit">Add</button></form>
         <${ErrorNote} error=${domainError} /></section>
     </div>
