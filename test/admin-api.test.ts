@@ -326,6 +326,86 @@ function adminSuite(backend: Backend): void {
       expect(page.headers['content-security-policy']).toMatch(/frame-ancestors 'none'/)
     })
 
+    it('configuration, branding, plans and flags through tenantry.config / tenantry.flags: versioned with the admin actor, audited, bad input 400 with the pointer', async () => {
+      const globex = (await tenantry.findTenant('globex'))!
+      const merged = await call('GET', '/api/tenants/globex/config', tokens.viewer)
+      expect([merged.statusCode, merged.json()]).toEqual([200, { slug: 'globex', plan: 'default', layer: 'merged', path: null, value: await tenantry.config.get('globex') }])
+      const set = await call('PUT', '/api/tenants/globex/config', tokens.operator, { path: 'branding.primaryColor', value: '#0f766e' })
+      expect([set.statusCode, { ...set.json(), id: 0, changedAt: 'x' }]).toEqual([200, {
+        id: 0, scope: 'tenant', subject: globex.id, label: 'globex', path: '/branding/primaryColor', before: {}, after: { branding: { primaryColor: '#0f766e' } }, changedBy: 'token:t-operator', changedAt: 'x', note: null,
+      }])
+      // Refused values store nothing; the error names the JSON pointer and the rule.
+      const bad = await call('PUT', '/api/tenants/globex/config', tokens.operator, { path: '/branding/primaryColor', value: 'red' })
+      expect([bad.statusCode, bad.json().code, bad.json().details.pointer, bad.json().details.rule]).toEqual([400, 'CONFIG_INVALID', '/branding/primaryColor', 'pattern'])
+      const unknown = await call('PUT', '/api/tenants/globex/config', tokens.operator, { path: '/a', value: 1, by: 'mallory' })
+      expect([unknown.statusCode, unknown.json().code, unknown.json().details.field]).toEqual([400, 'VALIDATION_FAILED', 'by'])
+      const noValue = await call('PUT', '/api/tenants/globex/config', tokens.operator, { path: '/a' })
+      expect([noValue.statusCode, noValue.json().details.field]).toEqual([400, 'value'])
+      expect((await call('PUT', '/api/tenants/globex/config', tokens.viewer, { path: '/a', value: 1 })).statusCode).toBe(403)
+      expect((await call('PUT', '/api/tenants/ghost/config', tokens.operator, { path: '/a', value: 1 })).json().code).toBe('TENANT_NOT_FOUND')
+      expect((await call('GET', '/api/tenants/globex/config?layer=tenant', tokens.viewer)).json().value).toEqual({ branding: { primaryColor: '#0f766e' } })
+      expect((await call('GET', '/api/tenants/globex/config?path=/branding/primaryColor', tokens.viewer)).json().value).toBe('#0f766e')
+
+      // Branding: a validated part of the configuration.
+      const branded = await call('PUT', '/api/tenants/globex/branding', tokens.operator, { displayName: 'Globex', primaryColor: '#123456' })
+      expect([branded.statusCode, branded.json().path, branded.json().after]).toEqual([200, '/branding', { branding: { displayName: 'Globex', primaryColor: '#123456' } }])
+      const badBrand = await call('PUT', '/api/tenants/globex/branding', tokens.operator, { primaryColor: 'blue' })
+      expect([badBrand.statusCode, badBrand.json().code, badBrand.json().details.pointer]).toEqual([400, 'CONFIG_INVALID', '/branding/primaryColor'])
+      expect((await call('GET', '/api/tenants/globex/branding', tokens.viewer)).json()).toEqual({
+        slug: 'globex', name: 'Globex Inc', merged: { displayName: 'Globex', primaryColor: '#123456' }, own: { displayName: 'Globex', primaryColor: '#123456' },
+      })
+      const history = (await call('GET', '/api/tenants/globex/config/history', tokens.viewer)).json()
+      expect(history.map((v: { path: string; after: unknown; changedBy: string }) => [v.path, v.after, v.changedBy])).toEqual([
+        ['/branding', { branding: { displayName: 'Globex', primaryColor: '#123456' } }, 'token:t-operator'],
+        ['/branding/primaryColor', { branding: { primaryColor: '#0f766e' } }, 'token:t-operator'],
+      ])
+      const back = await call('POST', '/api/tenants/globex/config/rollback', tokens.operator, { version: history[1].id })
+      expect([back.statusCode, back.json().length]).toEqual([200, 1])
+      expect(await tenantry.config.get('globex', undefined, { layer: 'tenant' })).toEqual({})
+      expect((await call('POST', '/api/tenants/globex/config/rollback', tokens.operator, { version: '7' })).json().details).toEqual({ field: 'version', in: 'body', rule: 'type' })
+      expect((await call('DELETE', '/api/tenants/globex/config?path=/nothing', tokens.operator)).json()).toEqual({ version: null })
+
+      // Plans: assignment (operator) and a plan's own layer (admin: every tenant on it follows).
+      await tenantry.config.plans.create('pro', { branding: { primaryColor: '#7c3aed' } })
+      const toPro = await call('PUT', '/api/tenants/globex/plan', tokens.operator, { plan: 'pro' })
+      expect([toPro.statusCode, toPro.json().plan]).toEqual([200, 'pro'])
+      expect((await call('PUT', '/api/tenants/globex/plan', tokens.operator, { plan: 'gold' })).json().code).toBe('PLAN_NOT_FOUND')
+      expect((await call('PUT', '/api/tenants/globex/plan', tokens.operator, { plan: 'Gold!' })).json().details.field).toBe('plan')
+      expect((await call('GET', '/api/tenants/globex/branding', tokens.viewer)).json().merged).toEqual({ primaryColor: '#7c3aed' })
+      expect((await call('PUT', '/api/plans/pro/config', tokens.operator, { path: '/branding/accentColor', value: '#000' })).statusCode).toBe(403)
+      const planSet = await call('PUT', '/api/plans/pro/config', tokens.admin, { path: '/branding/accentColor', value: '#000' })
+      expect([planSet.statusCode, planSet.json().scope, planSet.json().changedBy]).toEqual([200, 'plan', 'token:t-admin'])
+      expect((await call('GET', '/api/plans/pro/config', tokens.viewer)).json()).toEqual({ plan: 'pro', path: null, value: { branding: { primaryColor: '#7c3aed', accentColor: '#000' } } })
+      const planBack = await call('POST', '/api/plans/pro/config/rollback', tokens.admin, { version: planSet.json().id })
+      expect([planBack.statusCode, planBack.json().version.after]).toEqual([200, { branding: { primaryColor: '#7c3aed' } }])
+      expect((await call('GET', '/api/plans/pro/config/history', tokens.viewer)).json().map((v: { changedBy: string }) => v.changedBy)).toEqual(['token:t-admin', 'token:t-admin', 'app'])
+
+      // Flags: set, roll out, evaluate for a tenant, history, rollback, remove.
+      const flag = await call('PUT', '/api/flags/new-editor', tokens.operator, {})
+      expect([flag.statusCode, flag.json()]).toEqual([200, { key: 'new-editor', enabled: true, variants: { on: true, off: false }, defaultVariant: 'off', rules: [] }])
+      expect((await call('PUT', '/api/flags/new-editor', tokens.operator, { defaultVariant: 'maybe' })).json().code).toBe('VALIDATION_FAILED')
+      expect((await call('PUT', '/api/flags/Bad_Key', tokens.operator, {})).json().details.field).toBe('key')
+      const out = await call('POST', '/api/flags/new-editor/rollout', tokens.operator, { percentage: 100 })
+      expect([out.statusCode, out.json().rules]).toEqual([200, [{ name: 'rollout', percentage: 100, variant: 'on' }]])
+      expect((await call('POST', '/api/flags/new-editor/rollout', tokens.operator, { percentage: 150 })).json().details).toEqual({ field: 'percentage', in: 'body', rule: 'maximum' })
+      expect((await call('POST', '/api/flags/nope/rollout', tokens.operator, { percentage: 5 })).json().code).toBe('FLAG_NOT_FOUND')
+      expect((await call('GET', '/api/flags/new-editor/eval?tenant=globex', tokens.viewer)).json()).toEqual({ key: 'new-editor', value: true, variant: 'on', reason: 'SPLIT', rule: 0, ruleName: 'rollout' })
+      expect((await call('GET', '/api/tenants/globex/flags', tokens.viewer)).json()).toEqual([{ key: 'new-editor', value: true, variant: 'on', reason: 'SPLIT', rule: 0, ruleName: 'rollout' }])
+      expect((await call('GET', '/api/flags', tokens.viewer)).json().map((f: { key: string }) => f.key)).toEqual(['new-editor'])
+      const flagHistory = (await call('GET', '/api/flags/new-editor/history', tokens.viewer)).json()
+      expect(flagHistory.map((v: { changedBy: string; note: string | null }) => v.changedBy)).toEqual(['token:t-operator', 'token:t-operator'])
+      expect((await call('POST', '/api/flags/new-editor/rollback', tokens.operator, { version: flagHistory[0].id })).json().flag.rules).toEqual([])
+      expect((await call('DELETE', '/api/flags/new-editor', tokens.operator)).statusCode).toBe(403)
+      expect((await call('DELETE', '/api/flags/new-editor', tokens.admin)).json()).toEqual({ removed: 'new-editor' })
+      expect((await call('GET', '/api/flags/new-editor', tokens.viewer)).json().code).toBe('FLAG_NOT_FOUND')
+
+      const trail = (await tenantry.audit.list({ tenant: globex.id, limit: 6 })).map((e) => [e.action, e.actor])
+      expect(trail.slice(0, 5)).toEqual([['tenant.plan.change', 'token:t-operator'], ['tenant.config.unset', 'token:t-operator'], ['tenant.config.rollback', 'token:t-operator'], ['tenant.branding.set', 'token:t-operator'], ['tenant.config.set', 'token:t-operator']])
+      const flagAudit = (await tenantry.audit.list({ limit: 5 })).map((e) => [e.action, e.details])
+      expect(flagAudit.slice(0, 3)).toEqual([['flag.remove', { key: 'new-editor' }], ['flag.rollback', { key: 'new-editor', version: flagHistory[0].id, removed: false }], ['flag.rollout', { key: 'new-editor', percentage: 100 }]])
+      await tenantry.config.changePlan('globex', 'default')
+    })
+
     it('runs a migration and streams its progress to 100% over server-sent events; plans before and after', async () => {
       await close()
       writeFileSync(join(migrations(), '0002_labels.sql'), 'CREATE TABLE labels (tenant_id uuid NOT NULL DEFAULT current_setting(\'tenantry.tenant_id\')::uuid, id bigint GENERATED ALWAYS AS IDENTITY, name text NOT NULL, PRIMARY KEY (tenant_id, id));\n')
