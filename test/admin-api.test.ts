@@ -43,10 +43,15 @@ function adminSuite(backend: Backend): void {
     let tenantry: Tenantry
     let app: FastifyInstance
     const tokens: Record<string, string> = {}
+    const dns = new Map<string, string[][]>()
     const migrations = () => join(dir, 'migrations')
 
     const open = async () => {
-      tenantry = await createTenantry({ ...where, migrations: migrations(), rolePrefix: ROLE_PREFIX, observe: { logger: false, metering: false, tracing: false, metrics: false } })
+      // Domain verification looks in this fake DNS (no internet in tests): TXT name → records.
+      tenantry = await createTenantry({
+        ...where, migrations: migrations(), rolePrefix: ROLE_PREFIX, observe: { logger: false, metering: false, tracing: false, metrics: false },
+        config: { domains: { resolveTxt: async (name) => dns.get(name) ?? [], fetchText: async () => ({ status: 404, body: '' }) } },
+      })
       app = Fastify()
       // The app's own tenant routes beside the admin API: the admin never runs the tenant chain.
       await app.register(tenantryPlugin, { tenantry })
@@ -271,12 +276,39 @@ function adminSuite(backend: Backend): void {
       const one = (await call('GET', `/api/operations/${ops[0].id}`, tokens.viewer)).json()
       expect(one.progress).toMatchObject({ state: 'done', percent: 100 })
       expect((await call('GET', '/api/operations/00000000-0000-4000-8000-000000000000', tokens.viewer)).statusCode).toBe(404)
+      // Domains go through tenantry.domains: pending with a token until verified, then they resolve.
       const added = await call('POST', '/api/tenants/globex/domains', tokens.operator, { domain: 'App.Globex.Example' })
-      expect([added.statusCode, added.json()]).toEqual([201, { domains: ['app.globex.example'] }])
+      const token = added.json().token as string
+      expect(token).toMatch(/^[0-9a-f]{32}$/)
+      expect([added.statusCode, { ...added.json(), createdAt: 'x' }]).toEqual([201, {
+        domain: 'app.globex.example', tenantId: (await tenantry.findTenant('globex'))!.id, slug: 'globex', status: 'pending', token, verifiedAt: null, createdAt: 'x',
+        instructions: { txtName: '_tenantry-verification.app.globex.example', txtValue: `tenantry-verification=${token}`, httpUrl: 'http://app.globex.example/.well-known/tenantry-domain-verification', httpBody: token },
+      }])
       const dup = await call('POST', '/api/tenants/acme/domains', tokens.operator, { domain: 'app.globex.example' })
-      expect([dup.statusCode, dup.json().code]).toEqual([409, 'CONFLICT'])
+      expect([dup.statusCode, dup.json().code, dup.json().details]).toEqual([409, 'DOMAIN_TAKEN', { domain: 'app.globex.example' }])
+      const badDomain = await call('POST', '/api/tenants/globex/domains', tokens.operator, { domain: 'localhost:8080' })
+      expect([badDomain.statusCode, badDomain.json().code, badDomain.json().details.field]).toEqual([400, 'VALIDATION_FAILED', 'domain'])
+      expect((await call('POST', '/api/tenants/globex/domains', tokens.viewer, { domain: 'x.globex.example' })).statusCode).toBe(403)
+      // Not published yet: 400 saying what was looked for; still pending.
+      const early = await call('POST', '/api/tenants/globex/domains/app.globex.example/verify', tokens.operator, { method: 'dns' })
+      expect([early.statusCode, early.json().code, early.json().details]).toEqual([400, 'DOMAIN_VERIFICATION_FAILED', { domain: 'app.globex.example', checked: ['TXT _tenantry-verification.app.globex.example has no records'] }])
+      expect((await call('POST', '/api/tenants/acme/domains/app.globex.example/verify', tokens.operator, {})).statusCode).toBe(404)
+      const listed = (await call('GET', '/api/tenants/globex/domains', tokens.viewer)).json()
+      expect(listed.map((d: { domain: string; status: string }) => [d.domain, d.status])).toEqual([['app.globex.example', 'pending']])
+      expect(await tenantry.catalog.byDomain('app.globex.example')).toBeNull()
+      dns.set('_tenantry-verification.app.globex.example', [[`tenantry-verification=${token}`]])
+      const verified = await call('POST', '/api/tenants/globex/domains/app.globex.example/verify', tokens.operator)
+      expect([verified.statusCode, verified.json().status, typeof verified.json().verifiedAt]).toEqual([200, 'verified', 'string'])
+      expect((await tenantry.catalog.byDomain('app.globex.example'))?.slug).toBe('globex')
+      expect((await call('GET', '/api/tenants/globex', tokens.viewer)).json().domains.map((d: { status: string }) => d.status)).toEqual(['verified'])
+      const trail = (await tenantry.audit.list({ tenant: (await tenantry.findTenant('globex'))!.id, limit: 5 })).map((e) => [e.action, e.actor, e.details])
+      expect(trail.slice(0, 2)).toEqual([
+        ['tenant.domain.verify', 'token:t-operator', { domain: 'app.globex.example', method: 'any' }],
+        ['tenant.domain.add', 'token:t-operator', { domain: 'app.globex.example', status: 'pending' }],
+      ])
       expect((await call('DELETE', '/api/tenants/acme/domains/app.globex.example', tokens.operator)).statusCode).toBe(404)
-      expect((await call('DELETE', '/api/tenants/globex/domains/app.globex.example', tokens.operator)).json()).toEqual({ domains: [] })
+      expect((await call('DELETE', '/api/tenants/globex/domains/app.globex.example', tokens.operator)).json()).toEqual([])
+      expect(await tenantry.catalog.byDomain('app.globex.example')).toBeNull()
       expect((await call('GET', '/api/tenants/globex/usage?granularity=hour', tokens.viewer)).json()).toEqual([])
       const badRange = await call('GET', '/api/tenants/globex/usage?from=yesterday', tokens.viewer)
       expect([badRange.statusCode, badRange.json().details]).toEqual([400, { field: 'from', in: 'querystring', rule: 'format' }])
@@ -292,6 +324,86 @@ function adminSuite(backend: Backend): void {
       expect(doc.paths['/admin/api/tenants'].post.requestBody.content['application/json'].schema.additionalProperties).toBe(false)
       const page = await app.inject({ method: 'GET', url: '/admin/' })
       expect(page.headers['content-security-policy']).toMatch(/frame-ancestors 'none'/)
+    })
+
+    it('configuration, branding, plans and flags through tenantry.config / tenantry.flags: versioned with the admin actor, audited, bad input 400 with the pointer', async () => {
+      const globex = (await tenantry.findTenant('globex'))!
+      const merged = await call('GET', '/api/tenants/globex/config', tokens.viewer)
+      expect([merged.statusCode, merged.json()]).toEqual([200, { slug: 'globex', plan: 'default', layer: 'merged', path: null, value: await tenantry.config.get('globex') }])
+      const set = await call('PUT', '/api/tenants/globex/config', tokens.operator, { path: 'branding.primaryColor', value: '#0f766e' })
+      expect([set.statusCode, { ...set.json(), id: 0, changedAt: 'x' }]).toEqual([200, {
+        id: 0, scope: 'tenant', subject: globex.id, label: 'globex', path: '/branding/primaryColor', before: {}, after: { branding: { primaryColor: '#0f766e' } }, changedBy: 'token:t-operator', changedAt: 'x', note: null,
+      }])
+      // Refused values store nothing; the error names the JSON pointer and the rule.
+      const bad = await call('PUT', '/api/tenants/globex/config', tokens.operator, { path: '/branding/primaryColor', value: 'red' })
+      expect([bad.statusCode, bad.json().code, bad.json().details.pointer, bad.json().details.rule]).toEqual([400, 'CONFIG_INVALID', '/branding/primaryColor', 'pattern'])
+      const unknown = await call('PUT', '/api/tenants/globex/config', tokens.operator, { path: '/a', value: 1, by: 'mallory' })
+      expect([unknown.statusCode, unknown.json().code, unknown.json().details.field]).toEqual([400, 'VALIDATION_FAILED', 'by'])
+      const noValue = await call('PUT', '/api/tenants/globex/config', tokens.operator, { path: '/a' })
+      expect([noValue.statusCode, noValue.json().details.field]).toEqual([400, 'value'])
+      expect((await call('PUT', '/api/tenants/globex/config', tokens.viewer, { path: '/a', value: 1 })).statusCode).toBe(403)
+      expect((await call('PUT', '/api/tenants/ghost/config', tokens.operator, { path: '/a', value: 1 })).json().code).toBe('TENANT_NOT_FOUND')
+      expect((await call('GET', '/api/tenants/globex/config?layer=tenant', tokens.viewer)).json().value).toEqual({ branding: { primaryColor: '#0f766e' } })
+      expect((await call('GET', '/api/tenants/globex/config?path=/branding/primaryColor', tokens.viewer)).json().value).toBe('#0f766e')
+
+      // Branding: a validated part of the configuration.
+      const branded = await call('PUT', '/api/tenants/globex/branding', tokens.operator, { displayName: 'Globex', primaryColor: '#123456' })
+      expect([branded.statusCode, branded.json().path, branded.json().after]).toEqual([200, '/branding', { branding: { displayName: 'Globex', primaryColor: '#123456' } }])
+      const badBrand = await call('PUT', '/api/tenants/globex/branding', tokens.operator, { primaryColor: 'blue' })
+      expect([badBrand.statusCode, badBrand.json().code, badBrand.json().details.pointer]).toEqual([400, 'CONFIG_INVALID', '/branding/primaryColor'])
+      expect((await call('GET', '/api/tenants/globex/branding', tokens.viewer)).json()).toEqual({
+        slug: 'globex', name: 'Globex Inc', merged: { displayName: 'Globex', primaryColor: '#123456' }, own: { displayName: 'Globex', primaryColor: '#123456' },
+      })
+      const history = (await call('GET', '/api/tenants/globex/config/history', tokens.viewer)).json()
+      expect(history.map((v: { path: string; after: unknown; changedBy: string }) => [v.path, v.after, v.changedBy])).toEqual([
+        ['/branding', { branding: { displayName: 'Globex', primaryColor: '#123456' } }, 'token:t-operator'],
+        ['/branding/primaryColor', { branding: { primaryColor: '#0f766e' } }, 'token:t-operator'],
+      ])
+      const back = await call('POST', '/api/tenants/globex/config/rollback', tokens.operator, { version: history[1].id })
+      expect([back.statusCode, back.json().length]).toEqual([200, 1])
+      expect(await tenantry.config.get('globex', undefined, { layer: 'tenant' })).toEqual({})
+      expect((await call('POST', '/api/tenants/globex/config/rollback', tokens.operator, { version: '7' })).json().details).toEqual({ field: 'version', in: 'body', rule: 'type' })
+      expect((await call('DELETE', '/api/tenants/globex/config?path=/nothing', tokens.operator)).json()).toEqual({ version: null })
+
+      // Plans: assignment (operator) and a plan's own layer (admin: every tenant on it follows).
+      await tenantry.config.plans.create('pro', { branding: { primaryColor: '#7c3aed' } })
+      const toPro = await call('PUT', '/api/tenants/globex/plan', tokens.operator, { plan: 'pro' })
+      expect([toPro.statusCode, toPro.json().plan]).toEqual([200, 'pro'])
+      expect((await call('PUT', '/api/tenants/globex/plan', tokens.operator, { plan: 'gold' })).json().code).toBe('PLAN_NOT_FOUND')
+      expect((await call('PUT', '/api/tenants/globex/plan', tokens.operator, { plan: 'Gold!' })).json().details.field).toBe('plan')
+      expect((await call('GET', '/api/tenants/globex/branding', tokens.viewer)).json().merged).toEqual({ primaryColor: '#7c3aed' })
+      expect((await call('PUT', '/api/plans/pro/config', tokens.operator, { path: '/branding/accentColor', value: '#000' })).statusCode).toBe(403)
+      const planSet = await call('PUT', '/api/plans/pro/config', tokens.admin, { path: '/branding/accentColor', value: '#000' })
+      expect([planSet.statusCode, planSet.json().scope, planSet.json().changedBy]).toEqual([200, 'plan', 'token:t-admin'])
+      expect((await call('GET', '/api/plans/pro/config', tokens.viewer)).json()).toEqual({ plan: 'pro', path: null, value: { branding: { primaryColor: '#7c3aed', accentColor: '#000' } } })
+      const planBack = await call('POST', '/api/plans/pro/config/rollback', tokens.admin, { version: planSet.json().id })
+      expect([planBack.statusCode, planBack.json().version.after]).toEqual([200, { branding: { primaryColor: '#7c3aed' } }])
+      expect((await call('GET', '/api/plans/pro/config/history', tokens.viewer)).json().map((v: { changedBy: string }) => v.changedBy)).toEqual(['token:t-admin', 'token:t-admin', 'app'])
+
+      // Flags: set, roll out, evaluate for a tenant, history, rollback, remove.
+      const flag = await call('PUT', '/api/flags/new-editor', tokens.operator, {})
+      expect([flag.statusCode, flag.json()]).toEqual([200, { key: 'new-editor', enabled: true, variants: { on: true, off: false }, defaultVariant: 'off', rules: [] }])
+      expect((await call('PUT', '/api/flags/new-editor', tokens.operator, { defaultVariant: 'maybe' })).json().code).toBe('VALIDATION_FAILED')
+      expect((await call('PUT', '/api/flags/Bad_Key', tokens.operator, {})).json().details.field).toBe('key')
+      const out = await call('POST', '/api/flags/new-editor/rollout', tokens.operator, { percentage: 100 })
+      expect([out.statusCode, out.json().rules]).toEqual([200, [{ name: 'rollout', percentage: 100, variant: 'on' }]])
+      expect((await call('POST', '/api/flags/new-editor/rollout', tokens.operator, { percentage: 150 })).json().details).toEqual({ field: 'percentage', in: 'body', rule: 'maximum' })
+      expect((await call('POST', '/api/flags/nope/rollout', tokens.operator, { percentage: 5 })).json().code).toBe('FLAG_NOT_FOUND')
+      expect((await call('GET', '/api/flags/new-editor/eval?tenant=globex', tokens.viewer)).json()).toEqual({ key: 'new-editor', value: true, variant: 'on', reason: 'SPLIT', rule: 0, ruleName: 'rollout' })
+      expect((await call('GET', '/api/tenants/globex/flags', tokens.viewer)).json()).toEqual([{ key: 'new-editor', value: true, variant: 'on', reason: 'SPLIT', rule: 0, ruleName: 'rollout' }])
+      expect((await call('GET', '/api/flags', tokens.viewer)).json().map((f: { key: string }) => f.key)).toEqual(['new-editor'])
+      const flagHistory = (await call('GET', '/api/flags/new-editor/history', tokens.viewer)).json()
+      expect(flagHistory.map((v: { changedBy: string; note: string | null }) => v.changedBy)).toEqual(['token:t-operator', 'token:t-operator'])
+      expect((await call('POST', '/api/flags/new-editor/rollback', tokens.operator, { version: flagHistory[0].id })).json().flag.rules).toEqual([])
+      expect((await call('DELETE', '/api/flags/new-editor', tokens.operator)).statusCode).toBe(403)
+      expect((await call('DELETE', '/api/flags/new-editor', tokens.admin)).json()).toEqual({ removed: 'new-editor' })
+      expect((await call('GET', '/api/flags/new-editor', tokens.viewer)).json().code).toBe('FLAG_NOT_FOUND')
+
+      const trail = (await tenantry.audit.list({ tenant: globex.id, limit: 6 })).map((e) => [e.action, e.actor])
+      expect(trail.slice(0, 5)).toEqual([['tenant.plan.change', 'token:t-operator'], ['tenant.config.unset', 'token:t-operator'], ['tenant.config.rollback', 'token:t-operator'], ['tenant.branding.set', 'token:t-operator'], ['tenant.config.set', 'token:t-operator']])
+      const flagAudit = (await tenantry.audit.list({ limit: 5 })).map((e) => [e.action, e.details])
+      expect(flagAudit.slice(0, 3)).toEqual([['flag.remove', { key: 'new-editor' }], ['flag.rollback', { key: 'new-editor', version: flagHistory[0].id, removed: false }], ['flag.rollout', { key: 'new-editor', percentage: 100 }]])
+      await tenantry.config.changePlan('globex', 'default')
     })
 
     it('runs a migration and streams its progress to 100% over server-sent events; plans before and after', async () => {

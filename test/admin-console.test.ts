@@ -186,6 +186,65 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
     expect(problems).toEqual(['401 /admin/api/overview'])
   })
 
+  it("edits a tenant's configuration and branding in the console: the demo's branded page for that tenant changes; plans change and flags roll out with a confirmation", async () => {
+    await tenantry.flags.set({ key: 'new-editor' })
+    await tenantry.config.plans.create('pro', {})
+    // The demo's white-label page at / for globex (the demo resolves the x-tenant header too).
+    const branded = await browser.newContext({ extraHTTPHeaders: { 'x-tenant': 'globex' }, viewport: { width: 1280, height: 800 } })
+    const site = await branded.newPage()
+    const headerColor = async () => {
+      await site.goto(`${base}/`)
+      return site.locator('header').evaluate((e) => getComputedStyle(e).backgroundColor)
+    }
+    try {
+      expect(await headerColor()).toBe('rgb(51, 65, 85)') // the demo's default #334155
+      await page.goto(`${base}/admin/#/tenants/globex`)
+      const branding = page.getByRole('region', { name: 'Branding' })
+      await branding.getByLabel('Primary colour', { exact: true }).fill('red')
+      await branding.getByRole('button', { name: 'Save branding' }).click()
+      await expect(branding.getByRole('alert').textContent()).resolves.toMatch(/^CONFIG_INVALID .*at \/branding\/primaryColor$/)
+      expect(await tenantry.config.get('globex', '/branding', { layer: 'tenant' })).toBeUndefined()
+      await branding.getByLabel('Primary colour', { exact: true }).fill('#b91c1c')
+      await branding.getByLabel('Primary colour', { exact: true }).press('Enter')
+      await page.getByRole('img', { name: 'Branding preview: GLOBEX, primary colour #b91c1c' }).waitFor()
+      await expect.poll(headerColor).toBe('rgb(185, 28, 28)')
+      await site.screenshot({ path: join(ARTIFACTS, 'branded-globex.png') })
+
+      // The JSON editor of its own layer: validated by the server, the refusal names the pointer.
+      const editor = page.getByLabel('Its own layer (JSON)')
+      expect(JSON.parse(await editor.inputValue())).toEqual({ branding: { primaryColor: '#b91c1c' } })
+      await editor.fill('{"branding": {"primaryColor": "#b91c1c", "accentColor": "nope"}}')
+      await page.getByRole('button', { name: 'Save configuration' }).click()
+      await expect(page.getByRole('region', { name: 'Configuration' }).getByRole('alert').textContent()).resolves.toMatch(/^CONFIG_INVALID .*at \/branding\/accentColor$/)
+      await editor.fill('{"branding": {"primaryColor": "#b91c1c", "accentColor": "#fde68a"}}')
+      await page.getByRole('button', { name: 'Save configuration' }).click()
+      await expect.poll(() => tenantry.config.get('globex', '/branding/accentColor', { layer: 'tenant' })).toBe('#fde68a')
+      await expect.poll(() => page.getByRole('table', { name: 'Flags as evaluated' }).locator('tbody tr').allTextContents()).toEqual(['new-editorfalseoffDEFAULT'])
+      await page.screenshot({ path: join(ARTIFACTS, 'tenant-config.png'), fullPage: true })
+
+      // Its plan, after a confirmation.
+      await page.getByLabel('Change to').selectOption('pro')
+      await page.getByRole('button', { name: 'Change plan…' }).click()
+      await page.getByRole('dialog', { name: 'Move globex to plan pro?' }).getByRole('button', { name: 'Change plan' }).click()
+      await page.getByText('On plan pro.').waitFor()
+      expect((await tenantry.findTenant('globex'))?.plan).toBe('pro')
+
+      // The Flags page: roll new-editor out to every tenant; the branded page shows it on.
+      await page.goto(`${base}/admin/#/flags`)
+      await page.getByRole('table', { name: 'Feature flags' }).waitFor()
+      await page.getByRole('button', { name: 'Roll out…' }).click()
+      await page.getByLabel('Percentage of tenants').fill('100')
+      await page.getByRole('dialog', { name: 'Roll out new-editor' }).getByRole('button', { name: 'Roll out' }).click()
+      await expect.poll(() => page.getByRole('progressbar', { name: 'new-editor rollout' }).getAttribute('value')).toBe('100')
+      await shot('flags')
+      await expect.poll(async () => { await site.goto(`${base}/`); return site.locator('.card').textContent() }).toMatch(/new editor on/)
+      const audit = (await tenantry.audit.list({ limit: 4 })).map((e) => [e.action, e.actor])
+      expect(audit).toEqual([['flag.rollout', 'token:browser'], ['tenant.plan.change', 'token:browser'], ['tenant.config.set', 'token:browser'], ['tenant.branding.set', 'token:browser']])
+    } finally {
+      await branded.close()
+    }
+  })
+
   it('has no WCAG 2 A/AA violations on any page (axe-core)', async () => {
     // axe is injected as a script, which the console's CSP forbids: a context that bypasses it.
     const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
@@ -193,7 +252,7 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
     try {
       const audited = await context.newPage()
       const violations: Record<string, string[]> = {}
-      for (const hash of ['sign-in', 'overview', 'tenants', 'tenants/acme', 'operations', 'migrations', 'audit']) {
+      for (const hash of ['sign-in', 'overview', 'tenants', 'tenants/acme', 'tenants/globex', 'flags', 'operations', 'migrations', 'audit']) {
         await audited.goto(`${base}/admin/#/${hash}`)
         await audited.evaluate((t) => { if (t) sessionStorage.setItem('tenantry.admin.token', t); else sessionStorage.clear() }, hash === 'sign-in' ? null : token)
         await audited.reload()
@@ -205,7 +264,7 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
           return r.violations.map((v) => `${v.impact} ${v.id}: ${v.nodes[0]?.html.slice(0, 120)}`)
         })
       }
-      expect(violations).toEqual({ 'sign-in': [], overview: [], tenants: [], 'tenants/acme': [], operations: [], migrations: [], audit: [] })
+      expect(violations).toEqual({ 'sign-in': [], overview: [], tenants: [], 'tenants/acme': [], 'tenants/globex': [], flags: [], operations: [], migrations: [], audit: [] })
     } finally {
       await context.close()
     }

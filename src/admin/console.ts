@@ -34,7 +34,7 @@ function indexHtml(): { html: string; csp: string } {
   // Scripts and styles of this origin only (the import map by its hash); no framing (clickjacking);
   // API calls go to this origin with a bearer header, which a cross-site page cannot send (CSRF).
   const csp = [
-    "default-src 'self'", `script-src 'self' 'sha256-${hash}'`, "style-src 'self' 'unsafe-inline'", "img-src 'self' data:",
+    "default-src 'self'", `script-src 'self' 'sha256-${hash}'`, "style-src 'self' 'unsafe-inline'", "img-src 'self' data: https:",
     "connect-src 'self'", "frame-ancestors 'none'", "base-uri 'none'", "form-action 'none'", "object-src 'none'",
   ].join('; ')
   return { html, csp }

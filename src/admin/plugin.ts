@@ -12,6 +12,7 @@ import type { AdminContext, AdminRoutes } from './context.ts'
 import { consoleRoutes } from './console.ts'
 import { roleAllows, adminTokens, type AdminRole } from './tokens.ts'
 import { auditRoutes } from './routes/audit.ts'
+import { configRoutes } from './routes/config.ts'
 import { fleetRoutes } from './routes/fleet.ts'
 import { migrationRoutes } from './routes/migrations.ts'
 import { operationRoutes } from './routes/operations.ts'
@@ -33,7 +34,7 @@ export interface TenantryAdminOptions {
 }
 
 /** The route modules of the admin API, one per resource. */
-export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes]
+export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, configRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes]
 
 // Bodies are taken as they are: an unknown field or a string for a number is a 400, never
 // silently dropped or coerced (Fastify's default ajv would do both). Query strings and path
@@ -119,7 +120,7 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
     await app.register(swagger, {
       openapi: {
         openapi: '3.1.0',
-        info: { title: 'Tenantry admin API', version: '1', description: 'Control plane of a Tenantry fleet: tenants, operations, migrations, usage, audit. Every error has a stable `code`.' },
+        info: { title: 'Tenantry admin API', version: '1', description: 'Control plane of a Tenantry fleet: tenants, configuration, flags, branding, domains, operations, migrations, usage, audit. Every error has a stable `code`.' },
         components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'an admin token (tnta_…) or an admin JWT' } } },
         security: [{ bearer: [] }],
       },

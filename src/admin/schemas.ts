@@ -74,3 +74,22 @@ export function errors(...statuses: number[]): Record<number, typeof errorSchema
   for (const s of [400, 401, 403, ...statuses]) out[s] = errorSchema
   return out
 }
+
+/** A custom domain: pending until its token is seen, then verified (docs/domains.md). */
+export const domainSchema = {
+  type: 'object',
+  properties: {
+    domain: { type: 'string' },
+    tenantId: { type: 'string' },
+    slug: { type: 'string' },
+    status: { type: 'string', enum: ['pending', 'verified'] },
+    token: { type: ['string', 'null'] },
+    verifiedAt: { type: ['string', 'null'], format: 'date-time' },
+    createdAt: { type: 'string', format: 'date-time' },
+    instructions: {
+      type: ['object', 'null'],
+      description: 'where to publish the token: a TXT record, or a file served over HTTP',
+      properties: { txtName: { type: 'string' }, txtValue: { type: 'string' }, httpUrl: { type: 'string' }, httpBody: { type: 'string' } },
+    },
+  },
+} as const

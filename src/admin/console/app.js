@@ -317,6 +317,11 @@ function TenantDetail({ slug }) {
       reload()
     } catch (err) { setDomainError(err) }
   }
+  const domainAction = async (path, method) => {
+    setDomainError(null)
+    try { await api(path, { method, body: method === 'POST' ? {} : undefined }) } catch (err) { setDomainError(err) }
+    reload()
+  }
   const a = action && ACTIONS[action]
   return html`<div>
     <${Title}>${t.name} <small>(${t.slug})</small> <${Status} status=${t.status} /></${Title}>
@@ -329,15 +334,22 @@ function TenantDetail({ slug }) {
     <div class="cards">
       <section class="card"><h2>Placement</h2><dl>
         <dt>Tier</dt><dd>${t.tier}</dd><dt>Server</dt><dd>${t.placement.server}</dd><dt>Database</dt><dd>${t.placement.database}</dd>
-        <dt>Schema</dt><dd>${t.placement.schema ?? '-'}</dd><dt>Region</dt><dd>${t.region ?? '-'}</dd></dl></section>
-      <section class="card"><h2>Plan and config</h2><dl>
-        <dt>Plan</dt><dd>${t.plan}</dd><dt>Id</dt><dd><code>${t.id}</code></dd><dt>Created</dt><dd>${when(t.createdAt)}</dd>
-        <dt>Config</dt><dd><code>${JSON.stringify(t.config)}</code></dd></dl></section>
+        <dt>Schema</dt><dd>${t.placement.schema ?? '-'}</dd><dt>Region</dt><dd>${t.region ?? '-'}</dd><dt>Id</dt><dd><code>${t.id}</code></dd><dt>Created</dt><dd>${when(t.createdAt)}</dd></dl></section>
+      <${PlanCard} t=${t} onChanged=${reload} />
       <section class="card"><h2>Domains</h2>
-        <ul>${t.domains.length === 0 ? html`<li>none</li>` : t.domains.map((d) => html`<li>${d} <button type="button" class="link" aria-label=${`Remove ${d}`} onClick=${async () => { await api(`tenants/${slug}/domains/${d}`, { method: 'DELETE' }).catch(setDomainError); reload() }}>remove</button></li>`)}</ul>
+        <ul class="domains">${t.domains.length === 0 ? html`<li>none</li>` : t.domains.map((d) => html`<li>
+          <span>${d.domain}</span> <${Status} status=${d.status} />
+          ${d.status === 'pending' && d.instructions && html`<p class="hint">Publish TXT <code>${d.instructions.txtName}</code> = <code>${d.instructions.txtValue}</code>, or serve <code>${d.instructions.httpBody}</code> at <code>${d.instructions.httpUrl}</code>; then verify.</p>
+            <button type="button" aria-label=${`Verify ${d.domain}`} onClick=${() => domainAction(`tenants/${slug}/domains/${d.domain}/verify`, 'POST')}>Verify</button>`}
+          <button type="button" class="link" aria-label=${`Remove ${d.domain}`} onClick=${() => domainAction(`tenants/${slug}/domains/${d.domain}`, 'DELETE')}>remove</button></li>`)}</ul>
         <form onSubmit=${addDomain} class="inline"><label for="domain">Add domain</label><input id="domain" name="domain" required placeholder="app.example.com" /><button type="submit">Add</button></form>
         <${ErrorNote} error=${domainError} /></section>
     </div>
+    ${t.status !== 'deleted' && html`<div class="cards" key=${`${t.plan}:${t.updatedAt}`}>
+      <${Branding} slug=${slug} onChanged=${reload} />
+      <${TenantFlags} slug=${slug} />
+      <${TenantConfig} slug=${slug} onChanged=${reload} />
+    </div>`}
     <h2>Usage</h2>
     <${UsageChart} slug=${slug} />
     <h2>Recent changes</h2>
@@ -347,6 +359,126 @@ function TenantDetail({ slug }) {
       ${a.reason && html`<label for="reason">Reason (shown to its users)</label><input id="reason" name="reason" maxlength="500" autofocus />`}
       ${a.force && html`<label class="check"><input type="checkbox" name="force" /> Purge before the retention period ends</label>`}
     </${Confirm}>`}
+  </div>`
+}
+
+// ---- configuration, branding, flags (issue 12 through the admin API) -----------------------------
+
+/** A coded error, with the JSON pointer a refused configuration names. */
+function ConfigError({ error }) {
+  if (!error) return null
+  const pointer = error.details?.pointer
+  return html`<div class="error" role="alert"><strong>${error.code}</strong> ${error.message}${pointer !== undefined ? html`<br />at <code class="pointer">${pointer || '/'}</code>` : ''}</div>`
+}
+
+const pretty = (v) => JSON.stringify(v ?? {}, null, 2)
+
+function TenantConfig({ slug, onChanged }) {
+  const merged = useLoad(() => api(`tenants/${slug}/config`), [slug])
+  const own = useLoad(() => api(`tenants/${slug}/config?layer=tenant`), [slug])
+  const [error, setError] = useState(null)
+  const [saved, setSaved] = useState(null)
+  const save = async (e) => {
+    e.preventDefault()
+    setError(null)
+    setSaved(null)
+    let value
+    try { value = JSON.parse(new FormData(e.target).get('layer')) } catch (err) {
+      setError({ code: 'INVALID_JSON', message: `The tenant layer is not JSON: ${err.message}` })
+      return
+    }
+    try {
+      const v = await api(`tenants/${slug}/config`, { method: 'PUT', body: { path: '/', value } })
+      setSaved(v.id)
+      merged.reload(); own.reload(); onChanged()
+    } catch (err) { setError(err) }
+  }
+  return html`<section class="card wide" aria-label="Configuration"><h2>Configuration</h2>
+    <div class="two">
+      <div><h3>Merged (defaults ← plan ← tenant)</h3>${merged.data ? html`<pre aria-label="Merged configuration">${pretty(merged.data.value)}</pre>` : html`<${ErrorNote} error=${merged.error} />`}</div>
+      <form onSubmit=${save}><h3 id="config-layer-label">Its own layer (JSON)</h3>
+        ${own.data && html`<textarea id="config-layer" aria-labelledby="config-layer-label" name="layer" rows="8" spellcheck="false" key=${JSON.stringify(own.data.value)} value=${pretty(own.data.value)}></textarea>`}
+        <div class="buttons"><button type="submit" class="primary">Save configuration</button></div>
+        ${saved !== null && html`<p role="status" class="ok">Saved as version ${saved}.</p>`}
+        <${ConfigError} error=${error} /></form>
+    </div></section>`
+}
+
+function PlanCard({ t, onChanged }) {
+  const plans = useLoad(() => api('plans'), [])
+  const [target, setTarget] = useState(null)
+  return html`<section class="card" aria-label="Plan"><h2>Plan</h2>
+    <p>On plan <strong>${t.plan}</strong>.</p>
+    <form class="inline" onSubmit=${(e) => { e.preventDefault(); setTarget(new FormData(e.target).get('plan')) }}>
+      <label for="plan-choice">Change to</label>
+      <select id="plan-choice" name="plan">${(plans.data ?? []).filter((p) => p.name !== t.plan).map((p) => html`<option>${p.name}</option>`)}</select>
+      <button type="submit" disabled=${!plans.data || plans.data.length < 2}>Change plan…</button></form>
+    ${target && html`<${Confirm} title=${`Move ${t.slug} to plan ${target}?`} confirmLabel="Change plan" onClose=${() => setTarget(null)}
+      onConfirm=${async () => { await api(`tenants/${t.slug}/plan`, { method: 'PUT', body: { plan: target } }); onChanged() }}>
+      <p>${t.slug}'s configuration, flags and limits follow plan ${target} in every process within a second.</p></${Confirm}>`}
+  </section>`
+}
+
+function TenantFlags({ slug }) {
+  const { data, error } = useLoad(() => api(`tenants/${slug}/flags`), [slug])
+  if (error) return html`<${ErrorNote} error=${error} />`
+  return html`<section class="card" aria-label="Flags"><h2>Flags for ${slug}</h2>
+    ${!data ? html`<p>Loading…</p>` : data.length === 0 ? html`<p class="hint">No feature flags.</p>` : html`<table aria-label="Flags as evaluated">
+      <thead><tr><th scope="col">Flag</th><th scope="col">Value</th><th scope="col">Variant</th><th scope="col">Why</th></tr></thead>
+      <tbody>${data.map((f) => html`<tr><th scope="row">${f.key}</th><td><code>${JSON.stringify(f.value)}</code></td><td>${f.variant}</td><td>${f.reason}${f.ruleName ? ` (${f.ruleName})` : ''}</td></tr>`)}</tbody></table>`}
+  </section>`
+}
+
+const BRANDING_FIELDS = [['displayName', 'Display name'], ['primaryColor', 'Primary colour'], ['accentColor', 'Accent colour'], ['logoUrl', 'Logo URL']]
+
+function Branding({ slug, onChanged }) {
+  const { data, error, reload } = useLoad(() => api(`tenants/${slug}/branding`), [slug])
+  const [saveError, setSaveError] = useState(null)
+  if (error) return html`<${ErrorNote} error=${error} />`
+  if (!data) return null
+  const b = data.merged
+  const save = async (e) => {
+    e.preventDefault()
+    setSaveError(null)
+    const form = new FormData(e.target)
+    const body = { ...data.own }
+    for (const [k] of BRANDING_FIELDS) { const v = form.get(k).trim(); if (v) body[k] = v; else delete body[k] }
+    try { await api(`tenants/${slug}/branding`, { method: 'PUT', body }); reload(); onChanged() } catch (err) { setSaveError(err) }
+  }
+  const name = b.displayName ?? data.name
+  return html`<section class="card" aria-label="Branding"><h2>Branding</h2>
+    <div class="brand-preview" role="img" aria-label=${`Branding preview: ${name}, primary colour ${b.primaryColor ?? 'default'}`} style=${`background:${b.primaryColor ?? '#334155'}`}>
+      ${b.logoUrl ? html`<img src=${b.logoUrl} alt="" />` : html`<span class="mark" style=${`background:${b.accentColor ?? '#e2e8f0'};color:${b.primaryColor ?? '#334155'}`}>${name.slice(0, 1).toUpperCase()}</span>`}
+      <strong>${name}</strong></div>
+    <form onSubmit=${save} class="brand-form" key=${JSON.stringify(data.own)}>
+      ${BRANDING_FIELDS.map(([k, label]) => html`<label for=${`brand-${k}`}>${label}</label><input id=${`brand-${k}`} name=${k} value=${data.own[k] ?? ''} placeholder=${b[k] ?? ''} />`)}
+      <div class="buttons"><button type="submit">Save branding</button></div>
+      <${ConfigError} error=${saveError} /></form>
+  </section>`
+}
+
+/** The rollout percentage of a flag: its rule with a percentage and no other condition. */
+function rolloutOf(flag) {
+  const r = [...flag.rules].reverse().find((x) => x.percentage !== undefined && Object.keys(x).every((k) => ['name', 'percentage', 'variant'].includes(k)))
+  return r ? r.percentage : null
+}
+
+function Flags() {
+  const { data, error, reload } = useLoad(() => api('flags'), [])
+  const [rolling, setRolling] = useState(null)
+  return html`<div>
+    <${Title}>Feature flags</${Title}>
+    <${ErrorNote} error=${error} />
+    ${data && (data.length === 0 ? html`<p class="hint">No feature flags yet: <code>tenantry flags set new-editor</code>.</p>` : html`<table aria-label="Feature flags">
+      <thead><tr><th scope="col">Flag</th><th scope="col">Enabled</th><th scope="col">Default</th><th scope="col">Rollout</th><th scope="col">Rules</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
+      <tbody>${data.map((f) => { const pct = rolloutOf(f); return html`<tr><th scope="row">${f.key}</th><td>${f.enabled ? 'yes' : 'no'}</td><td>${f.defaultVariant}</td>
+        <td>${pct === null ? '-' : html`<${Progress} percent=${pct} label=${`${f.key} rollout`} />`}</td><td>${f.rules.length}</td>
+        <td><button type="button" onClick=${() => setRolling(f)}>Roll out…</button></td></tr>` })}</tbody></table>`)}
+    ${rolling && html`<${Confirm} title=${`Roll out ${rolling.key}`} confirmLabel="Roll out" onClose=${() => setRolling(null)}
+      onConfirm=${async (form) => { await api(`flags/${rolling.key}/rollout`, { method: 'POST', body: { percentage: Number(form.get('percentage')) } }); reload() }}>
+      <p>A stable share of tenants gets the flag; raising the percentage keeps the tenants that already have it.</p>
+      <label for="rollout-percentage">Percentage of tenants</label>
+      <input id="rollout-percentage" name="percentage" type="number" min="0" max="100" step="0.01" required value=${rolloutOf(rolling) ?? 0} autofocus /></${Confirm}>`}
   </div>`
 }
 
@@ -443,7 +575,7 @@ function Audit() {
 
 // ---- shell -------------------------------------------------------------------------------------
 
-const PAGES = [['overview', 'Overview'], ['tenants', 'Tenants'], ['operations', 'Operations'], ['migrations', 'Migrations'], ['audit', 'Audit log']]
+const PAGES = [['overview', 'Overview'], ['tenants', 'Tenants'], ['flags', 'Flags'], ['operations', 'Operations'], ['migrations', 'Migrations'], ['audit', 'Audit log']]
 
 function useHash() {
   const [hash, setHash] = useState(location.hash || '#/overview')
@@ -472,6 +604,7 @@ function App() {
     : section === 'tenants' ? html`<${Tenants} query=${query} />`
     : section === 'operations' && id ? html`<${OperationDetail} key=${id} id=${id} />`
     : section === 'operations' ? html`<${Operations} />`
+    : section === 'flags' ? html`<${Flags} />`
     : section === 'migrations' ? html`<${Migrations} />`
     : section === 'audit' ? html`<${Audit} />`
     : html`<${Overview} />`

@@ -4,7 +4,8 @@ import { TenantryError } from '../../core/errors.ts'
 import type { Tenant, TenantStatus, Tier } from '../../core/types.ts'
 import { tenantJson } from '../../cli/format.ts'
 import type { AdminContext, AdminRoutes } from '../context.ts'
-import { SERVER_PATTERN, SLUG_PATTERN, emptyBody, errors, slugParam, tenantSchema } from '../schemas.ts'
+import type { CustomDomain } from '../../config/index.ts'
+import { SERVER_PATTERN, SLUG_PATTERN, domainSchema, emptyBody, errors, slugParam, tenantSchema } from '../schemas.ts'
 
 const TAG = ['tenants']
 
@@ -55,6 +56,12 @@ const domainBody = {
   properties: { domain: { type: 'string', minLength: 3, maxLength: 253, pattern: '^(?=.{3,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\.)+[a-zA-Z]{2,63}$' } },
 } as const
 
+const verifyBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { method: { type: 'string', enum: ['dns', 'http', 'any'], default: 'any', description: 'where to look for the token' } },
+} as const
+
 const tenantReply = { 200: tenantSchema, ...errors(404, 409) }
 
 /** The tenant a path names, or 404: destructive actions on a missing tenant change nothing. */
@@ -92,7 +99,8 @@ export const tenantRoutes: AdminRoutes = (app, ctx) => {
     schema: { tags: TAG, summary: 'One tenant with its domains and recent operations', params: slugParam, response: { 200: { type: 'object', additionalProperties: true }, ...errors(404) } },
   }, async function showTenant(request) {
     const tenant = await mustFind(ctx, slugOf(request))
-    const [domains, audit] = await Promise.all([tenantry.catalog.domainsOf(tenant.id), tenantry.audit.list({ tenant: tenant.id, limit: 20 })])
+    // A deleted tenant's domains no longer resolve and tenantry.domains does not list them.
+    const [domains, audit] = await Promise.all([tenant.status === 'deleted' ? [] : tenantry.domains.list(tenant.id), tenantry.audit.list({ tenant: tenant.id, limit: 20 })])
     return { ...tenantJson(tenant), domains, audit }
   })
 
@@ -131,29 +139,54 @@ export const tenantRoutes: AdminRoutes = (app, ctx) => {
     return { tenant: tenantJson(r.tenant), operationId: r.operationId, removed: r.removed }
   })
 
+  // Custom domains through tenantry.domains (one implementation with `tenantry domains`): added
+  // pending with a verification token, resolving only once verified.
+  const domainParams = { type: 'object', required: ['slug', 'domain'], additionalProperties: false, properties: { slug: slugParam.properties.slug, domain: domainBody.properties.domain } } as const
+  /** The tenant's domain a path names, or 404: another tenant's domain is not this one's to verify or remove. */
+  const ownDomain = async (request: FastifyRequest): Promise<{ tenant: Tenant; domain: CustomDomain }> => {
+    const tenant = await mustFind(ctx, slugOf(request))
+    const name = (request.params as { domain: string }).domain.toLowerCase()
+    const domain = (await tenantry.domains.list(tenant.id)).find((d) => d.domain === name)
+    if (!domain) throw new TenantryError('NOT_FOUND', `Tenant '${tenant.slug}' has no domain '${name}'.`, { details: { field: 'domain' } })
+    return { tenant, domain }
+  }
+
+  app.get('/tenants/:slug/domains', {
+    schema: { tags: TAG, summary: "The tenant's custom domains, pending or verified, with their verification instructions", params: slugParam, response: { 200: { type: 'array', items: domainSchema }, ...errors(404) } },
+  }, async function listDomains(request) {
+    const tenant = await mustFind(ctx, slugOf(request))
+    return tenantry.domains.list(tenant.id)
+  })
+
   app.post('/tenants/:slug/domains', {
-    schema: { tags: TAG, summary: 'Attach a custom domain', params: slugParam, body: domainBody, response: { 201: { type: 'object', additionalProperties: true }, ...errors(404, 409) } },
+    schema: { tags: TAG, summary: 'Claim a custom domain: pending, with a token to publish in DNS or over HTTP', params: slugParam, body: domainBody, response: { 201: domainSchema, ...errors(404, 409) } },
     config: { adminRole: 'operator' },
   }, async function addDomain(request, reply) {
     const tenant = await mustFind(ctx, slugOf(request))
-    const domain = (request.body as { domain: string }).domain.toLowerCase()
-    await ctx.audited(request, { action: 'tenant.domain.add', before: tenant, details: () => ({ domain }) }, () => tenantry.addDomain(tenant.id, domain))
-    return reply.code(201).send({ domains: await tenantry.catalog.domainsOf(tenant.id) })
+    const { domain } = request.body as { domain: string }
+    const added = await ctx.audited(request, { action: 'tenant.domain.add', before: tenant, details: (d) => ({ domain: d.domain, status: d.status }) }, () => tenantry.domains.add(tenant.id, domain))
+    return reply.code(201).send(added)
+  })
+
+  app.post('/tenants/:slug/domains/:domain/verify', {
+    schema: {
+      tags: TAG, summary: "Look for the domain's token (DNS TXT, then HTTP) and let it resolve; 400 DOMAIN_VERIFICATION_FAILED says what was found",
+      params: domainParams, body: verifyBody, response: { 200: domainSchema, ...errors(404, 409) },
+    },
+    config: { adminRole: 'operator' },
+  }, async function verifyDomain(request) {
+    const { tenant, domain } = await ownDomain(request)
+    if (domain.status === 'verified') return domain
+    const { method } = request.body as { method: 'dns' | 'http' | 'any' }
+    return ctx.audited(request, { action: 'tenant.domain.verify', before: tenant, details: (d) => ({ domain: d.domain, method }) }, () => tenantry.domains.verify(domain.domain, { method }))
   })
 
   app.delete('/tenants/:slug/domains/:domain', {
-    schema: {
-      tags: TAG, summary: 'Detach a custom domain',
-      params: { type: 'object', required: ['slug', 'domain'], additionalProperties: false, properties: { slug: slugParam.properties.slug, domain: domainBody.properties.domain } },
-      response: { 200: { type: 'object', additionalProperties: true }, ...errors(404) },
-    },
+    schema: { tags: TAG, summary: 'Remove a custom domain (pending or verified): every process stops resolving it within a second', params: domainParams, response: { 200: { type: 'array', items: domainSchema }, ...errors(404) } },
     config: { adminRole: 'operator' },
   }, async function removeDomain(request) {
-    const tenant = await mustFind(ctx, slugOf(request))
-    const domain = (request.params as { domain: string }).domain.toLowerCase()
-    const domains = await tenantry.catalog.domainsOf(tenant.id)
-    if (!domains.includes(domain)) throw new TenantryError('NOT_FOUND', `Tenant '${tenant.slug}' has no domain '${domain}'.`, { details: { field: 'domain' } })
-    await ctx.audited(request, { action: 'tenant.domain.remove', before: tenant, details: () => ({ domain }) }, () => tenantry.catalog.removeDomain(domain))
-    return { domains: domains.filter((d) => d !== domain) }
+    const { tenant, domain } = await ownDomain(request)
+    await ctx.audited(request, { action: 'tenant.domain.remove', before: tenant, details: () => ({ domain: domain.domain, status: domain.status }) }, () => tenantry.domains.remove(domain.domain))
+    return tenantry.domains.list(tenant.id)
   })
 }
