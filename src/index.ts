@@ -40,3 +40,4 @@ export {
   type PortabilityProgress, type RestoreOptions, type RestoreResult, type TenantPlace, type TenantTable,
   type ExportOptions, type ExportResult, type ExportFormat, type SubjectErasureCertificate, EXPORT_FORMATS, SUBJECT_MARK,
 } from './portability/index.ts'
+export { TenantCredentials, userFromTenantApiKey, type ApiKeyInfo, type ApiKeys, type CertificateInfo, type Certificates, type CreateApiKeyInput } from './security/index.ts'

@@ -29,6 +29,8 @@ import { createStorage, type StorageOptions, type TenantStorage } from './storag
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 import { checkConfigOptions, createConfig, type ConfigOptions, type ConfigParts, type PluginCore } from './config/index.ts'
 import { createPortability, resolveMasterKey, type Portability, type PortabilityOptions } from './portability/index.ts'
+import { needsCredentials } from './resolve/credential-strategies.ts'
+import { TenantCredentials, type ApiKeys, type Certificates } from './security/index.ts'
 
 /**
  * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
@@ -182,6 +184,10 @@ export interface Tenantry {
   advise(options?: AdviseOptions): Promise<Advice[]>
   /** Per-tenant backup and restore in every tier, and verified erasure (docs/portability.md). */
   readonly portability: Portability
+  /** Per-tenant API keys: create (shown once), list, revoke (docs/security.md). */
+  readonly apiKeys: ApiKeys
+  /** Client certificates bound to tenants for mutual TLS: add, list, revoke (docs/security.md). */
+  readonly certificates: Certificates
   /** Write this process's metered usage to the catalog now (it is written every interval anyway). */
   flushUsage(): Promise<void>
   close(): Promise<void>
@@ -295,6 +301,8 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     admin: mainDriver.admin(main.mainDatabase), events, plans: () => catalog.listPlans(), findTenant,
     dataDir: databaseUrl ? null : dataDirOf(options.dataDir),
   })
+  const credentials = await TenantCredentials.open({ admin: mainDriver.admin(main.mainDatabase), catalog, audit, cacheTtlMs: options.cacheTtlMs })
+  for (const s of options.resolve ?? []) if (needsCredentials(s)) s.useCredentials(credentials)
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
   const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase) })
   const handles = new WeakMap<Tenant, TenantHandle>()
@@ -408,6 +416,8 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     observe,
     portability,
+    apiKeys: credentials.apiKeys,
+    certificates: credentials.certificates,
     logger: observe.logger,
     usage: (q) => observe.usage.usage(q ?? {}),
     top: (q) => observe.usage.top(q ?? {}),
@@ -421,6 +431,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       await observe.close()
       await cache.close()
       await storage.close()
+      await credentials.close()
       await guard.close()
       await operations.close()
       await catalog.close()

@@ -1,0 +1,3 @@
+export { TenantCredentials } from './credentials.ts'
+export type { ApiKeyInfo, ApiKeys, CertificateInfo, Certificates, CreateApiKeyInput } from './credentials.ts'
+export { userFromTenantApiKey } from './api-key-user.ts'
