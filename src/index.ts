@@ -41,3 +41,4 @@ export {
   type ExportOptions, type ExportResult, type ExportFormat, type SubjectErasureCertificate, EXPORT_FORMATS, SUBJECT_MARK,
 } from './portability/index.ts'
 export { TenantCredentials, userFromTenantApiKey, type ApiKeyInfo, type ApiKeys, type CertificateInfo, type Certificates, type CreateApiKeyInput } from './security/index.ts'
+export { ASSERTION_HEADER, createPropagation, propagated, type PropagatedOptions, type PropagationOptions, type TenantPropagation } from './context/propagation.ts'

@@ -30,6 +30,7 @@ import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } fr
 import { checkConfigOptions, createConfig, type ConfigOptions, type ConfigParts, type PluginCore } from './config/index.ts'
 import { createPortability, resolveMasterKey, type Portability, type PortabilityOptions } from './portability/index.ts'
 import { needsCredentials } from './resolve/credential-strategies.ts'
+import { createPropagation, unconfiguredPropagation, type PropagationOptions, type TenantPropagation } from './context/propagation.ts'
 import { TenantCredentials, type ApiKeys, type Certificates } from './security/index.ts'
 
 /**
@@ -96,6 +97,8 @@ export interface TenantryOptions {
   plugins?: PluginCore[]
   /** Backup, restore and erasure (docs/portability.md): the master key of archive encryption and the default backup directory. */
   portability?: PortabilityOptions
+  /** Service-to-service tenant propagation: this service's name and its private signing JWK (docs/security.md). */
+  propagation?: PropagationOptions
 }
 
 /**
@@ -188,6 +191,8 @@ export interface Tenantry {
   readonly apiKeys: ApiKeys
   /** Client certificates bound to tenants for mutual TLS: add, list, revoke (docs/security.md). */
   readonly certificates: Certificates
+  /** Signed tenant assertions for outgoing service calls: `headers(audience)`, `fetch`, `jwks()` (docs/security.md). */
+  readonly propagation: TenantPropagation
   /** Write this process's metered usage to the catalog now (it is written every interval anyway). */
   flushUsage(): Promise<void>
   close(): Promise<void>
@@ -212,6 +217,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   checkObserveOptions(options.observe ?? {})
   checkConfigOptions(options.config, options.plugins)
   resolveMasterKey(options.portability?.masterKey)
+  const propagation = options.propagation ? await createPropagation(options.propagation) : unconfiguredPropagation()
   // An explicit dataDir means embedded, whatever DATABASE_URL the environment has.
   const databaseUrl = options.databaseUrl ?? (options.dataDir === undefined ? process.env.DATABASE_URL : undefined) ?? undefined
   const naming = makeNaming(options.rolePrefix ?? 'tenantry')
@@ -418,6 +424,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     portability,
     apiKeys: credentials.apiKeys,
     certificates: credentials.certificates,
+    propagation,
     logger: observe.logger,
     usage: (q) => observe.usage.usage(q ?? {}),
     top: (q) => observe.usage.top(q ?? {}),
