@@ -131,6 +131,11 @@ export interface Tenantry {
   handle(tenant: Tenant): TenantHandle
   /** Run `fn` as `tenant` (a tenant, slug or id); it must be active. */
   withTenant<T>(tenant: Tenant | string, fn: () => Promise<T>): Promise<T>
+  /**
+   * Cross-tenant support access: run `fn` as the tenant, only with a reason, and append
+   * `support.access` (actor, reason) to the audit log before `fn` runs.
+   */
+  asTenant<T>(tenant: string, access: { reason: string; actor?: string; requestId?: string }, fn: () => Promise<T>): Promise<T>
   /** Find a tenant by slug or id (`null` when none). */
   findTenant(slugOrId: string): Promise<Tenant | null>
   /** Typed lifecycle events (`tenant.provisioning`/`tenant.provisioned`, …). */
@@ -288,7 +293,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const events = new TenantryEvents()
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
   const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
-  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {} })
+  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {}, audit })
   const lifecycle = new Lifecycle({
     catalog, dataPlane, operations, files, events,
     hooks: options.onProvision ?? [],
@@ -351,6 +356,17 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
         )
       }
       return runWithTenant(tenant, fn)
+    },
+    async asTenant(slugOrId, access, fn) {
+      const reason = typeof access?.reason === 'string' ? access.reason.trim() : ''
+      if (reason.length < 3 || reason.length > 500) {
+        throw new TenantryError('VALIDATION_FAILED', 'Support access to a tenant needs a reason of 3 to 500 characters (a ticket number and why); it is audited.', { details: { field: 'reason' } })
+      }
+      const tenant = await mustFind(slugOrId)
+      await audit.append({
+        actor: access.actor ?? 'library', action: 'support.access', tenantId: tenant.id, slug: tenant.slug, requestId: access.requestId ?? null, details: { reason },
+      })
+      return tenantry.withTenant(tenant, fn)
     },
     events,
     operations,

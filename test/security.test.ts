@@ -323,3 +323,54 @@ describe('mTLS client certificates (PGlite, real TLS: Fastify and Express)', () 
     expect(actions.filter((a) => a.startsWith('client-cert.'))).toEqual(['client-cert.revoke', 'client-cert.add'])
   })
 })
+
+// ─── residency, support access, audit ────────────────────────────────────────────────────────────
+
+describe('data residency and audited support access (PGlite)', () => {
+  let tenantry: Tenantry
+
+  beforeAll(async () => {
+    tenantry = await createTenantry({ dataDir: 'memory', migrations: DEMO_MIGRATIONS, observe: { logger: false, metering: false } })
+    await tenantry.migrate()
+    await tenantry.addServer({ name: 'us1', url: 'pglite:memory', region: 'us' })
+    await tenantry.addServer({ name: 'eu1', url: 'pglite:memory', region: 'eu' })
+  }, 120_000)
+
+  afterAll(async () => { await tenantry?.close() })
+
+  it('refuses a server of another region at provisioning and restore (409 RESIDENCY_VIOLATION), unless forced, which is audited', async () => {
+    const code = (p: Promise<unknown>) => p.then(() => 'resolved', (e) => `${e.code}:${e.status ?? ''}`)
+    expect(await code(tenantry.provision({ slug: 'eu-co', tier: 'schema', region: 'eu', server: 'us1' }))).toBe('RESIDENCY_VIOLATION:409')
+    expect(await tenantry.findTenant('eu-co')).toBeNull()
+    // No server in the region: the chooser's fallback to another region is refused too.
+    expect(await code(tenantry.provision({ slug: 'apac-co', tier: 'pooled', region: 'apac' }))).toBe('RESIDENCY_VIOLATION:409')
+    expect(await tenantry.findTenant('apac-co')).toBeNull()
+    const euCo = await tenantry.provision({ slug: 'eu-co', tier: 'schema', region: 'eu' })
+    expect([euCo.region, euCo.placement.server]).toEqual(['eu', 'eu1'])
+    expect(await code(tenantry.provision({ slug: 'x', tier: 'pooled', region: 'eu', forceResidency: 'yes' as unknown as boolean }))).toBe('VALIDATION_FAILED:400')
+
+    const forced = await tenantry.provision({ slug: 'eu-exception', tier: 'schema', region: 'eu', server: 'us1', forceResidency: true }, 'cli:ops@host')
+    expect(forced.placement.server).toBe('us1')
+    const entry = (await tenantry.audit.list({ tenant: 'eu-exception', action: 'residency.force' }))[0]
+    expect([entry.actor, entry.details]).toEqual(['cli:ops@host', { kind: 'server', operation: 'provision', target: 'us1', tenantRegion: 'eu', targetRegion: 'us' }])
+
+    const dir = mkdtempSync(join(tmpdir(), 'tenantry-res-'))
+    const backup = await tenantry.portability.backup('eu-co', { to: join(dir, 'eu.tar'), encrypt: false })
+    expect(await code(tenantry.portability.restore(backup.path, { as: 'eu-copy', server: 'us1' }))).toBe('RESIDENCY_VIOLATION:409')
+    expect(await tenantry.findTenant('eu-copy')).toBeNull()
+    const copy = await tenantry.portability.restore(backup.path, { as: 'eu-copy', server: 'eu1' })
+    expect(copy.tenant.placement.server).toBe('eu1')
+    expect((await tenantry.audit.verify()).ok).toBe(true)
+  })
+
+  it('asTenant runs support work in the tenant only with a reason, and audits it', async () => {
+    await expect(tenantry.asTenant('eu-co', { reason: '' }, async () => 1)).rejects.toMatchObject({ code: 'VALIDATION_FAILED' })
+    await expect(tenantry.asTenant('nope', { reason: 'ticket 42' }, async () => 1)).rejects.toMatchObject({ code: 'TENANT_NOT_FOUND' })
+    const before = (await tenantry.audit.list({ action: 'support.access' })).length
+    const slug = await tenantry.asTenant('eu-co', { reason: 'ticket 4711: missing invoice', actor: 'support:ann' }, async () => currentTenant().slug)
+    expect(slug).toBe('eu-co')
+    const entries = await tenantry.audit.list({ action: 'support.access' })
+    expect(entries.length).toBe(before + 1)
+    expect([entries[0].actor, entries[0].slug, entries[0].details]).toEqual(['support:ann', 'eu-co', { reason: 'ticket 4711: missing invoice' }])
+  })
+})
