@@ -181,6 +181,11 @@ function keySuite(backend: Backend): void {
         const actors = (await tenantry.audit.list({ tenant: 'globex' })).filter((e) => /^(api-key|client-cert)\./.test(e.action)).map((e) => [e.action, e.actor.startsWith('cli:')])
         expect(actors.slice(0, 4)).toEqual([['client-cert.revoke', true], ['client-cert.add', true], ['api-key.revoke', true], ['api-key.create', true]])
 
+        // The CLI's other control-plane actions are audited with the OS user too.
+        expect((await cli('tenants', 'create', 'initech', '--tier', 'pooled', '--migrations', DEMO_MIGRATIONS)).code).toBe(0)
+        const create = (await tenantry.audit.list({ tenant: 'initech' })).map((e) => [e.action, e.actor.startsWith('cli:'), e.afterDigest !== null])
+        expect(create).toEqual([['tenant.create', true, true]])
+
         const { token } = await (await adminTokens(tenantry)).create({ name: 'sec-ops', role: 'operator' }, 'test')
         await admin.register(tenantryAdmin, { prefix: '/admin', tenantry, console: false, docs: false })
         const call = async (method: string, path: string, payload?: object) => {
