@@ -271,22 +271,45 @@ export class TenantCredentials implements CredentialStore {
     }
   }
 
-  async #revokeKey(slugOrId: string, idOrName: string, by?: AuditActor): Promise<ApiKeyInfo> {
+  #revokeKey(slugOrId: string, idOrName: string, by?: AuditActor): Promise<ApiKeyInfo> {
+    return this.#revoke(slugOrId, idOrName, by, {
+      what: 'API key', listCommand: 'keys', action: 'api-key.revoke', subject: 'api-key',
+      list: (t) => this.apiKeys.list(t), idOf: (k) => k.id, matches: (k, x) => k.id === x || k.name === x,
+      revoke: async (tx, tenantId, id) => {
+        const row = (await tx.query<KeyRow>(...args(sql.revokeApiKey(tenantId, id)))).rows[0]
+        return row === undefined ? undefined : keyInfo(row)
+      },
+      facts: (k) => ({ key: k.id, name: k.name }),
+    })
+  }
+
+  /**
+   * Revoke a key or certificate by id or name: found first, so that the notification names the
+   * id every cache holds; the update, its audit entry and the notification commit together.
+   */
+  async #revoke<T extends { revokedAt: Date | null }>(slugOrId: string, idOrName: string, by: AuditActor | undefined, kind: {
+    what: string; listCommand: string; action: string; subject: string
+    list(tenantId: string): Promise<T[]>
+    idOf(item: T): string
+    matches(item: T, idOrName: string): boolean
+    revoke(tx: Queryable, tenantId: string, id: string): Promise<T | undefined>
+    facts(item: T): Record<string, unknown>
+  }): Promise<T> {
     const tenant = await this.#tenant(slugOrId)
-    if (typeof idOrName !== 'string' || idOrName.length === 0 || idOrName.length > 100) throw invalid('key', 'Name the key to revoke by its id or name.')
-    const missing = () => new TenantryError('NOT_FOUND', `Tenant '${tenant.slug}' has no active API key '${printable(idOrName)}'; 'tenantry keys list ${tenant.slug}' shows them.`)
-    // Found first, so that the notification names the key's id, which is what every cache holds.
-    const current = (await this.apiKeys.list(tenant.id)).find((k) => k.revokedAt === null && (k.id === idOrName || k.name === idOrName))
+    if (typeof idOrName !== 'string' || idOrName.length === 0 || idOrName.length > 200) throw invalid('id', `Name the ${kind.what} to revoke by its id or name.`)
+    const missing = () => new TenantryError('NOT_FOUND', `Tenant '${tenant.slug}' has no active ${kind.what} '${printable(idOrName)}'; 'tenantry ${kind.listCommand} list ${tenant.slug}' shows them.`)
+    const current = (await kind.list(tenant.id)).find((x) => x.revokedAt === null && kind.matches(x, idOrName))
     if (current === undefined) throw missing()
-    return this.#change(`api-key:${current.id}`, async (tx) => {
-      const row = (await tx.query<KeyRow>(...args(sql.revokeApiKey(tenant.id, current.id)))).rows[0]
-      if (row === undefined) throw missing()
-      const k = keyInfo(row)
+    const id = kind.idOf(current)
+    return this.#change(`${kind.subject}:${id}`, async (tx) => {
+      const done = await kind.revoke(tx, tenant.id, id)
+      if (done === undefined) throw missing()
+      const facts = kind.facts(done)
       await this.audit.append({
-        actor: by?.actor ?? 'library', action: 'api-key.revoke', tenantId: tenant.id, slug: tenant.slug, requestId: by?.requestId ?? null,
-        before: { id: k.id, revokedAt: null }, after: { id: k.id, revokedAt: k.revokedAt }, details: { ...by?.details, key: k.id, name: k.name },
+        actor: by?.actor ?? 'library', action: kind.action, tenantId: tenant.id, slug: tenant.slug, requestId: by?.requestId ?? null,
+        before: { id, revokedAt: null }, after: { id, revokedAt: done.revokedAt }, details: { ...by?.details, ...facts },
       }, tx)
-      return k
+      return done
     })
   }
 
@@ -318,22 +341,16 @@ export class TenantCredentials implements CredentialStore {
     })
   }
 
-  async #revokeCert(slugOrId: string, fpOrName: string, by?: AuditActor): Promise<CertificateInfo> {
-    const tenant = await this.#tenant(slugOrId)
-    if (typeof fpOrName !== 'string' || fpOrName.length === 0 || fpOrName.length > 200) throw invalid('certificate', 'Name the certificate to revoke by its fingerprint or name.')
-    const missing = () => new TenantryError('NOT_FOUND', `Tenant '${tenant.slug}' has no active certificate '${printable(fpOrName)}'; 'tenantry certs list ${tenant.slug}' shows them.`)
-    const fp = normalizeFingerprint(fpOrName)
-    const current = (await this.certificates.list(tenant.id)).find((c) => c.revokedAt === null && (c.fingerprint === fp || c.name === fpOrName))
-    if (current === undefined) throw missing()
-    return this.#change(`client-cert:${current.fingerprint}`, async (tx) => {
-      const row = (await tx.query<CertRow>(...args(sql.revokeCertificate(tenant.id, current.fingerprint)))).rows[0]
-      if (row === undefined) throw missing()
-      const c = certInfo(row)
-      await this.audit.append({
-        actor: by?.actor ?? 'library', action: 'client-cert.revoke', tenantId: tenant.id, slug: tenant.slug, requestId: by?.requestId ?? null,
-        before: { fingerprint: c.fingerprint, revokedAt: null }, after: { fingerprint: c.fingerprint, revokedAt: c.revokedAt }, details: { ...by?.details, fingerprint: c.fingerprint, name: c.name },
-      }, tx)
-      return c
+  #revokeCert(slugOrId: string, fpOrName: string, by?: AuditActor): Promise<CertificateInfo> {
+    return this.#revoke(slugOrId, fpOrName, by, {
+      what: 'certificate', listCommand: 'certs', action: 'client-cert.revoke', subject: 'client-cert',
+      list: (t) => this.certificates.list(t), idOf: (c) => c.fingerprint,
+      matches: (c, x) => c.fingerprint === normalizeFingerprint(x) || c.name === x,
+      revoke: async (tx, tenantId, fp) => {
+        const row = (await tx.query<CertRow>(...args(sql.revokeCertificate(tenantId, fp)))).rows[0]
+        return row === undefined ? undefined : certInfo(row)
+      },
+      facts: (c) => ({ fingerprint: c.fingerprint, name: c.name }),
     })
   }
 }
