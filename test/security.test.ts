@@ -4,6 +4,7 @@ import { createServer as createHttpsServer } from 'node:https'
 import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { generate } from 'selfsigned'
+import { parseAllDocuments } from 'yaml'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -377,5 +378,40 @@ describe('data residency and audited support access (PGlite)', () => {
     const entries = await tenantry.audit.list({ action: 'support.access' })
     expect(entries.length).toBe(before + 1)
     expect([entries[0].actor, entries[0].slug, entries[0].details]).toEqual(['support:ann', 'eu-co', { reason: 'ticket 4711: missing invoice' }])
+  })
+})
+
+describe('tenantry mesh export (YAML; untested on a real mesh)', () => {
+  const run = async (...args: string[]) => {
+    let out = ''
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => { out += String(chunk); return true })
+    const err = vi.spyOn(console, 'error').mockImplementation(() => undefined)
+    const errWrite = vi.spyOn(process.stderr, 'write').mockImplementation(() => true)
+    try {
+      const code = await runCli(['mesh', 'export', ...args])
+      return { code, docs: out ? parseAllDocuments(out).map((d) => d.toJS()) : [] }
+    } finally {
+      write.mockRestore(); err.mockRestore(); errWrite.mockRestore()
+    }
+  }
+
+  it('writes Istio and Linkerd policies requiring mTLS callers and the assertion header; refuses bad input', async () => {
+    const istio = await run('--istio', '--namespace', 'shop', '--service', 'billing', '--caller', 'orders', 'carts', '--paths', '/api/*')
+    expect(istio.code).toBe(0)
+    expect(istio.docs.map((d) => d.kind)).toEqual(['PeerAuthentication', 'AuthorizationPolicy'])
+    expect(istio.docs[0].spec).toEqual({ selector: { matchLabels: { app: 'billing' } }, mtls: { mode: 'STRICT' } })
+    expect(istio.docs[1].spec.rules).toEqual([{
+      from: [{ source: { principals: ['cluster.local/ns/shop/sa/orders', 'cluster.local/ns/shop/sa/carts'] } }],
+      to: [{ operation: { paths: ['/api/*'] } }],
+      when: [{ key: 'request.headers[x-tenant-assertion]', values: ['*'] }],
+    }])
+    const linkerd = await run('--linkerd', '--namespace', 'shop', '--service', 'billing', '--caller', 'orders', '--port', '8080', '--paths', '/api/*')
+    expect(linkerd.docs.map((d) => d.kind)).toEqual(['Server', 'MeshTLSAuthentication', 'HTTPRoute', 'AuthorizationPolicy'])
+    expect(linkerd.docs[0].spec.port).toBe(8080)
+    expect(linkerd.docs[1].spec.identities).toEqual(['orders.shop.serviceaccount.identity.linkerd.cluster.local'])
+    expect(linkerd.docs[2].spec.rules[0].matches).toEqual([{ path: { type: 'PathPrefix', value: '/api' }, headers: [{ type: 'RegularExpression', name: 'x-tenant-assertion', value: '.+' }] }])
+    expect((await run('--namespace', 'shop', '--service', 'billing', '--caller', 'orders')).code).toBe(2)
+    expect((await run('--istio', '--linkerd', '--namespace', 'shop', '--service', 'billing', '--caller', 'orders')).code).toBe(2)
+    expect(await run('--istio', '--namespace', 'Shop_1', '--service', 'billing', '--caller', 'orders')).toEqual({ code: 1, docs: [] })
   })
 })

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs'
-import type { Command } from 'commander'
+import { Option, type Command } from 'commander'
+import { stringify } from 'yaml'
+import { meshPolicies } from '../security/mesh.ts'
 import { TenantryError } from '../core/errors.ts'
 import type { CliKit } from './admin-commands.ts'
 import { table } from './format.ts'
@@ -87,4 +89,22 @@ export function registerSecurityCommands(program: Command, kit: CliKit): void {
       })
     },
   )
+
+  program
+    .command('mesh')
+    .description('service-mesh policy for tenant propagation')
+    .command('export')
+    .description('print Istio or Linkerd policy YAML: mTLS between the services and the x-tenant-assertion header on tenant routes (untested on a real mesh)')
+    .addOption(new Option('--istio', 'Istio PeerAuthentication + AuthorizationPolicy').conflicts('linkerd'))
+    .addOption(new Option('--linkerd', 'Linkerd Server, MeshTLSAuthentication, HTTPRoute, AuthorizationPolicy'))
+    .requiredOption('--namespace <ns>', 'Kubernetes namespace of the services')
+    .requiredOption('--service <name>', 'the receiving service (label app=<name>)')
+    .requiredOption('--caller <name...>', 'services (service accounts) allowed to call it')
+    .option('--port <n>', 'the service port (Linkerd)', kit.intRange('--port', 1, 65535), 3000)
+    .option('--paths <path...>', "tenant routes that need the assertion header ('/api/*')", ['/*'])
+    .action(function meshExport(this: Command, opts: { istio?: boolean; linkerd?: boolean; namespace: string; service: string; caller: string[]; port: number; paths: string[] }) {
+      if (!opts.istio && !opts.linkerd) this.error('error: choose --istio or --linkerd', { exitCode: 2, code: 'commander.missingMandatoryOptionValue' })
+      const docs = meshPolicies({ mesh: opts.istio ? 'istio' : 'linkerd', namespace: opts.namespace, service: opts.service, callers: opts.caller, port: opts.port, tenantPaths: opts.paths })
+      process.stdout.write(docs.map((d) => stringify(d)).join('---\n'))
+    })
 }
