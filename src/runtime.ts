@@ -315,7 +315,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const credentials = await TenantCredentials.open({ admin: mainDriver.admin(main.mainDatabase), catalog, audit, cacheTtlMs: options.cacheTtlMs })
   for (const s of options.resolve ?? []) if (needsCredentials(s)) s.useCredentials(credentials)
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
-  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase) })
+  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase), audit })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
   async function findTenant(slugOrId: string): Promise<Tenant | null> {
@@ -511,10 +511,10 @@ async function openObservability(
  */
 async function openConfig(
   options: ConfigOptions | undefined,
-  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']> },
+  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']>; audit: AuditLog },
 ): Promise<ConfigParts> {
   const onError = (error: unknown, context: string) => deps.events.emit('error', { error: error as Error, context })
-  const parts = await createConfig(options, { catalog: deps.catalog, admin: deps.admin, events: deps.events, plugins: deps.plugins, onError })
+  const parts = await createConfig(options, { catalog: deps.catalog, admin: deps.admin, events: deps.events, plugins: deps.plugins, onError, audit: deps.audit })
   deps.catalog.onChange((subject) => {
     if (subject.startsWith('plan:') || subject === '*') deps.guard.reloadPlans().catch((e) => onError(e, 'reloading plan limits'))
   })

@@ -369,6 +369,15 @@ describe('data residency and audited support access (PGlite)', () => {
     expect((await tenantry.audit.verify()).ok).toBe(true)
   })
 
+  it('appends every configuration and flag change to the audit log in its transaction', async () => {
+    await tenantry.config.set('eu-co', 'theme.color', 'teal', { by: 'cli:ops@host' })
+    await tenantry.flags.set({ key: 'beta', enabled: true }, { by: 'token:admin' })
+    const [flag, config] = await tenantry.audit.list({ limit: 2 })
+    expect([config.action, config.actor, config.slug, config.details.path]).toEqual(['config.set', 'cli:ops@host', 'eu-co', '/theme/color'])
+    expect([flag.action, flag.actor, flag.slug, flag.details.subject]).toEqual(['flag.set', 'token:admin', null, 'flag:beta'])
+    expect((await tenantry.audit.verify()).ok).toBe(true)
+  })
+
   it('asTenant runs support work in the tenant only with a reason, and audits it', async () => {
     await expect(tenantry.asTenant('eu-co', { reason: '' }, async () => 1)).rejects.toMatchObject({ code: 'VALIDATION_FAILED' })
     await expect(tenantry.asTenant('nope', { reason: 'ticket 42' }, async () => 1)).rejects.toMatchObject({ code: 'TENANT_NOT_FOUND' })
