@@ -170,6 +170,13 @@ function keyInvalid(reason: 'malformed' | 'unknown' | 'revoked' | 'expired', mes
 }
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest()
+/** A cached record's hash as bytes, decoded once per record rather than once per request. */
+const hashBytesOf = new WeakMap<ApiKeyRecord, Buffer>()
+function hashBytes(rec: ApiKeyRecord): Buffer {
+  let b = hashBytesOf.get(rec)
+  if (b === undefined) hashBytesOf.set(rec, (b = Buffer.from(rec.hash, 'hex')))
+  return b
+}
 
 /**
  * Resolves the tenant from a per-tenant API key (`Authorization: Bearer tnk_…` or a header of your
@@ -191,7 +198,7 @@ export function apiKey(options: ApiKeyOptions = {}): CredentialStrategy {
   const check = (rec: ApiKeyRecord | null, token: string, id: string, req: RequestInfo): Identifier => {
     // A miss is hashed too, so that unknown and known ids take the same time.
     const given = sha256(token)
-    const expected = rec === null ? given : Buffer.from(rec.hash, 'hex')
+    const expected = rec === null ? given : hashBytes(rec)
     const equal = expected.length === given.length && timingSafeEqual(expected, given)
     if (rec === null || !equal) throw keyInvalid('unknown', 'The API key is not known.')
     if (rec.revokedAt !== null) throw keyInvalid('revoked', 'The API key was revoked.')
