@@ -29,6 +29,9 @@ import { createStorage, type StorageOptions, type TenantStorage } from './storag
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 import { checkConfigOptions, createConfig, type ConfigOptions, type ConfigParts, type PluginCore } from './config/index.ts'
 import { createPortability, resolveMasterKey, type Portability, type PortabilityOptions } from './portability/index.ts'
+import { needsCredentials } from './resolve/credential-strategies.ts'
+import { createPropagation, unconfiguredPropagation, type PropagationOptions, type TenantPropagation } from './context/propagation.ts'
+import { TenantCredentials, type ApiKeys, type Certificates } from './security/index.ts'
 
 /**
  * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
@@ -94,6 +97,8 @@ export interface TenantryOptions {
   plugins?: PluginCore[]
   /** Backup, restore and erasure (docs/portability.md): the master key of archive encryption and the default backup directory. */
   portability?: PortabilityOptions
+  /** Service-to-service tenant propagation: this service's name and its private signing JWK (docs/security.md). */
+  propagation?: PropagationOptions
 }
 
 /**
@@ -126,6 +131,11 @@ export interface Tenantry {
   handle(tenant: Tenant): TenantHandle
   /** Run `fn` as `tenant` (a tenant, slug or id); it must be active. */
   withTenant<T>(tenant: Tenant | string, fn: () => Promise<T>): Promise<T>
+  /**
+   * Cross-tenant support access: run `fn` as the tenant, only with a reason, and append
+   * `support.access` (actor, reason) to the audit log before `fn` runs.
+   */
+  asTenant<T>(tenant: string, access: { reason: string; actor?: string; requestId?: string }, fn: () => Promise<T>): Promise<T>
   /** Find a tenant by slug or id (`null` when none). */
   findTenant(slugOrId: string): Promise<Tenant | null>
   /** Typed lifecycle events (`tenant.provisioning`/`tenant.provisioned`, …). */
@@ -182,6 +192,12 @@ export interface Tenantry {
   advise(options?: AdviseOptions): Promise<Advice[]>
   /** Per-tenant backup and restore in every tier, and verified erasure (docs/portability.md). */
   readonly portability: Portability
+  /** Per-tenant API keys: create (shown once), list, revoke (docs/security.md). */
+  readonly apiKeys: ApiKeys
+  /** Client certificates bound to tenants for mutual TLS: add, list, revoke (docs/security.md). */
+  readonly certificates: Certificates
+  /** Signed tenant assertions for outgoing service calls: `headers(audience)`, `fetch`, `jwks()` (docs/security.md). */
+  readonly propagation: TenantPropagation
   /** Write this process's metered usage to the catalog now (it is written every interval anyway). */
   flushUsage(): Promise<void>
   close(): Promise<void>
@@ -206,6 +222,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   checkObserveOptions(options.observe ?? {})
   checkConfigOptions(options.config, options.plugins)
   resolveMasterKey(options.portability?.masterKey)
+  const propagation = options.propagation ? await createPropagation(options.propagation) : unconfiguredPropagation()
   // An explicit dataDir means embedded, whatever DATABASE_URL the environment has.
   const databaseUrl = options.databaseUrl ?? (options.dataDir === undefined ? process.env.DATABASE_URL : undefined) ?? undefined
   const naming = makeNaming(options.rolePrefix ?? 'tenantry')
@@ -276,7 +293,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const events = new TenantryEvents()
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
   const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
-  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {} })
+  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {}, audit })
   const lifecycle = new Lifecycle({
     catalog, dataPlane, operations, files, events,
     hooks: options.onProvision ?? [],
@@ -295,8 +312,10 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     admin: mainDriver.admin(main.mainDatabase), events, plans: () => catalog.listPlans(), findTenant,
     dataDir: dataDirOf(options.dataDir),
   })
+  const credentials = await TenantCredentials.open({ admin: mainDriver.admin(main.mainDatabase), catalog, audit, cacheTtlMs: options.cacheTtlMs })
+  for (const s of options.resolve ?? []) if (needsCredentials(s)) s.useCredentials(credentials)
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
-  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase) })
+  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase), audit })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
   async function findTenant(slugOrId: string): Promise<Tenant | null> {
@@ -337,6 +356,17 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
         )
       }
       return runWithTenant(tenant, fn)
+    },
+    async asTenant(slugOrId, access, fn) {
+      const reason = typeof access?.reason === 'string' ? access.reason.trim() : ''
+      if (reason.length < 3 || reason.length > 500) {
+        throw new TenantryError('VALIDATION_FAILED', 'Support access to a tenant needs a reason of 3 to 500 characters (a ticket number and why); it is audited.', { details: { field: 'reason' } })
+      }
+      const tenant = await mustFind(slugOrId)
+      await audit.append({
+        actor: access.actor ?? 'library', action: 'support.access', tenantId: tenant.id, slug: tenant.slug, requestId: access.requestId ?? null, details: { reason },
+      })
+      return tenantry.withTenant(tenant, fn)
     },
     events,
     operations,
@@ -408,6 +438,9 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     observe,
     portability,
+    apiKeys: credentials.apiKeys,
+    certificates: credentials.certificates,
+    propagation,
     logger: observe.logger,
     usage: (q) => observe.usage.usage(q ?? {}),
     top: (q) => observe.usage.top(q ?? {}),
@@ -421,6 +454,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       await observe.close()
       await cache.close()
       await storage.close()
+      await credentials.close()
       await guard.close()
       await operations.close()
       await catalog.close()
@@ -477,10 +511,10 @@ async function openObservability(
  */
 async function openConfig(
   options: ConfigOptions | undefined,
-  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']> },
+  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']>; audit: AuditLog },
 ): Promise<ConfigParts> {
   const onError = (error: unknown, context: string) => deps.events.emit('error', { error: error as Error, context })
-  const parts = await createConfig(options, { catalog: deps.catalog, admin: deps.admin, events: deps.events, plugins: deps.plugins, onError })
+  const parts = await createConfig(options, { catalog: deps.catalog, admin: deps.admin, events: deps.events, plugins: deps.plugins, onError, audit: deps.audit })
   deps.catalog.onChange((subject) => {
     if (subject.startsWith('plan:') || subject === '*') deps.guard.reloadPlans().catch((e) => onError(e, 'reloading plan limits'))
   })

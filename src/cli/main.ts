@@ -18,6 +18,7 @@ import { registerConfigCommands } from './config-commands.ts'
 import { registerAdminCommands } from './admin-commands.ts'
 import { registerAuditCommands } from './audit-commands.ts'
 import { registerPortabilityCommands } from './portability-commands.ts'
+import { registerSecurityCommands } from './security-commands.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
@@ -180,14 +181,16 @@ export function buildProgram(): Command {
       .option('--plan <plan>', 'plan name', 'default')
       .option('--server <server>', 'server of the fleet (default: chosen by region, then capacity)')
       .option('--region <region>', 'region of the tenant')
+      .option('--force-residency', "place the tenant on a server outside its region anyway (audited)")
       .option('--json', 'print the tenant as JSON'),
-  ).action(async (slug: string, opts: ConnectionFlags & { tier: Tier; name?: string; plan?: string; server?: string; region?: string; json?: boolean }) => {
+  ).action(async (slug: string, opts: ConnectionFlags & { tier: Tier; name?: string; plan?: string; server?: string; region?: string; forceResidency?: boolean; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const started = Date.now()
       // The first database-tier tenant of a server builds its template: a progress bar on a terminal.
       const { templateProgress } = await import('./template-progress.ts')
       const bar = templateProgress(t, !opts.json && Boolean(process.stderr.isTTY))
-      const tenant = await t.provision({ slug, tier: opts.tier, name: opts.name, plan: opts.plan, server: opts.server, region: opts.region }, startedBy()).finally(() => bar.stop())
+      const tenant = await t.provision({ slug, tier: opts.tier, name: opts.name, plan: opts.plan, server: opts.server, region: opts.region, forceResidency: opts.forceResidency }, startedBy()).finally(() => bar.stop())
+      await t.audit.append({ actor: startedBy(), action: 'tenant.create', tenantId: tenant.id, slug: tenant.slug, before: null, after: tenant, details: { tier: tenant.tier } })
       print(opts.json, tenantJson(tenant), () => `Created tenant '${tenant.slug}' (${tenant.tier} tier on ${tenant.placement.server}) in ${Date.now() - started} ms.`)
     })
   })
@@ -275,6 +278,7 @@ export function buildProgram(): Command {
   ).action(async (slug: string, opts: ConnectionFlags & { force?: boolean; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const r = await t.purge(slug, { force: opts.force, startedBy: startedBy() })
+      await t.audit.append({ actor: startedBy(), action: 'tenant.purge', tenantId: r.tenant.id, slug: r.tenant.slug, before: r.tenant, after: null, details: { operationId: r.operationId, removed: r.removed, force: Boolean(opts.force) } })
       print(opts.json, { tenant: tenantJson(r.tenant), operationId: r.operationId, removed: r.removed }, () =>
         [`Purged '${r.tenant.slug}' (operation ${r.operationId}). Removed:`, ...r.removed.map((x) => `  - ${x}`)].join('\n'),
       )
@@ -312,6 +316,7 @@ export function buildProgram(): Command {
       } finally {
         bar.stop()
       }
+      if (result.state !== 'dry-run') await t.audit.append({ actor: startedBy(), action: 'migrations.run', details: { operationId: result.operationId ?? null, state: result.state, only: opts.only ?? null, canary: opts.canary ?? null } })
       print(opts.json, result, () => (result.state === 'dry-run' ? dryRunReport(result) : migrateReport(result)))
       if (result.state === 'failed') process.exitCode = 1
     })
@@ -490,6 +495,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program, kit)
   registerAuditCommands(program, kit)
   registerPortabilityCommands(program, { withConnection, withTenantry, startedBy })
+  registerSecurityCommands(program, kit)
 
   return program
 }

@@ -117,6 +117,7 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       const bar = progressBar(!opts.json && Boolean(process.stderr.isTTY))
       try {
         const r = await t.portability.backup(slug, { to: opts.to, gzip: opts.gzip, encrypt: opts.encrypt, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
+        await t.audit.append({ actor: startedBy(), action: 'backup.create', slug: r.slug, details: { operationId: r.operationId, path: r.path, rows: r.rows, encrypted: r.encrypted } })
         bar.stop()
         print(opts.json, r, () => [
           `Backed up '${r.slug}' (${r.tier}): ${r.rows} rows in ${r.tables.length} tables, ${mb(r.bytes)}${r.encrypted ? ', encrypted' : ''} (${(r.ms / 1000).toFixed(1)} s; operation ${r.operationId})`,
@@ -151,12 +152,14 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       .option('--tier <tier>', `tier of the restored tenant (${TIERS.join(', ')})`, tier)
       .option('--server <name>', 'server of the restored tenant')
       .option('--replace', 'restore over the existing tenant of that slug (atomic switch; a failed restore leaves it serving)')
+      .option('--force-residency', "restore onto a server outside the tenant's region anyway (audited)")
       .option('--json', 'print JSON'),
-  ).action(async (archive: string, opts: ConnectionFlags & { as?: string; tier?: Tier; server?: string; replace?: boolean; json?: boolean }) => {
+  ).action(async (archive: string, opts: ConnectionFlags & { as?: string; tier?: Tier; server?: string; replace?: boolean; forceResidency?: boolean; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const bar = progressBar(!opts.json && Boolean(process.stderr.isTTY))
       try {
-        const r = await t.portability.restore(archive, { as: opts.as, tier: opts.tier, server: opts.server, replace: opts.replace, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
+        const r = await t.portability.restore(archive, { as: opts.as, tier: opts.tier, server: opts.server, replace: opts.replace, forceResidency: opts.forceResidency, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
+        await t.audit.append({ actor: startedBy(), action: 'backup.restore', tenantId: r.tenant.id, slug: r.tenant.slug, after: r.tenant, details: { operationId: r.operationId, archiveId: r.archiveId, replaced: r.replaced } })
         bar.stop()
         print(opts.json, { ...r, tenant: tenantJson(r.tenant) }, () => [
           `Restored '${r.tenant.slug}' (${r.tenant.tier} on ${r.tenant.placement.server})${r.replaced ? ', replacing its previous data' : ''}: ${r.rows} rows in ${r.tables.length} tables (operation ${r.operationId}).`,
@@ -180,6 +183,7 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       const c = opts.subject !== undefined
         ? await t.portability.eraseSubject(slug, opts.subject, { startedBy: startedBy() })
         : await t.portability.erase(slug, { force: opts.force, startedBy: startedBy() })
+      await t.audit.append({ actor: startedBy(), action: opts.subject !== undefined ? 'tenant.erase-subject' : 'tenant.erase', slug, details: { verified: c.verified } })
       print(opts.json, c, () => certificateText(c))
       if (!c.verified) process.exitCode = 1
     })
@@ -196,6 +200,7 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
   ).action(async (slug: string, opts: ConnectionFlags & { format: ExportFormat; subject?: string; to?: string; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const r = await t.portability.export(slug, { format: opts.format, subject: opts.subject, to: opts.to, startedBy: startedBy() })
+      await t.audit.append({ actor: startedBy(), action: 'tenant.export', slug: r.slug, details: { operationId: r.operationId, format: r.format, subject: Boolean(r.subject), rows: r.rows } })
       print(opts.json, r, () => [
         `Exported ${r.subject ? "one subject's rows of" : ''} '${r.slug}' as ${r.format}: ${r.rows} rows in ${r.tables.length} files (operation ${r.operationId}).`.replace('  ', ' '),
         r.path,

@@ -241,6 +241,7 @@ export class FlagStore {
   private flags = new Map<string, CompiledFlag>()
   /** Re-read every flag (after a notification); coalesces overlapping calls. */
   readonly reload: () => Promise<void>
+  private readonly audit: TenantConfigStore['audit']
 
   constructor(
     private readonly catalog: Catalog,
@@ -248,6 +249,7 @@ export class FlagStore {
     private readonly config: TenantConfigStore,
     private readonly onError: (error: unknown, context: string) => void,
   ) {
+    this.audit = config.audit
     this.reload = liveReload(catalog, 'flag:', () => this.readAll(), (e) => onError(e, 'reloading feature flags'))
   }
 
@@ -356,7 +358,7 @@ export class FlagStore {
     const by = opts.by ?? 'app'
     const s = flag === null ? sql.deleteFlag(key) : sql.upsertFlag(key, flag, by)
     await tx.query(s.text, s.values)
-    await record(tx, { scope: 'flag', subject: `flag:${key}`, label: key, path: null, before, after: flag, by, note })
+    await record(tx, { scope: 'flag', subject: `flag:${key}`, label: key, path: null, before, after: flag, by, note }, this.audit)
   }
 
   private local(key: string, flag: Flag | null): void {

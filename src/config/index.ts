@@ -1,3 +1,4 @@
+import type { AuditLog } from '../audit/index.ts'
 import type { Catalog } from '../catalog/catalog.ts'
 import type { Tenant } from '../core/types.ts'
 import type { AdminQueryable } from '../data/driver.ts'
@@ -53,6 +54,8 @@ interface ConfigDeps {
   events: TenantryEvents
   plugins?: readonly PluginCore[]
   onError: (error: unknown, context: string) => void
+  /** Every configuration, plan and flag change is appended here too, in its transaction. */
+  audit?: AuditLog
 }
 
 /**
@@ -150,7 +153,7 @@ export async function createConfig(
       ;({ validator, defaults } = checkConfigOptions({ schema: parse(stored.schema) ?? undefined, defaults: parse(stored.defaults) ?? undefined }, parse(stored.plugins) ?? []))
     }
   }
-  const store = new TenantConfigStore(deps.catalog, deps.admin, validator, defaults, deps.onError)
+  const store = new TenantConfigStore(deps.catalog, deps.admin, validator, defaults, deps.onError, deps.audit)
   await store.init()
   const flagStore = new FlagStore(deps.catalog, deps.admin, store, deps.onError)
   await flagStore.init()

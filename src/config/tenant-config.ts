@@ -1,3 +1,4 @@
+import type { AuditLog } from '../audit/index.ts'
 import type { Catalog } from '../catalog/catalog.ts'
 import { currentScope } from '../context/context.ts'
 import { TenantryError } from '../core/errors.ts'
@@ -80,6 +81,8 @@ export class TenantConfigStore {
     private readonly validator: ConfigValidator,
     private readonly defaults: JsonObject,
     private readonly onError: (error: unknown, context: string) => void,
+    /** Where every recorded version is also appended (docs/audit.md), in the same transaction. */
+    readonly audit?: AuditLog,
   ) {
     this.reloadPlans = liveReload(catalog, 'plan:', async () => {
       const plans = await this.catalog.listPlans()
@@ -189,11 +192,11 @@ export class TenantConfigStore {
       const note = `rollback to before version ${versionId}`
       if (configTo && !sameJson(config, row.config)) {
         await run(tx, sql.setTenantConfig(tenant.id, config))
-        out.push(await record(tx, { scope: 'tenant', subject: tenant.id, label: row.slug, path: null, before: row.config, after: config, by, note }))
+        out.push(await record(tx, { scope: 'tenant', subject: tenant.id, label: row.slug, path: null, before: row.config, after: config, by, note }, this.audit))
       }
       if (planTo && plan !== row.plan) {
         await run(tx, sql.setTenantPlan(tenant.id, plan))
-        out.push(await record(tx, { scope: 'assignment', subject: tenant.id, label: row.slug, path: null, before: row.plan, after: plan, by, note }))
+        out.push(await record(tx, { scope: 'assignment', subject: tenant.id, label: row.slug, path: null, before: row.plan, after: plan, by, note }, this.audit))
       }
       return out
     })
@@ -213,7 +216,7 @@ export class TenantConfigStore {
       const planLayer = await this.planLayer(tx, plan, 'share')
       this.check(`tenant '${tenant.slug}' on plan '${plan}'`, planLayer, row.config)
       await run(tx, sql.setTenantPlan(tenant.id, plan))
-      await record(tx, { scope: 'assignment', subject: tenant.id, label: row.slug, path: null, before: row.plan, after: plan, by: opts.by ?? 'app', note: null })
+      await record(tx, { scope: 'assignment', subject: tenant.id, label: row.slug, path: null, before: row.plan, after: plan, by: opts.by ?? 'app', note: null }, this.audit)
     })
     return (await this.catalog.byId(tenant.id))!
   }
@@ -230,7 +233,7 @@ export class TenantConfigStore {
       const planLayer = await this.planLayer(tx, row.plan, 'share')
       this.check(`tenant '${row.slug}'`, planLayer, change.next)
       await run(tx, sql.setTenantConfig(tenant.id, change.next))
-      return record(tx, { scope: 'tenant', subject: tenant.id, label: row.slug, path: change.path, before: row.config, after: change.next, by: opts.by ?? 'app', note: null })
+      return record(tx, { scope: 'tenant', subject: tenant.id, label: row.slug, path: change.path, before: row.config, after: change.next, by: opts.by ?? 'app', note: null }, this.audit)
     })
   }
 
@@ -250,7 +253,7 @@ export class TenantConfigStore {
     await this.catalog.change(`plan:${name}`, async (tx) => {
       const res = await tx.query(sql.insertPlan(name, layerValue).text, sql.insertPlan(name, layerValue).values)
       if (res.rowCount === 0) throw new TenantryError('CONFLICT', `A plan named '${name}' already exists; change it with 'plans config set'.`, { details: { plan: name } })
-      await record(tx, { scope: 'plan', subject: `plan:${name}`, label: name, path: null, before: null, after: layerValue, by: opts.by ?? 'app', note: 'created' })
+      await record(tx, { scope: 'plan', subject: `plan:${name}`, label: name, path: null, before: null, after: layerValue, by: opts.by ?? 'app', note: 'created' }, this.audit)
     })
     this.localPlan(name, layerValue)
   }
@@ -310,7 +313,7 @@ export class TenantConfigStore {
       for (const t of tenants.rows) this.check(`tenant '${t.slug}' (on plan '${name}')`, change.next, parsed(t.config) as JsonObject)
       await run(tx, sql.setPlanSettings(name, change.next))
       stored = change.next
-      return record(tx, { scope: 'plan', subject, label: name, path: change.path, before: current, after: change.next, by: opts.by ?? 'app', note: change.note })
+      return record(tx, { scope: 'plan', subject, label: name, path: change.path, before: current, after: change.next, by: opts.by ?? 'app', note: change.note }, this.audit)
     })
     if (stored) this.localPlan(name, stored)
     return version
@@ -376,11 +379,21 @@ async function run(tx: Queryable, s: { text: string; values: unknown[] }): Promi
   await tx.query(s.text, s.values)
 }
 
-/** Record a version in the same transaction as the change. */
-export async function record(tx: Queryable, v: Parameters<typeof sql.insertVersion>[0]): Promise<ConfigVersion> {
+const AUDIT_ACTIONS: Record<string, string> = { tenant: 'config.set', plan: 'plan.config.set', assignment: 'tenant.plan.set', flag: 'flag.set' }
+
+/** Record a version in the same transaction as the change, and its audit entry with it. */
+export async function record(tx: Queryable, v: Parameters<typeof sql.insertVersion>[0], audit?: AuditLog): Promise<ConfigVersion> {
   const s = sql.insertVersion(v)
   const res = await tx.query<VersionRow>(s.text, s.values)
-  return toVersion(res.rows[0])
+  const version = toVersion(res.rows[0])
+  if (audit) {
+    const perTenant = v.scope === 'tenant' || v.scope === 'assignment'
+    await audit.append({
+      actor: v.by, action: AUDIT_ACTIONS[v.scope] ?? `${v.scope}.set`, tenantId: perTenant ? v.subject : null, slug: perTenant ? v.label : null,
+      before: v.before ?? null, after: v.after ?? null, details: { version: version.id, subject: v.subject, path: v.path, note: v.note },
+    }, tx)
+  }
+  return version
 }
 
 function sameJson(a: unknown, b: unknown): boolean {

@@ -93,6 +93,18 @@ export const ErrorCodes = {
   ARCHIVE_INCOMPATIBLE: 'ARCHIVE_INCOMPATIBLE',
   /** Loading an archive failed and was rolled back; the data that was serving before still serves. */
   RESTORE_FAILED: 'RESTORE_FAILED',
+  /** A tenant API key is malformed, unknown, revoked or expired (`details.reason`). */
+  API_KEY_INVALID: 'API_KEY_INVALID',
+  /** The tenant API key is valid but lacks the scope the route needs (`details.scope`). */
+  API_KEY_SCOPE_MISSING: 'API_KEY_SCOPE_MISSING',
+  /** The request came without a TLS client certificate where one is required. */
+  CLIENT_CERT_REQUIRED: 'CLIENT_CERT_REQUIRED',
+  /** The client certificate is not registered to any tenant, was revoked or is outside its validity (`details.reason`). */
+  CLIENT_CERT_INVALID: 'CLIENT_CERT_INVALID',
+  /** A service-to-service tenant assertion is forged, expired, for another audience or malformed (`details.reason`). */
+  TENANT_ASSERTION_INVALID: 'TENANT_ASSERTION_INVALID',
+  /** Data of a tenant would land on a server or bucket outside the tenant's region; pass force to override (audited). */
+  RESIDENCY_VIOLATION: 'RESIDENCY_VIOLATION',
   /** Something unexpected; a bug or an infrastructure fault. */
   INTERNAL: 'INTERNAL',
 } as const
@@ -142,6 +154,12 @@ const STATUS: Record<ErrorCode, number> = {
   ARCHIVE_KEY_INVALID: 400,
   ARCHIVE_INCOMPATIBLE: 409,
   RESTORE_FAILED: 500,
+  API_KEY_INVALID: 401,
+  API_KEY_SCOPE_MISSING: 403,
+  CLIENT_CERT_REQUIRED: 401,
+  CLIENT_CERT_INVALID: 401,
+  TENANT_ASSERTION_INVALID: 401,
+  RESIDENCY_VIOLATION: 409,
   INTERNAL: 500,
 }
 

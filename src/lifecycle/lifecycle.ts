@@ -1,3 +1,4 @@
+import { auditForcedResidency, checkResidency } from '../security/residency.ts'
 import { randomUUID } from 'node:crypto'
 import type { AuditActor, AuditLog } from '../audit/index.ts'
 import type { Catalog } from '../catalog/catalog.ts'
@@ -73,6 +74,8 @@ export class Lifecycle {
     requireMigrations(this.o.files)
     const { catalog, dataPlane, operations } = this.o
     const server = await this.pickServer(input)
+    const target = { kind: 'server' as const, name: server.name, region: server.region }
+    const residency = checkResidency({ slug: input.slug, region: input.region ?? null }, target, { force: input.forceResidency })
     const id = randomUUID()
     const placement = TIER_STRATEGIES[input.tier].placement(id, server, dataPlane.opts.naming)
     let op: Operation | undefined
@@ -93,6 +96,7 @@ export class Lifecycle {
       },
       async (tx) => {
         op = await operations.start('provision', { tenantId: id, slug: input.slug, params: { ...input, server: server.name, placement }, step: 'room', startedBy }, tx)
+        if (residency.forced && this.o.audit) await auditForcedResidency(this.o.audit, { id, slug: input.slug }, target, residency, { actor: startedBy ?? 'library', details: { operation: 'provision' } }, tx)
       },
     )
     this.o.events.emit('tenant.provisioning', { tenant, operationId: op!.id })

@@ -12,6 +12,8 @@ export interface ProvisionOptions {
   server?: string
   region?: string
   config?: Record<string, unknown>
+  /** Place the tenant on a server outside its region anyway (audited as `residency.force`); otherwise 409 `RESIDENCY_VIOLATION`. */
+  forceResidency?: boolean
 }
 
 /**
@@ -39,6 +41,9 @@ export function validateProvision(input: ProvisionOptions): void {
   }
   if (input.name !== undefined && (typeof input.name !== 'string' || input.name.trim().length === 0 || input.name.length > 200)) {
     throw new TenantryError('VALIDATION_FAILED', 'A tenant name must be 1–200 characters.')
+  }
+  if (input.forceResidency !== undefined && typeof input.forceResidency !== 'boolean') {
+    throw new TenantryError('VALIDATION_FAILED', 'forceResidency must be true or false.')
   }
   if (input.config !== undefined && (typeof input.config !== 'object' || input.config === null || Array.isArray(input.config))) {
     throw new TenantryError('VALIDATION_FAILED', 'A tenant config must be an object.')

@@ -1,3 +1,5 @@
+import type { AuditLog } from '../audit/index.ts'
+import { auditForcedResidency, checkResidency } from '../security/residency.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { accessSync, constants as fsConstants, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve as resolvePath } from 'node:path'
@@ -80,6 +82,8 @@ export interface RestoreOptions {
   server?: string
   /** Restore over an existing tenant: loaded beside it, then switched to atomically. */
   replace?: boolean
+  /** Restore onto a server outside the tenant's region anyway (audited as `residency.force`); otherwise 409 `RESIDENCY_VIOLATION`. */
+  forceResidency?: boolean
   startedBy?: string
   onProgress?: (p: PortabilityProgress) => void
 }
@@ -157,6 +161,8 @@ interface Deps {
   admin: AdminQueryable
   options: PortabilityOptions
   version: string
+  /** Where a forced residency exception is recorded. */
+  audit?: AuditLog
 }
 
 /** A tenant's rows: the server driver, database and schema they live in. */
@@ -333,6 +339,8 @@ export class Portability {
     const id = existing?.id ?? (opts.as !== undefined ? randomUUID() : manifest.tenant.id)
     const tier = opts.tier ?? existing?.tier ?? (manifest.tenant.tier as Tier)
     const server = await this.pickServer(opts.server ?? existing?.placement.server ?? manifest.source.server, opts.server !== undefined)
+    const target = { kind: 'server' as const, name: server, region: this.d.dataPlane.server(server).region }
+    const residency = checkResidency({ slug, region: existing?.region ?? manifest.tenant.region ?? null }, target, { force: opts.forceResidency })
     const placement = this.stagingPlacement(id, tier, server, existing)
     // The whole archive is read and checked before anything is written.
     let verified = 0
@@ -341,6 +349,7 @@ export class Portability {
       verified++
       opts.onProgress?.({ phase: 'verify', table: t.name, tablesDone: verified, tables: manifest.tables.length, rows: 0 })
     })
+    if (residency.forced && this.d.audit) await auditForcedResidency(this.d.audit, { id, slug }, target, residency, { actor: opts.startedBy ?? 'library', details: { operation: 'restore' } })
     const op = await this.d.operations.start('restore', {
       tenantId: id, slug, startedBy: opts.startedBy, step: 'prepare',
       params: { path, archiveId: manifest.archiveId, tier, placement, replace: Boolean(existing), previous: existing ? { tier: existing.tier, placement: existing.placement } : null },

@@ -30,3 +30,5 @@ export type {
 } from './strategies.ts'
 export { TenantResolver } from './tenant-resolver.ts'
 export type { TenantLookup, TenantResolverOptions } from './tenant-resolver.ts'
+export { apiKey, apiKeyIdOf, apiKeyOf, clientCertificate, normalizeFingerprint, requireScope, API_KEY_PREFIX } from './credential-strategies.ts'
+export type { ApiKeyGrant, ApiKeyOptions, ApiKeyRecord, CertificateRecord, ClientCertificateOptions, CredentialStore, CredentialStrategy } from './credential-strategies.ts'
