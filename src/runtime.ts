@@ -29,6 +29,7 @@ import { createStorage, type StorageOptions, type TenantStorage } from './storag
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 import { checkConfigOptions, createConfig, type ConfigOptions, type ConfigParts, type PluginCore } from './config/index.ts'
 import { createPortability, resolveMasterKey, type Portability, type PortabilityOptions } from './portability/index.ts'
+import { createMoves, type MoveOptions, type MoveResult, type Moves, type MovesOptions } from './moves/index.ts'
 
 /**
  * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
@@ -94,6 +95,8 @@ export interface TenantryOptions {
   plugins?: PluginCore[]
   /** Backup, restore and erasure (docs/portability.md): the master key of archive encryption and the default backup directory. */
   portability?: PortabilityOptions
+  /** Moves between tiers and servers (docs/moves.md): how long a moved tenant's old room is kept for rollback. */
+  moves?: MovesOptions
 }
 
 /**
@@ -182,6 +185,10 @@ export interface Tenantry {
   advise(options?: AdviseOptions): Promise<Advice[]>
   /** Per-tenant backup and restore in every tier, and verified erasure (docs/portability.md). */
   readonly portability: Portability
+  /** Online moves between tiers and servers, rollback and cleanup (docs/moves.md). */
+  readonly moves: Moves
+  /** Move a tenant to another tier and/or server (a durable operation; see {@link Moves.move}). */
+  move(slugOrId: string, options: MoveOptions): Promise<MoveResult>
   /** Write this process's metered usage to the catalog now (it is written every interval anyway). */
   flushUsage(): Promise<void>
   close(): Promise<void>
@@ -277,12 +284,14 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
   const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
   const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {} })
+  const moves = await createMoves({ catalog, dataPlane, operations, files, audit, admin: mainDriver.admin(main.mainDatabase), flushCache: (t) => cache.flushTenant(t), options: options.moves ?? {} })
+  dataPlane.useRelocator((id) => catalog.fresh(id))
   const lifecycle = new Lifecycle({
     catalog, dataPlane, operations, files, events,
     hooks: options.onProvision ?? [],
     retentionDays: options.retentionDays ?? 30,
     audit,
-    resumers: portability,
+    resumers: { kinds: [...portability.kinds, ...moves.kinds], resume: (op) => (moves.kinds.includes(op.kind) ? moves : portability).resume(op) },
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
@@ -408,6 +417,8 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     observe,
     portability,
+    moves,
+    move: (slugOrId, o) => moves.move(slugOrId, o),
     logger: observe.logger,
     usage: (q) => observe.usage.usage(q ?? {}),
     top: (q) => observe.usage.top(q ?? {}),

@@ -93,6 +93,12 @@ export const ErrorCodes = {
   ARCHIVE_INCOMPATIBLE: 'ARCHIVE_INCOMPATIBLE',
   /** Loading an archive failed and was rolled back; the data that was serving before still serves. */
   RESTORE_FAILED: 'RESTORE_FAILED',
+  /** Another move of the same tenant is running. */
+  MOVE_IN_PROGRESS: 'MOVE_IN_PROGRESS',
+  /** A move failed at a step and was rolled back; the tenant serves from its old placement. */
+  MOVE_FAILED: 'MOVE_FAILED',
+  /** A move would put a tenant's data on a server outside its region. */
+  RESIDENCY_VIOLATION: 'RESIDENCY_VIOLATION',
   /** Something unexpected; a bug or an infrastructure fault. */
   INTERNAL: 'INTERNAL',
 } as const
@@ -142,6 +148,9 @@ const STATUS: Record<ErrorCode, number> = {
   ARCHIVE_KEY_INVALID: 400,
   ARCHIVE_INCOMPATIBLE: 409,
   RESTORE_FAILED: 500,
+  MOVE_IN_PROGRESS: 409,
+  MOVE_FAILED: 500,
+  RESIDENCY_VIOLATION: 409,
   INTERNAL: 500,
 }
 

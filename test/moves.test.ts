@@ -1,0 +1,155 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createTenantry, type Tenant, type Tenantry, type Tier } from '../src/index.ts'
+import { backends, DEMO_MIGRATIONS, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
+import { PrivatePostgres, privatePostgresPossible } from './fixtures/guard-servers.ts'
+
+// Moves between tiers and servers (issue 14), on PostgreSQL and on PGlite: every tier pair on one
+// server, a move to a second server (PostgreSQL), writes during a move that wait and land at the new
+// placement, verification, rollback within the grace period, cleanup, bad input refused with codes.
+
+const DB_NAME = 'tenantry_test_moves'
+const PREFIX = 'tp_moves'
+const PG_UP = await postgresAvailable()
+const BACKENDS = backends(DB_NAME, PREFIX, PG_UP)
+
+interface Row { id: string; name: string }
+
+function movesSuite(backend: Backend): void {
+  describe.skipIf(!backend.enabled)(`moves (${backend.name})`, () => {
+    let tenantry: Tenantry
+    let second: PrivatePostgres | undefined
+    let dir: string
+    let acme: Tenant
+    let bystander: string[]
+
+    const names = (slug: string) => tenantry.withTenant(slug, async () => (await tenantry.db.query<Row>('SELECT id, name FROM projects ORDER BY id')).rows.map((r) => `${r.id}:${r.name}`))
+    const taskCount = (slug: string) => tenantry.withTenant(slug, async () => Number((await tenantry.db.query<{ n: string }>('SELECT count(*) AS n FROM tasks')).rows[0].n))
+
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'tenantry-moves-'))
+      const url = await backend.url()
+      tenantry = await createTenantry({
+        ...(url ? { databaseUrl: url, rolePrefix: PREFIX } : { dataDir: 'memory' }),
+        migrations: DEMO_MIGRATIONS,
+        observe: { metering: false, metrics: false, tracing: false },
+        moves: { graceMs: 60_000 },
+      })
+      if (url && privatePostgresPossible()) {
+        second = await PrivatePostgres.create()
+        await tenantry.addServer({ name: 'second', url: second.url, region: 'eu' })
+      }
+      acme = await tenantry.provision({ slug: 'acme', tier: 'pooled' })
+      await tenantry.provision({ slug: 'bystander', tier: 'pooled' })
+      await tenantry.withTenant('acme', async () => {
+        for (const n of ['one', 'two', 'three']) await tenantry.db.query('INSERT INTO projects (name) VALUES ($1)', [n])
+        await tenantry.db.query("INSERT INTO tasks (project_id, title) VALUES (1, 'a'), (2, 'b')")
+      })
+      await tenantry.withTenant('bystander', async () => { await tenantry.db.query("INSERT INTO projects (name) VALUES ('theirs')") })
+      bystander = await names('bystander')
+      expect(bystander).toHaveLength(1)
+    }, 240_000)
+
+    afterAll(async () => {
+      await tenantry?.close()
+      await second?.close()
+      await backend.cleanUp()
+      rmSync(dir, { recursive: true, force: true })
+    }, 120_000)
+
+    // pooled → schema → database → pooled → database → schema → pooled: all six pairs.
+    const path: Tier[] = ['schema', 'database', 'pooled', 'database', 'schema', 'pooled']
+    let expected = ['1:one', '2:two', '3:three']
+    for (const [i, tier] of path.entries()) {
+      it(`moves acme to ${tier} (step ${i + 1} of the six tier pairs) with every row verified, and the sequences go on`, async () => {
+        const before = (await tenantry.catalog.bySlug('acme'))!
+        const r = await tenantry.move('acme', { tier })
+        expect([r.from.tier, r.to.tier]).toEqual([before.tier, tier])
+        expect(r.tenant.tier).toBe(tier)
+        expect(r.tables.map((t) => [t.table, t.rows])).toEqual([['projects', expected.length], ['tasks', 2]])
+        expect(r.tables.every((t) => t.sourceChecksum === t.targetChecksum)).toBe(true)
+        expect((await tenantry.catalog.bySlug('acme'))!.tier).toBe(tier)
+        expect(await names('acme')).toEqual(expected)
+        expect(await taskCount('acme')).toBe(2)
+        const n = String(expected.length + 1)
+        await tenantry.withTenant('acme', () => tenantry.db.query('INSERT INTO projects (name) VALUES ($1)', [`after-${tier}`]))
+        expected = [...expected, `${n}:after-${tier}`]
+        expect(await names('acme')).toEqual(expected)
+        expect(await names('bystander')).toEqual(bystander)
+        const op = await tenantry.operations.get(r.operationId)
+        expect([op?.kind, op?.state, op?.step]).toEqual(['move', 'done', 'done'])
+        const audit = await tenantry.audit.list({ action: 'tenant.move', limit: 1 })
+        expect(audit[0]).toMatchObject({ action: 'tenant.move', tenantId: acme.id })
+      }, 120_000)
+    }
+
+    it('a write sent while the fence is up waits and lands at the new placement; none is lost', async () => {
+      let stop = false
+      const acked: string[] = []
+      const writer = (async () => {
+        for (let i = 0; !stop; i++) {
+          await tenantry.withTenant('acme', () => tenantry.db.query('INSERT INTO projects (name) VALUES ($1)', [`w${i}`]))
+          acked.push(`w${i}`)
+          await new Promise((r) => setTimeout(r, 2))
+        }
+      })()
+      await new Promise((r) => setTimeout(r, 50))
+      const r = await tenantry.move('acme', { tier: 'schema', graceMs: 0 })
+      await new Promise((r) => setTimeout(r, 50))
+      stop = true
+      await writer
+      expect(r.keptUntil).toBeNull()
+      const have = new Set((await names('acme')).map((n) => n.split(':')[1]))
+      expect(acked.length).toBeGreaterThan(3)
+      expect(acked.filter((w) => !have.has(w))).toEqual([])
+      expect((await tenantry.catalog.bySlug('acme'))!.tier).toBe('schema')
+      expect(await tenantry.moves.keptRooms(acme.id)).toEqual([])
+    }, 120_000)
+
+    it('rolls back within the grace period and cleans the kept room up', async () => {
+      const count = (await names('acme')).length
+      const r = await tenantry.move('acme', { tier: 'database' })
+      expect((await tenantry.moves.keptRooms(acme.id)).map((k) => [k.tier, k.toTier])).toEqual([['schema', 'database']])
+      await tenantry.withTenant('acme', () => tenantry.db.query("INSERT INTO projects (name) VALUES ('in-database')"))
+      const back = await tenantry.moves.rollback('acme')
+      expect(back.to.tier).toBe('schema')
+      expect((await names('acme')).length).toBe(count + 1)
+      expect((await names('acme')).at(-1)).toMatch(/:in-database$/)
+      expect(r.operationId).not.toBe(back.operationId)
+      const removed = await tenantry.moves.cleanup({ all: true })
+      expect(removed.map((k) => k.tier)).toEqual(['database'])
+      expect(await tenantry.moves.keptRooms()).toEqual([])
+      expect(await outcome(tenantry.moves.rollback('acme'))).toBe('NOT_FOUND')
+    }, 120_000)
+
+    it('refuses bad input with a code and changes nothing', async () => {
+      const before = (await tenantry.catalog.bySlug('acme'))!
+      expect(await outcome(tenantry.move('nobody', { tier: 'schema' }))).toBe('TENANT_NOT_FOUND')
+      expect(await outcome(tenantry.move('acme', { tier: 'sideways' as Tier }))).toBe('VALIDATION_FAILED')
+      expect(await outcome(tenantry.move('acme', { tier: before.tier }))).toBe('VALIDATION_FAILED')
+      expect(await outcome(tenantry.move('acme', { tier: 'schema', server: 'nowhere' }))).toBe('SERVER_NOT_FOUND')
+      expect(await outcome(tenantry.move('acme', { tier: 'database', graceMs: -1 }))).toBe('VALIDATION_FAILED')
+      const after = (await tenantry.catalog.bySlug('acme'))!
+      expect([after.tier, after.placement]).toEqual([before.tier, before.placement])
+    })
+
+    it.skipIf(backend.name !== 'PostgreSQL' || !privatePostgresPossible())('moves to a database on another server; another region is refused unless forced', async () => {
+      await tenantry.catalog.change(acme.id, (tx) => tx.query("UPDATE tenantry.tenants SET region = 'us' WHERE id = $1", [acme.id]))
+      expect(await outcome(tenantry.move('acme', { tier: 'database', server: 'second' }))).toBe('RESIDENCY_VIOLATION')
+      expect((await tenantry.catalog.bySlug('acme'))!.placement.server).toBe('main')
+      const count = (await names('acme')).length
+      const r = await tenantry.move('acme', { tier: 'database', server: 'second', force: true })
+      expect(r.tenant.placement.server).toBe('second')
+      expect((await names('acme')).length).toBe(count)
+      const audit = await tenantry.audit.list({ action: 'tenant.move', limit: 1 })
+      expect(audit[0].details).toMatchObject({ force: true })
+      const back = await tenantry.move('acme', { tier: 'pooled', server: 'main', force: true, graceMs: 0 })
+      expect(back.tenant.placement.server).toBe('main')
+      expect((await names('acme')).length).toBe(count)
+    }, 180_000)
+  })
+}
+
+for (const b of BACKENDS) movesSuite(b)
