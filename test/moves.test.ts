@@ -1,7 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import Fastify from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { tenantryAdmin } from '../src/admin/plugin.ts'
+import { adminTokens } from '../src/admin/tokens.ts'
 import { createTenantry, type Tenant, type Tenantry, type Tier } from '../src/index.ts'
 import { backends, DEMO_MIGRATIONS, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
 import { PrivatePostgres, privatePostgresPossible } from './fixtures/guard-servers.ts'
@@ -134,6 +137,34 @@ function movesSuite(backend: Backend): void {
       const after = (await tenantry.catalog.bySlug('acme'))!
       expect([after.tier, after.placement]).toEqual([before.tier, before.placement])
     })
+
+    it('the admin API moves a tenant (POST /tenants/:slug/move): 409 MOVE_IN_PROGRESS for a second move at once, 400 for a bad body, 403 for a viewer', async () => {
+      const app = Fastify()
+      await app.register(tenantryAdmin, { prefix: '/admin', tenantry, console: false })
+      await app.ready()
+      try {
+        const store = await adminTokens(tenantry)
+        const op = (await store.create({ name: 'moves-operator', role: 'operator' }, 'test:moves')).token
+        const viewer = (await store.create({ name: 'moves-viewer', role: 'viewer' }, 'test:moves')).token
+        const call = (token: string, url: string, payload: object) => app.inject({ method: 'POST', url: `/admin/api${url}`, headers: { authorization: `Bearer ${token}` }, payload })
+        const bad = await call(op, '/tenants/acme/move', { tier: 'sideways' })
+        expect([bad.statusCode, bad.json().code]).toEqual([400, 'VALIDATION_FAILED'])
+        const denied = await call(viewer, '/tenants/acme/move', { tier: 'database' })
+        expect(denied.statusCode).toBe(403)
+        const before = (await tenantry.catalog.bySlug('acme'))!
+        const other = before.tier === 'database' ? 'schema' : 'database'
+        const [a, b] = await Promise.all([call(op, '/tenants/acme/move', { tier: other, graceMs: 0 }), call(op, '/tenants/acme/move', { tier: other, graceMs: 0 })])
+        const codes = [a, b].map((r) => (r.statusCode === 200 ? 200 : `${r.statusCode} ${r.json().code}`)).sort()
+        expect(codes).toEqual([200, '409 MOVE_IN_PROGRESS'])
+        const ok = [a, b].find((r) => r.statusCode === 200)!.json()
+        expect(ok.tenant.tier).toBe(other)
+        expect((await tenantry.catalog.bySlug('acme'))!.tier).toBe(other)
+        const missing = await call(op, '/tenants/nobody/move', { tier: 'schema' })
+        expect([missing.statusCode, missing.json().code]).toEqual([404, 'TENANT_NOT_FOUND'])
+      } finally {
+        await app.close()
+      }
+    }, 120_000)
 
     it.skipIf(backend.name !== 'PostgreSQL' || !privatePostgresPossible())('moves to a database on another server; another region is refused unless forced', async () => {
       await tenantry.catalog.change(acme.id, (tx) => tx.query("UPDATE tenantry.tenants SET region = 'us' WHERE id = $1", [acme.id]))

@@ -18,6 +18,7 @@ import { operationRoutes } from './routes/operations.ts'
 import { tenantRoutes } from './routes/tenants.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 import { usageRoutes } from './routes/usage.ts'
+import { moveRoutes } from './routes/moves.ts'
 
 /** Options of {@link tenantryAdmin}. */
 export interface TenantryAdminOptions {
@@ -33,7 +34,7 @@ export interface TenantryAdminOptions {
 }
 
 /** The route modules of the admin API, one per resource. */
-export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes]
+export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes, moveRoutes]
 
 // Bodies are taken as they are: an unknown field or a string for a number is a 400, never
 // silently dropped or coerced (Fastify's default ajv would do both). Query strings and path

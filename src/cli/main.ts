@@ -18,6 +18,7 @@ import { registerConfigCommands } from './config-commands.ts'
 import { registerAdminCommands } from './admin-commands.ts'
 import { registerAuditCommands } from './audit-commands.ts'
 import { registerPortabilityCommands } from './portability-commands.ts'
+import { registerMoveCommands } from './move-commands.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
@@ -490,6 +491,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program, kit)
   registerAuditCommands(program, kit)
   registerPortabilityCommands(program, { withConnection, withTenantry, startedBy })
+  registerMoveCommands(program, { withConnection, withTenantry, startedBy })
 
   return program
 }
