@@ -145,6 +145,11 @@ export class Moves {
     // A room kept by an earlier move is stale (the tenant has been served elsewhere since): it goes first, as it may have the new room's name.
     for (const kept of await this.keptRooms(tenant.id)) await this.removeKept(kept)
     const to = { tier: opts.tier, placement: TIER_STRATEGIES[opts.tier].placement(tenant.id, server, this.d.dataPlane.opts.naming) }
+    // What a rolled-back move could not remove (its server had stopped) goes before it is made again.
+    await this.removeRoomOf({ ...tenant, ...to }, tenant).catch((err) => {
+      if (isTenantryError(err)) throw err
+      throw new TenantryError('MOVE_FAILED', `Server '${serverName}' cannot be reached (${(err as Error)?.message ?? String(err)}); nothing was changed. Check the server and run the move again.`, { cause: err })
+    })
     const params: MoveParams = { from: { tier: tenant.tier, placement: tenant.placement }, to, graceMs, force: Boolean(opts.force) }
     const op = await this.d.operations.start('move', { tenantId: tenant.id, slug: tenant.slug, params, step: 'prepare', startedBy: opts.startedBy }).catch((err) => {
       if (isTenantryError(err) && err.code === 'CONFLICT') {
@@ -209,6 +214,7 @@ export class Moves {
     const fenceMs = Date.now() - fenceStart
     progress({ step: 'switch', tablesDone: tables.length, tables: tables.length, rows })
     await this.d.flushCache(moved).catch(() => undefined)
+    await faultPoint('move:cleanup')
     let keptUntil: Date | null = keepUntil
     if (p.graceMs === 0) {
       progress({ step: 'cleanup', tablesDone: tables.length, tables: tables.length, rows })
@@ -293,9 +299,12 @@ export class Moves {
     await this.d.operations.step(op.id, 'rollback')
     const target = { ...base, tier: p.to.tier, placement: p.to.placement }
     const source = { ...base, tier: p.from.tier, placement: p.from.placement }
-    await this.removeRoomOf(target, source)
+    // The old room takes writes again first: the new one may be on a server that stopped.
     await this.unfence(source)
-    await this.d.operations.finish(op.id, 'rolled_back', 'The move did not finish; the new room was removed and the tenant serves from its old placement. Run the move again.')
+    const left = await this.removeRoomOf(target, source).then(() => null, (err: unknown) => (err as Error)?.message ?? String(err))
+    await this.d.operations.finish(op.id, 'rolled_back', left === null
+      ? 'The move did not finish; the new room was removed and the tenant serves from its old placement. Run the move again.'
+      : `The move did not finish; the tenant serves from its old placement. The new room (${p.to.placement.server}/${p.to.placement.database}${p.to.placement.schema ? `/${p.to.placement.schema}` : ''}) could not be removed (${left}); the next move of the tenant to it replaces it.`)
   }
 
   /** Remove `room`, keeping the tenant's role when `other` (its other room) shares it. */
