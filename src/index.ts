@@ -40,4 +40,4 @@ export {
   type PortabilityProgress, type RestoreOptions, type RestoreResult, type TenantPlace, type TenantTable,
   type ExportOptions, type ExportResult, type ExportFormat, type SubjectErasureCertificate, EXPORT_FORMATS, SUBJECT_MARK,
 } from './portability/index.ts'
-export { Moves, FENCED_SQLSTATE, type KeptRoom, type MoveOptions, type MoveProgress, type MoveResult, type MoveTableCheck, type MovesOptions } from './moves/index.ts'
+export { Moves, FENCED_SQLSTATE, planMoves, type AppliedMove, type ApplyAdviceOptions, type PlannedMove, type KeptRoom, type MoveOptions, type MoveProgress, type MoveResult, type MoveTableCheck, type MovesOptions } from './moves/index.ts'

@@ -2,6 +2,7 @@ import cliProgress from 'cli-progress'
 import { InvalidArgumentError, type Command } from 'commander'
 import { TIERS, type Tier } from '../core/types.ts'
 import type { KeptRoom, MoveProgress, MoveResult } from '../moves/index.ts'
+import type { Advice } from '../observe/types.ts'
 import type { Tenantry } from '../runtime.ts'
 import { table, tenantJson } from './format.ts'
 import type { ConnectionFlags } from './open.ts'
@@ -109,4 +110,17 @@ export function registerMoveCommands(program: Command, kit: MoveCommandKit): voi
       }
     })
   })
+}
+
+/** `tenantry advise --apply`: the advice carried out as moves, a line per move; exit 1 when one failed. */
+export async function applyAdviceCommand(t: Tenantry, advice: Advice[], opts: { json?: boolean; maxMoves?: number; concurrency: number }, startedBy: string): Promise<void> {
+  const results = await t.moves.applyAdvice(advice, await t.catalog.listServers(), { maxMoves: opts.maxMoves, concurrency: opts.concurrency, startedBy })
+  if (opts.json) console.log(JSON.stringify(results, null, 2))
+  else if (results.length === 0) console.log('No advice asks for a move.')
+  else {
+    console.log(table(['TENANT', 'KIND', 'FROM', 'TO', 'STATUS', 'OPERATION / ERROR'], results.map((r) => [
+      r.slug, r.kind, r.fromServer, `${r.tier} on ${r.server}`, r.status, r.status === 'failed' ? `${r.error!.code}: ${r.error!.message}` : (r.operationId ?? ''),
+    ])))
+  }
+  if (results.some((r) => r.status === 'failed')) process.exitCode = 1
 }

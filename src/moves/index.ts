@@ -10,3 +10,4 @@ export async function createMoves(deps: ConstructorParameters<typeof Moves>[0]):
   await m.init()
   return m
 }
+export { planMoves, runPlanned, type AppliedMove, type ApplyAdviceOptions, type PlannedMove } from './rebalance.ts'

@@ -13,6 +13,9 @@ import type { Operation, Operations } from '../lifecycle/operations.ts'
 import type { AuditLog } from '../audit/index.ts'
 import { copyTenant, removeTenantRoom, tenantTables } from '../portability/index.ts'
 import * as sql from './sql.ts'
+import type { Advice } from '../observe/types.ts'
+import type { Server } from '../core/types.ts'
+import { planMoves, runPlanned, type AppliedMove, type ApplyAdviceOptions } from './rebalance.ts'
 
 /** Options of the moves part of {@link createTenantry} (`moves: { … }`). */
 export interface MovesOptions {
@@ -338,6 +341,30 @@ export class Moves {
       throw new TenantryError('NOT_FOUND', `Tenant '${tenant.slug}' has no move within its grace period to roll back; move it with 'tenantry move ${tenant.slug} --tier <tier> --server <server>' instead.`)
     }
     return this.move(tenant.id, { ...opts, tier: kept.tier, server: kept.placement.server, force: true })
+  }
+
+  /**
+   * Carry out placement advice (`tenantry advise --apply`): promotions, demotions and server
+   * rebalancing as moves, at most `concurrency` at once and one per server at a time by default.
+   *
+   * @example
+   * ```ts
+   * const results = await tenantry.moves.applyAdvice(await tenantry.advise(), { maxMoves: 3 })
+   * for (const r of results) console.log(r.slug, r.status, r.error?.code)
+   * ```
+   */
+  async applyAdvice(advice: Advice[], servers: Server[], opts: ApplyAdviceOptions = {}): Promise<AppliedMove[]> {
+    const regions = new Map<string, string | null>()
+    for (const a of advice) {
+      for (const id of [a.tenantId, ...(a.movable ?? []).map((m) => m.tenantId)]) {
+        if (id && !regions.has(id)) regions.set(id, (await this.d.catalog.byId(id))?.region ?? null)
+      }
+    }
+    const plan = planMoves(advice, servers, (id) => regions.get(id) ?? null)
+    return runPlanned(plan, opts, async (p) => {
+      const r = await this.move(p.tenantId, { tier: p.tier, server: p.server, startedBy: opts.startedBy })
+      return { operationId: r.operationId, ms: r.ms }
+    })
   }
 
   /** Rooms kept by finished moves (of one tenant when given), newest first. */
