@@ -179,7 +179,14 @@ export class DataPlane implements TenantRunner {
    * {@link fenceWaitMs}.
    */
   private async afterFence<T>(err: unknown, tenant: Tenant, since: number, again: (t: Tenant) => Promise<T>): Promise<T> {
-    if (!isFenced(err) || !this.relocate) throw err
+    if (!this.relocate) throw err
+    if (!isFenced(err)) {
+      // A read sent to a room a finished move just removed: run it where the tenant is now.
+      if (!isRoomGone(err)) throw err
+      const now = await this.relocate(tenant.id)
+      if (!now || (now.placement.server === tenant.placement.server && now.placement.database === tenant.placement.database && now.placement.schema === tenant.placement.schema)) throw err
+      return again(now)
+    }
     let delay = 10
     for (;;) {
       if (Date.now() - since > this.fenceWaitMs) {
@@ -245,6 +252,14 @@ export class DataPlane implements TenantRunner {
     this.servers.clear()
     await Promise.all(all.map((d) => d.close()))
   }
+}
+
+/** A database or schema that does not exist (3D000, 3F000; 42P01 for a search_path without it): a moved tenant's old room, removed. */
+function isRoomGone(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
+    if (e.code === '3D000' || e.code === '3F000' || e.code === '42P01') return true
+  }
+  return false
 }
 
 /** The SQLSTATE of a write refused by a move's fence (src/moves/sql.ts), whatever wraps it. */

@@ -64,6 +64,8 @@ export interface MoveResult {
   ms: number
   /** Until when the old room is kept for `move --rollback`; null when it was removed at once. */
   keptUntil: Date | null
+  /** Set when the old room was to be removed at once but could not be (it stays recorded for cleanup). */
+  cleanupError?: string
 }
 
 /** A room a finished move left behind, kept for rollback until its grace period ends. */
@@ -219,12 +221,16 @@ export class Moves {
     await this.d.flushCache(moved).catch(() => undefined)
     await faultPoint('move:cleanup')
     let keptUntil: Date | null = keepUntil
+    let cleanupError: string | undefined
     if (p.graceMs === 0) {
       progress({ step: 'cleanup', tablesDone: tables.length, tables: tables.length, rows })
-      await this.removeKept({ operationId: op.id, tenantId: tenant.id, tier: p.from.tier, placement: p.from.placement, toTier: p.to.tier, toPlacement: p.to.placement, keepUntil })
-      keptUntil = null
+      // The move is done: a room that cannot be removed now stays recorded for 'move --cleanup'.
+      await this.removeKept({ operationId: op.id, tenantId: tenant.id, tier: p.from.tier, placement: p.from.placement, toTier: p.to.tier, toPlacement: p.to.placement, keepUntil }).then(
+        () => { keptUntil = null },
+        (err: unknown) => { cleanupError = `The old room could not be removed (${(err as Error)?.message ?? String(err)}); 'tenantry move --cleanup' removes it later.` },
+      )
     }
-    const result = { from: p.from, to: p.to, tables, rows, fenceMs, ms: Date.now() - started, keptUntil }
+    const result = { from: p.from, to: p.to, tables, rows, fenceMs, ms: Date.now() - started, keptUntil, ...(cleanupError ? { cleanupError } : {}) }
     await this.d.operations.finish(op.id, 'done', null, result, undefined, 'done')
     return { tenant: moved, operationId: op.id, ...result }
   }
@@ -312,7 +318,8 @@ export class Moves {
 
   /** Remove `room`, keeping the tenant's role when `other` (its other room) shares it. */
   private async removeRoomOf(room: Tenant, other: Tenant): Promise<void> {
-    const sharedRole = room.tier !== 'pooled' && other.tier !== 'pooled' && room.placement.server === other.placement.server
+    // Roles belong to a cluster: two "servers" may be databases of one cluster.
+    const sharedRole = room.tier !== 'pooled' && other.tier !== 'pooled' && this.sameCluster(room.placement.server, other.placement.server)
     const { exists } = this.roomOf(room)
     if (room.tier === 'pooled') await this.unfence(room)
     if (!(await exists())) return
@@ -397,6 +404,17 @@ export class Moves {
     await this.removeRoomOf(room, current)
     await this.unfence(room)
     await this.d.admin.query(...args(sql.deleteMoveSource(k.operationId)))
+  }
+
+  private sameCluster(a: string, b: string): boolean {
+    if (a === b) return true
+    const where = (name: string) => {
+      const url = this.d.dataPlane.server(name).url
+      if (url.startsWith('pglite:')) return url
+      const u = new URL(url)
+      return `${u.hostname}:${u.port || '5432'}`
+    }
+    return where(a) === where(b)
   }
 
   private roomOf(t: Tenant) {
