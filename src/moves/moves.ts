@@ -11,8 +11,10 @@ import { faultPoint } from '../lifecycle/faults.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
 import type { AuditLog } from '../audit/index.ts'
-import { copyTenant, removeTenantRoom, tenantTables } from '../portability/index.ts'
+import { copyTenant, removeTenantRoom, tenantTables, type TenantTable } from '../portability/index.ts'
+import type { Queryable } from '../data/executor.ts'
 import * as sql from './sql.ts'
+import { deleteTenantRows } from '../portability/sql.ts'
 import type { Advice } from '../observe/types.ts'
 import type { Server } from '../core/types.ts'
 import { planMoves, runPlanned, type AppliedMove, type ApplyAdviceOptions } from './rebalance.ts'
@@ -267,9 +269,24 @@ export class Moves {
     if (!(await admin.query<{ ok: boolean }>(...args(sql.hasFenceTable))).rows[0]?.ok) return
     await admin.transaction(async (tx) => {
       await tx.exec(sql.FENCE_SCHEMA_SQL)
-      await tx.query(...args(sql.deleteFence(room.id, schema)))
-      const left = (await tx.query<{ n: number }>(...args(sql.fencesLeft(schema)))).rows[0].n
-      if (left === 0) for (const t of await tenantTables(tx, schema)) await tx.exec(sql.dropFenceTrigger(schema, t.name))
+      await liftFence(tx, room.id, schema, await tenantTables(tx, schema))
+    })
+  }
+
+  /**
+   * A pooled room's rows go in the same transaction that lifts its fence: a write that still
+   * reached the old room (a process that had not heard of the switch) is refused until the rows
+   * are gone, never accepted and then deleted.
+   */
+  private async removePooledRows(room: Tenant): Promise<void> {
+    const { schema, admin } = this.roomOf(room)
+    const fenced = Boolean((await admin.query<{ ok: boolean }>(...args(sql.hasFenceTable))).rows[0]?.ok)
+    await admin.transaction(async (tx) => {
+      await tx.query(...args(sql.CLEANUP_SETTING))
+      await tx.query("SELECT set_config('tenantry.tenant_id', $1, true)", [tenantToken(this.d.dataPlane.tenantKey, room.id)])
+      const tables = await tenantTables(tx, schema)
+      for (const t of [...tables].reverse()) await tx.query(...args(deleteTenantRows(schema, t.name, room.id)))
+      if (fenced) await liftFence(tx, room.id, schema, tables)
     })
   }
 
@@ -321,7 +338,7 @@ export class Moves {
     // Roles belong to a cluster: two "servers" may be databases of one cluster.
     const sharedRole = room.tier !== 'pooled' && other.tier !== 'pooled' && this.sameCluster(room.placement.server, other.placement.server)
     const { exists } = this.roomOf(room)
-    if (room.tier === 'pooled') await this.unfence(room)
+    if (room.tier === 'pooled') return this.removePooledRows(room)
     if (!(await exists())) return
     await removeTenantRoom(this.d.dataPlane, room, sharedRole)
   }
@@ -441,6 +458,13 @@ export class Moves {
     if (!t) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug or id '${printable(slugOrId)}'.`)
     return t
   }
+}
+
+/** Take one tenant's fence off a schema; its triggers go when no other tenant of the schema is fenced. */
+async function liftFence(tx: { query: Queryable['query']; exec(text: string): Promise<unknown> }, tenantId: string, schema: string, tables: TenantTable[]): Promise<void> {
+  await tx.query(...args(sql.deleteFence(tenantId, schema)))
+  const left = (await tx.query<{ n: number }>(...args(sql.fencesLeft(schema)))).rows[0].n
+  if (left === 0) for (const t of tables) await tx.exec(sql.dropFenceTrigger(schema, t.name))
 }
 
 function samePlacement(a: Placement, b: Placement): boolean {

@@ -48,6 +48,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
   t uuid;
 BEGIN
+  -- The move's own removal of the old room's rows, in the transaction that also lifts the fence.
+  IF current_setting('tenantry.move_cleanup', true) = 'on' THEN
+    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+    RETURN NEW;
+  END IF;
   IF TG_OP = 'DELETE' THEN t := OLD.tenant_id; ELSE t := NEW.tenant_id; END IF;
   IF EXISTS (SELECT 1 FROM tenantry.move_fences f WHERE f.tenant_id = t AND f.schema_name = TG_TABLE_SCHEMA) THEN
     RAISE EXCEPTION 'tenant % is moving: its writes wait for the new placement', t USING ERRCODE = '${FENCED_SQLSTATE}';
@@ -110,3 +115,5 @@ export const moveSourcesOf = (tenantId: string | null, expiredOnly: boolean): St
 })
 
 export const deleteMoveSource = (operationId: string): Statement => ({ text: 'DELETE FROM tenantry.move_sources WHERE operation_id = $1', values: [operationId] })
+
+export const CLEANUP_SETTING: Statement = { text: "SELECT set_config('tenantry.move_cleanup', 'on', true)", values: [] }
