@@ -1,23 +1,12 @@
 import cliProgress from 'cli-progress'
 import { InvalidArgumentError, type Command } from 'commander'
 import { TIERS, type Tier } from '../core/types.ts'
+import { tier, type CommandKit } from './portability-commands.ts'
 import type { KeptRoom, MoveProgress, MoveResult } from '../moves/index.ts'
 import type { Advice } from '../observe/types.ts'
 import type { Tenantry } from '../runtime.ts'
 import { table, tenantJson } from './format.ts'
 import type { ConnectionFlags } from './open.ts'
-
-/** What main.ts lends these commands: its connection options, its open-and-close, and who runs them. */
-export interface MoveCommandKit {
-  withConnection(cmd: Command): Command
-  withTenantry<T>(flags: ConnectionFlags, fn: (t: Tenantry) => Promise<T>): Promise<T>
-  startedBy(): string
-}
-
-function tier(value: string): Tier {
-  if (!TIERS.includes(value as Tier)) throw new InvalidArgumentError(`--tier must be one of ${TIERS.join(', ')}.`)
-  return value as Tier
-}
 
 function graceMs(value: string): number {
   const m = /^([0-9]{1,7})(ms|s|m|h)?$/.exec(value)
@@ -67,7 +56,7 @@ function keptTable(rooms: KeptRoom[]): string {
  * `tenantry move <slug> --tier T [--server S]`, `--rollback`, and `tenantry move --cleanup` /
  * `--kept` (docs/moves.md): the same library functions the API has.
  */
-export function registerMoveCommands(program: Command, kit: MoveCommandKit): void {
+export function registerMoveCommands(program: Command, kit: CommandKit): void {
   const { withConnection, withTenantry, startedBy } = kit
   const print = (json: boolean | undefined, data: unknown, text: () => string) => console.log(json ? JSON.stringify(data, null, 2) : text())
   withConnection(
