@@ -32,6 +32,7 @@ import { createPortability, resolveMasterKey, type Portability, type Portability
 import { needsCredentials } from './resolve/credential-strategies.ts'
 import { createPropagation, unconfiguredPropagation, type PropagationOptions, type TenantPropagation } from './context/propagation.ts'
 import { TenantCredentials, type ApiKeys, type Certificates } from './security/index.ts'
+import { createMoves, type MoveOptions, type MoveResult, type Moves, type MovesOptions } from './moves/index.ts'
 
 /**
  * Options of {@link createTenantry}. Everything has a default: with none, Tenantry runs embedded
@@ -99,6 +100,8 @@ export interface TenantryOptions {
   portability?: PortabilityOptions
   /** Service-to-service tenant propagation: this service's name and its private signing JWK (docs/security.md). */
   propagation?: PropagationOptions
+  /** Moves between tiers and servers (docs/moves.md): how long a moved tenant's old room is kept for rollback. */
+  moves?: MovesOptions
 }
 
 /**
@@ -198,6 +201,10 @@ export interface Tenantry {
   readonly certificates: Certificates
   /** Signed tenant assertions for outgoing service calls: `headers(audience)`, `fetch`, `jwks()` (docs/security.md). */
   readonly propagation: TenantPropagation
+  /** Online moves between tiers and servers, rollback and cleanup (docs/moves.md). */
+  readonly moves: Moves
+  /** Move a tenant to another tier and/or server (a durable operation; see {@link Moves.move}). */
+  move(slugOrId: string, options: MoveOptions): Promise<MoveResult>
   /** Write this process's metered usage to the catalog now (it is written every interval anyway). */
   flushUsage(): Promise<void>
   close(): Promise<void>
@@ -294,12 +301,14 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
   const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
   const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {}, audit })
+  const moves = await createMoves({ catalog, dataPlane, operations, files, audit, admin: mainDriver.admin(main.mainDatabase), flushCache: (t) => cache.flushTenant(t), options: options.moves ?? {} })
+  dataPlane.useRelocator((id) => catalog.fresh(id))
   const lifecycle = new Lifecycle({
     catalog, dataPlane, operations, files, events,
     hooks: options.onProvision ?? [],
     retentionDays: options.retentionDays ?? 30,
     audit,
-    resumers: portability,
+    resumers: { kinds: [...portability.kinds, ...moves.kinds], resume: (op) => (moves.kinds.includes(op.kind) ? moves : portability).resume(op) },
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
@@ -441,6 +450,8 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     apiKeys: credentials.apiKeys,
     certificates: credentials.certificates,
     propagation,
+    moves,
+    move: (slugOrId, o) => moves.move(slugOrId, o),
     logger: observe.logger,
     usage: (q) => observe.usage.usage(q ?? {}),
     top: (q) => observe.usage.top(q ?? {}),

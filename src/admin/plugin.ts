@@ -20,6 +20,7 @@ import { tenantRoutes } from './routes/tenants.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 import { usageRoutes } from './routes/usage.ts'
 import { credentialRoutes } from './routes/credentials.ts'
+import { moveRoutes } from './routes/moves.ts'
 
 /** Options of {@link tenantryAdmin}. */
 export interface TenantryAdminOptions {
@@ -35,7 +36,7 @@ export interface TenantryAdminOptions {
 }
 
 /** The route modules of the admin API, one per resource. */
-export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, configRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes, credentialRoutes]
+export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, configRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes, credentialRoutes, moveRoutes]
 
 // Bodies are taken as they are: an unknown field or a string for a number is a 400, never
 // silently dropped or coerced (Fastify's default ajv would do both). Query strings and path

@@ -211,6 +211,21 @@ export class Catalog {
     return this.cached(cacheKey('id', id), () => sql.tenantById(id))
   }
 
+  /**
+   * The tenant as the catalog table has it now, past the cache: a write a move fenced asks this
+   * while the notification of the switch may still be on its way. A changed placement drops this
+   * process's cache at once.
+   */
+  async fresh(id: string): Promise<Tenant | null> {
+    if (typeof id !== 'string' || !isUuid(id.toLowerCase())) return null
+    const st = sql.tenantById(id)
+    const res = await this.admin.query<TenantRow>(st.text, st.values)
+    const now = res.rows[0] ? toTenant(res.rows[0]) : null
+    const cached = this.cachedBy('id', id)
+    if (cached && now && (cached.tier !== now.tier || JSON.stringify(cached.placement) !== JSON.stringify(now.placement))) this.clearCache()
+    return now
+  }
+
   byDomain(domain: string): Promise<Tenant | null> {
     return this.cached(cacheKey('domain', domain), () => sql.tenantByDomain(domain))
   }

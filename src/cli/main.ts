@@ -19,6 +19,7 @@ import { registerAdminCommands } from './admin-commands.ts'
 import { registerAuditCommands } from './audit-commands.ts'
 import { registerPortabilityCommands } from './portability-commands.ts'
 import { registerSecurityCommands } from './security-commands.ts'
+import { applyAdviceCommand, registerMoveCommands } from './move-commands.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
@@ -478,10 +479,14 @@ export function buildProgram(): Command {
       .command('advise')
       .description('placement advice from usage: tenants that outgrew their tier, idle dedicated tenants, servers out of balance (recommends only)')
       .addOption(new Option('--period <length>', 'the period that ends now: 15m, 1h, 24h, 7d…').argParser(duration('--period')).default(24 * 3_600_000, '24h'))
-      .option('--json', 'print the advice as JSON'),
-  ).action(async (opts: ConnectionFlags & { period: number; json?: boolean }) => {
+      .option('--json', 'print the advice as JSON')
+      .option('--apply', 'carry the advice out as moves (docs/moves.md)')
+      .addOption(new Option('--max-moves <n>', 'with --apply: at most this many moves').argParser(intRange('--max-moves', 0, 10_000)))
+      .addOption(new Option('--concurrency <n>', 'with --apply: moves at once (never two on one server)').argParser(intRange('--concurrency', 1, 64)).default(1)),
+  ).action(async (opts: ConnectionFlags & { period: number; json?: boolean; apply?: boolean; maxMoves?: number; concurrency: number }) => {
     await withTenantry(opts, async (t) => {
       const advice = await t.advise({ periodMs: opts.period })
+      if (opts.apply) return applyAdviceCommand(t, advice, opts, startedBy())
       print(opts.json, advice, () =>
         advice.length === 0 ? `No advice: no tenant or server crossed a threshold in the last ${formatPeriod(opts.period)}.` : adviceLines(advice),
       )
@@ -496,6 +501,7 @@ export function buildProgram(): Command {
   registerAuditCommands(program, kit)
   registerPortabilityCommands(program, { withConnection, withTenantry, startedBy })
   registerSecurityCommands(program, kit)
+  registerMoveCommands(program, { withConnection, withTenantry, startedBy })
 
   return program
 }

@@ -13,7 +13,7 @@ export interface CommandKit {
   startedBy(): string
 }
 
-function tier(value: string): Tier {
+export function tier(value: string): Tier {
   if (!TIERS.includes(value as Tier)) throw new InvalidArgumentError(`--tier must be one of ${TIERS.join(', ')}.`)
   return value as Tier
 }

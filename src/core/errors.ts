@@ -103,6 +103,10 @@ export const ErrorCodes = {
   CLIENT_CERT_INVALID: 'CLIENT_CERT_INVALID',
   /** A service-to-service tenant assertion is forged, expired, for another audience or malformed (`details.reason`). */
   TENANT_ASSERTION_INVALID: 'TENANT_ASSERTION_INVALID',
+  /** Another move of the same tenant is running. */
+  MOVE_IN_PROGRESS: 'MOVE_IN_PROGRESS',
+  /** A move failed at a step and was rolled back; the tenant serves from its old placement. */
+  MOVE_FAILED: 'MOVE_FAILED',
   /** Data of a tenant would land on a server or bucket outside the tenant's region; pass force to override (audited). */
   RESIDENCY_VIOLATION: 'RESIDENCY_VIOLATION',
   /** Something unexpected; a bug or an infrastructure fault. */
@@ -159,6 +163,8 @@ const STATUS: Record<ErrorCode, number> = {
   CLIENT_CERT_REQUIRED: 401,
   CLIENT_CERT_INVALID: 401,
   TENANT_ASSERTION_INVALID: 401,
+  MOVE_IN_PROGRESS: 409,
+  MOVE_FAILED: 500,
   RESIDENCY_VIOLATION: 409,
   INTERNAL: 500,
 }

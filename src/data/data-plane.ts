@@ -65,6 +65,10 @@ export class DataPlane implements TenantRunner {
   private readonly targets = new WeakMap<Tenant, SessionTarget>()
   private guard?: DataPlaneGuard
   private observer?: DataPlaneObserver
+  private relocate?: (tenantId: string) => Promise<Tenant | null>
+
+  /** How long a write fenced by a move waits for the tenant's new placement (ms). */
+  fenceWaitMs = 60_000
 
   /** The installation's key (from the catalog): signs tenant settings, bootstraps databases. */
   tenantKey = ''
@@ -82,6 +86,14 @@ export class DataPlane implements TenantRunner {
   /** Report tenant statements to observability (metering, metrics, spans); `undefined` stops it. */
   useObserver(observer: DataPlaneObserver | undefined): void {
     this.observer = observer
+  }
+
+  /**
+   * Where a tenant is now, read past any cache: a write a move fenced (SQLSTATE `TM001`, see
+   * src/moves/) waits, asks this, and runs again at the tenant's placement then.
+   */
+  useRelocator(relocate: ((tenantId: string) => Promise<Tenant | null>) | undefined): void {
+    this.relocate = relocate
   }
 
   /** Register (or re-register) a server of the fleet. */
@@ -158,6 +170,41 @@ export class DataPlane implements TenantRunner {
   }
 
   run<R>(tenant: Tenant, text: string, values: unknown[]): Promise<QueryResult<R>> {
+    return this.runOnce<R>(tenant, text, values).catch((err) => this.afterFence(err, tenant, Date.now(), (t) => this.runOnce<R>(t, text, values)))
+  }
+
+  /**
+   * A write refused by a move's fence waits (it does not fail): the tenant is looked up again
+   * until its placement changes or the fence comes off, and the work runs there, within
+   * {@link fenceWaitMs}.
+   */
+  private async afterFence<T>(err: unknown, tenant: Tenant, since: number, again: (t: Tenant) => Promise<T>): Promise<T> {
+    if (!this.relocate) throw err
+    if (!isFenced(err)) {
+      // A read sent to a room a finished move just removed: run it where the tenant is now.
+      if (!isRoomGone(err)) throw err
+      const now = await this.relocate(tenant.id)
+      if (!now || (now.placement.server === tenant.placement.server && now.placement.database === tenant.placement.database && now.placement.schema === tenant.placement.schema)) throw err
+      return again(now)
+    }
+    let delay = 10
+    for (;;) {
+      if (Date.now() - since > this.fenceWaitMs) {
+        throw new TenantryError('TENANT_NOT_READY', `Tenant '${tenant.slug}' is moving and its writes waited ${this.fenceWaitMs} ms; retry shortly.`, { cause: err, retryAfter: 5 })
+      }
+      await new Promise((r) => setTimeout(r, delay))
+      delay = Math.min(delay * 2, 100)
+      const now = (await this.relocate(tenant.id)) ?? tenant
+      try {
+        return await again(now)
+      } catch (e) {
+        if (!isFenced(e)) throw e
+        err = e
+      }
+    }
+  }
+
+  private runOnce<R>(tenant: Tenant, text: string, values: unknown[]): Promise<QueryResult<R>> {
     const driver = this.driver(tenant.placement.server)
     const target = this.target(tenant)
     const watch = this.observer?.beginStatement(tenant, driver.server, target.database, text)
@@ -172,6 +219,11 @@ export class DataPlane implements TenantRunner {
   }
 
   transaction<T>(tenant: Tenant, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    // A fenced transaction rolled back whole; it is run again, like a serialization failure.
+    return this.transactionOnce(tenant, fn).catch((err) => this.afterFence(err, tenant, Date.now(), (t) => this.transactionOnce(t, fn)))
+  }
+
+  private transactionOnce<T>(tenant: Tenant, fn: (tx: Queryable) => Promise<T>): Promise<T> {
     const driver = this.driver(tenant.placement.server)
     const target = this.target(tenant)
     const observer = this.observer
@@ -200,4 +252,20 @@ export class DataPlane implements TenantRunner {
     this.servers.clear()
     await Promise.all(all.map((d) => d.close()))
   }
+}
+
+/** A database or schema that does not exist (3D000, 3F000; 42P01 for a search_path without it): a moved tenant's old room, removed. */
+function isRoomGone(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
+    if (e.code === '3D000' || e.code === '3F000' || e.code === '42P01') return true
+  }
+  return false
+}
+
+/** The SQLSTATE of a write refused by a move's fence (src/moves/sql.ts), whatever wraps it. */
+function isFenced(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
+    if (e.code === 'TM001') return true
+  }
+  return false
 }

@@ -133,7 +133,8 @@ async function copyWithin(from: TenantPlace, to: TenantPlace, onTable?: (table: 
       counts.push({ table: table.name, rows })
       onTable?.(table.name, rows)
     }
-    await raiseSequences(tx, to.schema, to.tenantId, tables)
+    // The target's own sequences (another schema has other ones: pooled → schema is a move).
+    await raiseSequences(tx, to.schema, to.tenantId, from.schema === to.schema ? tables : await tenantTables(tx, to.schema))
     return counts
   })
 }
@@ -167,7 +168,7 @@ export async function copyTenant(from: TenantPlace, to: TenantPlace, onTable?: (
         counts.push({ table: table.name, rows })
         onTable?.(table.name, rows)
       }
-      await raiseSequences(dst, to.schema, to.tenantId, tables)
+      await raiseSequences(dst, to.schema, to.tenantId, await tenantTables(dst, to.schema))
       return counts
     })
   })

@@ -481,25 +481,10 @@ export class Portability {
     await this.d.operations.finish(op.id, 'rolled_back', 'The restore did not finish; what it had loaded was removed.')
   }
 
-  /** Remove one room of a tenant; `keepRole` when another room of the tenant still uses the role. */
-  private async removeRoom(tenant: Tenant, keepRole: boolean): Promise<string[]> {
-    const ctx = this.d.dataPlane.tierContext(tenant.placement.server)
-    if (tenant.tier === 'pooled') return TIER_STRATEGIES.pooled.remove(ctx, tenant, (await this.pooledTables(tenant)).map((t) => t.name).reverse())
-    if (!keepRole) return TIER_STRATEGIES[tenant.tier].remove(ctx, tenant, [])
-    if (tenant.tier === 'schema') {
-      await ctx.driver.admin(tenant.placement.database).transaction(async (tx) => {
-        await tx.exec(`DROP SCHEMA IF EXISTS ${quoteIdent(tenant.placement.schema!)} CASCADE`)
-        await tx.query('DELETE FROM tenantry.migrations WHERE target = $1', [tenant.placement.schema])
-      })
-      return [`schema ${tenant.placement.schema}`]
-    }
-    await ctx.driver.dropDatabase(tenant.placement.database)
-    return [`database ${tenant.placement.database}`]
+  private removeRoom(tenant: Tenant, keepRole: boolean): Promise<string[]> {
+    return removeTenantRoom(this.d.dataPlane, tenant, keepRole)
   }
 
-  private async pooledTables(tenant: Tenant): Promise<TenantTable[]> {
-    return tenantTables(this.d.dataPlane.driver(tenant.placement.server).admin(tenant.placement.database), this.d.dataPlane.opts.pooledSchema)
-  }
 
   /** Where a restore loads: the tier's own placement, or beside the existing tenant's when replacing. */
   private stagingPlacement(id: string, tier: Tier, server: string, existing: Tenant | null): Placement {
@@ -801,6 +786,29 @@ export class Portability {
   private mustFind(slugOrId: string): Promise<Tenant> {
     return mustFindTenant(this.d.catalog, slugOrId)
   }
+}
+
+/**
+ * Remove one room of a tenant (its rows in a pooled room, its schema or database otherwise);
+ * `keepRole` when another room of the tenant still uses its role. Restores and moves remove the
+ * room they left with it.
+ */
+export async function removeTenantRoom(dataPlane: DataPlane, tenant: Tenant, keepRole: boolean): Promise<string[]> {
+  const ctx = dataPlane.tierContext(tenant.placement.server)
+  if (tenant.tier === 'pooled') {
+    const tables = await tenantTables(ctx.driver.admin(tenant.placement.database), dataPlane.opts.pooledSchema)
+    return TIER_STRATEGIES.pooled.remove(ctx, tenant, tables.map((t) => t.name).reverse())
+  }
+  if (!keepRole) return TIER_STRATEGIES[tenant.tier].remove(ctx, tenant, [])
+  if (tenant.tier === 'schema') {
+    await ctx.driver.admin(tenant.placement.database).transaction(async (tx) => {
+      await tx.exec(`DROP SCHEMA IF EXISTS ${quoteIdent(tenant.placement.schema!)} CASCADE`)
+      await tx.query('DELETE FROM tenantry.migrations WHERE target = $1', [tenant.placement.schema])
+    })
+    return [`schema ${tenant.placement.schema}`]
+  }
+  await ctx.driver.dropDatabase(tenant.placement.database)
+  return [`database ${tenant.placement.database}`]
 }
 
 function samePlacement(a: Placement, b: Placement): boolean {
