@@ -239,7 +239,7 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
       await shot('flags')
       await expect.poll(async () => { await site.goto(`${base}/`); return site.locator('.card').textContent() }).toMatch(/new editor on/)
       const audit = (await tenantry.audit.list({ limit: 4 })).map((e) => [e.action, e.actor])
-      expect(audit).toEqual([['flag.rollout', 'token:browser'], ['tenant.plan.change', 'token:browser'], ['tenant.config.set', 'token:browser'], ['tenant.branding.set', 'token:browser']])
+      expect(audit).toEqual([['flag.set', 'token:browser'], ['tenant.plan.set', 'token:browser'], ['config.set', 'token:browser'], ['config.set', 'token:browser']])
     } finally {
       await branded.close()
     }

@@ -381,6 +381,14 @@ async function run(tx: Queryable, s: { text: string; values: unknown[] }): Promi
 
 const AUDIT_ACTIONS: Record<string, string> = { tenant: 'config.set', plan: 'plan.config.set', assignment: 'tenant.plan.set', flag: 'flag.set' }
 
+/** The audit action of a recorded version: a rollback, a removed flag and a created plan say so. */
+function auditAction(v: { scope: string; after?: unknown; note: string | null }): string {
+  if (v.note?.startsWith('rollback')) return v.scope === 'assignment' ? 'tenant.plan.rollback' : v.scope === 'tenant' ? 'config.rollback' : `${v.scope === 'plan' ? 'plan.config' : v.scope}.rollback`
+  if (v.scope === 'flag' && (v.after === null || v.after === undefined)) return 'flag.remove'
+  if (v.scope === 'plan' && v.note === 'created') return 'plan.create'
+  return AUDIT_ACTIONS[v.scope] ?? `${v.scope}.set`
+}
+
 /** Record a version in the same transaction as the change, and its audit entry with it. */
 export async function record(tx: Queryable, v: Parameters<typeof sql.insertVersion>[0], audit?: AuditLog): Promise<ConfigVersion> {
   const s = sql.insertVersion(v)
@@ -389,7 +397,7 @@ export async function record(tx: Queryable, v: Parameters<typeof sql.insertVersi
   if (audit) {
     const perTenant = v.scope === 'tenant' || v.scope === 'assignment'
     await audit.append({
-      actor: v.by, action: AUDIT_ACTIONS[v.scope] ?? `${v.scope}.set`, tenantId: perTenant ? v.subject : null, slug: perTenant ? v.label : null,
+      actor: v.by, action: auditAction(v), tenantId: perTenant ? v.subject : null, slug: perTenant ? v.label : null,
       before: v.before ?? null, after: v.after ?? null, details: { version: version.id, subject: v.subject, path: v.path, note: v.note },
     }, tx)
   }
