@@ -1,4 +1,5 @@
 import type { Catalog } from '../catalog/catalog.ts'
+import { checkResidency } from '../security/residency.ts'
 import { TenantryError, isTenantryError } from '../core/errors.ts'
 import type { Placement, Tenant, Tier } from '../core/types.ts'
 import { TIERS } from '../core/types.ts'
@@ -141,11 +142,8 @@ export class Moves {
       throw new TenantryError('TENANT_NOT_READY', `Tenant '${tenant.slug}' is ${tenant.status}; only an active or suspended tenant can be moved.`)
     }
     const server = this.d.dataPlane.server(serverName)
-    if (tenant.region && server.region && tenant.region !== server.region && !opts.force) {
-      throw new TenantryError('RESIDENCY_VIOLATION', `Tenant '${tenant.slug}' must stay in region '${tenant.region}', and server '${server.name}' is in '${server.region}'. Pick a server of its region, or move with --force (recorded in the audit log).`, {
-        details: { tenantRegion: tenant.region, serverRegion: server.region },
-      })
-    }
+    // The one residency rule (src/security/residency.ts); a forced move is recorded in its audit entry (params.force).
+    checkResidency(tenant, { kind: 'server', name: server.name, region: server.region }, { force: opts.force })
     if (tenant.tier === opts.tier && tenant.placement.server === serverName) {
       throw new TenantryError('VALIDATION_FAILED', `Tenant '${tenant.slug}' is already ${opts.tier} on server '${serverName}'; nothing to move.`)
     }
