@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import type { ConfigVersion, FlagDefinition } from '../../config/index.ts'
+import type { FlagDefinition } from '../../config/index.ts'
 import { TenantryError } from '../../core/errors.ts'
 import type { Tenant } from '../../core/types.ts'
 import { tenantJson } from '../../cli/format.ts'
@@ -106,11 +106,10 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
   // in the change's own transaction (src/config/tenant-config.ts record()): the CLI's changes get
   // the same entries, and the routes add none of their own (one implementation, no double entries).
   /** Run a change of a tenant's configuration, recorded (and audited) with the admin actor. */
-  const tenantChange = async <T>(request: FastifyRequest, _action: string, _details: (r: T) => Record<string, unknown>, change: (t: Tenant) => Promise<T>): Promise<T> => {
+  const tenantChange = async <T>(request: FastifyRequest, change: (t: Tenant) => Promise<T>): Promise<T> => {
     const tenant = await liveTenant(ctx, slugOf(request))
     return change(tenant)
   }
-  const versionDetails = (v: { id: number; path: string | null } | null) => (v === null ? { changed: false } : { version: v.id, path: v.path })
 
   // ---- a tenant's configuration ---------------------------------------------------------------
   app.get('/tenants/:slug/config', {
@@ -128,7 +127,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function setTenantConfig(request) {
     const b = request.body as { path: string; value: unknown }
-    return tenantChange(request, 'tenant.config.set', versionDetails, (t) => tenantry.config.set(t.id, b.path, b.value, by(request)))
+    return tenantChange(request, (t) => tenantry.config.set(t.id, b.path, b.value, by(request)))
   })
 
   app.delete('/tenants/:slug/config', {
@@ -136,7 +135,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function unsetTenantConfig(request) {
     const { path: p } = request.query as { path: string }
-    const version = await tenantChange(request, 'tenant.config.unset', versionDetails, (t) => tenantry.config.unset(t.id, p, by(request)))
+    const version = await tenantChange(request, (t) => tenantry.config.unset(t.id, p, by(request)))
     return { version }
   })
 
@@ -152,7 +151,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function rollbackTenantConfig(request) {
     const { version } = request.body as { version: number }
-    return tenantChange(request, 'tenant.config.rollback', (out: ConfigVersion[]) => ({ version, recorded: out.map((v) => v.id) }), (t) => tenantry.config.rollback(t.id, version, by(request)))
+    return tenantChange(request, (t) => tenantry.config.rollback(t.id, version, by(request)))
   })
 
   app.put('/tenants/:slug/plan', {
@@ -180,7 +179,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     schema: { tags: CONFIG, summary: "Replace the tenant's own branding layer (the plan's and defaults' fill what it leaves out); 400 CONFIG_INVALID names the pointer", params: slugParam, body: brandingBody, response: { 200: configVersionSchema, ...errors(404) } },
     config: { adminRole: 'operator' },
   }, async function setBranding(request) {
-    return tenantChange(request, 'tenant.branding.set', versionDetails, (t) => tenantry.config.set(t.id, '/branding', request.body, by(request)))
+    return tenantChange(request, (t) => tenantry.config.set(t.id, '/branding', request.body, by(request)))
   })
 
   // ---- plans' configuration layer ---------------------------------------------------------------
@@ -193,16 +192,13 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     return { plan: planOf(request), path: p ?? null, value: value ?? null }
   })
 
-  /** A plan's change: admin role (every tenant on it follows), recorded and audited. */
-  const planChange = <T>(_request: FastifyRequest, _action: string, _details: (r: T) => Record<string, unknown>, change: () => Promise<T>) =>
-    change()
 
   app.put('/plans/:plan/config', {
     schema: { tags: CONFIG, summary: "Set a value of the plan's layer, validated against every tenant on the plan", params: planParam, body: setBody, response: { 200: configVersionSchema, ...errors(404) } },
     config: { adminRole: 'admin' },
   }, async function setPlanConfig(request) {
     const b = request.body as { path: string; value: unknown }
-    return planChange(request, 'plan.config.set', versionDetails, () => tenantry.config.plans.set(planOf(request), b.path, b.value, by(request)))
+    return tenantry.config.plans.set(planOf(request), b.path, b.value, by(request))
   })
 
   app.delete('/plans/:plan/config', {
@@ -210,7 +206,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'admin' },
   }, async function unsetPlanConfig(request) {
     const { path: p } = request.query as { path: string }
-    return { version: await planChange(request, 'plan.config.unset', versionDetails, () => tenantry.config.plans.unset(planOf(request), p, by(request))) }
+    return { version: await tenantry.config.plans.unset(planOf(request), p, by(request)) }
   })
 
   app.get('/plans/:plan/config/history', {
@@ -224,7 +220,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'admin' },
   }, async function rollbackPlanConfig(request) {
     const { version } = request.body as { version: number }
-    return { version: await planChange(request, 'plan.config.rollback', (v) => ({ version, recorded: v?.id ?? null }), () => tenantry.config.plans.rollback(planOf(request), version, by(request))) }
+    return { version: await tenantry.config.plans.rollback(planOf(request), version, by(request)) }
   })
 
   // ---- feature flags ----------------------------------------------------------------------------
@@ -233,8 +229,6 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     if (!flag) throw new TenantryError('FLAG_NOT_FOUND', `No feature flag has the key '${key}'.`, { details: { key } })
     return flag
   }
-  const flagChange = <T>(_request: FastifyRequest, _action: string, _details: (r: T) => Record<string, unknown>, change: () => Promise<T>) =>
-    change()
 
   app.get('/flags', {
     schema: { tags: FLAGS, summary: 'Every feature flag with its variants and rules (a rollout is a rule with a percentage)', response: { 200: { type: 'array', items: flagSchema }, ...errors() } },
@@ -253,7 +247,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function setFlag(request) {
     const def = { ...(request.body as Omit<FlagDefinition, 'key'>), key: keyOf(request) }
-    return flagChange(request, 'flag.set', (f) => ({ enabled: f.enabled, rules: f.rules.length }), () => tenantry.flags.set(def, by(request)))
+    return tenantry.flags.set(def, by(request))
   })
 
   app.post('/flags/:key/rollout', {
@@ -261,7 +255,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function rolloutFlag(request) {
     const { percentage, variant } = request.body as { percentage: number; variant?: string }
-    return flagChange(request, 'flag.rollout', () => ({ percentage, ...(variant ? { variant } : {}) }), () => tenantry.flags.rollout(keyOf(request), percentage, { ...by(request), variant }))
+    return tenantry.flags.rollout(keyOf(request), percentage, { ...by(request), variant })
   })
 
   app.get('/flags/:key/eval', {
@@ -292,7 +286,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function rollbackFlag(request) {
     const { version } = request.body as { version: number }
-    return { flag: await flagChange(request, 'flag.rollback', (f) => ({ version, removed: f === null }), () => tenantry.flags.rollback(keyOf(request), version, by(request))) }
+    return { flag: await tenantry.flags.rollback(keyOf(request), version, by(request)) }
   })
 
   app.delete('/flags/:key', {
@@ -300,7 +294,7 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'admin' },
   }, async function removeFlag(request) {
     mustFlag(keyOf(request))
-    await flagChange(request, 'flag.remove', () => ({}), () => tenantry.flags.remove(keyOf(request), by(request)))
+    await tenantry.flags.remove(keyOf(request), by(request))
     return { removed: keyOf(request) }
   })
 }
