@@ -1,4 +1,4 @@
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -56,7 +56,7 @@ function adminSuite(backend: Backend): void {
       // The app's own tenant routes beside the admin API: the admin never runs the tenant chain.
       await app.register(tenantryPlugin, { tenantry })
       app.get('/api/whoami', async (req) => ({ tenant: req.tenant.slug }))
-      await app.register(tenantryAdmin, { prefix: '/admin', tenantry, auth: { jwt: { secret: JWT_SECRET, issuer: 'https://id.test', audience: 'tenantry-admin' } } })
+      await app.register(tenantryAdmin, { prefix: '/admin', tenantry, backups: { targets: { local: join(dir, 'archives') } }, auth: { jwt: { secret: JWT_SECRET, issuer: 'https://id.test', audience: 'tenantry-admin' } } })
       await app.ready()
     }
     const close = async () => {
@@ -433,6 +433,111 @@ function adminSuite(backend: Backend): void {
       const upToDate = await call('POST', '/api/migrations/run', tokens.operator, {})
       expect([upToDate.statusCode, upToDate.json().state]).toEqual([200, 'up-to-date'])
       expect((await tenantry.audit.list({ action: 'migrations.run' })).map((e) => [e.actor, e.details.operationId])).toEqual([['token:t-operator', id]])
+    })
+
+    it('backs up, lists, downloads, restores a copy, exports and erases through the API as durable operations; bad input 400, missing 404, conflicts 409', async () => {
+      /** Follow an operation until it finished (the SSE route reads the same record). */
+      const finished = async (id: string) => {
+        for (;;) {
+          const op = (await call('GET', `/api/operations/${id}`, tokens.viewer)).json()
+          if (op.state !== 'running') return op
+          await new Promise((r) => setTimeout(r, 50))
+        }
+      }
+      await call('POST', '/api/tenants', tokens.operator, { slug: 'vault', tier: 'schema', name: 'Vault' })
+      await tenantry.withTenant('vault', async () => { await tenantry.db.query("INSERT INTO projects (name) VALUES ('one'), ('two')") })
+      const archives = join(dir, 'archives')
+
+      // Refused before anything runs: a path in the request, an unconfigured target, a viewer, a missing tenant.
+      const bad: [string, string, string, unknown, number, string, string | undefined][] = [
+        ['POST', '/api/tenants/vault/backups', tokens.operator, { to: '/etc' }, 400, 'VALIDATION_FAILED', 'to'],
+        ['POST', '/api/tenants/vault/backups', tokens.operator, { target: 'elsewhere' }, 400, 'VALIDATION_FAILED', 'target'],
+        ['POST', '/api/tenants/vault/exports', tokens.operator, { format: 'xml' }, 400, 'VALIDATION_FAILED', 'format'],
+        ['POST', '/api/tenants/vault/erase', tokens.admin, { subject: 'ann@example.com', force: true }, 400, 'VALIDATION_FAILED', 'force'],
+        ['POST', '/api/tenants/vault/backups', tokens.viewer, {}, 403, 'ADMIN_FORBIDDEN', undefined],
+        ['POST', '/api/tenants/vault/erase', tokens.operator, {}, 403, 'ADMIN_FORBIDDEN', undefined],
+        ['POST', '/api/tenants/ghost/backups', tokens.operator, {}, 404, 'TENANT_NOT_FOUND', undefined],
+        ['POST', '/api/tenants/ghost/exports', tokens.operator, { format: 'jsonl' }, 404, 'TENANT_NOT_FOUND', undefined],
+        ['POST', '/api/tenants/ghost/erase', tokens.admin, {}, 404, 'TENANT_NOT_FOUND', undefined],
+        ['GET', '/api/tenants/ghost/backups', tokens.viewer, undefined, 404, 'TENANT_NOT_FOUND', undefined],
+        ['POST', '/api/tenants/vault/erase', tokens.admin, {}, 409, 'CONFLICT', undefined],
+      ]
+      for (const [method, url, token, body, status, code, field] of bad) {
+        const r = await call(method, url, token, body)
+        expect([url, r.statusCode, r.json().code, r.json().details?.field]).toEqual([url, status, code, field])
+      }
+      // Another operation of the tenant in flight: 409, nothing written.
+      const vault = (await tenantry.findTenant('vault'))!
+      const inFlight = await tenantry.operations.start('move', { tenantId: vault.id, slug: 'vault', params: {}, step: 'copy', startedBy: 'test:other-worker' })
+      const busy = await call('POST', '/api/tenants/vault/backups', tokens.operator, { target: 'local' })
+      expect([busy.statusCode, busy.json().code]).toEqual([409, 'CONFLICT'])
+      await tenantry.operations.finish(inFlight.id, 'failed', 'test')
+      expect((await call('GET', '/api/tenants/vault/backups', tokens.viewer)).json()).toEqual([])
+
+      // Back up into the configured target: 202, the operation reaches done, the archive is listed.
+      const started = await call('POST', '/api/tenants/vault/backups', tokens.operator, { target: 'local', encrypt: false })
+      expect([started.statusCode, started.json().state]).toEqual([202, 'running'])
+      const backupOp = await finished(started.json().operationId)
+      expect([backupOp.kind, backupOp.state, backupOp.progress.percent, backupOp.startedBy]).toEqual(['backup', 'done', 100, 'token:t-operator'])
+      const listed = (await call('GET', '/api/tenants/vault/backups', tokens.viewer)).json()
+      expect(listed.map((b: { slug: string; tier: string; rows: number; encrypted: boolean; operationId: string }) => [b.slug, b.tier, b.rows, b.encrypted, b.operationId]))
+        .toEqual([['vault', 'schema', 2, false, backupOp.id]])
+      expect(listed[0].path.startsWith(`${archives}/vault-`)).toBe(true)
+      expect((await call('GET', '/api/backups?tenant=vault', tokens.viewer)).json().map((b: { id: string }) => b.id)).toEqual([listed[0].id])
+
+      // Download: operator only, the recorded file byte for byte; another tenant's path or an unknown id is 404.
+      expect((await call('GET', `/api/${listed[0].download}`, tokens.viewer)).statusCode).toBe(403)
+      const download = await call('GET', `/api/${listed[0].download}`, tokens.operator)
+      expect([download.statusCode, download.headers['content-type'], download.headers['content-disposition']]).toEqual([200, 'application/x-tar', `attachment; filename="${listed[0].path.split('/').pop()}"`])
+      expect(download.rawPayload.equals(readFileSync(listed[0].path))).toBe(true)
+      expect((await call('GET', `/api/tenants/acme/backups/${listed[0].id}/archive`, tokens.operator)).json().code).toBe('NOT_FOUND')
+
+      // Restore: over the live tenant without replace is 409; as a copy, 202 then an active tenant with the rows.
+      const over = await call('POST', `/api/tenants/vault/backups/${listed[0].id}/restore`, tokens.admin, {})
+      expect([over.statusCode, over.json().code]).toEqual([409, 'CONFLICT'])
+      expect((await call('POST', `/api/tenants/vault/backups/${listed[0].id}/restore`, tokens.operator, { as: 'vault-copy' })).statusCode).toBe(403)
+      const restore = await call('POST', `/api/tenants/vault/backups/${listed[0].id}/restore`, tokens.admin, { as: 'vault-copy', tier: 'pooled' })
+      expect(restore.statusCode).toBe(202)
+      expect((await finished(restore.json().operationId)).state).toBe('done')
+      expect(await tenantry.findTenant('vault-copy')).toMatchObject({ status: 'active', tier: 'pooled' })
+      expect(await tenantry.withTenant('vault-copy', async () => (await tenantry.db.query<{ name: string }>('SELECT name FROM projects ORDER BY name')).rows)).toEqual([{ name: 'one' }, { name: 'two' }])
+
+      // Export: 202, then the directory as one tar stream (manifest and one file per table).
+      const exp = await call('POST', '/api/tenants/vault/exports', tokens.operator, { format: 'jsonl', target: 'local' })
+      expect(exp.statusCode).toBe(202)
+      expect((await finished(exp.json().operationId)).state).toBe('done')
+      const tarball = await call('GET', `/api/exports/${exp.json().operationId}/archive`, tokens.operator)
+      expect([tarball.statusCode, tarball.headers['content-type']]).toEqual([200, 'application/x-tar'])
+      const names = [...tarball.rawPayload.toString('latin1').matchAll(/vault-export-[^/\0]+\/([a-z_.]+)\0/g)].map((m) => m[1])
+      expect(names).toEqual(['labels.jsonl', 'manifest.json', 'projects.jsonl', 'tasks.jsonl'])
+      expect((await call('GET', `/api/exports/${backupOp.id}/archive`, tokens.operator)).statusCode).toBe(404)
+
+      // Erase the copy once deleted: 202, the certificate verified and kept.
+      await call('DELETE', '/api/tenants/vault-copy', tokens.operator)
+      const erase = await call('POST', '/api/tenants/vault-copy/erase', tokens.admin, {})
+      expect(erase.statusCode).toBe(202)
+      expect((await finished(erase.json().operationId)).state).toBe('done')
+      expect(await tenantry.findTenant('vault-copy')).toBeNull()
+      const certs = (await call('GET', '/api/erasures?tenant=vault-copy', tokens.viewer)).json()
+      expect(certs.map((c: { operationId: string; verified: boolean }) => [c.operationId, c.verified])).toEqual([[erase.json().operationId, true]])
+
+      // Each audited with the admin actor, as the CLI records them.
+      const audited = (await tenantry.audit.list({ limit: 20 })).filter((e) => /^(backup|export|tenant\.export|tenant\.erase)/.test(e.action)).map((e) => [e.action, e.actor, e.slug]).reverse()
+      expect(audited).toEqual([
+        ['backup.create', 'token:t-operator', 'vault'], ['backup.download', 'token:t-operator', 'vault'], ['backup.restore', 'token:t-admin', 'vault-copy'],
+        ['tenant.export', 'token:t-operator', 'vault'], ['export.download', 'token:t-operator', 'vault'], ['tenant.erase', 'token:t-admin', 'vault-copy'],
+      ])
+    })
+
+    it('answers any unknown /admin URL from the admin plugin (404 coded), never through tenant resolution', async () => {
+      for (const url of ['/admin/nope', '/admin/api/nope', '/admin/api/tenants/acme/nope', '/admin/vendor/x.js']) {
+        const r = await app.inject({ method: 'GET', url, headers: { 'x-tenant': 'acme' } })
+        expect([url, r.statusCode, r.json().code]).toEqual([url, 404, 'NOT_FOUND'])
+      }
+      const post = await app.inject({ method: 'POST', url: '/admin/api/nope', payload: {} })
+      expect([post.statusCode, post.json().code]).toEqual([404, 'NOT_FOUND'])
+      // The app's own unknown URLs still go through its tenant chain.
+      expect((await app.inject({ method: 'GET', url: '/nope' })).json().code).not.toBe('NOT_FOUND')
     })
 
     it('audit log: verify detects an edited, a deleted and a cut-off entry; the API and the CLI list it', async () => {

@@ -21,6 +21,10 @@ declare module 'fastify' {
 export interface AdminContext {
   tenantry: Tenantry
   tokens: AdminTokens | null
+  /** Where backups and exports may be written, by name (the plugin's `backups.targets`); a request names one, never a path. */
+  backupTargets: Readonly<Record<string, string>>
+  /** Percent done of operations running in this process that report finer progress than their steps (backups, restores). */
+  liveProgress: Map<string, number>
   /** Run a change and append it to the audit log (after it succeeded), with the request's actor and id. */
   audited<T>(request: FastifyRequest, what: AuditedAction<T>, change: () => Promise<T>): Promise<T>
 }

@@ -3,6 +3,7 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { Ajv, type Options as AjvOptions } from 'ajv'
 import addFormats from 'ajv-formats'
+import { resolve as resolvePath } from 'node:path'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { TenantryError } from '../core/errors.ts'
 import { errorReply } from '../adapters/http-errors.ts'
@@ -21,6 +22,7 @@ import { tokenRoutes } from './routes/tokens.ts'
 import { usageRoutes } from './routes/usage.ts'
 import { credentialRoutes } from './routes/credentials.ts'
 import { moveRoutes } from './routes/moves.ts'
+import { portabilityRoutes } from './routes/portability.ts'
 
 /** Options of {@link tenantryAdmin}. */
 export interface TenantryAdminOptions {
@@ -31,12 +33,18 @@ export interface TenantryAdminOptions {
   console?: boolean
   /** Serve the OpenAPI 3.1 document at `openapi.json` and Swagger UI at `docs`. Default true. */
   docs?: boolean
+  /**
+   * Where the API may write backups and exports: directories by name (`{ nightly: '/var/backups/tenantry' }`);
+   * a request names one (`target`), never a path. Without it, the library's backup directory
+   * (`portability.backupDir`, `TENANTRY_BACKUP_DIR`, else `./backups`).
+   */
+  backups?: { targets?: Record<string, string> }
   /** Route modules of capabilities added later (config, backups…): each registers its resource's routes under `api/`. */
   routes?: AdminRoutes[]
 }
 
 /** The route modules of the admin API, one per resource. */
-export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, configRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes, credentialRoutes, moveRoutes]
+export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, configRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes, credentialRoutes, moveRoutes, portabilityRoutes]
 
 // Bodies are taken as they are: an unknown field or a string for a number is a 400, never
 // silently dropped or coerced (Fastify's default ajv would do both). Query strings and path
@@ -80,6 +88,18 @@ function adminErrorHandler(err: FastifyError, request: FastifyRequest, reply: Fa
   reply.code(status).headers(headers).send(body)
 }
 
+/** The configured backup targets, checked once: a name a request may give, and an absolute directory. */
+function backupTargets(targets: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, dir] of Object.entries(targets ?? {})) {
+    if (!/^[a-z][a-z0-9_-]{0,62}$/.test(name) || typeof dir !== 'string' || dir.length === 0) {
+      throw new TenantryError('CONFIG_INVALID', `tenantryAdmin: backups.targets needs names of lowercase letters, digits, - and _ mapped to directories; '${name}' is not.`)
+    }
+    out[name] = resolvePath(dir)
+  }
+  return out
+}
+
 async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOptions): Promise<void> {
   const { tenantry } = opts
   if (!tenantry) throw new TenantryError('CONFIG_INVALID', 'tenantryAdmin needs { tenantry }.')
@@ -92,9 +112,10 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
   const ajv = compilers()
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? ajv.body : ajv.other).compile(schema))
   app.setErrorHandler(adminErrorHandler)
-  app.setNotFoundHandler({}, function adminNotFound(request, reply) {
-    reply.code(404).send(new TenantryError('NOT_FOUND', `No admin route ${request.method} ${request.url.split('?')[0]}; the OpenAPI document lists them.`).toJSON())
-  })
+  const adminNotFound = async function adminNotFound(request: FastifyRequest, reply: FastifyReply) {
+    return reply.code(404).send(new TenantryError('NOT_FOUND', `No admin route ${request.method} ${request.url.split('?')[0]}; the OpenAPI document lists them.`).toJSON())
+  }
+  app.setNotFoundHandler({}, adminNotFound)
   // Every route of this plugin is an admin route: the tenant plugin (when the app has one) skips it.
   // Routes under api/ need a role (viewer unless they say more); the console's files, the OpenAPI
   // document and Swagger UI hold no data and are public.
@@ -136,6 +157,8 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
   const ctx: AdminContext = {
     tenantry,
     tokens,
+    backupTargets: backupTargets(opts.backups?.targets),
+    liveProgress: new Map(),
     async audited(request, what, change) {
       const result = await change()
       const tenant = what.tenant?.(result) ?? what.before ?? null
@@ -158,6 +181,10 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
     for (const routes of [...ADMIN_ROUTES, ...(opts.routes ?? [])]) await routes(api, ctx)
   }, { prefix: '/api' })
   if (opts.console !== false) await consoleRoutes(app)
+  // Under a prefix, every other path of it is this plugin's too: a catch-all route (a real route,
+  // marked as an admin one) answers it, so a tenant plugin in the same app never tries to resolve a
+  // tenant for an unknown /admin/… URL (a not-found handler carries no route config to skip it by).
+  if (app.prefix) app.all('/*', { schema: { hide: true }, config: { adminRole: 'public' } }, adminNotFound)
 }
 
 /**

@@ -51,6 +51,8 @@ export interface BackupOptions {
   encrypt?: boolean
   startedBy?: string
   onProgress?: (p: PortabilityProgress) => void
+  /** Told the operation's id once it is recorded (the admin API answers 202 with it). */
+  onStart?: (operationId: string) => void
 }
 
 /** One archive written, as `backups list` shows it. */
@@ -86,6 +88,8 @@ export interface RestoreOptions {
   forceResidency?: boolean
   startedBy?: string
   onProgress?: (p: PortabilityProgress) => void
+  /** Told the operation's id once it is recorded (after the archive was verified). */
+  onStart?: (operationId: string) => void
 }
 
 export interface RestoreResult {
@@ -106,6 +110,8 @@ export interface ExportOptions {
   /** Only the rows whose subject-marked columns (docs/portability.md) equal this value. */
   subject?: string
   startedBy?: string
+  /** Told the operation's id once it is recorded. */
+  onStart?: (operationId: string) => void
 }
 
 export interface ExportResult {
@@ -212,6 +218,7 @@ export class Portability {
       throw new TenantryError('VALIDATION_FAILED', `Cannot write into '${dirname(path)}' (${(err as NodeJS.ErrnoException).code}); choose a directory this process may write to.`, { cause: err })
     }
     const op = await this.d.operations.start('backup', { tenantId: tenant.id, slug: tenant.slug, params: { path, gzip: opts.gzip ?? true, encrypt }, step: 'snapshot', startedBy: opts.startedBy })
+    opts.onStart?.(op.id)
     try {
       return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key }, opts.onProgress))
     } catch (err) {
@@ -354,6 +361,7 @@ export class Portability {
       tenantId: id, slug, startedBy: opts.startedBy, step: 'prepare',
       params: { path, archiveId: manifest.archiveId, tier, placement, replace: Boolean(existing), previous: existing ? { tier: existing.tier, placement: existing.placement } : null },
     }, undefined)
+    opts.onStart?.(op.id)
     return this.d.operations.holding(async () => {
       let tenant: Tenant
       if (existing) tenant = existing
@@ -510,13 +518,14 @@ export class Portability {
    * unreadable), then every tenant table of every server scanned for its id. The certificate is
    * kept in the catalog. Only a deleted tenant unless `force`.
    */
-  async erase(slugOrId: string, opts: { force?: boolean; startedBy?: string } = {}): Promise<ErasureCertificate> {
+  async erase(slugOrId: string, opts: { force?: boolean; startedBy?: string; onStart?: (operationId: string) => void } = {}): Promise<ErasureCertificate> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status === 'provisioning') throw new TenantryError('CONFLICT', `Tenant '${tenant.slug}' is provisioning; it cannot be erased now.`)
     if (tenant.status !== 'deleted' && !opts.force) {
       throw new TenantryError('CONFLICT', `Tenant '${tenant.slug}' is ${tenant.status}: delete it first ('tenants delete ${tenant.slug}'), or erase with --force.`, { details: { status: tenant.status } })
     }
     const op = await this.d.operations.start('erase', { tenantId: tenant.id, slug: tenant.slug, params: { tenant }, step: 'inventory', startedBy: opts.startedBy })
+    opts.onStart?.(op.id)
     return this.d.operations.holding(() => this.runErase(op, tenant))
   }
 
@@ -646,6 +655,7 @@ export class Portability {
     const path = resolvePath(join(base, `${tenant.slug}-export${opts.subject !== undefined ? '-subject' : ''}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
     const partial = `${path}.partial`
     const op = await this.d.operations.start('export', { tenantId: tenant.id, slug: tenant.slug, params: { path, format: opts.format, subject: opts.subject !== undefined }, step: 'snapshot', startedBy: opts.startedBy })
+    opts.onStart?.(op.id)
     return this.d.operations.holding(async () => {
       try {
         mkdirSync(partial, { recursive: true })
@@ -693,7 +703,7 @@ export class Portability {
    * the value, deleted in one transaction and counted again to verify; the certificate (naming the
    * subject only by hash) is kept with the tenant's erasure certificates.
    */
-  async eraseSubject(slugOrId: string, subject: string, opts: { startedBy?: string } = {}): Promise<SubjectErasureCertificate> {
+  async eraseSubject(slugOrId: string, subject: string, opts: { startedBy?: string; onStart?: (operationId: string) => void } = {}): Promise<SubjectErasureCertificate> {
     if (typeof subject !== 'string' || subject.length === 0 || subject.length > 1000) throw new TenantryError('VALIDATION_FAILED', 'A subject value must be 1–1000 characters.')
     const tenant = await this.mustFind(slugOrId)
     const room = this.roomOf(tenant)
@@ -702,6 +712,7 @@ export class Portability {
     const marks = await subjectColumns(ctx.admin(room.database), room.schema)
     if (marks.size === 0) throw new TenantryError('CONFIG_INVALID', `No column of ${tenant.slug}'s tables is marked as identifying a person: add COMMENT ON COLUMN <table>.<column> IS '${SUBJECT_MARK}' in a migration (docs/portability.md).`)
     const op = await this.d.operations.start('erase-subject', { tenantId: tenant.id, slug: tenant.slug, params: { subjectSha256 }, step: 'erase', startedBy: opts.startedBy })
+    opts.onStart?.(op.id)
     return this.d.operations.holding(async () => {
       const tables = (await tenantTables(ctx.admin(room.database), room.schema)).filter((t) => marks.has(t.name)).reverse()
       const report = await ctx.copyTransaction(room.database, 'write', async (tx) => {

@@ -19,10 +19,11 @@ export interface OperationProgress {
   percent: number | null
 }
 
-export async function progressOf(tenantry: Tenantry, op: Operation): Promise<OperationProgress> {
+/** `live`: percents of operations running in this process that report them (backups, restores); others show none until done. */
+export async function progressOf(tenantry: Tenantry, op: Operation, live?: ReadonlyMap<string, number>): Promise<OperationProgress> {
   const base = { id: op.id, kind: op.kind, state: op.state, step: op.step, error: op.error }
   if (op.kind !== 'migrate') {
-    return { ...base, total: null, finished: null, failed: null, percent: op.state === 'running' ? null : op.state === 'done' ? 100 : null }
+    return { ...base, total: null, finished: null, failed: null, percent: op.state === 'running' ? live?.get(op.id) ?? null : op.state === 'done' ? 100 : null }
   }
   const c = await tenantry.operations.counts(op.id)
   const finished = c.done + c.failed + c.skipped
@@ -36,7 +37,7 @@ async function mustGet(tenantry: Tenantry, id: string): Promise<Operation> {
 }
 
 /** Operations: list, show (with targets), and live progress as server-sent events. */
-export const operationRoutes: AdminRoutes = (app, { tenantry }) => {
+export const operationRoutes: AdminRoutes = (app, { tenantry, liveProgress }) => {
   app.get('/operations', {
     schema: {
       tags: TAG, summary: 'Recent operations, newest first',
@@ -56,7 +57,7 @@ export const operationRoutes: AdminRoutes = (app, { tenantry }) => {
     // Finished ones need no query: done is 100%; a running migration counts its targets.
     return Promise.all(ops.map(async (op) => ({
       ...op,
-      percent: op.state === 'running' ? (await progressOf(tenantry, op)).percent : op.state === 'done' ? 100 : null,
+      percent: op.state === 'running' ? (await progressOf(tenantry, op, liveProgress)).percent : op.state === 'done' ? 100 : null,
     })))
   })
 
@@ -65,7 +66,7 @@ export const operationRoutes: AdminRoutes = (app, { tenantry }) => {
   }, async function showOperation(request) {
     const op = await mustGet(tenantry, (request.params as { id: string }).id)
     const targets = op.kind === 'migrate' ? await tenantry.operationTargets(op.id) : []
-    return { ...op, progress: await progressOf(tenantry, op), targets }
+    return { ...op, progress: await progressOf(tenantry, op, liveProgress), targets }
   })
 
   app.get('/operations/:id/events', {
@@ -86,7 +87,7 @@ export const operationRoutes: AdminRoutes = (app, { tenantry }) => {
     let op: Operation | null = first
     // Polled from the catalog: the operation may run in any process of the fleet.
     while (!closed && op) {
-      const p = await progressOf(tenantry, op)
+      const p = await progressOf(tenantry, op, liveProgress)
       const data = JSON.stringify(p)
       if (data !== last) raw.write(`event: progress\ndata: ${data}\n\n`)
       else raw.write(': keep-alive\n\n')
