@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, copyFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import { chromium, type Browser, type Page } from 'playwright-core'
@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildDemoApp } from '../demo/app.ts'
 import { adminTokens } from '../src/admin/tokens.ts'
 import { createTenantry, type Tenantry } from '../src/index.ts'
-import { DEMO_MIGRATIONS } from './helpers/backends.ts'
+import { DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, postgresAvailable } from './helpers/backends.ts'
 
 // Issue 17: the web console end to end in Debian's headless Chromium (playwright-core, no browser
 // download) against the real demo server with the admin plugin mounted at /admin, on PGlite.
@@ -23,7 +23,14 @@ if (!HAS_CHROMIUM) {
 }
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/admin-console/', import.meta.url))
 
-describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
+// TENANTRY_TEST_CONSOLE_BACKEND=postgres runs the same pages against the real PostgreSQL of
+// TENANTRY_TEST_PG_URL instead of PGlite (the coordinator's full run does it once).
+const ON_POSTGRES = process.env.TENANTRY_TEST_CONSOLE_BACKEND === 'postgres'
+if (ON_POSTGRES && !(await postgresAvailable())) throw new Error('TENANTRY_TEST_CONSOLE_BACKEND=postgres but PostgreSQL (TENANTRY_TEST_PG_URL) is not reachable.')
+const DB_NAME = 'tenantry_test_admin_console'
+const ROLE_PREFIX = 'th_admc'
+
+describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'PostgreSQL' : 'PGlite'})`, () => {
   let dir: string
   let tenantry: Tenantry
   let app: FastifyInstance
@@ -32,13 +39,22 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
   let browser: Browser
   let page: Page
   const problems: string[] = []
-  const options = () => ({ dataDir: join(dir, 'data'), migrations: join(dir, 'migrations'), observe: { logger: false as const, tracing: false as const, metrics: false as const, metering: false as const } })
+  let databaseUrl: string | undefined
+  const options = () => ({
+    ...(databaseUrl ? { databaseUrl, rolePrefix: ROLE_PREFIX } : { dataDir: join(dir, 'data') }),
+    migrations: join(dir, 'migrations'), portability: { backupDir: join(dir, 'backups') },
+    observe: { logger: false as const, tracing: false as const, metrics: false as const, metering: false as const },
+  })
 
   const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: false })
 
   beforeAll(async () => {
     mkdirSync(ARTIFACTS, { recursive: true })
     dir = mkdtempSync(join(tmpdir(), 'tenantry-admin-console-'))
+    if (ON_POSTGRES) {
+      await dropPostgresLeftovers(ROLE_PREFIX, DB_NAME)
+      databaseUrl = await freshDatabase(DB_NAME)
+    }
     mkdirSync(join(dir, 'migrations'))
     copyFileSync(join(DEMO_MIGRATIONS, '0001_projects_and_tasks.sql'), join(dir, 'migrations', '0001_projects_and_tasks.sql'))
     // A fleet at migration 1, then a second migration file: the console will run it.
@@ -71,6 +87,7 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
     await browser?.close()
     await app?.close()
     await tenantry?.close()
+    if (ON_POSTGRES) await dropPostgresLeftovers(ROLE_PREFIX, DB_NAME)
     rmSync(dir, { recursive: true, force: true })
   })
 
@@ -167,16 +184,56 @@ describe.skipIf(!HAS_CHROMIUM)('admin console in Chromium', () => {
     await expect(page.locator('.lead').textContent()).resolves.toMatch(/^2 migration files; 0 of 4 targets have pending migrations/)
   })
 
+  it('backs up a tenant from the console: the operation reaches 100%, the backup is listed and downloads; a restore over it needs its slug typed', async () => {
+    await tenantry.withTenant('acme', () => tenantry.db.query("INSERT INTO projects (name) VALUES ('alpha'), ('beta')"))
+    await page.goto(`${base}/admin/#/tenants/acme`)
+    const backups = page.getByRole('region', { name: 'Backups' })
+    await backups.getByText('No backups yet.').waitFor()
+    await page.getByRole('button', { name: 'Back up…' }).click()
+    await page.getByRole('dialog', { name: 'Back up acme?' }).getByRole('button', { name: 'Back up' }).click()
+    await backups.locator('.live').getByText('100%').waitFor({ timeout: 60_000 })
+    await expect(backups.locator('.live p').textContent()).resolves.toMatch(/^done/)
+    const rows = backups.getByRole('table', { name: 'Backups of acme' }).locator('tbody tr')
+    await expect.poll(() => rows.count()).toBe(1)
+    const [archive] = await tenantry.portability.listBackups({ tenant: 'acme' })
+    expect([archive.rows, archive.tier, archive.path.startsWith(join(dir, 'backups'))]).toEqual([2, 'pooled', true])
+    await expect(rows.first().textContent()).resolves.toMatch(/pooled2[\d.]+ KBno/)
+    const [saved] = await Promise.all([page.waitForEvent('download'), backups.getByRole('button', { name: /^Download backup of / }).click()])
+    expect(saved.suggestedFilename()).toBe(basename(archive.path))
+    expect(readFileSync((await saved.path())!).equals(readFileSync(archive.path))).toBe(true)
+    await shot('tenant-backups')
+
+    // Over the live tenant: Restore stays off until the slug is typed; cancelled here.
+    await backups.getByRole('button', { name: /^Restore backup of / }).click()
+    const dialog = page.getByRole('dialog', { name: /^Restore acme's backup of / })
+    await dialog.getByLabel('over acme (its current data is replaced)').check()
+    const confirm = dialog.getByRole('button', { name: 'Restore' })
+    await dialog.getByLabel('Type acme to confirm').fill('acm')
+    expect(await confirm.isDisabled()).toBe(true)
+    await dialog.getByLabel('Type acme to confirm').fill('acme')
+    expect(await confirm.isDisabled()).toBe(false)
+    await dialog.getByLabel('as a new tenant (a copy)').check()
+    expect(await dialog.getByLabel('Type acme to confirm').count()).toBe(0)
+    // As a copy: its operation's page follows it to 100%; the copy serves the same rows.
+    await dialog.getByLabel('New slug').fill('acme-copy')
+    await confirm.click()
+    await page.getByRole('heading', { level: 1, name: 'restore acme-copy' }).waitFor()
+    await page.locator('.live').getByText('100%').waitFor({ timeout: 60_000 })
+    expect(await tenantry.findTenant('acme-copy')).toMatchObject({ status: 'active', tier: 'pooled' })
+    expect(await tenantry.withTenant('acme-copy', async () => (await tenantry.db.query<{ name: string }>('SELECT name FROM projects ORDER BY name')).rows)).toEqual([{ name: 'alpha' }, { name: 'beta' }])
+  })
+
   it('shows operations and the audit log; every page is readable at 1280×800 with no script error', async () => {
     await page.goto(`${base}/admin/#/operations`)
     await page.getByRole('table', { name: 'Operations' }).waitFor()
-    expect((await page.locator('table[aria-label="Operations"] tbody tr').first().textContent())).toMatch(/^migrate-done100%/)
+    const opRows = await page.locator('table[aria-label="Operations"] tbody tr').allTextContents()
+    expect(opRows.slice(0, 3)).toEqual([expect.stringMatching(/^restoreacme-copydone100%/), expect.stringMatching(/^backupacmedone100%/), expect.stringMatching(/^migrate-done100%/)])
     expect(await page.getByRole('progressbar', { name: /^migrate\s+progress$/ }).getAttribute('value')).toBe('100')
     await shot('operations')
     await page.goto(`${base}/admin/#/audit`)
     await page.getByRole('table', { name: 'Audit entries' }).waitFor()
     await page.getByRole('button', { name: 'Verify chain' }).click()
-    await expect(page.getByRole('status').textContent()).resolves.toMatch(/^Intact: 4 entries check out/)
+    await expect(page.getByRole('status').textContent()).resolves.toMatch(/^Intact: 7 entries check out/)
     await shot('audit')
     for (const hash of ['overview', 'tenants', 'tenants/acme', 'operations', 'migrations', 'audit']) {
       await page.goto(`${base}/admin/#/${hash}`)

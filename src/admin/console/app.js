@@ -60,6 +60,19 @@ async function followOperation(id, onProgress, signal) {
   }
 }
 
+/** Download an archive: fetched with the header (a plain link could not send it), saved from a blob. */
+async function download(path) {
+  const res = await fetch(`api/${path}`, { headers: { authorization: `Bearer ${token()}` } })
+  if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null))
+  const name = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '')?.[1] ?? 'download.tar'
+  const url = URL.createObjectURL(await res.blob())
+  const a = Object.assign(document.createElement('a'), { href: url, download: name })
+  document.body.append(a)
+  a.click()
+  a.remove()
+  setTimeout(() => URL.revokeObjectURL(url), 10_000)
+}
+
 // ---- small pieces ------------------------------------------------------------------------------
 
 function useLoad(load, deps) {
@@ -102,10 +115,12 @@ function Progress({ percent, label }) {
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : '-')
 
 /** A confirmation dialog (native <dialog>: focus is trapped inside, Escape cancels). */
-function Confirm({ title, children, confirmLabel, danger, onConfirm, onClose }) {
+function Confirm({ title, children, confirmLabel, danger, typed, onConfirm, onClose }) {
   const ref = useRef(null)
   const [busy, setBusy] = useState(false)
   const [error, setError] = useState(null)
+  // Destructive actions ask for the tenant's slug to be typed: the button stays off until it matches.
+  const [typedValue, setTypedValue] = useState('')
   useEffect(() => {
     const d = ref.current
     d.showModal()
@@ -129,10 +144,12 @@ function Confirm({ title, children, confirmLabel, danger, onConfirm, onClose }) 
     <form method="dialog" onSubmit=${submit}>
       <h2 id="dialog-title">${title}</h2>
       ${children}
+      ${typed && html`<label for="typed-confirmation">Type <strong>${typed}</strong> to confirm</label>
+        <input id="typed-confirmation" autocomplete="off" spellcheck="false" value=${typedValue} onInput=${(e) => setTypedValue(e.target.value)} />`}
       <${ErrorNote} error=${error} />
       <div class="buttons">
         <button type="button" onClick=${onClose}>Cancel</button>
-        <button type="submit" class=${danger ? 'danger' : 'primary'} disabled=${busy}>${busy ? 'Working…' : confirmLabel}</button>
+        <button type="submit" class=${danger ? 'danger' : 'primary'} disabled=${busy || (typed && typedValue !== typed)}>${busy ? 'Working…' : confirmLabel}</button>
       </div>
     </form>
   </dialog>`
@@ -291,11 +308,49 @@ const ACTIONS = {
   delete: { label: 'Delete', danger: true, when: ['active', 'suspended'], text: (t) => `${t.slug} will no longer be served (404); its data is kept for the retention period.` },
   restore: { label: 'Restore', when: ['deleted'], text: (t) => `${t.slug} comes back suspended.` },
   purge: { label: 'Purge', danger: true, when: ['deleted'], text: (t) => `All of ${t.slug}'s data is removed for good. This cannot be undone.`, force: true },
+  erase: { label: 'Erase', danger: true, when: ['deleted'], typed: true, text: (t) => `Verified erasure: every row, room, role and archive of ${t.slug} is removed, its archive key destroyed, and a certificate kept. This cannot be undone.` },
+}
+
+const size = (bytes) => (bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KB` : `${(bytes / 1024 / 1024).toFixed(1)} MB`)
+
+/** A tenant's archives: download, restore (as a copy, or over it after typing its slug); a running backup or export live. */
+function Backups({ t, running }) {
+  const list = useLoad(() => api(`tenants/${t.slug}/backups?limit=20`), [t.slug])
+  const [restoring, setRestoring] = useState(null)
+  const [mode, setMode] = useState('copy')
+  const [error, setError] = useState(null)
+  const [ended, setEnded] = useState(null)
+  const get = (path) => { setError(null); download(path).catch(setError) }
+  const restore = async (form) => {
+    const body = mode === 'replace' ? { replace: true } : { as: form.get('as'), tier: form.get('tier') }
+    const r = await api(`tenants/${t.slug}/backups/${restoring.id}/restore`, { method: 'POST', body })
+    location.hash = `#/operations/${r.operationId}`
+  }
+  return html`<section class="card wide backups" aria-label="Backups"><h2>Backups</h2>
+    ${running && html`<p>${running.kind === 'backup' ? 'Backing up' : 'Exporting'} (<a href=${`#/operations/${running.id}`}>operation ${running.id.slice(0, 8)}</a>)</p>
+      <${LiveProgress} key=${running.id} id=${running.id} initial=${null} onEnd=${() => { list.reload(); setEnded(running) }} />`}
+    ${ended?.kind === 'export' && ended === running && html`<p><button type="button" onClick=${() => get(`exports/${ended.id}/archive`)}>Download the export</button></p>`}
+    <${ErrorNote} error=${list.error || error} />
+    ${list.data && (list.data.length === 0 ? html`<p class="hint">No backups yet.</p>` : html`<table aria-label=${`Backups of ${t.slug}`}>
+      <thead><tr><th scope="col">Created</th><th scope="col">Tier</th><th scope="col">Rows</th><th scope="col">Size</th><th scope="col">Encrypted</th><th scope="col">Actions</th></tr></thead>
+      <tbody>${list.data.map((b) => html`<tr><th scope="row">${when(b.createdAt)}</th><td>${b.tier}</td><td>${b.rows}</td><td>${size(b.bytes)}</td><td>${b.encrypted ? 'yes' : 'no'}</td>
+        <td><button type="button" class="link" aria-label=${`Download backup of ${when(b.createdAt)}`} onClick=${() => get(b.download)}>download</button>
+          <button type="button" class="link" aria-label=${`Restore backup of ${when(b.createdAt)}`} onClick=${() => { setMode('copy'); setRestoring(b) }}>restore…</button></td></tr>`)}</tbody></table>`)}
+    ${restoring && html`<${Confirm} title=${`Restore ${t.slug}'s backup of ${when(restoring.createdAt)}?`} confirmLabel="Restore" danger=${mode === 'replace'}
+      typed=${mode === 'replace' ? t.slug : undefined} onClose=${() => setRestoring(null)} onConfirm=${restore}>
+      <fieldset><legend>Restore</legend>
+        <label class="check"><input type="radio" name="mode" value="copy" checked=${mode === 'copy'} onChange=${() => setMode('copy')} /> as a new tenant (a copy)</label>
+        <label class="check"><input type="radio" name="mode" value="replace" checked=${mode === 'replace'} onChange=${() => setMode('replace')} /> over ${t.slug} (its current data is replaced)</label></fieldset>
+      ${mode === 'copy' && html`<label for="restore-as">New slug</label><input id="restore-as" name="as" required pattern="[a-z0-9]([a-z0-9\\-]{0,61}[a-z0-9])?" />
+        <label for="restore-tier">Tier</label><select id="restore-tier" name="tier">${['pooled', 'schema', 'database'].map((x) => html`<option selected=${x === t.tier}>${x}</option>`)}</select>`}
+    </${Confirm}>`}
+  </section>`
 }
 
 function TenantDetail({ slug }) {
   const { data: t, error, reload } = useLoad(() => api(`tenants/${slug}`), [slug])
   const [action, setAction] = useState(null)
+  const [running, setRunning] = useState(null)
   const [domainError, setDomainError] = useState(null)
   if (error) return html`<div><${Title}>${slug}</${Title}><${ErrorNote} error=${error} /></div>`
   if (!t) return html`<p>Loading…</p>`
@@ -304,7 +359,11 @@ function TenantDetail({ slug }) {
     if (form.get('reason')) body.reason = form.get('reason')
     if (form.get('force')) body.force = true
     if (name === 'delete') await api(`tenants/${slug}`, { method: 'DELETE' })
-    else await api(`tenants/${slug}/${name}`, { method: 'POST', body })
+    else if (name === 'erase') {
+      const r = await api(`tenants/${slug}/erase`, { method: 'POST', body: {} })
+      location.hash = `#/operations/${r.operationId}`
+      return
+    } else await api(`tenants/${slug}/${name}`, { method: 'POST', body })
     if (name === 'purge') location.hash = '#/tenants'
     else reload()
   }
@@ -329,7 +388,8 @@ function TenantDetail({ slug }) {
     <div class="actions" role="group" aria-label="Actions">
       ${Object.entries(ACTIONS).filter(([, x]) => x.when.includes(t.status)).map(([name, x]) => html`<button type="button" class=${x.danger ? 'danger' : ''} onClick=${() => setAction(name)}>${x.label}…</button>`)}
       <button type="button" disabled title="Moves between tiers are not available yet">Move…</button>
-      <button type="button" disabled title="Backups are not available yet">Back up…</button>
+      ${t.status !== 'deleted' && t.status !== 'provisioning' && html`<button type="button" onClick=${() => setAction('backup')}>Back up…</button>
+        <button type="button" onClick=${() => setAction('export')}>Export…</button>`}
     </div>
     <div class="cards">
       <section class="card"><h2>Placement</h2><dl>
@@ -350,11 +410,21 @@ function TenantDetail({ slug }) {
       <${TenantFlags} slug=${slug} />
       <${TenantConfig} slug=${slug} onChanged=${reload} />
     </div>`}
+    <${Backups} t=${t} running=${running} />
     <h2>Usage</h2>
     <${UsageChart} slug=${slug} />
     <h2>Recent changes</h2>
     <${AuditTable} entries=${t.audit} />
-    ${a && html`<${Confirm} title=${`${a.label} ${t.slug}?`} confirmLabel=${a.label} danger=${a.danger} onClose=${() => setAction(null)} onConfirm=${(form) => run(action, form)}>
+    ${action === 'backup' && html`<${Confirm} title=${`Back up ${t.slug}?`} confirmLabel="Back up" onClose=${() => setAction(null)} onConfirm=${async () => {
+      const r = await api(`tenants/${slug}/backups`, { method: 'POST', body: {} })
+      setRunning({ id: r.operationId, kind: 'backup' })
+    }}><p>A consistent snapshot of ${t.slug}'s rows is written as an archive while it keeps serving.</p></${Confirm}>`}
+    ${action === 'export' && html`<${Confirm} title=${`Export ${t.slug}?`} confirmLabel="Export" onClose=${() => setAction(null)} onConfirm=${async (form) => {
+      const r = await api(`tenants/${slug}/exports`, { method: 'POST', body: { format: form.get('format') } })
+      setRunning({ id: r.operationId, kind: 'export' })
+    }}><p>Every table of ${t.slug} as files with a manifest (GDPR Art. 20), to download when done.</p>
+      <label for="export-format">Format</label><select id="export-format" name="format"><option>jsonl</option><option>csv</option></select></${Confirm}>`}
+    ${a && html`<${Confirm} title=${`${a.label} ${t.slug}?`} confirmLabel=${a.label} danger=${a.danger} typed=${a.typed ? t.slug : undefined} onClose=${() => setAction(null)} onConfirm=${(form) => run(action, form)}>
       <p>${a.text(t)}</p>
       ${a.reason && html`<label for="reason">Reason (shown to its users)</label><input id="reason" name="reason" maxlength="500" autofocus />`}
       ${a.force && html`<label class="check"><input type="checkbox" name="force" /> Purge before the retention period ends</label>`}
