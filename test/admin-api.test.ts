@@ -521,9 +521,9 @@ function adminSuite(backend: Backend): void {
       const certs = (await call('GET', '/api/erasures?tenant=vault-copy', tokens.viewer)).json()
       expect(certs.map((c: { operationId: string; verified: boolean }) => [c.operationId, c.verified])).toEqual([[erase.json().operationId, true]])
 
-      // Each audited with the admin actor, as the CLI records them.
-      const audited = (await tenantry.audit.list({ limit: 20 })).filter((e) => /^(backup|export|tenant\.export|tenant\.erase)/.test(e.action)).map((e) => [e.action, e.actor, e.slug]).reverse()
-      expect(audited).toEqual([
+      // Each audited with the admin actor, as the CLI records them (appended once the operation finished, just after its record).
+      const audited = async () => (await tenantry.audit.list({ limit: 20 })).filter((e) => /^(backup|export|tenant\.export|tenant\.erase)/.test(e.action)).map((e) => [e.action, e.actor, e.slug]).reverse()
+      await expect.poll(audited).toEqual([
         ['backup.create', 'token:t-operator', 'vault'], ['backup.download', 'token:t-operator', 'vault'], ['backup.restore', 'token:t-admin', 'vault-copy'],
         ['tenant.export', 'token:t-operator', 'vault'], ['export.download', 'token:t-operator', 'vault'], ['tenant.erase', 'token:t-admin', 'vault-copy'],
       ])
@@ -604,6 +604,40 @@ function adminSuite(backend: Backend): void {
         log.mockRestore()
         vi.restoreAllMocks()
       }
+    })
+
+    it('plans: created with their limits and changed through their layer (admin); servers: listed with connection use, added (admin), a taken name 409, an unreachable one 400', async () => {
+      expect((await call('POST', '/api/plans', tokens.operator, { name: 'gold' })).statusCode).toBe(403)
+      for (const [body, field, rule] of [[{ name: 'Gold!' }, 'name', 'pattern'], [{ name: 'gold', limits: {} }, 'limits', 'unknown'], [{ name: 'gold', settings: [] }, 'settings', 'type']] as const) {
+        const r = await call('POST', '/api/plans', tokens.admin, body)
+        expect([r.statusCode, r.json().code, r.json().details?.field, r.json().details?.rule]).toEqual([400, 'VALIDATION_FAILED', field, rule])
+      }
+      const created = await call('POST', '/api/plans', tokens.admin, { name: 'gold', settings: { limits: { concurrency: 4 } } })
+      expect([created.statusCode, created.json()]).toEqual([201, { name: 'gold', settings: { limits: { concurrency: 4 } } }])
+      const again = await call('POST', '/api/plans', tokens.admin, { name: 'gold' })
+      expect([again.statusCode, again.json().code]).toEqual([409, 'CONFLICT'])
+      expect((await call('PUT', '/api/plans/gold/config', tokens.admin, { path: '/limits/concurrency', value: 8 })).statusCode).toBe(200)
+      expect((await call('GET', '/api/plans', tokens.viewer)).json().find((p: { name: string }) => p.name === 'gold')).toMatchObject({ name: 'gold', settings: { limits: { concurrency: 8 } } })
+      expect((await tenantry.audit.list({ limit: 2 })).map((e) => [e.action, e.actor])).toEqual([['plan.config.set', 'token:t-admin'], ['plan.create', 'token:t-admin']])
+
+      const servers = (await call('GET', '/api/servers', tokens.viewer)).json()
+      expect(servers.map((s: { name: string }) => s.name)).toEqual(['main'])
+      expect(Object.keys(servers[0]).sort()).toEqual(['capacityWeight', 'connections', 'mainDatabase', 'name', 'pool', 'region', 'url'])
+      expect((await call('POST', '/api/servers', tokens.operator, { name: 'second', url: 'postgres://x@127.0.0.1/db' })).statusCode).toBe(403)
+      const taken = await call('POST', '/api/servers', tokens.admin, { name: 'main', url: 'postgres://x@127.0.0.1/db' })
+      expect([taken.statusCode, taken.json().code, taken.json().details]).toEqual([409, 'CONFLICT', { field: 'name' }])
+      const ftp = await call('POST', '/api/servers', tokens.admin, { name: 'second', url: 'ftp://127.0.0.1/db' })
+      expect([ftp.statusCode, ftp.json().details]).toEqual([400, { field: 'url', in: 'body', rule: 'pattern' }])
+      if (backend.name !== 'PostgreSQL') return
+      const unreachable = await call('POST', '/api/servers', tokens.admin, { name: 'nowhere', url: 'postgres://postgres:secret@127.0.0.1:1/none' })
+      expect([unreachable.statusCode, unreachable.json().code, unreachable.json().details]).toEqual([400, 'VALIDATION_FAILED', { field: 'url', in: 'body', rule: 'unreachable' }])
+      expect(unreachable.json().message).not.toMatch(/secret/)
+      const url = await freshDatabase(`${ROLE_PREFIX}_second`)
+      const added = await call('POST', '/api/servers', tokens.admin, { name: 'second', url, region: 'eu', capacityWeight: 2 })
+      expect([added.statusCode, added.json().name, added.json().region, added.json().capacityWeight, added.json().mainDatabase]).toEqual([201, 'second', 'eu', 2, `${ROLE_PREFIX}_second`])
+      expect(added.json().connections).toEqual({ used: expect.any(Number), max: expect.any(Number) })
+      expect((await call('GET', '/api/servers', tokens.viewer)).json().map((s: { name: string }) => s.name)).toEqual(['main', 'second'])
+      expect((await tenantry.audit.list({ limit: 1 }))[0]).toMatchObject({ action: 'server.add', actor: 'token:t-admin', details: { server: 'second', region: 'eu' } })
     })
   })
 }

@@ -221,6 +221,10 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
     await page.locator('.live').getByText('100%').waitFor({ timeout: 60_000 })
     expect(await tenantry.findTenant('acme-copy')).toMatchObject({ status: 'active', tier: 'pooled' })
     expect(await tenantry.withTenant('acme-copy', async () => (await tenantry.db.query<{ name: string }>('SELECT name FROM projects ORDER BY name')).rows)).toEqual([{ name: 'alpha' }, { name: 'beta' }])
+    // Audited as the CLI records them, once each operation finished.
+    await expect.poll(async () => (await tenantry.audit.list({ limit: 3 })).map((e) => [e.action, e.actor, e.slug])).toEqual([
+      ['backup.restore', 'token:browser', 'acme-copy'], ['backup.download', 'token:browser', 'acme'], ['backup.create', 'token:browser', 'acme'],
+    ])
   })
 
   it('shows operations and the audit log; every page is readable at 1280×800 with no script error', async () => {
@@ -235,7 +239,7 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
     await page.getByRole('button', { name: 'Verify chain' }).click()
     await expect(page.getByRole('status').textContent()).resolves.toMatch(/^Intact: 7 entries check out/)
     await shot('audit')
-    for (const hash of ['overview', 'tenants', 'tenants/acme', 'operations', 'migrations', 'audit']) {
+    for (const hash of ['overview', 'tenants', 'tenants/acme', 'plans', 'operations', 'migrations', 'audit']) {
       await page.goto(`${base}/admin/#/${hash}`)
       await page.locator('h1').waitFor()
       expect([hash, await page.evaluate(() => document.documentElement.scrollWidth)]).toEqual([hash, 1280])
@@ -302,6 +306,30 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
     }
   })
 
+  it('creates a plan with its limits and changes its layer from the Plans page; a layer that is not JSON is refused in the dialog', async () => {
+    await page.goto(`${base}/admin/#/plans`)
+    await page.getByRole('table', { name: 'Plans' }).waitFor()
+    await page.getByRole('button', { name: 'Create plan…' }).click()
+    const create = page.getByRole('dialog', { name: 'Create a plan' })
+    await page.keyboard.type('gold')
+    await create.getByLabel('Settings (JSON)').fill('{"limits": {"concurrency": 4}}')
+    await create.getByRole('button', { name: 'Create' }).click()
+    await create.waitFor({ state: 'detached' })
+    expect(await tenantry.config.plans.get('gold')).toEqual({ limits: { concurrency: 4 } })
+    await page.getByRole('button', { name: 'Edit plan gold' }).click()
+    const edit = page.getByRole('dialog', { name: 'Change plan gold?' })
+    expect(JSON.parse(await edit.getByLabel('Its layer (JSON)').inputValue())).toEqual({ limits: { concurrency: 4 } })
+    await edit.getByLabel('Its layer (JSON)').fill('{"limits": {"concurrency": 8}')
+    await edit.getByRole('button', { name: 'Save plan' }).click()
+    await expect(edit.getByRole('alert').textContent()).resolves.toMatch(/^INVALID_JSON The layer is not JSON/)
+    await edit.getByLabel('Its layer (JSON)').fill('{"limits": {"concurrency": 8}}')
+    await edit.getByRole('button', { name: 'Save plan' }).click()
+    await edit.waitFor({ state: 'detached' })
+    expect(await tenantry.config.plans.get('gold')).toEqual({ limits: { concurrency: 8 } })
+    await expect.poll(() => page.getByRole('row', { name: /^gold / }).textContent()).toBe('gold{"limits":{"concurrency":8}}edit…')
+    await shot('plans')
+  })
+
   it('has no WCAG 2 A/AA violations on any page (axe-core)', async () => {
     // axe is injected as a script, which the console's CSP forbids: a context that bypasses it.
     const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
@@ -309,7 +337,7 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
     try {
       const audited = await context.newPage()
       const violations: Record<string, string[]> = {}
-      for (const hash of ['sign-in', 'overview', 'tenants', 'tenants/acme', 'tenants/globex', 'flags', 'operations', 'migrations', 'audit']) {
+      for (const hash of ['sign-in', 'overview', 'tenants', 'tenants/acme', 'tenants/globex', 'plans', 'flags', 'operations', 'migrations', 'audit']) {
         await audited.goto(`${base}/admin/#/${hash}`)
         await audited.evaluate((t) => { if (t) sessionStorage.setItem('tenantry.admin.token', t); else sessionStorage.clear() }, hash === 'sign-in' ? null : token)
         await audited.reload()
@@ -321,7 +349,7 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
           return r.violations.map((v) => `${v.impact} ${v.id}: ${v.nodes[0]?.html.slice(0, 120)}`)
         })
       }
-      expect(violations).toEqual({ 'sign-in': [], overview: [], tenants: [], 'tenants/acme': [], 'tenants/globex': [], flags: [], operations: [], migrations: [], audit: [] })
+      expect(violations).toEqual({ 'sign-in': [], overview: [], tenants: [], 'tenants/acme': [], 'tenants/globex': [], plans: [], flags: [], operations: [], migrations: [], audit: [] })
     } finally {
       await context.close()
     }

@@ -327,7 +327,7 @@ function Backups({ t, running }) {
     location.hash = `#/operations/${r.operationId}`
   }
   return html`<section class="card wide backups" aria-label="Backups"><h2>Backups</h2>
-    ${running && html`<p>${running.kind === 'backup' ? 'Backing up' : 'Exporting'} (<a href=${`#/operations/${running.id}`}>operation ${running.id.slice(0, 8)}</a>)</p>
+    ${running && html`<p>${running.kind === 'backup' ? 'Backup' : 'Export'} (<a href=${`#/operations/${running.id}`}>operation ${running.id.slice(0, 8)}</a>)</p>
       <${LiveProgress} key=${running.id} id=${running.id} initial=${null} onEnd=${() => { list.reload(); setEnded(running) }} />`}
     ${ended?.kind === 'export' && ended === running && html`<p><button type="button" onClick=${() => get(`exports/${ended.id}/archive`)}>Download the export</button></p>`}
     <${ErrorNote} error=${list.error || error} />
@@ -533,6 +533,40 @@ function rolloutOf(flag) {
   return r ? r.percentage : null
 }
 
+/** JSON typed into a form, or a coded error the dialog shows. */
+function parseJson(text, what) {
+  try { return JSON.parse(text) } catch (err) { throw { code: 'INVALID_JSON', message: `${what} is not JSON: ${err.message}` } }
+}
+
+function Plans() {
+  const { data, error, reload } = useLoad(() => api('plans'), [])
+  const [creating, setCreating] = useState(false)
+  const [editing, setEditing] = useState(null)
+  return html`<div>
+    <${Title}>Plans</${Title}>
+    <p class="lead">A plan's configuration layer sits between the defaults and its tenants'; its <code>limits</code> are the guard's. A change reaches every tenant on the plan within a second.</p>
+    <div class="actions"><button type="button" class="primary" onClick=${() => setCreating(true)}>Create plan…</button></div>
+    <${ErrorNote} error=${error} />
+    ${data && html`<table aria-label="Plans"><thead><tr><th scope="col">Plan</th><th scope="col">Settings</th><th scope="col">Actions</th></tr></thead>
+      <tbody>${data.map((p) => html`<tr><th scope="row">${p.name}</th><td><code>${JSON.stringify(p.settings)}</code></td>
+        <td><button type="button" class="link" aria-label=${`Edit plan ${p.name}`} onClick=${() => setEditing(p)}>edit…</button></td></tr>`)}</tbody></table>`}
+    ${creating && html`<${Confirm} title="Create a plan" confirmLabel="Create" onClose=${() => setCreating(false)} onConfirm=${async (form) => {
+      await api('plans', { method: 'POST', body: { name: form.get('name'), settings: parseJson(form.get('settings'), 'The settings') } })
+      reload()
+    }}>
+      <label for="plan-name">Name</label><input id="plan-name" name="name" required pattern="[a-z][a-z0-9_\\-]{0,62}" autofocus />
+      <label for="plan-settings">Settings (JSON)</label><textarea id="plan-settings" name="settings" rows="6" spellcheck="false" value=${'{\n  "limits": {}\n}'}></textarea>
+    </${Confirm}>`}
+    ${editing && html`<${Confirm} title=${`Change plan ${editing.name}?`} confirmLabel="Save plan" onClose=${() => setEditing(null)} onConfirm=${async (form) => {
+      await api(`plans/${editing.name}/config`, { method: 'PUT', body: { path: '/', value: parseJson(form.get('settings'), 'The layer') } })
+      reload()
+    }}>
+      <p>Every tenant on ${editing.name} follows; a layer that any of them would fail is refused and nothing changes.</p>
+      <label for="plan-layer">Its layer (JSON)</label><textarea id="plan-layer" name="settings" rows="10" spellcheck="false" value=${pretty(editing.settings)}></textarea>
+    </${Confirm}>`}
+  </div>`
+}
+
 function Flags() {
   const { data, error, reload } = useLoad(() => api('flags'), [])
   const [rolling, setRolling] = useState(null)
@@ -645,7 +679,7 @@ function Audit() {
 
 // ---- shell -------------------------------------------------------------------------------------
 
-const PAGES = [['overview', 'Overview'], ['tenants', 'Tenants'], ['flags', 'Flags'], ['operations', 'Operations'], ['migrations', 'Migrations'], ['audit', 'Audit log']]
+const PAGES = [['overview', 'Overview'], ['tenants', 'Tenants'], ['plans', 'Plans'], ['flags', 'Flags'], ['operations', 'Operations'], ['migrations', 'Migrations'], ['audit', 'Audit log']]
 
 function useHash() {
   const [hash, setHash] = useState(location.hash || '#/overview')
@@ -675,6 +709,7 @@ function App() {
     : section === 'operations' && id ? html`<${OperationDetail} key=${id} id=${id} />`
     : section === 'operations' ? html`<${Operations} />`
     : section === 'flags' ? html`<${Flags} />`
+    : section === 'plans' ? html`<${Plans} />`
     : section === 'migrations' ? html`<${Migrations} />`
     : section === 'audit' ? html`<${Audit} />`
     : html`<${Overview} />`

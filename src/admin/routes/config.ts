@@ -183,6 +183,19 @@ export const configRoutes: AdminRoutes = (app, ctx) => {
   })
 
   // ---- plans' configuration layer ---------------------------------------------------------------
+  app.post('/plans', {
+    schema: {
+      tags: CONFIG, summary: "Create a plan with its first configuration layer (limits under `limits`), validated like any layer",
+      body: obj({ name: planParam.properties.plan, settings: { type: 'object', additionalProperties: true, description: 'its configuration layer, e.g. {"limits":{"concurrency":4}}' } }, ['name']),
+      response: { 201: { type: 'object', properties: { name: { type: 'string' }, settings: { type: 'object', additionalProperties: true } } }, ...errors(409) },
+    },
+    config: { adminRole: 'admin' },
+  }, async function createPlan(request, reply) {
+    const b = request.body as { name: string; settings?: Record<string, unknown> }
+    await tenantry.config.plans.create(b.name, b.settings ?? {}, by(request))
+    return reply.code(201).send({ name: b.name, settings: (await tenantry.config.plans.get(b.name)) ?? {} })
+  })
+
   app.get('/plans/:plan/config', {
     schema: { tags: CONFIG, summary: "A plan's configuration layer (between the defaults and its tenants'), whole or at a path", params: planParam, querystring: pathQuery,
       response: { 200: { type: 'object', properties: { plan: { type: 'string' }, path: { type: ['string', 'null'] }, value: anyJson } }, ...errors(404) } },

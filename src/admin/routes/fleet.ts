@@ -1,7 +1,8 @@
 import type { Server } from '../../core/types.ts'
 import { redactUrl, type Tenantry } from '../../runtime.ts'
 import type { AdminRoutes } from '../context.ts'
-import { errors } from '../schemas.ts'
+import { TenantryError } from '../../core/errors.ts'
+import { SERVER_PATTERN, errors } from '../schemas.ts'
 
 const open = { type: 'object', additionalProperties: true } as const
 
@@ -22,8 +23,25 @@ async function serverConnections(tenantry: Tenantry, s: Server): Promise<{ used:
   }
 }
 
+/** A server with its connections in use (all clients, of its limit) and this process's pool of it. */
+async function serverStatus(tenantry: Tenantry, s: Server): Promise<Record<string, unknown>> {
+  const pool = tenantry.dataPlane.stats()[s.name]
+  return { ...serverJson(s), connections: await serverConnections(tenantry, s), pool: pool ? { ...pool, budget: tenantry.dataPlane.opts.connectionBudget } : null }
+}
+
+const serverBody = {
+  type: 'object', required: ['name', 'url'], additionalProperties: false,
+  properties: {
+    name: { type: 'string', pattern: SERVER_PATTERN },
+    url: { type: 'string', minLength: 12, maxLength: 2000, pattern: '^(postgres(ql)?://|pglite:).+', description: 'postgres://admin-user:password@host:5432/database (stored in the catalog; shown without its password)' },
+    region: { type: 'string', minLength: 1, maxLength: 100 },
+    capacityWeight: { type: 'number', exclusiveMinimum: 0, maximum: 1000 },
+  },
+} as const
+
 /** The fleet: overview (tenants by tier, server and status; servers with connection use), servers, plans, doctor. */
-export const fleetRoutes: AdminRoutes = (app, { tenantry }) => {
+export const fleetRoutes: AdminRoutes = (app, ctx) => {
+  const { tenantry } = ctx
   app.get('/overview', {
     schema: { tags: ['fleet'], summary: 'Tenants by tier, server and status; servers with connection use; running operations', response: { 200: open, ...errors() } },
   }, async function overview() {
@@ -32,24 +50,39 @@ export const fleetRoutes: AdminRoutes = (app, { tenantry }) => {
       tenantry.catalog.listServers(),
       tenantry.operations.list({ state: 'running', limit: 20 }),
     ])
-    const pools = tenantry.dataPlane.stats()
-    const budget = tenantry.dataPlane.opts.connectionBudget
     return {
       tenants: counts,
       servers: await Promise.all(servers.map(async (s) => ({
-        ...serverJson(s),
+        ...(await serverStatus(tenantry, s)),
         tenants: counts.filter((c) => c.server === s.name && c.status !== 'deleted').reduce((n, c) => n + c.count, 0),
-        connections: await serverConnections(tenantry, s),
-        pool: pools[s.name] ? { ...pools[s.name], budget } : null,
       }))),
       running,
     }
   })
 
   app.get('/servers', {
-    schema: { tags: ['fleet'], summary: 'Servers of the fleet (passwords redacted)', response: { 200: { type: 'array', items: open }, ...errors() } },
+    schema: { tags: ['fleet'], summary: "Servers of the fleet (passwords redacted) with connections in use and this process's pool", response: { 200: { type: 'array', items: open }, ...errors() } },
   }, async function listServers() {
-    return (await tenantry.catalog.listServers()).map(serverJson)
+    return Promise.all((await tenantry.catalog.listServers()).map((s) => serverStatus(tenantry, s)))
+  })
+
+  app.post('/servers', {
+    schema: { tags: ['fleet'], summary: 'Add a PostgreSQL server to the fleet (tenantry.addServer: bootstrapped, then in the catalog for every process)', body: serverBody, response: { 201: open, ...errors(409) } },
+    config: { adminRole: 'admin' },
+  }, async function addServer(request, reply) {
+    const body = request.body as { name: string; url: string; region?: string; capacityWeight?: number }
+    // addServer re-registers a known name with the new URL: over the API that would repoint a live server's tenants.
+    if ((await tenantry.catalog.listServers()).some((s) => s.name === body.name)) {
+      throw new TenantryError('CONFLICT', `Server '${body.name}' is already in the fleet; choose another name.`, { details: { field: 'name' } })
+    }
+    await ctx.audited(request, { action: 'server.add', details: () => ({ server: body.name, url: redactUrl(body.url), region: body.region ?? null }) }, async () => {
+      await tenantry.addServer(body).catch((err) => {
+        if (err instanceof TenantryError) throw err
+        throw new TenantryError('VALIDATION_FAILED', `Server '${body.name}' could not be reached or prepared at ${redactUrl(body.url)}: ${(err as Error).message}`, { cause: err, details: { field: 'url', in: 'body', rule: 'unreachable' } })
+      })
+    })
+    const added = (await tenantry.catalog.listServers()).find((s) => s.name === body.name)!
+    return reply.code(201).send(await serverStatus(tenantry, added))
   })
 
   app.get('/plans', {
