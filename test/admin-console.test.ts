@@ -184,7 +184,7 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
     await expect(page.locator('.lead').textContent()).resolves.toMatch(/^2 migration files; 0 of 4 targets have pending migrations/)
   })
 
-  it('backs up a tenant from the console: the operation reaches 100%, the backup is listed and downloads; a restore over it needs its slug typed', async () => {
+  it('backs up a tenant from the console: the operation reaches 100%, the backup is listed and downloads; a restore over it and an erasure need the slug typed', async () => {
     await tenantry.withTenant('acme', () => tenantry.db.query("INSERT INTO projects (name) VALUES ('alpha'), ('beta')"))
     await page.goto(`${base}/admin/#/tenants/acme`)
     const backups = page.getByRole('region', { name: 'Backups' })
@@ -225,19 +225,46 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
     await expect.poll(async () => (await tenantry.audit.list({ limit: 3 })).map((e) => [e.action, e.actor, e.slug])).toEqual([
       ['backup.restore', 'token:browser', 'acme-copy'], ['backup.download', 'token:browser', 'acme'], ['backup.create', 'token:browser', 'acme'],
     ])
+
+    // Erasing the copy once deleted: Erase stays off until its slug is typed; its operation's page reaches 100%.
+    await tenantry.delete('acme-copy')
+    await page.goto(`${base}/admin/#/tenants/acme-copy`)
+    await page.getByRole('button', { name: 'Erase…' }).click()
+    const erase = page.getByRole('dialog', { name: 'Erase acme-copy?' })
+    const go = erase.getByRole('button', { name: 'Erase' })
+    expect(await go.isDisabled()).toBe(true)
+    await erase.getByLabel('Type acme-copy to confirm').fill('acme-copy')
+    await go.click()
+    await page.getByRole('heading', { level: 1, name: 'erase acme-copy' }).waitFor()
+    await page.locator('.live').getByText('100%').waitFor({ timeout: 60_000 })
+    expect(await tenantry.findTenant('acme-copy')).toBeNull()
+    await expect.poll(async () => (await tenantry.audit.list({ limit: 1 }))[0].action).toBe('tenant.erase')
+  })
+
+  it('moves a tenant to another tier after a confirmation; it serves the same rows from there', async () => {
+    await tenantry.withTenant('hooli', () => tenantry.db.query("INSERT INTO projects (name) VALUES ('gamma')"))
+    await page.goto(`${base}/admin/#/tenants/hooli`)
+    await page.getByRole('button', { name: 'Move…' }).click()
+    const dialog = page.getByRole('dialog', { name: 'Move hooli?' })
+    await dialog.getByLabel('Tier').selectOption('schema')
+    await dialog.getByRole('button', { name: 'Move' }).click()
+    await dialog.waitFor({ state: 'detached', timeout: 60_000 })
+    await expect.poll(() => page.locator('dl dd').first().textContent()).toBe('schema')
+    expect(await tenantry.findTenant('hooli')).toMatchObject({ tier: 'schema', status: 'active' })
+    expect(await tenantry.withTenant('hooli', async () => (await tenantry.db.query<{ name: string }>('SELECT name FROM projects')).rows)).toEqual([{ name: 'gamma' }])
   })
 
   it('shows operations and the audit log; every page is readable at 1280×800 with no script error', async () => {
     await page.goto(`${base}/admin/#/operations`)
     await page.getByRole('table', { name: 'Operations' }).waitFor()
     const opRows = await page.locator('table[aria-label="Operations"] tbody tr').allTextContents()
-    expect(opRows.slice(0, 3)).toEqual([expect.stringMatching(/^restoreacme-copydone100%/), expect.stringMatching(/^backupacmedone100%/), expect.stringMatching(/^migrate-done100%/)])
+    expect(opRows.slice(0, 5)).toEqual([expect.stringMatching(/^movehoolidone100%/), expect.stringMatching(/^eraseacme-copydone100%/), expect.stringMatching(/^restoreacme-copydone100%/), expect.stringMatching(/^backupacmedone100%/), expect.stringMatching(/^migrate-done100%/)])
     expect(await page.getByRole('progressbar', { name: /^migrate\s+progress$/ }).getAttribute('value')).toBe('100')
     await shot('operations')
     await page.goto(`${base}/admin/#/audit`)
     await page.getByRole('table', { name: 'Audit entries' }).waitFor()
     await page.getByRole('button', { name: 'Verify chain' }).click()
-    await expect(page.getByRole('status').textContent()).resolves.toMatch(/^Intact: 7 entries check out/)
+    await expect(page.getByRole('status').textContent()).resolves.toMatch(/^Intact: 9 entries check out/)
     await shot('audit')
     for (const hash of ['overview', 'tenants', 'tenants/acme', 'plans', 'operations', 'migrations', 'audit']) {
       await page.goto(`${base}/admin/#/${hash}`)
@@ -311,10 +338,10 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
     await page.getByRole('table', { name: 'Plans' }).waitFor()
     await page.getByRole('button', { name: 'Create plan…' }).click()
     const create = page.getByRole('dialog', { name: 'Create a plan' })
-    await page.keyboard.type('gold')
+    await create.getByLabel('Name').fill('gold')
     await create.getByLabel('Settings (JSON)').fill('{"limits": {"concurrency": 4}}')
     await create.getByRole('button', { name: 'Create' }).click()
-    await create.waitFor({ state: 'detached' })
+    await create.waitFor({ state: 'detached' }).catch(async (err) => { throw new Error(`${err}: ${await create.textContent()}`) })
     expect(await tenantry.config.plans.get('gold')).toEqual({ limits: { concurrency: 4 } })
     await page.getByRole('button', { name: 'Edit plan gold' }).click()
     const edit = page.getByRole('dialog', { name: 'Change plan gold?' })

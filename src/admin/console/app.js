@@ -347,6 +347,19 @@ function Backups({ t, running }) {
   </section>`
 }
 
+/** Move a tenant to another tier and/or server: copied while it serves, then switched to (docs/moves.md). */
+function MoveDialog({ t, onClose, onMoved }) {
+  const servers = useLoad(() => api('servers'), [])
+  return html`<${Confirm} title=${`Move ${t.slug}?`} confirmLabel="Move" onClose=${onClose} onConfirm=${async (form) => {
+    await api(`tenants/${t.slug}/move`, { method: 'POST', body: { tier: form.get('tier'), server: form.get('server') } })
+    onMoved()
+  }}>
+    <p>${t.slug}'s rows are copied to the new place while it keeps serving, then it is switched over; the old place is kept for a while for a rollback.</p>
+    <label for="move-tier">Tier</label><select id="move-tier" name="tier" autofocus>${['pooled', 'schema', 'database'].map((x) => html`<option selected=${x === t.tier}>${x}</option>`)}</select>
+    <label for="move-server">Server</label><select id="move-server" name="server">${(servers.data ?? [{ name: t.placement.server }]).map((x) => html`<option selected=${x.name === t.placement.server}>${x.name}</option>`)}</select>
+  </${Confirm}>`
+}
+
 function TenantDetail({ slug }) {
   const { data: t, error, reload } = useLoad(() => api(`tenants/${slug}`), [slug])
   const [action, setAction] = useState(null)
@@ -387,7 +400,7 @@ function TenantDetail({ slug }) {
     ${t.statusReason && html`<p class="lead">${t.statusReason}</p>`}
     <div class="actions" role="group" aria-label="Actions">
       ${Object.entries(ACTIONS).filter(([, x]) => x.when.includes(t.status)).map(([name, x]) => html`<button type="button" class=${x.danger ? 'danger' : ''} onClick=${() => setAction(name)}>${x.label}…</button>`)}
-      <button type="button" disabled title="Moves between tiers are not available yet">Move…</button>
+      ${(t.status === 'active' || t.status === 'suspended') && html`<button type="button" onClick=${() => setAction('move')}>Move…</button>`}
       ${t.status !== 'deleted' && t.status !== 'provisioning' && html`<button type="button" onClick=${() => setAction('backup')}>Back up…</button>
         <button type="button" onClick=${() => setAction('export')}>Export…</button>`}
     </div>
@@ -415,6 +428,7 @@ function TenantDetail({ slug }) {
     <${UsageChart} slug=${slug} />
     <h2>Recent changes</h2>
     <${AuditTable} entries=${t.audit} />
+    ${action === 'move' && html`<${MoveDialog} t=${t} onClose=${() => setAction(null)} onMoved=${reload} />`}
     ${action === 'backup' && html`<${Confirm} title=${`Back up ${t.slug}?`} confirmLabel="Back up" onClose=${() => setAction(null)} onConfirm=${async () => {
       const r = await api(`tenants/${slug}/backups`, { method: 'POST', body: {} })
       setRunning({ id: r.operationId, kind: 'backup' })
