@@ -320,6 +320,40 @@ for (const m of MATRIX) {
       }
     })
 
+    it('stored bytes feed usage metering: the storage sample records each tenant\'s object bytes', async () => {
+      const a = await withTenant(t.a!, () => tenantry.storage.usage())
+      expect(a.bytes).toBeGreaterThan(0)
+      expect(await tenantry.observe.usage.sampleStorage({ force: true })).toBeGreaterThanOrEqual(Object.keys(t).length)
+      const now = Date.now()
+      const latest = async (slug: string) => {
+        const rows = await tenantry.usage({ tenant: slug, granularity: 'minute', from: new Date(now - 2 * 60_000), to: new Date(now + 2 * 60_000) })
+        return rows.map((r) => r.objectBytes).filter((b) => b !== null).at(-1)
+      }
+      expect(await latest('store-a')).toBe(a.bytes)
+      expect(await latest('store-narrow')).toBe((await withTenant(t.narrow!, () => tenantry.storage.usage())).bytes)
+      expect(await latest('store-cat')).toBe((await withTenant(t.cat!, () => tenantry.storage.usage())).bytes)
+      const top = await tenantry.top({ by: 'storage', limit: 1000 })
+      expect(top.find((r) => r.slug === 'store-a')?.objectBytes).toBe(a.bytes)
+    })
+
+    it("erase removes the tenant's prefix and usage, and its certificate checks none is left", async () => {
+      const gone = t.paced!
+      await withTenant(gone, async () => {
+        await tenantry.storage.put('erase/me.txt', Readable.from([Buffer.from('secret')]))
+        await tenantry.storage.put('erase/too.txt', Readable.from([Buffer.from('more')]))
+      })
+      expect((await storePaths()).filter((p) => p.startsWith(`tenants/${gone.id}/`)).length).toBeGreaterThanOrEqual(2)
+      const before = (await storePaths()).filter((p) => !p.startsWith(`tenants/${gone.id}/`))
+      await tenantry.delete('store-paced')
+      const cert = await tenantry.portability.erase('store-paced')
+      expect(cert.verified).toBe(true)
+      expect(cert.objects).toContainEqual({ object: `object storage prefix tenants/${gone.id}/`, existsAfter: false })
+      expect(cert.removed.some((r) => /^\d+ objects under tenants\/.+\/ in object storage$/.test(r))).toBe(true)
+      expect((await storePaths()).filter((p) => p.startsWith(`tenants/${gone.id}/`))).toEqual([])
+      expect((await storePaths()).filter((p) => !p.startsWith(`tenants/${gone.id}/`))).toEqual(before)
+      expect((await tenantry.storage.storedBytes()).has(gone.id)).toBe(false)
+    })
+
     it("purge removes the tenant's prefix and usage; the others keep theirs", async () => {
       const gone = t.b!
       await tenantry.delete('store-b')
@@ -327,7 +361,7 @@ for (const m of MATRIX) {
       await vi.waitFor(async () => {
         expect((await storePaths()).filter((p) => p.startsWith(`tenants/${gone.id}/`))).toEqual([])
         expect((await tenantry.storage.storedBytes()).has(gone.id)).toBe(false)
-      })
+      }, { timeout: 10_000 })
       expect((await storePaths()).some((p) => p.startsWith(`tenants/${t.a!.id}/`))).toBe(true)
       expect((await tenantry.storage.storedBytes()).has(t.a!.id)).toBe(true)
     })

@@ -379,6 +379,11 @@ export class TenantStorage {
     return n
   }
 
+  /** Whether any object is stored under a tenant's prefix (erasure checks that none is left). */
+  async hasObjects(tenant: Tenant): Promise<boolean> {
+    return (await this.driverCall(() => this.driver.list(this.path(tenant, ''), null, 1))).length > 0
+  }
+
   /** Every tenant's stored bytes (for the usage metering). */
   async storedBytes(): Promise<Map<string, number>> {
     await this.init()
