@@ -312,7 +312,10 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase), objectBytes: () => storage.storedBytes() })
-  const cache = await createCache(options.cache, { events, findTenant, registry: observe.metrics?.registry })
+  const cache = await createCache(options.cache, {
+    events, findTenant, registry: observe.metrics?.registry,
+    onCatalogChange: (l) => catalog.onChange(l), tenantsOnPlan: async (plan) => (await catalog.list()).filter((t) => t.plan === plan),
+  })
   const jobs = createJobs(options.jobs, {
     admin: mainDriver.admin(main.mainDatabase), url: main.url, tenantKey: () => catalog.tenantKey,
     findTenant, withTenant: (t, fn) => tenantry.withTenant(t, fn), events,
