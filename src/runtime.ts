@@ -322,7 +322,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   })
   const storage = createStorage(options.storage, {
     admin: mainDriver.admin(main.mainDatabase), events, plans: () => catalog.listPlans(), findTenant,
-    dataDir: dataDirOf(options.dataDir),
+    dataDir: dataDirOf(options.dataDir), signingKey: () => catalog.tenantKey,
   })
   const credentials = await TenantCredentials.open({ admin: mainDriver.admin(main.mainDatabase), catalog, audit, cacheTtlMs: options.cacheTtlMs })
   for (const s of options.resolve ?? []) if (needsCredentials(s)) s.useCredentials(credentials)
