@@ -12,7 +12,7 @@
  *     interleaved in 5 rounds. Ratio: p99 with the share / p99 alone (target ≤ 1.5).
  * (b) `flushTenant` (Redis) of a tenant holding 1,000 keys and of one holding `--keys` keys: median
  *     of 200 flushes each. Ratio ≈ 1 means O(1).
- * (c) jobs (pg-boss, 4 workers, each job `--job-ms` of work): a quiet tenant sends one job at a time
+ * (c) jobs (pg-boss, 4 workers, at most 3 of one tenant — the default share — each job `--job-ms` of work): a quiet tenant sends one job at a time
  *     and the time from send to its handler is taken — alone, then behind a noisy tenant's
  *     `--backlog` queued jobs. Ratio: p99 behind the backlog / p99 alone (target ≤ 2).
  * The machine is shared and noisy: compare ratios, not absolute times.
@@ -112,10 +112,12 @@ async function uploadFigure(tenantry: Tenantry, t: Record<string, Tenant>, n: nu
 async function flushFigure(tenantry: Tenantry, t: Record<string, Tenant>, redis: Redis | null, keys: number) {
   const fill = async (tenant: Tenant, n: number) => {
     if (redis) {
-      // Written straight into Redis in the cache's key layout (generation 0), 10,000 per pipeline.
+      // Written straight into Redis in the cache's key layout (the tenant's current generation:
+      // provisioning moved it on), 10,000 per pipeline.
+      const gen = (await redis.get(`bench:cache:{${tenant.id}}:gen`)) ?? '0'
       for (let i = 0; i < n; i += 10_000) {
         const p = redis.pipeline()
-        for (let j = i; j < Math.min(n, i + 10_000); j++) p.set(`bench:cache:{${tenant.id}}:0:kkey-${j}`, '"v"', 'PX', 3_600_000)
+        for (let j = i; j < Math.min(n, i + 10_000); j++) p.set(`bench:cache:{${tenant.id}}:${gen}:kkey-${j}`, '"v"', 'PX', 3_600_000)
         await p.exec()
       }
     } else {

@@ -300,7 +300,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const events = new TenantryEvents()
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
   const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
-  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {}, audit })
+  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {}, audit, objectStore: { removeTenant: (t) => storage.removeTenant(t), hasObjects: (t) => storage.hasObjects(t) } })
   const moves = await createMoves({ catalog, dataPlane, operations, files, audit, admin: mainDriver.admin(main.mainDatabase), flushCache: (t) => cache.flushTenant(t), options: options.moves ?? {} })
   dataPlane.useRelocator((id) => catalog.fresh(id))
   const lifecycle = new Lifecycle({
@@ -311,15 +311,18 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     resumers: { kinds: [...portability.kinds, ...moves.kinds], resume: (op) => (moves.kinds.includes(op.kind) ? moves : portability).resume(op) },
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
-  const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase) })
-  const cache = await createCache(options.cache, { events, findTenant, registry: observe.metrics?.registry })
+  const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase), objectBytes: () => storage.storedBytes() })
+  const cache = await createCache(options.cache, {
+    events, findTenant, registry: observe.metrics?.registry,
+    onCatalogChange: (l) => catalog.onChange(l), tenantsOnPlan: async (plan) => (await catalog.list()).filter((t) => t.plan === plan),
+  })
   const jobs = createJobs(options.jobs, {
     admin: mainDriver.admin(main.mainDatabase), url: main.url, tenantKey: () => catalog.tenantKey,
     findTenant, withTenant: (t, fn) => tenantry.withTenant(t, fn), events,
   })
   const storage = createStorage(options.storage, {
     admin: mainDriver.admin(main.mainDatabase), events, plans: () => catalog.listPlans(), findTenant,
-    dataDir: dataDirOf(options.dataDir),
+    dataDir: dataDirOf(options.dataDir), signingKey: () => catalog.tenantKey,
   })
   const credentials = await TenantCredentials.open({ admin: mainDriver.admin(main.mainDatabase), catalog, audit, cacheTtlMs: options.cacheTtlMs })
   for (const s of options.resolve ?? []) if (needsCredentials(s)) s.useCredentials(credentials)
@@ -490,13 +493,14 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
  */
 async function openObservability(
   options: ObserveOptions,
-  deps: { catalog: Catalog; dataPlane: DataPlane; guard: Guard; events: TenantryEvents; operations: Operations; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']> },
+  deps: { catalog: Catalog; dataPlane: DataPlane; guard: Guard; events: TenantryEvents; operations: Operations; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']>; objectBytes: () => Promise<Map<string, number>> },
 ): Promise<Observability> {
   const metering = resolveMetering(options.metering)
   const usage = createUsageService({
     admin: deps.admin,
     catalog: deps.catalog,
     dataPlane: deps.dataPlane,
+    objectBytes: deps.objectBytes,
     options: metering,
     onError: (error, context) => deps.events.emit('error', { error: error as Error, context }),
   })

@@ -4,10 +4,13 @@
  * CI=true), with tenants from an embedded (PGlite) catalog: the cache does not touch tenant SQL.
  * Then a private redis-server is stopped under the cache: reads miss, writes are skipped, counted.
  */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createTenantry, withTenant, type Tenant, type Tenantry } from '../src/index.ts'
-import { DEMO_MIGRATIONS, outcome } from './helpers/backends.ts'
+import { DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, outcome, postgresAvailable } from './helpers/backends.ts'
 import { PrivateRedis, REDIS_URL, redisAvailable, redisServerInstalled } from './fixtures/guard-servers.ts'
 
 const REDIS_OK = await redisAvailable()
@@ -99,12 +102,13 @@ for (const store of STORES) {
         expect(await tenantry.cache.get('x'.repeat(9_999))).toBeUndefined()
       })
       if (raw) {
-        // In Redis, every key starts with the prefix and the writer's tenant as the first hash tag.
-        const keys = await raw.keys(`${PREFIX}:*`)
+        // In Redis, every key starts with the prefix and the writer's tenant as the first hash tag
+        // (besides each tenant's generation, which every change of its catalog row moved on).
+        const keys = (await raw.keys(`${PREFIX}:*`)).filter((k) => !/^tenantry-test-cache:\{[0-9a-f-]{36}\}:gen$/.test(k))
         expect(keys.length).toBe(keysA.length + keysB.length)
         const owners = new Map<string, number>()
         for (const key of keys) {
-          const m = /^tenantry-test-cache:\{([0-9a-f-]{36})\}:0:[kh]/s.exec(key)
+          const m = /^tenantry-test-cache:\{([0-9a-f-]{36})\}:\d+:[kh]/s.exec(key)
           expect(m, key.slice(0, 120)).not.toBeNull()
           owners.set(m![1]!, (owners.get(m![1]!) ?? 0) + 1)
           expect(Buffer.byteLength(key)).toBeLessThan(300)
@@ -117,7 +121,8 @@ for (const store of STORES) {
       await withTenant(b, () => tenantry.cache.set('secret', 'b-only'))
       if (raw) {
         // Written straight into Redis where A's key 'planted' would live only if A's key could name B.
-        await raw.set(`${PREFIX}:{${a.id}}:0:k{${b.id}}:0:ksecret`, JSON.stringify('planted'))
+        const gen = (await raw.get(`${PREFIX}:{${a.id}}:gen`)) ?? '0'
+        await raw.set(`${PREFIX}:{${a.id}}:${gen}:k{${b.id}}:0:ksecret`, JSON.stringify('planted'))
       }
       await withTenant(a, async () => {
         expect(await tenantry.cache.get('secret')).toBeUndefined()
@@ -178,6 +183,41 @@ for (const store of STORES) {
       expect(s.store).toBe(store.name === 'Redis' ? 'redis' : 'memory')
       expect(s.unavailable).toEqual({ reads: 0, writes: 0, flushes: 0 })
     })
+
+    it("configuration changes flush: the tenant's own, its plan's (only that plan's tenants), a plan change", async () => {
+      const fresh = async () => (await tenantry.findTenant('cache-a'))!
+      await tenantry.config.plans.create('cache-plan', {})
+      await withTenant(await fresh(), () => tenantry.cache.set('cfg', 1))
+      await tenantry.config.set('cache-a', '/greeting', 'hello')
+      expect(await withTenant(await fresh(), () => tenantry.cache.get('cfg'))).toBeUndefined()
+      // Moving a tenant to another plan changes its configuration too.
+      await withTenant(await fresh(), () => tenantry.cache.set('cfg', 2))
+      await tenantry.config.changePlan('cache-a', 'cache-plan')
+      expect(await withTenant(await fresh(), () => tenantry.cache.get('cfg'))).toBeUndefined()
+      // A change of the plan's layer: its tenants forget, a tenant on another plan keeps its keys.
+      await withTenant(await fresh(), () => tenantry.cache.set('cfg', 3))
+      await withTenant(b, () => tenantry.cache.set('cfg', 'b'))
+      await tenantry.config.plans.set('cache-plan', '/greeting', 'plan hello')
+      await vi.waitFor(async () => expect(await withTenant(await fresh(), () => tenantry.cache.get('cfg'))).toBeUndefined())
+      expect(await withTenant(b, () => tenantry.cache.get('cfg'))).toBe('b')
+    })
+
+    it('a move and a restore over the tenant flush it', async () => {
+      const fresh = async () => (await tenantry.findTenant('cache-b'))!
+      await withTenant(await fresh(), () => tenantry.cache.set('moved', 1))
+      await tenantry.move('cache-b', { tier: 'schema' })
+      expect((await fresh()).tier).toBe('schema')
+      expect(await withTenant(await fresh(), () => tenantry.cache.get('moved'))).toBeUndefined()
+      const dir = mkdtempSync(join(tmpdir(), 'tenantry-test-cache-'))
+      try {
+        const backup = await tenantry.portability.backup('cache-b', { to: dir })
+        await withTenant(await fresh(), () => tenantry.cache.set('restored', 1))
+        await tenantry.portability.restore(backup.path, { replace: true })
+        expect(await withTenant(await fresh(), () => tenantry.cache.get('restored'))).toBeUndefined()
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    })
   })
 }
 
@@ -224,3 +264,57 @@ describe.skipIf(!REDIS_OK || !redisServerInstalled())('tenant cache with Redis s
     expect(await withTenant(a, () => tenantry.cache.get('k3'))).toBe('back')
   })
 })
+
+// Two app processes (two runtimes on one catalog, each with its own LISTEN connection): a change
+// one of them makes — suspend, a configuration change — reaches the other's cache. With the
+// in-memory LRU the other process forgets on the catalog notification; with Redis the one bump of
+// the process that made the change is seen by both.
+const PG_UP = await postgresAvailable()
+for (const store of STORES) {
+  describe.skipIf(!PG_UP || !store.enabled)(`tenant cache across two processes (${store.name})`, () => {
+    const db = `tenantry_test_cache_${store.name.toLowerCase()}`
+    const prefix = `th_cache_${store.name.toLowerCase()}`
+    let one: Tenantry
+    let two: Tenantry
+
+    beforeAll(async () => {
+      await dropPostgresLeftovers(prefix, db)
+      const url = await freshDatabase(db)
+      const open = () => createTenantry({
+        databaseUrl: url, rolePrefix: prefix, migrations: DEMO_MIGRATIONS, guard: { redis: null },
+        observe: { metering: false, tracing: false }, cache: { redis: store.redis, keyPrefix: `${PREFIX}-2p` },
+      })
+      one = await open()
+      two = await open()
+      await one.migrate()
+      await one.provision({ slug: 'cache-2p', tier: 'pooled' })
+    })
+
+    afterAll(async () => {
+      await one?.close()
+      await two?.close()
+      await dropPostgresLeftovers(prefix, db)
+    })
+
+    it("a suspend and a configuration change made by one process flush the other's cache", async () => {
+      const get = async (t: Tenantry, key: string) => t.withTenant((await t.catalog.fresh((await t.findTenant('cache-2p'))!.id))!, () => t.cache.get(key))
+      const set = async (t: Tenantry, key: string, v: unknown) => t.withTenant('cache-2p', () => t.cache.set(key, v))
+      await set(one, 'k', 'one')
+      expect(await get(one, 'k')).toBe('one')
+      await two.config.set('cache-2p', '/greeting', 'hi')
+      await vi.waitFor(async () => expect(await get(one, 'k')).toBeUndefined(), { timeout: 5000 })
+
+      await set(one, 'k', 'again')
+      await two.suspend('cache-2p', 'test')
+      await two.resume('cache-2p')
+      await vi.waitFor(async () => expect(await get(one, 'k')).toBeUndefined(), { timeout: 5000 })
+      // A change of another tenant's row flushes nothing here.
+      await two.provision({ slug: 'cache-2p-other', tier: 'pooled' })
+      await set(one, 'k', 'kept')
+      const heard = one.catalog.invalidations
+      await two.suspend('cache-2p-other', 'test')
+      await vi.waitFor(() => expect(one.catalog.invalidations).toBeGreaterThan(heard), { timeout: 5000 })
+      expect(await get(one, 'k')).toBe('kept')
+    })
+  })
+}

@@ -137,6 +137,38 @@ for (const backend of BACKENDS) {
       expect(order.indexOf('B')).toBeLessThanOrEqual(1)
     })
 
+    it("caps a tenant's running jobs at its share of the worker: another tenant's job runs beside a blocked backlog", async () => {
+      expect(await outcome(tenantry.jobs.work('capped', async () => undefined, { concurrency: 3, maxPerTenant: 0 }))).toBe('VALIDATION_FAILED')
+      expect(await outcome(tenantry.jobs.work('capped', async () => undefined, { concurrency: 3, maxPerTenant: 4 }))).toBe('VALIDATION_FAILED')
+      let release!: () => void
+      const gate = new Promise<void>((r) => (release = r))
+      const running = new Map<string, number>()
+      const peak = new Map<string, number>()
+      const ran: string[] = []
+      const stop = await tenantry.jobs.work('capped', async (job) => {
+        const slug = job.tenant.slug
+        running.set(slug, (running.get(slug) ?? 0) + 1)
+        peak.set(slug, Math.max(peak.get(slug) ?? 0, running.get(slug)!))
+        ran.push(slug)
+        if (slug === 'jobs-a') await gate
+        running.set(slug, running.get(slug)! - 1)
+      }, { concurrency: 3, maxPerTenant: 2 })
+      try {
+        await tenantry.withTenant('jobs-a', () => tenantry.jobs.sendMany('capped', Array.from({ length: 20 }, (_, i) => ({ i }))))
+        await vi.waitFor(() => expect(running.get('jobs-a')).toBe(2), { timeout: 10_000 })
+        // A's jobs hold two slots and stay blocked; the third slot is not A's to take.
+        await tenantry.withTenant('jobs-b', () => tenantry.jobs.send('capped', { quiet: true }))
+        await vi.waitFor(() => expect(ran).toContain('jobs-b'), { timeout: 10_000 })
+        expect(running.get('jobs-a')).toBe(2)
+        expect(ran.filter((s) => s === 'jobs-a')).toHaveLength(2)
+      } finally {
+        release()
+      }
+      await vi.waitFor(() => expect(ran.filter((s) => s === 'jobs-a')).toHaveLength(20), { timeout: 30_000 })
+      await stop()
+      expect(Object.fromEntries(peak)).toEqual({ 'jobs-a': 2, 'jobs-b': 1 })
+    })
+
     it('fires cron schedules per tenant, once per time across calls, in the tenant', async () => {
       const got: { tenant: string; data: unknown }[] = []
       const stop = await tenantry.jobs.work('summary', async (job) => { got.push({ tenant: currentTenant().slug, data: job.data }) })

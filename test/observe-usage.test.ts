@@ -127,7 +127,7 @@ function usageSuite(backend: Backend): void {
     expect(cols.rows.map((c) => `${c.column_name} ${c.data_type}${c.is_nullable === 'NO' ? ' not null' : ''}`)).toEqual([
       'tenant_id uuid not null', 'interval_start timestamp with time zone not null', 'interval_ms integer not null',
       'requests bigint not null', 'errors bigint not null', 'rejections bigint not null', 'statements bigint not null', 'rows bigint not null',
-      'db_time_ms double precision not null', 'storage_bytes bigint',
+      'db_time_ms double precision not null', 'storage_bytes bigint', 'object_bytes bigint',
     ])
     const cons = await admin.query<{ conname: string; contype: string }>(
       `SELECT conname, contype FROM pg_constraint WHERE conrelid = 'tenantry.usage'::regclass AND contype IN ('p', 'f') ORDER BY conname`,
@@ -204,7 +204,7 @@ function usageSuite(backend: Backend): void {
       rec(acme.id, at('12:00'), { requests: 100 }),
     ])
     const u = (slug: string, id: string, bucket: string, requests: number, errors: number, rejections: number, statements: number, dbTimeMs: number, rows: number, storageBytes: number | null) =>
-      ({ tenantId: id, slug, bucket: at(bucket), requests, errors, rejections, statements, dbTimeMs, rows, storageBytes })
+      ({ tenantId: id, slug, bucket: at(bucket), requests, errors, rejections, statements, dbTimeMs, rows, storageBytes, objectBytes: null })
     const from = at('10:00')
     const to = at('12:00')
     expect(await usage.usage({ tenant: 'acme', from, to, granularity: 'minute' })).toEqual([
@@ -237,7 +237,7 @@ function usageSuite(backend: Backend): void {
     const at = new Date('2026-03-01T10:00:00.000Z')
     await usage.write([rec(gone, at, { requests: 4, dbTimeMs: 2 })])
     expect(await usage.usage({ tenant: gone, from: at, to: new Date(at.getTime() + HOUR) })).toEqual([
-      { tenantId: gone, slug: null, bucket: at, requests: 4, errors: 0, rejections: 0, statements: 0, dbTimeMs: 2, rows: 0, storageBytes: null },
+      { tenantId: gone, slug: null, bucket: at, requests: 4, errors: 0, rejections: 0, statements: 0, dbTimeMs: 2, rows: 0, storageBytes: null, objectBytes: null },
     ])
     const nobody = await codeOf(usage.usage({ tenant: 'nobody' }))
     expect(nobody).toEqual({ code: 'TENANT_NOT_FOUND', status: 404, message: "No tenant has the slug or id 'nobody'." })
@@ -275,7 +275,7 @@ function usageSuite(backend: Backend): void {
     await writeFleet()
     const row = (x: Tenant, requests: number, errors: number, rejections: number, statements: number, rows: number, dbTimeMs: number, storageBytes: number | null, serverDbTimeShare: number, requestShare: number) => ({
       tenantId: x.id, slug: x.slug, tier: x.tier, plan: 'default', server: x.placement.server,
-      requests, errors, rejections, statements, dbTimeMs, rows, storageBytes, serverDbTimeShare, requestShare,
+      requests, errors, rejections, statements, dbTimeMs, rows, storageBytes, objectBytes: null, serverDbTimeShare, requestShare,
     })
     // main's database time: 4000 + 1000 + 5000 = 10000 ms; all requests: 600 + 200 + 10 + 390 = 1200.
     const A = row(acme, 600, 3, 3, 1200, 1500, 4000, 1000, 0.4, 0.5)
@@ -425,6 +425,38 @@ function usageSuite(backend: Backend): void {
     // The samples are the tenants' storage in top.
     const top = await usage.top({ by: 'storage', limit: 2 })
     expect(top.map((r) => r.slug)).toEqual(['hooli', bytes.get(initech.id)! > bytes.get(acme.id)! ? 'initech' : 'acme'])
+  })
+
+  it("samples object-storage bytes with the database storage into objectBytes; top by storage orders by both together", async () => {
+    await clearUsage()
+    errors.length = 0
+    const objects = new Map([[acme.id, 900_000_000], [globex.id, 1234]])
+    const withObjects = createUsageService(deps({ objectBytes: async () => objects }))
+    // Every sampled tenant gets its object bytes (0 without objects), umbrella too: its server is
+    // not registered here, so its database storage is null but its objects are still metered.
+    expect(await withObjects.sampleStorage({ force: true })).toBe(5)
+    const res = await admin.query<{ tenant_id: string; storage_bytes: number | null; object_bytes: number | null }>(
+      'SELECT tenant_id, storage_bytes::float8 AS storage_bytes, object_bytes::float8 AS object_bytes FROM tenantry.usage',
+    )
+    const sampled = new Map(res.rows.map((r) => [r.tenant_id, r.object_bytes]))
+    expect(sampled).toEqual(new Map([[acme.id, 900_000_000], [globex.id, 1234], [initech.id, 0], [hooli.id, 0], [umbrella.id, 0]]))
+    expect(res.rows.find((r) => r.tenant_id === umbrella.id)!.storage_bytes).toBeNull()
+    expect(res.rows.filter((r) => r.tenant_id !== umbrella.id).every((r) => Number(r.storage_bytes) > 0)).toBe(true)
+    expect(errors).toEqual([['SERVER_NOT_FOUND', "sampling the storage of tenants on server 'east'"]])
+    // A gauge like storage: a later record without a sample keeps it, a new sample replaces it.
+    await withObjects.write([rec(acme.id, new Date(Math.floor(Date.now() / MIN) * MIN), { requests: 1 })])
+    const rows = await withObjects.usage({ tenant: 'acme', granularity: 'minute', from: new Date(Date.now() - 2 * MIN), to: new Date(Date.now() + MIN) })
+    expect(rows.map((r) => r.objectBytes).filter((b) => b !== null).at(-1)).toBe(900_000_000)
+    // acme's 900 MB of objects put it before hooli's whole database.
+    const top = await withObjects.top({ by: 'storage', limit: 2 })
+    expect(top.map((r) => [r.slug, r.objectBytes])).toEqual([['acme', 900_000_000], ['hooli', 0]])
+    // Object storage that cannot be read is reported; the database storage is still sampled, objectBytes null.
+    await clearUsage()
+    errors.length = 0
+    const failing = createUsageService(deps({ objectBytes: async () => { throw new Error('bucket gone') } }))
+    expect(await failing.sampleStorage({ force: true })).toBe(4)
+    expect(errors).toEqual([['SERVER_NOT_FOUND', "sampling the storage of tenants on server 'east'"], ['Error: bucket gone', 'sampling the object storage of tenants']])
+    expect((await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM tenantry.usage WHERE object_bytes IS NOT NULL')).rows[0].n).toBe(0)
   })
 
   it('prunes rows past the retention and nothing younger', async () => {
@@ -641,10 +673,10 @@ describe.skipIf(!PG_UP)('tenantry usage, top and advise against PostgreSQL', { t
     expect(human.code, show(human)).toBe(0)
     expect(human.stdout).toBe([
       'Top tenants by db_time in the last 24 h:',
-      'TENANT  TIER    SERVER  REQUESTS  ERRORS  REJECTED  STATEMENTS  DB TIME  % OF SERVER DB  STORAGE',
-      '------  ------  ------  --------  ------  --------  ----------  -------  --------------  -------',
-      'acme    pooled  main    30        1       2         60          300 ms   75.0%           8.0 kB',
-      'globex  pooled  main    10        0       0         10          100 ms   25.0%           -',
+      'TENANT  TIER    SERVER  REQUESTS  ERRORS  REJECTED  STATEMENTS  DB TIME  % OF SERVER DB  STORAGE  OBJECTS',
+      '------  ------  ------  --------  ------  --------  ----------  -------  --------------  -------  -------',
+      'acme    pooled  main    30        1       2         60          300 ms   75.0%           8.0 kB   -',
+      'globex  pooled  main    10        0       0         10          100 ms   25.0%           -        -',
       '',
     ].join('\n'))
   })
@@ -654,8 +686,8 @@ describe.skipIf(!PG_UP)('tenantry usage, top and advise against PostgreSQL', { t
     expect(r.code, show(r)).toBe(0)
     expect(JSON.parse(r.stdout)).toEqual(expectedUsage)
     expect(expectedUsage).toEqual([
-      { tenantId: acme.id, slug: 'acme', bucket: at.toISOString(), requests: 1, errors: 0, rejections: 0, statements: 2, dbTimeMs: 4.5, rows: 3, storageBytes: null },
-      { tenantId: acme.id, slug: 'acme', bucket: new Date(at.getTime() + MIN).toISOString(), requests: 2, errors: 0, rejections: 0, statements: 0, dbTimeMs: 0, rows: 0, storageBytes: 4096 },
+      { tenantId: acme.id, slug: 'acme', bucket: at.toISOString(), requests: 1, errors: 0, rejections: 0, statements: 2, dbTimeMs: 4.5, rows: 3, storageBytes: null, objectBytes: null },
+      { tenantId: acme.id, slug: 'acme', bucket: new Date(at.getTime() + MIN).toISOString(), requests: 2, errors: 0, rejections: 0, statements: 0, dbTimeMs: 0, rows: 0, storageBytes: 4096, objectBytes: null },
     ])
     const advice = await cli(['advise', '--period', '1h'], env)
     expect(advice.code, show(advice)).toBe(0)

@@ -299,7 +299,7 @@ COMMENT ON COLUMN tasks.assignee IS 'tenantry:subject';
       expect(cert.scan.some((s) => s.table === 'public.projects')).toBe(true)
       if (second) expect(cert.scan.some((s) => s.server === 'second')).toBe(true)
       expect(cert.catalog.every((c) => c.after === 0)).toBe(true)
-      expect(cert.objects.map((o) => [o.object.split(' ')[0], o.existsAfter])).toEqual([['schema', false], ['role', false]])
+      expect(cert.objects.map((o) => [o.object.split(' ')[0], o.existsAfter])).toEqual([['schema', false], ['role', false], ['object', false]])
       expect(cert.archives.map((a) => [a.path, a.action])).toEqual([
         [archive, 'file deleted'],
         [plainArchive, 'file deleted'],

@@ -10,6 +10,10 @@ import { PassThrough, Readable } from 'node:stream'
 import { text } from 'node:stream/consumers'
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import express from 'express'
+import Fastify from 'fastify'
+import { tenantryPlugin } from '../src/adapters/fastify.ts'
+import { tenantryStorageHandler } from '../src/adapters/express.ts'
 import { LocalStorageDriver, createTenantry, withTenant, type Tenant, type Tenantry } from '../src/index.ts'
 import { DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, outcome, postgresAvailable } from './helpers/backends.ts'
 import { startS3, type S3Fixture } from './fixtures/s3-server.ts'
@@ -295,10 +299,83 @@ for (const m of MATRIX) {
       expect(await outcome(Promise.resolve().then(() => createTenantry({ dataDir: 'memory', storage: { defaults: { uploadBytesPerSecond: 0 } } })))).toBe('CONFIG_INVALID')
     })
 
+    /** The local driver's presigned URLs, served by the Fastify plugin's route and Express's handler (inside t.a's context). */
+    async function localPresigned(): Promise<void> {
+      const app = Fastify()
+      await app.register(tenantryPlugin, { tenantry })
+      app.get('/api/x', async () => 'tenant route')
+      const ex = express()
+      ex.use(tenantryStorageHandler(tenantry))
+      try {
+        const url = await tenantry.storage.presignDownload('tasks/1/notes.txt', { expiresInSeconds: 60 })
+        const u = new URL(url, 'http://app')
+        expect(u.pathname).toBe(`/_tenantry/storage/${t.a!.id}/tasks/1/notes.txt`)
+        const got = await app.inject({ method: 'GET', url })
+        expect({ status: got.statusCode, body: got.body, type: got.headers['content-type'] }).toEqual({ status: 200, body: 'hello world', type: 'text/plain' })
+        expect((await app.inject({ method: 'HEAD', url })).headers['content-length']).toBe('11')
+        // The same through Express.
+        const server = ex.listen(0)
+        try {
+          const port = (server.address() as { port: number }).port
+          const r = await fetch(`http://127.0.0.1:${port}${url}`)
+          expect({ status: r.status, body: await r.text() }).toEqual({ status: 200, body: 'hello world' })
+          const bad = await fetch(`http://127.0.0.1:${port}${url.replace('notes.txt', 'other.txt')}`)
+          expect({ status: bad.status, code: (await bad.json()).code }).toEqual({ status: 403, code: 'STORAGE_URL_INVALID' })
+        } finally {
+          server.close()
+        }
+        // Any change to the URL breaks it: another tenant's prefix, another key, a later expiry, another method, no signature.
+        const code = async (method: 'GET' | 'PUT', target: string, headers: Record<string, string> = {}, payload?: string) => {
+          const r = await app.inject({ method, url: target, headers, payload })
+          return `${r.statusCode} ${JSON.parse(r.body).code}`
+        }
+        expect(await code('GET', url.replace(t.a!.id, t.small!.id))).toBe('403 STORAGE_URL_INVALID')
+        expect(await code('GET', url.replace('notes.txt', 'notes.tx'))).toBe('403 STORAGE_URL_INVALID')
+        expect(await code('GET', url.replace(/expires=\d+/, `expires=${Math.floor(Date.now() / 1000) + 7200}`))).toBe('403 STORAGE_URL_INVALID')
+        expect(await code('PUT', url, { 'content-length': '1' }, 'x')).toBe('403 STORAGE_URL_INVALID')
+        expect(await code('GET', url.replace(/&sig=[^&]+/, ''))).toBe('403 STORAGE_URL_INVALID')
+        expect(await code('GET', `/_tenantry/storage/${t.a!.id}/../x?method=GET`)).toBe('403 STORAGE_URL_INVALID')
+        // Expired: signed for one second, checked three seconds later (the clock given to verify).
+        const { verifyObjectUrl } = await import('../src/storage/signed-urls.ts')
+        const short = await tenantry.storage.presignDownload('tasks/1/notes.txt', { expiresInSeconds: 1 })
+        expect(() => verifyObjectUrl(tenantry.catalog.tenantKey, 'GET', short, Date.now() + 3000)).toThrow(/expired at/)
+        // A key that does not exist: 404 (the signature holds).
+        expect(await code('GET', await tenantry.storage.presignDownload('nothing/here.txt'))).toBe('404 NOT_FOUND')
+
+        // Upload: exactly the signed size and type, through put (quota, share), counted at once.
+        const before = await tenantry.storage.usage()
+        const up = await tenantry.storage.presignUpload('direct.txt', { size: 5, contentType: 'text/plain' })
+        expect(new URL(up, 'http://app').pathname).toBe(`/_tenantry/storage/${t.a!.id}/direct.txt`)
+        expect(await code('PUT', up, { 'content-type': 'text/plain' }, 'hello!')).toBe('400 VALIDATION_FAILED')
+        expect(await code('PUT', up, { 'content-type': 'text/html' }, 'hello')).toBe('400 VALIDATION_FAILED')
+        expect(await tenantry.storage.head('direct.txt')).toBeNull()
+        const put = await app.inject({ method: 'PUT', url: up, headers: { 'content-type': 'text/plain' }, payload: 'hello' })
+        expect({ status: put.statusCode, body: JSON.parse(put.body) }).toEqual({ status: 200, body: { key: 'direct.txt', size: 5 } })
+        expect(await text((await tenantry.storage.get('direct.txt'))!.body)).toBe('hello')
+        expect(await tenantry.storage.usage()).toMatchObject({ bytes: before.bytes + 5, objects: before.objects + 1 })
+        // The quota is checked at signing and again at upload.
+        expect(await outcome(withTenant(t.small!, () => tenantry.storage.presignUpload('big', { size: 5000 })))).toBe('STORAGE_QUOTA_EXCEEDED')
+        // Other routes still resolve a tenant.
+        expect((await app.inject({ method: 'GET', url: '/api/x' })).statusCode).toBe(400)
+        // A suspended tenant's URLs are refused like its requests.
+        const narrowUrl = await withTenant(t.narrow!, () => tenantry.storage.presignDownload('x.txt'))
+        await tenantry.suspend('store-narrow', 'test')
+        try {
+          expect(await code('GET', narrowUrl)).toBe('403 TENANT_SUSPENDED')
+        } finally {
+          await tenantry.resume('store-narrow')
+          t.narrow = (await tenantry.findTenant('store-narrow'))!
+        }
+        expect(await outcome(tenantry.storage.presignDownload('../x'))).toBe('STORAGE_KEY_INVALID')
+      } finally {
+        await app.close()
+      }
+    }
+
     it('presigned URLs are pinned to the tenant prefix (S3) or refused (local)', async () => {
       await withTenant(t.a!, async () => {
         if (m.driver === 'local') {
-          expect(await outcome(tenantry.storage.presignDownload('tasks/1/notes.txt'))).toBe('STORAGE_UNAVAILABLE')
+          await localPresigned()
           return
         }
         const url = await tenantry.storage.presignDownload('tasks/1/notes.txt', { expiresInSeconds: 60 })
@@ -320,6 +397,40 @@ for (const m of MATRIX) {
       }
     })
 
+    it('stored bytes feed usage metering: the storage sample records each tenant\'s object bytes', async () => {
+      const a = await withTenant(t.a!, () => tenantry.storage.usage())
+      expect(a.bytes).toBeGreaterThan(0)
+      expect(await tenantry.observe.usage.sampleStorage({ force: true })).toBeGreaterThanOrEqual(Object.keys(t).length)
+      const now = Date.now()
+      const latest = async (slug: string) => {
+        const rows = await tenantry.usage({ tenant: slug, granularity: 'minute', from: new Date(now - 2 * 60_000), to: new Date(now + 2 * 60_000) })
+        return rows.map((r) => r.objectBytes).filter((b) => b !== null).at(-1)
+      }
+      expect(await latest('store-a')).toBe(a.bytes)
+      expect(await latest('store-narrow')).toBe((await withTenant(t.narrow!, () => tenantry.storage.usage())).bytes)
+      expect(await latest('store-cat')).toBe((await withTenant(t.cat!, () => tenantry.storage.usage())).bytes)
+      const top = await tenantry.top({ by: 'storage', limit: 1000 })
+      expect(top.find((r) => r.slug === 'store-a')?.objectBytes).toBe(a.bytes)
+    })
+
+    it("erase removes the tenant's prefix and usage, and its certificate checks none is left", async () => {
+      const gone = t.paced!
+      await withTenant(gone, async () => {
+        await tenantry.storage.put('erase/me.txt', Readable.from([Buffer.from('secret')]))
+        await tenantry.storage.put('erase/too.txt', Readable.from([Buffer.from('more')]))
+      })
+      expect((await storePaths()).filter((p) => p.startsWith(`tenants/${gone.id}/`)).length).toBeGreaterThanOrEqual(2)
+      const before = (await storePaths()).filter((p) => !p.startsWith(`tenants/${gone.id}/`))
+      await tenantry.delete('store-paced')
+      const cert = await tenantry.portability.erase('store-paced')
+      expect(cert.verified).toBe(true)
+      expect(cert.objects).toContainEqual({ object: `object storage prefix tenants/${gone.id}/`, existsAfter: false })
+      expect(cert.removed.some((r) => /^\d+ objects under tenants\/.+\/ in object storage$/.test(r))).toBe(true)
+      expect((await storePaths()).filter((p) => p.startsWith(`tenants/${gone.id}/`))).toEqual([])
+      expect((await storePaths()).filter((p) => !p.startsWith(`tenants/${gone.id}/`))).toEqual(before)
+      expect((await tenantry.storage.storedBytes()).has(gone.id)).toBe(false)
+    })
+
     it("purge removes the tenant's prefix and usage; the others keep theirs", async () => {
       const gone = t.b!
       await tenantry.delete('store-b')
@@ -327,7 +438,7 @@ for (const m of MATRIX) {
       await vi.waitFor(async () => {
         expect((await storePaths()).filter((p) => p.startsWith(`tenants/${gone.id}/`))).toEqual([])
         expect((await tenantry.storage.storedBytes()).has(gone.id)).toBe(false)
-      })
+      }, { timeout: 10_000 })
       expect((await storePaths()).some((p) => p.startsWith(`tenants/${t.a!.id}/`))).toBe(true)
       expect((await tenantry.storage.storedBytes()).has(t.a!.id)).toBe(true)
     })

@@ -9,6 +9,7 @@ import type { AdmitRequest } from '../guard/users.ts'
 import type { RequestInfo } from '../resolve/request-info.ts'
 import { admitRequest, type AdmitSteps } from './admit-request.ts'
 import { errorReply } from './http-errors.ts'
+import { SIGNED_URL_PATH } from '../storage/signed-urls.ts'
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -129,6 +130,31 @@ class ExpressSteps implements AdmitSteps {
 
   refuse(err: unknown): void {
     this.nextFn(err)
+  }
+}
+
+/**
+ * Express handler serving the local storage driver's presigned URLs (`/_tenantry/storage/*`: GET,
+ * HEAD, PUT) without tenant resolution — the URL's signature names the tenant. Mount it before
+ * {@link tenantryMiddleware} and any body parser; other paths pass through.
+ *
+ * @example
+ * ```ts
+ * app.use(tenantryStorageHandler(tenantry))
+ * app.use(tenantryMiddleware(tenantry))
+ * ```
+ */
+export function tenantryStorageHandler(tenantry: Tenantry): RequestHandler {
+  return function tenantryStorageUrl(req, res, next) {
+    if (!req.originalUrl.startsWith(`${SIGNED_URL_PATH}/`) || !['GET', 'HEAD', 'PUT'].includes(req.method)) return next()
+    tenantry.storage.serveSigned({ method: req.method, url: req.originalUrl, headers: req.headers, body: req.method === 'PUT' ? req : undefined }).then((r) => {
+      res.status(r.status).set(r.headers)
+      if (r.body === null || typeof r.body === 'string') res.end(r.body ?? undefined)
+      else r.body.pipe(res)
+    }, (err) => {
+      const { status, headers, body } = errorReply(err)
+      res.status(status).set(headers).json(body)
+    })
   }
 }
 

@@ -10,6 +10,8 @@ import type { AdmitRequest } from '../guard/users.ts'
 import type { RequestInfo } from '../resolve/request-info.ts'
 import { admitRequest, type AdmitSteps } from './admit-request.ts'
 import { errorReply } from './http-errors.ts'
+import { SIGNED_URL_PATH } from '../storage/signed-urls.ts'
+import type { Readable } from 'node:stream'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -44,6 +46,12 @@ export interface TenantryFastifyOptions {
    * by its mixin). Default true.
    */
   logTenant?: boolean
+  /**
+   * Serve the local storage driver's presigned URLs at `/_tenantry/storage/*` (GET, HEAD, PUT),
+   * without tenant resolution: the URL's signature names the tenant. Default: on with the local
+   * driver, off with S3 (its URLs go to S3).
+   */
+  storageUrls?: boolean
 }
 
 const kScope = Symbol('tenantry.scope')
@@ -130,9 +138,33 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
     })
   }
 
+  const storageUrls = opts.storageUrls ?? tenantry.storage.driver.kind === 'local'
+  if (storageUrls) {
+    // Its own context: uploads of any content type arrive as the raw stream, unparsed.
+    await fastify.register(async function tenantryStorageUrls(child) {
+      child.removeAllContentTypeParsers()
+      child.addContentTypeParser('*', function passThrough(_request, payload, done) { done(null, payload) })
+      child.route({
+        method: ['GET', 'PUT'], // HEAD comes with GET
+        url: `${SIGNED_URL_PATH}/*`,
+        handler: async function tenantryStorageUrl(request, reply) {
+          try {
+            const body = request.method === 'PUT' ? ((request.body as Readable | undefined) ?? request.raw) : undefined
+            const r = await tenantry.storage.serveSigned({ method: request.method, url: request.url, headers: request.headers, body })
+            return reply.code(r.status).headers(r.headers).send(r.body ?? undefined)
+          } catch (err) {
+            const e = errorReply(err)
+            return reply.code(e.status).headers(e.headers).send(e.body)
+          }
+        },
+      })
+    })
+  }
+
   fastify.addHook('onRequest', function tenantryResolve(request, reply, done) {
-    // The admin API (tenantry/admin) never runs a tenant's resolution chain.
+    // The admin API (tenantry/admin) never runs a tenant's resolution chain, nor do presigned storage URLs (signed for their tenant).
     if (skip?.(request) || request.routeOptions.config?.tenantryAdmin || (metricsPath !== null && request.routeOptions.url === metricsPath)) return done()
+    if (storageUrls && request.routeOptions.url === `${SIGNED_URL_PATH}/*`) return done()
     admitRequest(tenantry, new FastifySteps(tenantry, request, reply, done, logTenant))
   })
 

@@ -3,6 +3,7 @@ import { Counter, type Registry } from 'prom-client'
 import { currentTenant } from '../context/context.ts'
 import { TenantryError } from '../core/errors.ts'
 import type { Tenant } from '../core/types.ts'
+import { isUuid } from '../core/validation.ts'
 import type { TenantryEvents } from '../lifecycle/events.ts'
 import { MemoryCacheStore, RedisCacheStore, encodeKey, type CacheStore } from './stores.ts'
 
@@ -42,6 +43,15 @@ export interface CacheDeps {
   findTenant(slugOrId: string): Promise<Tenant | null>
   /** Where the `tenantry_cache_unavailable_total` counter is registered (the metrics registry), if metrics are on. */
   registry?: Registry
+  /**
+   * Changes of the catalog (`Catalog.onChange`): a tenant id when its row changed (status,
+   * configuration, plan, placement — suspend, resume, delete, restore, purge, move, config),
+   * `plan:<name>` when a plan's configuration changed, `*` when notifications may have been
+   * lost; `local` when this process made the change.
+   */
+  onCatalogChange?(listener: (subject: string, local: boolean) => void): () => void
+  /** The tenants on a plan, whose merged configuration a plan change touches. */
+  tenantsOnPlan?(plan: string): Promise<Tenant[]>
 }
 
 /**
@@ -159,9 +169,14 @@ export class TenantCache {
   async flushTenant(tenant?: Tenant | string): Promise<boolean> {
     const t = tenant === undefined ? currentTenant() : typeof tenant === 'string' ? await this.deps.findTenant(tenant) : tenant
     if (!t) throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the slug or id '${String(tenant).slice(0, 64)}'.`)
+    return this.flushId(t.id)
+  }
+
+  /** {@link flushTenant} by a tenant id the catalog may no longer know (a purged tenant's). @internal */
+  async flushId(tenantId: string): Promise<boolean> {
     try {
       if (!this.store.ready()) unavailable()
-      await this.store.bump(t.id)
+      await this.store.bump(tenantId)
       return true
     } catch {
       this.degraded('flush')
@@ -218,8 +233,8 @@ function serialise(value: unknown): string {
 
 /**
  * The tenant cache, wired by `createTenantry`: Redis when configured (option or `REDIS_URL`),
- * else an in-memory LRU; every lifecycle change of a tenant (suspend, resume, delete, restore,
- * purge) flushes its keys.
+ * else an in-memory LRU; every change of a tenant's catalog row (suspend, resume, delete, restore,
+ * purge, move, configuration or plan) and of its plan's configuration flushes its keys.
  *
  * @example
  * ```ts
@@ -250,15 +265,28 @@ export async function createCache(options: CacheOptions = {}, deps: CacheDeps): 
     store = new MemoryCacheStore(maxEntries)
   }
   const cache = new TenantCache(store, { defaultTtlMs, maxTtlMs }, deps)
-  const flush = (tenant: Tenant, why: string) => {
-    cache.flushTenant(tenant).then((ok) => {
-      if (!ok) deps.events.emit('error', { error: new Error('cache store unavailable'), context: `flushing the cache of tenant '${tenant.slug}' after ${why}` })
-    }, (error) => deps.events.emit('error', { error, context: `flushing the cache of tenant '${tenant.slug}' after ${why}` }))
+  const flush = (tenantId: string, why: string) => {
+    const context = `flushing the cache of tenant ${tenantId} after ${why}`
+    cache.flushId(tenantId).then((ok) => {
+      if (!ok) deps.events.emit('error', { error: new Error('cache store unavailable'), context })
+    }, (error) => deps.events.emit('error', { error, context }))
   }
-  deps.events.on('tenant.suspended', ({ tenant }) => flush(tenant, 'suspend'))
-  deps.events.on('tenant.resumed', ({ tenant }) => flush(tenant, 'resume'))
-  deps.events.on('tenant.deleted', ({ tenant }) => flush(tenant, 'delete'))
-  deps.events.on('tenant.restored', ({ tenant }) => flush(tenant, 'restore'))
-  deps.events.on('tenant.purged', ({ tenant }) => flush(tenant, 'purge'))
+  deps.onCatalogChange?.((subject, local) => {
+    // Redis holds the generation for every process: the process that made the change bumps it
+    // once. The in-memory LRU is per process: each one forgets its own entries, on its own
+    // change or on the notification of another process's (the CLI's, another app's).
+    if (store.kind === 'redis' && !local) return
+    if (subject === '*') {
+      store.bumpAll?.()
+    } else if (isUuid(subject)) {
+      flush(subject, 'a change of its catalog row')
+    } else if (subject.startsWith('plan:') && deps.tenantsOnPlan) {
+      const plan = subject.slice('plan:'.length)
+      deps.tenantsOnPlan(plan).then(
+        (tenants) => { for (const t of tenants) flush(t.id, `a change of plan '${plan}'`) },
+        (error) => deps.events.emit('error', { error, context: `flushing the cache of the tenants on plan '${plan}'` }),
+      )
+    }
+  })
   return cache
 }

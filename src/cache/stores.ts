@@ -15,6 +15,8 @@ export interface CacheStore {
   delete(tenantId: string, key: string): Promise<boolean>
   /** Move the tenant to a new generation: O(1), whatever the number of its keys. */
   bump(tenantId: string): Promise<void>
+  /** Forget every tenant's entries (notifications may have been lost); only a per-process store needs it. */
+  bumpAll?(): void
   /** Whether the store can answer now (Redis connected); when not, reads miss and writes are skipped. */
   ready(): boolean
   close(): Promise<void>
@@ -61,6 +63,10 @@ export class MemoryCacheStore implements CacheStore {
 
   async bump(tenantId: string): Promise<void> {
     this.generations.set(tenantId, (this.generations.get(tenantId) ?? 0) + 1)
+  }
+
+  bumpAll(): void {
+    this.lru.clear()
   }
 
   ready(): boolean {

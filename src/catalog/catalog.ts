@@ -119,7 +119,7 @@ export class Catalog {
    * echo is skipped: it arrived later and cleared again what the process had cached meanwhile.
    */
   private readonly origin = `${randomUUID()}:`
-  private readonly listeners = new Set<(subject: string) => void>()
+  private readonly listeners = new Set<(subject: string, local: boolean) => void>()
 
   constructor(opts: CatalogOptions) {
     this.opts = opts
@@ -144,9 +144,9 @@ export class Catalog {
           this.invalidations++
           this.clearCache()
           // The payload is `<origin uuid>:<subject>`.
-          this.changed(payload.slice(payload.indexOf(':') + 1))
+          this.changed(payload.slice(payload.indexOf(':') + 1), false)
         },
-        () => { this.clearCache(); this.changed('*') },
+        () => { this.clearCache(); this.changed('*', false) },
       )
     }
   }
@@ -154,22 +154,23 @@ export class Catalog {
   /**
    * Call `listener` with the subject of every catalog change, this process's and (through the
    * notifications) every other's: a tenant id, a domain, `plan:<name>`, `flag:<key>`, `server:<name>`,
-   * or `*` after a lost notification connection came back (anything may have changed). Returns an
-   * unsubscribe function. Listeners must not throw.
+   * or `*` after a lost notification connection came back (anything may have changed). `local` is
+   * true for a change this process made (heard at once), false for one heard through a
+   * notification. Returns an unsubscribe function. Listeners must not throw.
    *
    * @example
    * ```ts
    * catalog.onChange((subject) => { if (subject.startsWith('plan:')) reloadPlans() })
    * ```
    */
-  onChange(listener: (subject: string) => void): () => void {
+  onChange(listener: (subject: string, local: boolean) => void): () => void {
     this.listeners.add(listener)
     return () => { this.listeners.delete(listener) }
   }
 
-  private changed(subject: string): void {
+  private changed(subject: string, local: boolean): void {
     for (const l of this.listeners) {
-      try { l(subject) } catch { /* a listener's fault is its own */ }
+      try { l(subject, local) } catch { /* a listener's fault is its own */ }
     }
   }
 
@@ -426,7 +427,7 @@ export class Catalog {
       })
     } finally {
       this.clearCache()
-      this.changed(subject)
+      this.changed(subject, true)
     }
   }
 }

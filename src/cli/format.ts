@@ -51,21 +51,23 @@ export function truncate(s: string, n: number): string {
 
 const count = (n: number) => Math.round(n).toLocaleString('en-US')
 
+const bytesOrDash = (n: number | null | undefined) => (n === null || n === undefined ? '-' : formatBytes(n))
+
 /** `tenantry usage`: one line per bucket. */
 export function usageTable(rows: UsageRow[]): string {
   return table(
-    ['BUCKET', 'REQUESTS', 'ERRORS', 'REJECTED', 'STATEMENTS', 'ROWS', 'DB TIME', 'STORAGE'],
-    rows.map((r) => [r.bucket.toISOString(), count(r.requests), count(r.errors), count(r.rejections), count(r.statements), count(r.rows), formatMs(r.dbTimeMs), r.storageBytes === null ? '-' : formatBytes(r.storageBytes)]),
+    ['BUCKET', 'REQUESTS', 'ERRORS', 'REJECTED', 'STATEMENTS', 'ROWS', 'DB TIME', 'STORAGE', 'OBJECTS'],
+    rows.map((r) => [r.bucket.toISOString(), count(r.requests), count(r.errors), count(r.rejections), count(r.statements), count(r.rows), formatMs(r.dbTimeMs), bytesOrDash(r.storageBytes), bytesOrDash(r.objectBytes)]),
   )
 }
 
 /** `tenantry top`: one line per tenant, like `citus_stat_tenants`. */
 export function topTable(rows: TopRow[]): string {
   return table(
-    ['TENANT', 'TIER', 'SERVER', 'REQUESTS', 'ERRORS', 'REJECTED', 'STATEMENTS', 'DB TIME', '% OF SERVER DB', 'STORAGE'],
+    ['TENANT', 'TIER', 'SERVER', 'REQUESTS', 'ERRORS', 'REJECTED', 'STATEMENTS', 'DB TIME', '% OF SERVER DB', 'STORAGE', 'OBJECTS'],
     rows.map((r) => [
       r.slug ?? `${r.tenantId} (purged)`, r.tier ?? '-', r.server ?? '-', count(r.requests), count(r.errors), count(r.rejections), count(r.statements),
-      formatMs(r.dbTimeMs), `${(r.serverDbTimeShare * 100).toFixed(1)}%`, r.storageBytes === null ? '-' : formatBytes(r.storageBytes),
+      formatMs(r.dbTimeMs), `${(r.serverDbTimeShare * 100).toFixed(1)}%`, bytesOrDash(r.storageBytes), bytesOrDash(r.objectBytes),
     ]),
   )
 }

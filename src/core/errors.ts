@@ -67,6 +67,8 @@ export const ErrorCodes = {
   STORAGE_QUOTA_EXCEEDED: 'STORAGE_QUOTA_EXCEEDED',
   /** The object store (S3, the storage directory) failed or cannot be reached. */
   STORAGE_UNAVAILABLE: 'STORAGE_UNAVAILABLE',
+  /** A presigned storage URL of the local driver was changed, is for another method, or has expired. */
+  STORAGE_URL_INVALID: 'STORAGE_URL_INVALID',
   /** A queued job carries no tenant, or a tenant whose signature does not verify: it is not run. */
   JOB_TENANT_INVALID: 'JOB_TENANT_INVALID',
   /** Background jobs cannot run here (no queue configured, or the queue's database is unreachable). */
@@ -145,6 +147,7 @@ const STATUS: Record<ErrorCode, number> = {
   STORAGE_KEY_INVALID: 400,
   STORAGE_QUOTA_EXCEEDED: 413,
   STORAGE_UNAVAILABLE: 503,
+  STORAGE_URL_INVALID: 403,
   JOB_TENANT_INVALID: 403,
   JOBS_UNAVAILABLE: 503,
   DOMAIN_TAKEN: 409,

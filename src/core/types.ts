@@ -72,6 +72,12 @@ export interface UsageCounters {
   rows: number
   /** Bytes the tenant's data takes: the latest storage sample (of the interval, bucket or period), or null when none was taken. */
   storageBytes: number | null
+  /**
+   * Bytes of the tenant's objects in object storage (`tenantry.storage`), sampled with
+   * `storageBytes` (the latest sample, or null when none was taken). Apart from `storageBytes`,
+   * which is what its data takes on its database server. Absent in a record means null.
+   */
+  objectBytes?: number | null
 }
 
 /**

@@ -34,6 +34,11 @@ export interface TenantJob<T = unknown> {
 export interface WorkOptions {
   /** Jobs this worker runs at once in this process. Default 4. */
   concurrency?: number
+  /**
+   * Jobs of one tenant this worker runs at once: the tenant's share of it. Default `concurrency - 1`
+   * (at least 1), so one tenant's backlog always leaves a slot to the other tenants' jobs.
+   */
+  maxPerTenant?: number
 }
 
 export interface SendOptions {
@@ -131,10 +136,14 @@ export class TenantJobs {
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 1000) {
       throw new TenantryError('VALIDATION_FAILED', `work() concurrency must be a whole number from 1 to 1000; got ${printable(String(concurrency))}.`)
     }
+    const maxPerTenant = options.maxPerTenant ?? Math.max(1, concurrency - 1)
+    if (!Number.isInteger(maxPerTenant) || maxPerTenant < 1 || maxPerTenant > concurrency) {
+      throw new TenantryError('VALIDATION_FAILED', `work() maxPerTenant must be a whole number from 1 to concurrency (${concurrency}); got ${printable(String(maxPerTenant))}.`)
+    }
     await this.start()
     await this.queue.ensureQueue(queue)
-    const w = new Worker(queue, concurrency, this.opts.pollIntervalMs, {
-      fetch: (n) => this.queue.fetch(queue, n),
+    const w = new Worker(queue, concurrency, maxPerTenant, this.opts.pollIntervalMs, {
+      fetch: (n, skip) => this.queue.fetch(queue, n, skip),
       run: (job) => this.run(job, handler as (job: TenantJob) => unknown),
       onError: (error) => this.deps.events.emit('error', { error, context: `running jobs of queue '${queue}'` }),
     })
@@ -261,7 +270,7 @@ export class TenantJobs {
       const id = randomUUID()
       const vt = first + i
       const envelope: Envelope = { tenantry: { tenant: tenant.id, sig: sign(key, queue, id, tenant.id), vt }, data: data ?? null }
-      return { id, queue, data: envelope, priority: -Math.min(vt, MAX_PRIORITY), retryLimit: options.retryLimit }
+      return { id, queue, data: envelope, priority: -Math.min(vt, MAX_PRIORITY), retryLimit: options.retryLimit, group: tenant.id }
     })
     await this.queue.send(jobs)
     for (const w of this.workers) if (w.queue === queue) w.wake()
@@ -368,10 +377,13 @@ function checkJson(data: unknown): void {
 
 /**
  * One `work()` registration: keeps up to `concurrency` jobs running, claiming one more as soon as
- * one ends, and polls when the queue is empty (a send in this process wakes it at once).
+ * one ends, and polls when the queue is empty (a send in this process wakes it at once). At most
+ * `maxPerTenant` of them belong to one tenant (job group): the queue passes over the jobs of a
+ * tenant at its share, and a batch is never larger than the room any running tenant has left.
  */
 class Worker {
   private running = 0
+  private readonly perGroup = new Map<string, number>()
   private stopped = false
   private wakeUp?: () => void
   private loop?: Promise<void>
@@ -380,8 +392,9 @@ class Worker {
   constructor(
     readonly queue: string,
     private readonly concurrency: number,
+    private readonly maxPerGroup: number,
     private readonly pollMs: number,
-    private readonly port: { fetch(n: number): Promise<QueuedJob[]>; run(job: QueuedJob): Promise<void>; onError(err: Error): void },
+    private readonly port: { fetch(n: number, skipGroups: string[]): Promise<QueuedJob[]>; run(job: QueuedJob): Promise<void>; onError(err: Error): void },
   ) {}
 
   start(): void {
@@ -401,16 +414,27 @@ class Worker {
 
   private async main(): Promise<void> {
     while (!this.stopped) {
-      const free = this.concurrency - this.running
+      const skip: string[] = []
+      let busiest = 0
+      for (const [group, n] of this.perGroup) {
+        if (n >= this.maxPerGroup) skip.push(group)
+        else busiest = Math.max(busiest, n)
+      }
+      const free = Math.min(this.concurrency - this.running, this.maxPerGroup - busiest)
       let got = 0
       if (free > 0) {
         try {
-          const jobs = await this.port.fetch(free)
+          const jobs = await this.port.fetch(free, skip)
           got = jobs.length
           for (const job of jobs) {
+            const group = job.group ?? ''
             this.running++
+            this.perGroup.set(group, (this.perGroup.get(group) ?? 0) + 1)
             const p = this.port.run(job).catch((err) => this.port.onError(err as Error)).finally(() => {
               this.running--
+              const left = this.perGroup.get(group)! - 1
+              if (left === 0) this.perGroup.delete(group)
+              else this.perGroup.set(group, left)
               this.active.delete(p)
               this.wake()
             })

@@ -1,11 +1,14 @@
 import type PgBoss from 'pg-boss'
 import type { AdminQueryable } from '../data/driver.ts'
+import { fetchJobs } from './sql.ts'
 
 /** A job as the queue hands it out. */
 export interface QueuedJob {
   id: string
   queue: string
   data: unknown
+  /** The group it was sent with (the tenant id), or null. Unverified: for shares, never for trust. */
+  group: string | null
 }
 
 /** A job to enqueue: Tenantry chooses the id (it is signed) and the priority (fairness). */
@@ -15,6 +18,8 @@ export interface OutgoingJob {
   data: unknown
   priority: number
   retryLimit?: number
+  /** The job's group (Tenantry: the tenant id), which {@link JobQueue.fetch} can pass over. */
+  group?: string
 }
 
 /**
@@ -25,8 +30,11 @@ export interface JobQueue {
   start(): Promise<void>
   ensureQueue(name: string): Promise<void>
   send(jobs: OutgoingJob[]): Promise<void>
-  /** Claim up to `n` jobs of `queue`, highest priority first, then oldest. */
-  fetch(queue: string, n: number): Promise<QueuedJob[]>
+  /**
+   * Claim up to `n` jobs of `queue`, highest priority first, then oldest, passing over the jobs of
+   * the groups in `skipGroups` (tenants at their share of the worker).
+   */
+  fetch(queue: string, n: number, skipGroups?: readonly string[]): Promise<QueuedJob[]>
   complete(queue: string, id: string, output?: unknown): Promise<void>
   /** Fail one attempt: the queue retries it while its retry limit allows. */
   fail(queue: string, id: string, error: { code: string; message: string }): Promise<void>
@@ -92,12 +100,17 @@ export class PgBossQueue implements JobQueue {
 
   async send(jobs: OutgoingJob[]): Promise<void> {
     if (jobs.length === 0) return
-    await this.boss.insert(jobs.map((j) => ({ id: j.id, name: j.queue, data: j.data as object, priority: j.priority, ...(j.retryLimit === undefined ? {} : { retryLimit: j.retryLimit }) })))
+    // The group travels as pg-boss's singleton key: on a queue of the standard policy (Tenantry's)
+    // and without singletonSeconds it constrains nothing, and fetch can filter on it.
+    await this.boss.insert(jobs.map((j) => ({ id: j.id, name: j.queue, data: j.data as object, priority: j.priority, singletonKey: j.group, ...(j.retryLimit === undefined ? {} : { retryLimit: j.retryLimit }) })))
   }
 
-  async fetch(queue: string, n: number): Promise<QueuedJob[]> {
-    const jobs = await this.boss.fetch(queue, { batchSize: n })
-    return (jobs ?? []).map((j) => ({ id: j.id, queue, data: j.data }))
+  async fetch(queue: string, n: number, skipGroups: readonly string[] = []): Promise<QueuedJob[]> {
+    // pg-boss's own claim (v10's fetchNextJob for the standard policy) with the skipped groups
+    // left out before the LIMIT, so a tenant at its share never takes a slot meant for another.
+    const s = fetchJobs(this.opts.schema, queue, n, skipGroups)
+    const { rows } = await this.boss.getDb().executeSql(s.text, s.values)
+    return (rows as { id: string; data: unknown; singleton_key: string | null }[]).map((j) => ({ id: j.id, queue, data: j.data, group: j.singleton_key }))
   }
 
   async complete(queue: string, id: string, output?: unknown): Promise<void> {

@@ -1,4 +1,4 @@
-import type { Statement } from '../core/sql.ts'
+import { quoteIdent, type Statement } from '../core/sql.ts'
 
 /**
  * Tenantry's own job tables in the catalog database (the queue itself is pg-boss's schema), run
@@ -95,5 +95,32 @@ export function forgetTenant(tenantId: string): Statement {
     text: `WITH a AS (DELETE FROM tenantry.job_clocks WHERE tenant_id = $1)
            DELETE FROM tenantry.job_schedules WHERE tenant_id = $1`,
     values: [tenantId],
+  }
+}
+
+/**
+ * Claim up to `n` jobs of a pg-boss 10 queue of the standard policy, as pg-boss's `fetch` does
+ * (highest priority, then oldest; locked rows skipped; `retry_count` moved on for a retry), except
+ * that jobs whose singleton key (the tenant id) is in `skip` are passed over.
+ */
+export function fetchJobs(schema: string, queue: string, n: number, skip: readonly string[]): Statement {
+  const job = `${quoteIdent(schema)}.job`
+  return {
+    text: `WITH next AS (
+             SELECT id FROM ${job}
+             WHERE name = $1 AND state < 'active' AND start_after < now()
+               AND NOT (coalesce(singleton_key, '') = ANY($3::text[]))
+             ORDER BY priority DESC, created_on, id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+           )
+           UPDATE ${job} j SET
+             state = 'active',
+             started_on = now(),
+             retry_count = CASE WHEN started_on IS NOT NULL THEN retry_count + 1 ELSE retry_count END
+           FROM next
+           WHERE j.name = $1 AND j.id = next.id
+           RETURNING j.id, j.data, j.singleton_key`,
+    values: [queue, n, [...skip]],
   }
 }

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS tenantry.usage (
   storage_bytes bigint,
   PRIMARY KEY (tenant_id, interval_start)
 );
+ALTER TABLE tenantry.usage ADD COLUMN IF NOT EXISTS object_bytes bigint;
 CREATE INDEX IF NOT EXISTS usage_interval_idx ON tenantry.usage (interval_start);
 CREATE TABLE IF NOT EXISTS tenantry.usage_sampling (
   id boolean PRIMARY KEY DEFAULT true CHECK (id),
@@ -41,7 +42,7 @@ REVOKE ALL ON tenantry.usage, tenantry.usage_sampling FROM PUBLIC;
  * gauge: a new sample replaces the old one, a record without one keeps it.
  */
 export function writeUsage(records: readonly UsageRecord[]): Statement {
-  const cols: unknown[][] = [[], [], [], [], [], [], [], [], [], []]
+  const cols: unknown[][] = [[], [], [], [], [], [], [], [], [], [], []]
   for (const r of records) {
     cols[0].push(r.tenantId)
     cols[1].push(r.intervalStart.toISOString())
@@ -53,11 +54,12 @@ export function writeUsage(records: readonly UsageRecord[]): Statement {
     cols[7].push(r.rows)
     cols[8].push(r.dbTimeMs)
     cols[9].push(r.storageBytes)
+    cols[10].push(r.objectBytes ?? null)
   }
   return {
     text: `INSERT INTO tenantry.usage AS u
-             (tenant_id, interval_start, interval_ms, requests, errors, rejections, statements, rows, db_time_ms, storage_bytes)
-           SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[], $10::bigint[])
+             (tenant_id, interval_start, interval_ms, requests, errors, rejections, statements, rows, db_time_ms, storage_bytes, object_bytes)
+           SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[], $10::bigint[], $11::bigint[])
            ON CONFLICT (tenant_id, interval_start) DO UPDATE SET
              requests = u.requests + EXCLUDED.requests,
              errors = u.errors + EXCLUDED.errors,
@@ -65,7 +67,8 @@ export function writeUsage(records: readonly UsageRecord[]): Statement {
              statements = u.statements + EXCLUDED.statements,
              rows = u.rows + EXCLUDED.rows,
              db_time_ms = u.db_time_ms + EXCLUDED.db_time_ms,
-             storage_bytes = coalesce(EXCLUDED.storage_bytes, u.storage_bytes)`,
+             storage_bytes = coalesce(EXCLUDED.storage_bytes, u.storage_bytes),
+             object_bytes = coalesce(EXCLUDED.object_bytes, u.object_bytes)`,
     values: cols,
   }
 }
@@ -73,12 +76,13 @@ export function writeUsage(records: readonly UsageRecord[]): Statement {
 /** Sums of one tenant (or all, `tenantId` null) per bucket of `[from, to)`; buckets are UTC. */
 export function usageByBucket(q: { tenantId: string | null; from: Date; to: Date; granularity: UsageGranularity }): Statement {
   return {
-    text: `SELECT g.tenant_id, t.slug, g.bucket, g.requests, g.errors, g.rejections, g.statements, g.rows, g.db_time_ms, g.storage_bytes
+    text: `SELECT g.tenant_id, t.slug, g.bucket, g.requests, g.errors, g.rejections, g.statements, g.rows, g.db_time_ms, g.storage_bytes, g.object_bytes
            FROM (
              SELECT tenant_id, date_trunc($4, interval_start, 'UTC') AS bucket,
                     sum(requests)::float8 AS requests, sum(errors)::float8 AS errors, sum(rejections)::float8 AS rejections,
                     sum(statements)::float8 AS statements, sum(rows)::float8 AS rows, sum(db_time_ms) AS db_time_ms,
-                    ((array_agg(storage_bytes ORDER BY interval_start DESC) FILTER (WHERE storage_bytes IS NOT NULL))[1])::float8 AS storage_bytes
+                    ((array_agg(storage_bytes ORDER BY interval_start DESC) FILTER (WHERE storage_bytes IS NOT NULL))[1])::float8 AS storage_bytes,
+                    ((array_agg(object_bytes ORDER BY interval_start DESC) FILTER (WHERE object_bytes IS NOT NULL))[1])::float8 AS object_bytes
              FROM tenantry.usage
              WHERE interval_start >= $2 AND interval_start < $3 AND ($1::uuid IS NULL OR tenant_id = $1::uuid)
              GROUP BY 1, 2
@@ -98,7 +102,8 @@ export const hasUsage = (tenantId: string): Statement => ({
 const TOP_ORDER = {
   requests: 'requests DESC, db_time_ms DESC',
   db_time: 'db_time_ms DESC, requests DESC',
-  storage: 'storage_bytes DESC NULLS LAST, requests DESC',
+  // Database storage and object storage together: what the tenant holds, wherever it is.
+  storage: 'coalesce(storage_bytes, 0) + coalesce(object_bytes, 0) DESC, requests DESC',
 } as const
 
 /**
@@ -112,7 +117,8 @@ export function topTenants(q: { from: Date; to: Date; by: keyof typeof TOP_ORDER
              SELECT tenant_id,
                     sum(requests)::float8 AS requests, sum(errors)::float8 AS errors, sum(rejections)::float8 AS rejections,
                     sum(statements)::float8 AS statements, sum(rows)::float8 AS rows, sum(db_time_ms) AS db_time_ms,
-                    ((array_agg(storage_bytes ORDER BY interval_start DESC) FILTER (WHERE storage_bytes IS NOT NULL))[1])::float8 AS storage_bytes
+                    ((array_agg(storage_bytes ORDER BY interval_start DESC) FILTER (WHERE storage_bytes IS NOT NULL))[1])::float8 AS storage_bytes,
+                    ((array_agg(object_bytes ORDER BY interval_start DESC) FILTER (WHERE object_bytes IS NOT NULL))[1])::float8 AS object_bytes
              FROM tenantry.usage
              WHERE interval_start >= $1 AND interval_start < $2
              GROUP BY tenant_id
@@ -124,7 +130,7 @@ export function topTenants(q: { from: Date; to: Date; by: keyof typeof TOP_ORDER
              FROM per_tenant p
              LEFT JOIN tenantry.tenants t ON t.id = p.tenant_id
            )
-           SELECT tenant_id, slug, tier, plan, server, requests, errors, rejections, statements, rows, db_time_ms, storage_bytes,
+           SELECT tenant_id, slug, tier, plan, server, requests, errors, rejections, statements, rows, db_time_ms, storage_bytes, object_bytes,
                   server_db_time_share, request_share
            FROM shared
            WHERE $3::text IS NULL OR server = $3::text

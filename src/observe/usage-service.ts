@@ -23,6 +23,11 @@ export interface UsageServiceDeps {
     /** How often the fleet samples storage, ms; 0 turns the timer off. */
     storageSampleMs: number
   }
+  /**
+   * Bytes each tenant keeps in object storage (`tenantry.storage`'s usage), read by each storage
+   * sample into `objectBytes`. Without it, `objectBytes` stays null.
+   */
+  objectBytes?: () => Promise<Map<string, number>>
   /** Where background failures (sampling, pruning) go; they never throw. */
   onError?: (error: unknown, context: string) => void
 }
@@ -43,6 +48,7 @@ interface UsageDbRow {
   rows: number
   db_time_ms: number
   storage_bytes: number | null
+  object_bytes: number | null
 }
 
 interface TopDbRow extends Omit<UsageDbRow, 'bucket'> {
@@ -182,13 +188,28 @@ export function createUsageService(deps: UsageServiceDeps): UsageService {
         onError(err, `sampling the storage of tenants on server '${serverName}'`)
       }
     }
+    const objects = await sampleObjects()
+    const sampled = tenants.filter((t) => bytes.has(t.id) || objects)
     await write(
-      [...bytes].map(([tenantId, b]) => ({
-        tenantId, intervalStart, intervalMs: options.intervalMs,
-        requests: 0, errors: 0, rejections: 0, statements: 0, rows: 0, dbTimeMs: 0, storageBytes: Math.round(b),
+      sampled.map((t) => ({
+        tenantId: t.id, intervalStart, intervalMs: options.intervalMs,
+        requests: 0, errors: 0, rejections: 0, statements: 0, rows: 0, dbTimeMs: 0,
+        storageBytes: bytes.has(t.id) ? Math.round(bytes.get(t.id)!) : null,
+        objectBytes: objects ? (objects.get(t.id) ?? 0) : null,
       })),
     )
-    return bytes.size
+    return sampled.length
+  }
+
+  /** Object-storage bytes per tenant, or null when there is no object storage or it cannot be read (reported). */
+  async function sampleObjects(): Promise<Map<string, number> | null> {
+    if (!deps.objectBytes) return null
+    try {
+      return await deps.objectBytes()
+    } catch (err) {
+      onError(err, 'sampling the object storage of tenants')
+      return null
+    }
   }
 
   /** Each tier's sampling on its own: one that fails is reported and the others still count. */
@@ -349,6 +370,7 @@ function counters(r: Omit<UsageDbRow, 'tenant_id' | 'slug' | 'bucket'>) {
     dbTimeMs: Number(r.db_time_ms),
     rows: Number(r.rows),
     storageBytes: r.storage_bytes === null ? null : Number(r.storage_bytes),
+    objectBytes: r.object_bytes === null || r.object_bytes === undefined ? null : Number(r.object_bytes),
   }
 }
 
@@ -383,6 +405,7 @@ function merged(records: UsageRecord[]): UsageRecord[] {
     for (const c of COUNTERS) seen[c] += r[c]
     seen.dbTimeMs += r.dbTimeMs
     if (r.storageBytes !== null) seen.storageBytes = r.storageBytes
+    if (r.objectBytes !== null && r.objectBytes !== undefined) seen.objectBytes = r.objectBytes
   }
   return [...byKey.values()]
 }
@@ -396,4 +419,5 @@ function checkRecord(r: UsageRecord): void {
   for (const c of COUNTERS) if (!Number.isSafeInteger(r[c]) || r[c] < 0) throw bad(`${c} must be a whole number of at least 0, not ${r[c]}`)
   if (typeof r.dbTimeMs !== 'number' || !Number.isFinite(r.dbTimeMs) || r.dbTimeMs < 0) throw bad(`dbTimeMs must be a number of at least 0, not ${r.dbTimeMs}`)
   if (r.storageBytes !== null && (!Number.isSafeInteger(r.storageBytes) || r.storageBytes < 0)) throw bad(`storageBytes must be null or a whole number of at least 0, not ${r.storageBytes}`)
+  if (r.objectBytes != null && (!Number.isSafeInteger(r.objectBytes) || r.objectBytes < 0)) throw bad(`objectBytes must be null or a whole number of at least 0, not ${r.objectBytes}`)
 }

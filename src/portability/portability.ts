@@ -169,6 +169,8 @@ interface Deps {
   version: string
   /** Where a forced residency exception is recorded. */
   audit?: AuditLog
+  /** The tenant's objects in object storage (`tenantry.storage`): erasure removes them and checks none is left. */
+  objectStore?: { removeTenant(tenant: Tenant): Promise<number>; hasObjects(tenant: Tenant): Promise<boolean> }
 }
 
 /** A tenant's rows: the server driver, database and schema they live in. */
@@ -542,6 +544,11 @@ export class Portability {
       await this.d.catalog.deleteTenantRow(tenant.id)
       removed.push(`catalog row of '${tenant.slug}'${domains.length ? ` and domains ${domains.join(', ')}` : ''}`)
     }
+    if (this.d.objectStore) {
+      // Idempotent: a resumed erasure removes what is left and finds nothing the second time.
+      const n = await this.d.objectStore.removeTenant(tenant)
+      if (n > 0) removed.push(`${n} objects under tenants/${tenant.id}/ in object storage`)
+    }
     const archives = progress.archives ?? []
     for (const b of (await this.d.admin.query<{ id: string; path: string; encrypted: boolean }>(...args(sql.backupsOf(tenant.id)))).rows) {
       const present = existsSync(b.path)
@@ -628,6 +635,7 @@ export class Portability {
       const r = await main.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [naming.tenantRole(tenant.id)])
       objects.push({ object: `role ${naming.tenantRole(tenant.id)}`, existsAfter: r.rowCount > 0 })
     }
+    if (this.d.objectStore) objects.push({ object: `object storage prefix tenants/${tenant.id}/`, existsAfter: await this.d.objectStore.hasObjects(tenant) })
     return objects
   }
 

@@ -2,14 +2,20 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable, Transform, type TransformCallback } from 'node:stream'
-import { currentTenant } from '../context/context.ts'
+import { currentTenant, withTenant as runWithTenant } from '../context/context.ts'
 import { TenantryError, isTenantryError } from '../core/errors.ts'
 import type { Plan, Tenant } from '../core/types.ts'
 import { printable } from '../core/validation.ts'
 import type { AdminQueryable } from '../data/driver.ts'
 import type { TenantryEvents } from '../lifecycle/events.ts'
 import { LocalStorageDriver, S3StorageDriver, type S3DriverOptions, type StorageDriver, type StoredObject } from './drivers.ts'
+import { signObjectUrl, verifyObjectUrl } from './signed-urls.ts'
 import * as sql from './sql.ts'
+
+function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const v = headers[name]
+  return Array.isArray(v) ? v[0] : v
+}
 
 /** What a tenant may store and upload at once, from defaults ← `options.plans` / the plan's `settings.storage`. */
 export interface StorageLimits {
@@ -55,6 +61,12 @@ export interface StorageOptions {
   plans?: Record<string, StorageLimitsInput>
   /** Lifetime of presigned URLs when the call gives none, seconds. Default 900. */
   presignExpiresSeconds?: number
+  /**
+   * Public origin of the app (`https://app.example.com`) that presigned URLs of the local driver
+   * start with; they are served by the adapters under `/_tenantry/storage/`. Default: none, the
+   * URLs are relative (`/_tenantry/storage/…`).
+   */
+  publicUrl?: string
 }
 
 /** An object as the tenant sees it: `key` without the tenant prefix. */
@@ -78,6 +90,25 @@ export interface StorageDeps {
   findTenant(slugOrId: string): Promise<Tenant | null>
   /** The data directory (`dataDir` / `TENANTRY_DATA_DIR` / `.tenantry`, resolved; or `memory`): the local driver stores under `<it>/storage`. */
   dataDir: string
+  /** The installation's secret key: it signs the local driver's presigned URLs. */
+  signingKey(): string
+}
+
+/** A request to a presigned URL of the local driver, as an adapter sees it. */
+export interface SignedRequest {
+  method: string
+  /** Path and query as received (`/_tenantry/storage/<tenant id>/<key>?…`). */
+  url: string
+  headers: Record<string, string | string[] | undefined>
+  /** The request body (PUT). */
+  body?: Readable
+}
+
+/** The answer to a {@link SignedRequest}; errors are thrown as coded TenantryErrors. */
+export interface SignedResponse {
+  status: number
+  headers: Record<string, string>
+  body: Readable | string | null
 }
 
 const MAX_KEY_BYTES = 900
@@ -207,7 +238,7 @@ export class TenantStorage {
 
   constructor(
     readonly driver: StorageDriver,
-    private readonly opts: { defaults: StorageLimits; plans: Record<string, StorageLimitsInput>; presignExpiresSeconds: number },
+    private readonly opts: { defaults: StorageLimits; plans: Record<string, StorageLimitsInput>; presignExpiresSeconds: number; publicUrl: string },
     private readonly deps: StorageDeps,
   ) {}
 
@@ -318,8 +349,8 @@ export class TenantStorage {
   }
 
   /**
-   * A URL that lets its holder download `key` (GET) of the current tenant until it expires. S3
-   * driver only (the local driver cannot sign: `STORAGE_UNAVAILABLE`).
+   * A URL that lets its holder download `key` (GET) of the current tenant until it expires: S3's
+   * own, or for the local driver one Tenantry signs and the adapters serve ({@link serveSigned}).
    */
   async presignDownload(key: string, options: { expiresInSeconds?: number } = {}): Promise<string> {
     const tenant = currentTenant()
@@ -330,7 +361,8 @@ export class TenantStorage {
   /**
    * A URL that lets its holder upload exactly `size` bytes to `key` of the current tenant (PUT,
    * with that Content-Length, signed). The quota is checked for `size` now; the object is counted
-   * in the tenant's usage by the next {@link recount}. S3 driver only.
+   * in the tenant's usage by the next {@link recount} (S3) or at once (local driver: the upload
+   * goes through {@link put}).
    */
   async presignUpload(key: string, options: { size: number; contentType?: string; expiresInSeconds?: number }): Promise<string> {
     const tenant = currentTenant()
@@ -379,6 +411,11 @@ export class TenantStorage {
     return n
   }
 
+  /** Whether any object is stored under a tenant's prefix (erasure checks that none is left). */
+  async hasObjects(tenant: Tenant): Promise<boolean> {
+    return (await this.driverCall(() => this.driver.list(this.path(tenant, ''), null, 1))).length > 0
+  }
+
   /** Every tenant's stored bytes (for the usage metering). */
   async storedBytes(): Promise<Map<string, number>> {
     await this.init()
@@ -411,10 +448,51 @@ export class TenantStorage {
     const e = expires ?? this.opts.presignExpiresSeconds
     if (!Number.isInteger(e) || e < 1 || e > 604_800) throw new TenantryError('VALIDATION_FAILED', 'expiresInSeconds must be a whole number from 1 to 604800 (7 days).')
     const url = await this.driverCall(() => this.driver.presign(this.path(tenant, key), method, e, put))
-    if (url === null) {
-      throw new TenantryError('STORAGE_UNAVAILABLE', `The ${this.driver.kind} storage driver cannot make presigned URLs; serve the object through your app (tenantry.storage.get) or use the S3 driver.`)
+    if (url !== null) return url
+    if (this.driver.kind !== 'local') {
+      throw new TenantryError('STORAGE_UNAVAILABLE', `The ${this.driver.kind} storage driver cannot make presigned URLs; serve the object through your app (tenantry.storage.get).`)
     }
-    return url
+    // The local driver: Tenantry signs and the adapters serve (serveSigned).
+    return signObjectUrl(this.deps.signingKey(), this.opts.publicUrl, {
+      method, tenantId: tenant.id, key, expires: Math.floor(Date.now() / 1000) + e, size: put?.size ?? null, contentType: put?.contentType ?? null,
+    })
+  }
+
+  /**
+   * Serve a request to a presigned URL of the local driver (the adapters' `/_tenantry/storage/`
+   * route calls it): GET/HEAD stream the object, PUT stores exactly the signed size through
+   * {@link put} (quota, upload share). The URL names its tenant and key under an HMAC: a changed
+   * tenant, key, method, size or expiry is 403 `STORAGE_URL_INVALID`, as is an expired URL; a
+   * tenant that is not active is refused like any request of it.
+   */
+  async serveSigned(req: SignedRequest): Promise<SignedResponse> {
+    const o = verifyObjectUrl(this.deps.signingKey(), req.method, req.url)
+    validateObjectKey(o.key)
+    const tenant = await this.deps.findTenant(o.tenantId)
+    if (!tenant || tenant.status === 'deleted') throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${o.tenantId}'.`)
+    if (tenant.status !== 'active') {
+      throw new TenantryError(tenant.status === 'suspended' ? 'TENANT_SUSPENDED' : 'TENANT_NOT_READY', `Tenant '${tenant.slug}' is ${tenant.status}.`)
+    }
+    return runWithTenant(tenant, async () => {
+      if (o.method === 'GET') {
+        const got = await this.get(o.key)
+        if (!got) throw new TenantryError('NOT_FOUND', `No object '${printable(o.key).slice(0, 200)}' is stored here.`)
+        // HEAD gets the body too: the HTTP server sends none for HEAD, and keeps the length.
+        const headers: Record<string, string> = { 'content-length': String(got.info.size), 'content-type': got.info.contentType ?? 'application/octet-stream' }
+        return { status: 200, headers, body: got.body }
+      }
+      const length = Number(header(req.headers, 'content-length'))
+      if (header(req.headers, 'content-length') === undefined || length !== o.size) {
+        throw new TenantryError('VALIDATION_FAILED', `This upload URL is for exactly ${o.size} bytes (Content-Length); got ${printable(String(header(req.headers, 'content-length') ?? 'none')).slice(0, 20)}.`)
+      }
+      const type = header(req.headers, 'content-type') ?? null
+      if (o.contentType !== null && type !== o.contentType) {
+        throw new TenantryError('VALIDATION_FAILED', `This upload URL is for Content-Type '${o.contentType}'; got '${printable(String(type)).slice(0, 100)}'.`)
+      }
+      if (!req.body) throw new TenantryError('VALIDATION_FAILED', 'An upload needs a body.')
+      const info = await this.put(o.key, req.body, { size: length, contentType: o.contentType ?? type ?? undefined })
+      return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8' }, body: JSON.stringify({ key: info.key, size: info.size }) }
+    })
   }
 
   private async tenantOf(tenant: Tenant | string | undefined): Promise<Tenant> {
@@ -572,7 +650,11 @@ export function createStorage(options: StorageOptions = {}, deps: StorageDeps): 
   } else {
     throw new TenantryError('CONFIG_INVALID', `storage.driver must be 'local', 's3' or a driver object; got '${printable(String(kind))}'.`, { details: { option: 'storage.driver' } })
   }
-  const storage = new TenantStorage(driver, { defaults, plans, presignExpiresSeconds }, deps)
+  const publicUrl = options.publicUrl ?? ''
+  if (typeof publicUrl !== 'string' || (publicUrl !== '' && !/^https?:\/\/[^/?#]+(\/[^?#]*)?$/.test(publicUrl))) {
+    throw new TenantryError('CONFIG_INVALID', 'storage.publicUrl must be an http(s) origin such as https://app.example.com.', { details: { option: 'storage.publicUrl' } })
+  }
+  const storage = new TenantStorage(driver, { defaults, plans, presignExpiresSeconds, publicUrl }, deps)
   deps.events.on('tenant.purged', ({ tenant }) => {
     storage.removeTenant(tenant).catch((error) => deps.events.emit('error', { error, context: `removing the stored objects of purged tenant '${tenant.slug}'` }))
   })
