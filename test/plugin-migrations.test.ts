@@ -136,6 +136,16 @@ function pluginMigrationSuite(backend: Backend): void {
       expect((await tenantry.migrate()).state).toBe('up-to-date')
     })
 
+    it('a move builds the new room with the plugin\'s tables and carries their rows', async () => {
+      await tenantry.provision({ slug: 'wayne', tier: 'pooled', config: { plugins: { notes: { enabled: true } } } })
+      await tenantry.withTenant('wayne', () => tenantry.db.query("INSERT INTO plugin_notes (body) VALUES ('w')"))
+      await tenantry.move('wayne', { tier: 'schema', graceMs: 0 })
+      const wayne = (await tenantry.findTenant('wayne'))!
+      expect(wayne.tier).toBe('schema')
+      expect(await state('wayne')).toEqual(NOTES)
+      expect((await tenantry.withTenant('wayne', () => tenantry.db.query('SELECT body FROM plugin_notes'))).rows).toEqual([{ body: 'w' }])
+    })
+
     it.skipIf(backend.name !== 'PostgreSQL')('a process without the plugins\' code (the CLI) applies the stored sets too', async () => {
       const url = tenantry.dataPlane.server('main').url
       const other = await createTenantry({ databaseUrl: url, rolePrefix: ROLE_PREFIX, migrations: DEMO_MIGRATIONS, guard: { redis: null }, observe: { logger: false, metrics: false, tracing: false, metering: false }, resumeOperations: false })
