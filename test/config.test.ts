@@ -202,9 +202,16 @@ function configSuite(backend: Backend): void {
     it('request.tenantConfig in Fastify and Express', async () => {
       const app = Fastify()
       await app.register(tenantryPlugin, { tenantry })
-      app.get('/c', async (req) => ({ sso: (req.tenantConfig.features as any).sso, fromContext: (tenantry.config() as any).maxProjects }))
+      // Computed once per tenant and configuration version: every request gets the same frozen object.
+      const served: object[] = []
+      app.get('/c', async (req) => {
+        served.push(req.tenantConfig)
+        return { sso: (req.tenantConfig.features as any).sso, fromContext: (tenantry.config() as any).maxProjects }
+      })
       const r = await app.inject({ url: '/c', headers: { 'x-tenant': 'globex' } })
       expect([r.statusCode, r.json()]).toEqual([200, { sso: true, fromContext: 500 }])
+      expect((await app.inject({ url: '/c', headers: { 'x-tenant': 'globex' } })).statusCode).toBe(200)
+      expect([served.length, served[0] === served[1], Object.isFrozen(served[0])]).toEqual([2, true, true])
       await app.close()
       const e = express()
       e.use(tenantryMiddleware(tenantry))
