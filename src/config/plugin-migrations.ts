@@ -7,6 +7,7 @@ import type { MigrationTarget } from '../data/tiers/index.ts'
 import { checkDatabase, type Finding } from '../doctor/index.ts'
 import type { ExtraMigrations, FleetMigrateOptions, FleetMigrateResult, PlannedTarget } from '../lifecycle/fleet-migrate.ts'
 import { checksumOf, loadMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
+import { coalesce } from './live-reload.ts'
 
 /** One file of a plugin's migration set given inline (`migrations: [{ version: '0001', name: 'create_hooks', sql }]`). */
 export interface PluginMigrationInput {
@@ -161,8 +162,6 @@ type FleetLike = { plan(o?: Pick<FleetMigrateOptions, 'only'>): Promise<PlannedT
 
 /** See {@link PluginMigrations.watch}. */
 function watchPluginMigrations(catalog: Catalog, fleet: FleetLike, onError: (error: unknown) => void): { settle(): Promise<void>; stop(): void } {
-  let running: Promise<void> | null = null
-  let again = false
   const reconcile = async () => {
     const targets = (await fleet.plan()).filter((t) => t.pending.length > 0 && t.pending.every((p) => p.includes(':')))
     if (targets.length === 0) return
@@ -181,29 +180,20 @@ function watchPluginMigrations(catalog: Catalog, fleet: FleetLike, onError: (err
       })
     }
   }
-  const kick = (): Promise<void> => {
-    if (running) {
-      again = true
-      return running
-    }
-    running = (async () => {
-      try {
-        do {
-          again = false
-          await reconcile().catch(onError)
-        } while (again)
-      } finally {
-        running = null
-      }
-    })()
-    return running
-  }
+  const run = coalesce(() => reconcile().catch(onError))
+  let last: Promise<void> = Promise.resolve()
+  const kick = () => { last = run() }
   const unsubscribe = catalog.onChange((subject) => {
     // A tenant (its layer or plan), a plan's layer, or anything after a lost notification connection.
-    if (subject === '*' || subject.startsWith('plan:') || /^[0-9a-f-]{36}$/.test(subject)) void kick()
+    if (subject === '*' || subject.startsWith('plan:') || /^[0-9a-f-]{36}$/.test(subject)) kick()
   })
   return {
-    settle: async () => { while (running) await running },
+    settle: async () => {
+      for (let p = last; ; p = last) {
+        await p
+        if (p === last) return
+      }
+    },
     stop: unsubscribe,
   }
 }
