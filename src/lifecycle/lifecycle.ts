@@ -51,6 +51,12 @@ export interface PurgeResult {
   removed: string[]
 }
 
+/** Files a new tenant's target needs beyond the app's (its plugins' migration sets). */
+export interface TenantExtraMigrations {
+  forTenant(tenant: Tenant): Promise<MigrationFile[]>
+  around: NonNullable<MigrateTargetOptions['around']>
+}
+
 /**
  * Tenant lifecycle as durable operations: provisioning, suspension, soft deletion and purge. Each
  * long step is recorded in the catalog before it runs; a process killed at any point leaves an
@@ -61,12 +67,6 @@ export interface PurgeResult {
  * const tenant = await lifecycle.provision({ slug: 'acme', tier: 'schema' })
  * ```
  */
-/** Files a new tenant's target needs beyond the app's (its plugins' migration sets). */
-export interface TenantExtraMigrations {
-  forTenant(tenant: Tenant): Promise<MigrationFile[]>
-  around: NonNullable<MigrateTargetOptions['around']>
-}
-
 export class Lifecycle {
   private readonly o: LifecycleOptions
   private extra?: TenantExtraMigrations
