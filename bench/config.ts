@@ -1,7 +1,7 @@
 /**
  * Configuration and flags: OpenFeature evaluation through Tenantry's provider vs OpenFeature's InMemoryProvider, tenantry.config() reads, and the point read with a flag and the config read in the handler vs without.
  *
- * `npm run bench -- config [--evals 200000] [--eval-rounds 7] [--reads 2000000] [--duration 3] [--warmup 5] [--rounds 12] [--retries 2] [--connections 50] [--pool 10] [--tenants 10] [--quiet-wait 20] [--keep] [--check]`
+ * `npm run bench -- config [--evals 200000] [--eval-rounds 7] [--reads 2000000] [--duration 3] [--warmup 5] [--rounds 8] [--retries 2] [--connections 50] [--pool 10] [--tenants 10] [--quiet-wait 20] [--keep] [--check]`
  *
  * 1. Flag evaluation, in this process, inside a tenant context: the same flag (a deny list, a plan
  *    rule, a region rule, a 20 % rollout) through one OpenFeature client each, on Tenantry's
@@ -11,13 +11,15 @@
  *    hash). The two alternate in chunks of 1,000 evaluations; the figure is the median over rounds
  *    of each round's Tenantry ns / InMemory ns. Target ≤ 1.5.
  * 2. `tenantry.config()` inside a tenant context: ns per call (a cached, frozen object).
- * 3. Routing: three servers (bench/fixtures/config-server.ts) side by side in child processes —
+ * 3. Routing: four servers (bench/fixtures/config-server.ts) side by side in child processes —
  *    `plain` (the routing benchmark's point read), `config` (the same with a flag evaluated by
- *    `tenantry.flags.evaluate` and `req.tenantConfig` read in the handler) and `openfeature` (the
- *    flag through an OpenFeature client instead) — over several pooled tenants, load from another
- *    child (autocannon), against one server at a time; each round runs the three in one of the six
- *    orders. `routing_with_config_ratio` is the median of each round's config req/s over plain
- *    req/s (target ≥ 0.97); `routing_with_openfeature_ratio` the same for `openfeature`.
+ *    `tenantry.flags.evaluate` and `req.tenantConfig` read in the handler), `openfeature` (the
+ *    flag through an OpenFeature client instead) and `control` (a second `plain`: an A/A test of
+ *    the harness) — over several pooled tenants, load from another child (autocannon), against
+ *    one server at a time; the order rotates round by round. `routing_with_config_ratio` is the
+ *    median of each round's config req/s over plain req/s (target ≥ 0.97);
+ *    `routing_with_openfeature_ratio` and `routing_control_ratio` the same for the others, and
+ *    `server_cpu_ratio` the median of config's server CPU per request over plain's.
  * Prints a table, then as the last line one JSON object with `flag_eval_ratio`, `config_read_ns`,
  * `routing_with_config_ratio` and their details.
  */
@@ -37,12 +39,17 @@ const SERVER = 'bench/fixtures/config-server.ts'
 /** Cores other processes may use during a run before it is repeated. */
 const MAX_OTHER = 0.25
 
-type Variant = 'plain' | 'config' | 'openfeature'
-/** One order per round in turn: over 6 rounds each variant runs in each slot twice. */
-const ORDERS: Variant[][] = [
-  ['plain', 'config', 'openfeature'], ['openfeature', 'plain', 'config'], ['config', 'openfeature', 'plain'],
-  ['plain', 'openfeature', 'config'], ['config', 'plain', 'openfeature'], ['openfeature', 'config', 'plain'],
-]
+type Variant = 'plain' | 'config' | 'openfeature' | 'control'
+const VARIANTS: Variant[] = ['plain', 'config', 'openfeature', 'control']
+/**
+ * The order of round `r`: the variants rotated by r, reversed every other round, so that over
+ * eight rounds each variant runs in each slot twice and follows each other variant alike.
+ */
+function orderOf(r: number): Variant[] {
+  const k = r % VARIANTS.length
+  const rotated = [...VARIANTS.slice(k), ...VARIANTS.slice(0, k)]
+  return Math.floor(r / VARIANTS.length) % 2 === 1 ? rotated.reverse() : rotated
+}
 
 const log = (msg: string) => process.stderr.write(`[config] ${msg}\n`)
 const slugOf = (i: number) => `bench-c${String(i + 1).padStart(2, '0')}`
@@ -54,7 +61,7 @@ function usage(): string {
     '  --evals 200000     evaluations per provider per round     --eval-rounds 7   rounds of the flag comparison',
     '  --reads 2000000    tenantry.config() calls timed',
     '  --duration 3       measured seconds per load run          --warmup 5        discarded seconds per server after its start',
-    '  --rounds 12        rounds of plain, config and openfeature (six orders in turn)   --retries 2   repeats of a run disturbed by other processes',
+    '  --rounds 8         rounds of plain, config, openfeature and control (orders rotate)   --retries 2   repeats of a run disturbed by other processes',
     '  --connections 50   autocannon connections                 --pool 10         connections of both servers',
     '  --tenants 10       pooled tenants the requests cycle over --quiet-wait 20   seconds to wait for a quiet machine before each run',
     '  --keep             leave the bench database and roles     --check           exit 1 when a target is missed',
@@ -191,7 +198,7 @@ export default async function config(argv: string[]): Promise<number> {
     reads = int('reads', flags.reads, 2_000_000)
     duration = int('duration', flags.duration, 3)
     warmup = int('warmup', flags.warmup, 5, 0)
-    rounds = int('rounds', flags.rounds, 12)
+    rounds = int('rounds', flags.rounds, 8)
     retries = int('retries', flags.retries, 2, 0)
     connections = int('connections', flags.connections, 50)
     pool = int('pool', flags.pool, 10)
@@ -245,8 +252,10 @@ export default async function config(argv: string[]): Promise<number> {
 
     const requests = shuffled(ids.flatMap((list, i) => list.map((id) => ({ path: `/bench/projects/${id}`, headers: { 'x-tenant': slugs[i] } }))), 7).slice(0, 1000)
     const common = { BENCH_DB_URL: dbUrl, BENCH_POOL: String(pool), BENCH_ROLE_PREFIX: ROLE_PREFIX, BENCH_MIGRATIONS: resolvePath(REPO_ROOT, 'demo/migrations') }
-    for (const v of ['plain', 'config', 'openfeature'] as const) {
-      servers[v] = await startServer(SERVER, { ...common, BENCH_CONFIG: v })
+    for (const v of VARIANTS) {
+      // `control` is a second `plain` server: plain vs plain shows what the harness and the
+      // machine alone make of two identical servers (an A/A test).
+      servers[v] = await startServer(SERVER, { ...common, BENCH_CONFIG: v === 'control' ? 'plain' : v })
       if (warmup > 0) await runLoad({ url: servers[v]!.url, requests, connections, warmupSeconds: 0, durationSeconds: warmup }, { server: servers[v]!.pid, postgresDatabase: DATABASE })
     }
     // The config servers answer with the flag and the configuration: check they do, and agree.
@@ -259,33 +268,41 @@ export default async function config(argv: string[]): Promise<number> {
     const ratios: number[] = []
     const others: number[] = []
     const ofRatios: number[] = []
+    const controlRatios: number[] = []
+    const cpuRatios: number[] = []
+    const cpuUs: Record<Variant, number[]> = { plain: [], config: [], openfeature: [], control: [] }
     const p99s: number[] = []
     for (let r = 0; r < rounds; r++) {
-      const order = ORDERS[r % ORDERS.length]
-      const got: Partial<Record<Variant, { rps: number; p99: number; other: number }>> = {}
+      const order = orderOf(r)
+      const got: Partial<Record<Variant, { rps: number; p99: number; other: number; cpuUs: number }>> = {}
       for (const v of order) {
         // A run disturbed by other processes (this machine is shared) is repeated; the quietest attempt counts.
         for (let attempt = 0; attempt <= retries; attempt++) {
           await waitForQuiet({ maxBusyCores: MAX_OTHER, timeoutMs: quietWait * 1000 })
           const { result, cpu } = await runLoad({ url: servers[v]!.url, requests, connections, warmupSeconds: 1, durationSeconds: duration }, { server: servers[v]!.pid, postgresDatabase: DATABASE })
           if (result.errors || result.non2xx || result.timeouts) throw new Error(`${v}: ${result.errors} errors, ${result.non2xx} non-2xx, ${result.timeouts} timeouts`)
-          if (!got[v] || cpu.other < got[v]!.other) got[v] = { rps: result.rps, p99: result.latency.p99, other: cpu.other }
+          // The server's CPU per request: what the handler costs, less moved by the load on the machine than req/s.
+          if (!got[v] || cpu.other < got[v]!.other) got[v] = { rps: result.rps, p99: result.latency.p99, other: cpu.other, cpuUs: (cpu.server / result.rps) * 1e6 }
           if (cpu.other <= MAX_OTHER) break
         }
       }
-      others.push(Math.max(got.plain!.other, got.config!.other, got.openfeature!.other))
+      const other = Math.max(...VARIANTS.map((v) => got[v]!.other))
+      others.push(other)
       ratios.push(got.config!.rps / got.plain!.rps)
       ofRatios.push(got.openfeature!.rps / got.plain!.rps)
+      controlRatios.push(got.control!.rps / got.plain!.rps)
+      cpuRatios.push(got.config!.cpuUs / got.plain!.cpuUs)
+      for (const v of VARIANTS) cpuUs[v].push(got[v]!.cpuUs)
       p99s.push(got.config!.p99 / got.plain!.p99)
       rows.push([r + 1, order.join(' '), round(got.plain!.rps, 0), round(got.config!.rps, 0), round(ratios[r], 3), round(got.openfeature!.rps, 0), round(ofRatios[r], 3),
-        round(got.plain!.p99, 2), round(got.config!.p99, 2), round(Math.max(got.plain!.other, got.config!.other, got.openfeature!.other), 2)])
-      log(`  round ${r + 1}: plain ${got.plain!.rps.toFixed(0)} req/s, config ${got.config!.rps.toFixed(0)} (${ratios[r].toFixed(3)}), openfeature ${got.openfeature!.rps.toFixed(0)} (${ofRatios[r].toFixed(3)}); other cores ${got.plain!.other.toFixed(2)}/${got.config!.other.toFixed(2)}/${got.openfeature!.other.toFixed(2)}`)
+        round(controlRatios[r], 3), round(got.plain!.cpuUs, 1), round(got.config!.cpuUs, 1), round(got.plain!.p99, 2), round(got.config!.p99, 2), round(other, 2)])
+      log(`  round ${r + 1}: plain ${got.plain!.rps.toFixed(0)} req/s, config ${got.config!.rps.toFixed(0)} (${ratios[r].toFixed(3)}), openfeature ${got.openfeature!.rps.toFixed(0)} (${ofRatios[r].toFixed(3)}), control ${got.control!.rps.toFixed(0)} (${controlRatios[r].toFixed(3)}); server µs/request plain ${got.plain!.cpuUs.toFixed(1)}, config ${got.config!.cpuUs.toFixed(1)}; other cores ${other.toFixed(2)}`)
     }
 
     console.log('\nFlag evaluation through OpenFeature (median over rounds, one client each, inside a tenant context):')
     printTable(['provider', 'ns / evaluation'], [['Tenantry', round(flag.tenantryNs, 0)], ['InMemory (same rules)', round(flag.inMemoryNs, 0)], ['ratio', round(flag.ratio, 3)]])
     console.log(`\ntenantry.config(): ${read.ns.toFixed(1)} ns per call (an empty loop: ${read.emptyNs.toFixed(1)} ns); tenantry.flags.evaluate(): ${read.evaluateNs.toFixed(0)} ns\n`)
-    printTable(['round', 'order', 'plain req/s', 'config req/s', 'ratio', 'openfeature req/s', 'ratio', 'plain p99 ms', 'config p99 ms', 'other cores'], rows)
+    printTable(['round', 'order', 'plain req/s', 'config req/s', 'ratio', 'openfeature req/s', 'ratio', 'control ratio', 'plain µs/req', 'config µs/req', 'plain p99 ms', 'config p99 ms', 'other cores'], rows)
     const routing = median(ratios)
     const ok = flag.ratio <= TARGET_FLAG_RATIO && routing >= TARGET_ROUTING_RATIO
     const disturbed = median(others) > MAX_OTHER
@@ -300,6 +317,10 @@ export default async function config(argv: string[]): Promise<number> {
       routing_rounds: ratios.map((x) => round(x, 3)),
       routing_with_openfeature_ratio: round(median(ofRatios), 3),
       routing_openfeature_rounds: ofRatios.map((x) => round(x, 3)),
+      routing_control_ratio: round(median(controlRatios), 3),
+      routing_control_rounds: controlRatios.map((x) => round(x, 3)),
+      server_cpu_us_per_request: Object.fromEntries(VARIANTS.map((v) => [v, round(median(cpuUs[v]), 1)])),
+      server_cpu_ratio: round(median(cpuRatios), 3),
       p99_ratio: round(median(p99s), 3),
       max_other_cpu: round(Math.max(...others), 2),
       median_other_cpu: round(median(others), 2),

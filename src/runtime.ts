@@ -327,7 +327,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const credentials = await TenantCredentials.open({ admin: mainDriver.admin(main.mainDatabase), catalog, audit, cacheTtlMs: options.cacheTtlMs })
   for (const s of options.resolve ?? []) if (needsCredentials(s)) s.useCredentials(credentials)
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
-  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase), audit })
+  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase), audit, fleet, lifecycle, moves })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
   async function findTenant(slugOrId: string): Promise<Tenant | null> {
@@ -463,6 +463,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       await observe.meter?.flush()
     },
     async close() {
+      await configParts.plugins.migrations?.close()
       // Usage still in memory is written before the catalog's connections close.
       await jobs.close()
       await observe.close()
@@ -526,13 +527,19 @@ async function openObservability(
  */
 async function openConfig(
   options: ConfigOptions | undefined,
-  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']>; audit: AuditLog },
+  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']>; audit: AuditLog; fleet: FleetMigrator; lifecycle: Lifecycle; moves: Awaited<ReturnType<typeof createMoves>> },
 ): Promise<ConfigParts> {
   const onError = (error: unknown, context: string) => deps.events.emit('error', { error: error as Error, context })
   const parts = await createConfig(options, { catalog: deps.catalog, admin: deps.admin, events: deps.events, plugins: deps.plugins, onError, audit: deps.audit })
   deps.catalog.onChange((subject) => {
     if (subject.startsWith('plan:') || subject === '*') deps.guard.reloadPlans().catch((e) => onError(e, 'reloading plan limits'))
   })
+  // Plugins' own migration sets: with the app's in every fleet run, at provisioning, and when a change enables a plugin.
+  const pluginMigrations = parts.pluginMigrations.sets.size > 0 ? parts.pluginMigrations : undefined
+  deps.fleet.useExtra(pluginMigrations)
+  deps.lifecycle.useExtraMigrations(pluginMigrations)
+  deps.moves.useExtraMigrations(pluginMigrations)
+  pluginMigrations?.watch(deps.catalog, deps.fleet, (e) => onError(e, 'applying plugin migrations'))
   return parts
 }
 

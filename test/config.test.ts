@@ -202,9 +202,16 @@ function configSuite(backend: Backend): void {
     it('request.tenantConfig in Fastify and Express', async () => {
       const app = Fastify()
       await app.register(tenantryPlugin, { tenantry })
-      app.get('/c', async (req) => ({ sso: (req.tenantConfig.features as any).sso, fromContext: (tenantry.config() as any).maxProjects }))
+      // Computed once per tenant and configuration version: every request gets the same frozen object.
+      const served: object[] = []
+      app.get('/c', async (req) => {
+        served.push(req.tenantConfig)
+        return { sso: (req.tenantConfig.features as any).sso, fromContext: (tenantry.config() as any).maxProjects }
+      })
       const r = await app.inject({ url: '/c', headers: { 'x-tenant': 'globex' } })
       expect([r.statusCode, r.json()]).toEqual([200, { sso: true, fromContext: 500 }])
+      expect((await app.inject({ url: '/c', headers: { 'x-tenant': 'globex' } })).statusCode).toBe(200)
+      expect([served.length, served[0] === served[1], Object.isFrozen(served[0])]).toEqual([2, true, true])
       await app.close()
       const e = express()
       e.use(tenantryMiddleware(tenantry))
@@ -430,8 +437,14 @@ describe.skipIf(!PG_UP)('another process sees every change within a second (Post
 
   it('a plan change: branding, flags and limits, without a restart', async () => {
     expect((await child.request('view', { slug: 'acme' })).view).toEqual({ plan: 'free', color: '#999999', editor: false, ratePoints: 10, byDomain: null })
+    // The other process enforces the free plan's limit: the 11th request in the minute is refused.
+    const free = await child.request('admit', { slug: 'acme', n: 11 })
+    expect([free.outcomes, free.limit]).toEqual([[...Array(10).fill('ok'), 'RATE_LIMITED'], '10'])
     await tenantry.config.changePlan('acme', 'pro')
     await waitFor({ plan: 'pro', color: '#0000ff', editor: true, ratePoints: 1000 })
+    // …and the pro plan's from then on, without a restart.
+    const pro = await child.request('admit', { slug: 'acme', n: 5 })
+    expect([pro.outcomes, pro.limit]).toEqual([Array(5).fill('ok'), '1000'])
   })
 
   it("a plan's own settings, a tenant's layer, a flag and a domain", async () => {

@@ -169,7 +169,12 @@ interface CompiledFlag {
   defaultValue: JsonValue
   /** key + NUL, the prefix of every bucket hash. */
   hashPrefix: string
+  /** Rollout buckets by tenant id, so a tenant's hash is computed once per flag definition. */
+  buckets: Map<string, number>
 }
+
+/** Bucket cache entries per flag before it starts over: ids come from the catalog, but also from evaluation contexts. */
+const MAX_BUCKETS = 10_000
 
 const set = <T>(xs: readonly T[] | undefined): Set<T> | undefined => (xs === undefined ? undefined : new Set(xs))
 
@@ -178,6 +183,7 @@ function compile(flag: Flag): CompiledFlag {
     flag,
     defaultValue: flag.variants[flag.defaultVariant],
     hashPrefix: `${flag.key}\u0000`,
+    buckets: new Map(),
     rules: flag.rules.map((r, index) => ({
       index,
       name: r.name,
@@ -220,7 +226,16 @@ interface Subject {
   attrs: Record<string, unknown> | undefined
 }
 
-function matches(r: CompiledRule, s: Subject, prefix: string): boolean {
+function bucketFor(c: CompiledFlag, tenantId: string): number {
+  let b = c.buckets.get(tenantId)
+  if (b === undefined) {
+    if (c.buckets.size >= MAX_BUCKETS) c.buckets.clear()
+    c.buckets.set(tenantId, (b = bucketOf(c.hashPrefix, tenantId)))
+  }
+  return b
+}
+
+function matches(r: CompiledRule, s: Subject, c: CompiledFlag): boolean {
   if (r.tenants && !((s.tenantId !== undefined && r.tenants.has(s.tenantId)) || (s.slug !== undefined && r.tenants.has(s.slug)))) return false
   if (r.plans && (s.plan === undefined || !r.plans.has(s.plan))) return false
   if (r.regions && (s.region == null || !r.regions.has(s.region))) return false
@@ -229,7 +244,7 @@ function matches(r: CompiledRule, s: Subject, prefix: string): boolean {
   if (r.attributes) {
     for (const [name, values] of r.attributes) if (!s.attrs || !values.has(s.attrs[name])) return false
   }
-  if (r.cutoff !== undefined && (s.tenantId === undefined || bucketOf(prefix, s.tenantId) >= r.cutoff)) return false
+  if (r.cutoff !== undefined && (s.tenantId === undefined || bucketFor(c, s.tenantId) >= r.cutoff)) return false
   return true
 }
 
@@ -379,7 +394,7 @@ export class FlagStore {
     if (!flag.enabled) return { key, value: c.defaultValue, variant: flag.defaultVariant, reason: 'DISABLED' }
     const s = subjectOf(context)
     for (const r of c.rules) {
-      if (matches(r, s, c.hashPrefix)) {
+      if (matches(r, s, c)) {
         return { key, value: r.value, variant: r.variant, reason: r.cutoff === undefined ? 'TARGETING_MATCH' : 'SPLIT', rule: r.index, ...(r.name === undefined ? {} : { ruleName: r.name }) }
       }
     }

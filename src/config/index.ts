@@ -12,6 +12,8 @@ import { TenantConfigStore, asJson, type ChangeOptions, type ConfigVersion } fro
 import { TenantryError } from '../core/errors.ts'
 import type { TenantryEvents } from '../lifecycle/events.ts'
 import { PluginRegistry, checkPlugins, pluginsSchema, type PluginCore } from './plugins.ts'
+import { PluginMigrations, pluginMigrationFiles, storedPluginMigrations, type PluginMigrationInput } from './plugin-migrations.ts'
+import type { MigrationFile } from '../lifecycle/migrator.ts'
 
 export { DOMAIN_TXT_LABEL, DOMAIN_WELL_KNOWN_PATH, checkDomain, type CustomDomain, type DomainOptions } from './domains.ts'
 export { parseFlag, rolloutBucket, type Flag, type FlagContext, type FlagDefinition, type FlagEvaluation, type FlagReason, type FlagRule } from './flags.ts'
@@ -20,6 +22,7 @@ export { TenantryFlagProvider } from './openfeature-provider.ts'
 export { BRANDING_SCHEMA, type Branding, type ConfigIssue, type StandardSchemaLike } from './schema.ts'
 export type { ChangeOptions, ConfigVersion } from './tenant-config.ts'
 export { PluginRegistry, pluginFailure, type PluginContext, type PluginCore } from './plugins.ts'
+export { PluginMigrations, pluginMigrationFiles, type PluginMigrationInput } from './plugin-migrations.ts'
 
 /**
  * Options of per-tenant configuration (`createTenantry({ config })`).
@@ -105,7 +108,10 @@ export interface TenantConfigApi {
 export function checkConfigOptions(options: ConfigOptions = {}, plugins: object | readonly PluginCore[] = []): { validator: ConfigValidator; defaults: JsonObject; plugins: object } {
   const defaults = options.defaults === undefined ? {} : asJson(options.defaults, 'config.defaults')
   if (!isPlainObject(defaults)) throw new TenantryError('CONFIG_INVALID', 'config.defaults must be a plain JSON object.')
-  if (Array.isArray(plugins)) checkPlugins(plugins)
+  if (Array.isArray(plugins)) {
+    checkPlugins(plugins)
+    for (const p of plugins) pluginMigrationFiles(p.name, p.migrations)
+  }
   const pluginSchema = Array.isArray(plugins) ? pluginsSchema(plugins) : plugins
   const validator = compileValidator(options.schema, pluginSchema)
   const issues = validator.check(structuredClone(defaults))
@@ -122,6 +128,8 @@ export interface ConfigParts {
   flags: FlagStore & { readonly provider: TenantryFlagProvider }
   domains: DomainStore
   plugins: PluginRegistry
+  /** The plugins' migration sets (this process's plugins', else as stored by the app). */
+  pluginMigrations: PluginMigrations
 }
 
 /**
@@ -140,17 +148,26 @@ export async function createConfig(
   const plugins = deps.plugins ?? []
   let { validator, defaults, plugins: pluginSchema } = checkConfigOptions(options, plugins)
   await deps.admin.transaction(async (tx) => { await tx.exec(sql.CONFIG_SCHEMA_SQL) })
+  // By plugin name: every process (the app's, the CLI's from the stored sets) applies them in one order.
+  const byName = (entries: [string, MigrationFile[]][]) => new Map(entries.filter(([, files]) => files.length > 0).sort(([a], [b]) => a.localeCompare(b)))
+  let sets = byName(plugins.map((p) => [p.name, pluginMigrationFiles(p.name, p.migrations)]))
   if (options.schema !== undefined || options.defaults !== undefined || plugins.length > 0) {
     const json = options.schema !== undefined && !('~standard' in options.schema) ? asJson(options.schema, 'config.schema') : null
     const s = sql.storeSchema(json, defaults, asJson(pluginSchema, 'plugins'))
     await deps.admin.query(s.text, s.values)
+    if (plugins.length > 0) {
+      const m = sql.storePluginMigrations(storedPluginMigrations(sets))
+      await deps.admin.query(m.text, m.values)
+    }
   } else {
     // A process without the app's code (the CLI, the admin API) validates with the app's schema
     // and its plugins' as stored.
-    const stored = (await deps.admin.query<{ schema: unknown; defaults: unknown; plugins: unknown }>(sql.storedSchema().text, [])).rows[0]
+    const stored = (await deps.admin.query<{ schema: unknown; defaults: unknown; plugins: unknown; plugin_migrations: unknown }>(sql.storedSchema().text, [])).rows[0]
     if (stored) {
       const parse = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v)
       ;({ validator, defaults } = checkConfigOptions({ schema: parse(stored.schema) ?? undefined, defaults: parse(stored.defaults) ?? undefined }, parse(stored.plugins) ?? []))
+      const storedSets = (parse(stored.plugin_migrations) ?? {}) as Record<string, PluginMigrationInput[]>
+      sets = byName(Object.entries(storedSets).map(([name, files]) => [name, pluginMigrationFiles(name, files)]))
     }
   }
   const store = new TenantConfigStore(deps.catalog, deps.admin, validator, defaults, deps.onError, deps.audit)
@@ -179,5 +196,7 @@ export async function createConfig(
   }) as TenantConfigApi
   const registry = new PluginRegistry(plugins, (tenant) => store.of(tenant))
   registry.wire(deps.events)
-  return { config, flags, domains: new DomainStore(deps.catalog, deps.admin, options.domains), plugins: registry }
+  const pluginMigrations = new PluginMigrations(sets, (tenant, name) => registry.enabledFor(tenant, name), () => store.reloadPlans())
+  registry.migrations = pluginMigrations
+  return { config, flags, domains: new DomainStore(deps.catalog, deps.admin, options.domains), plugins: registry, pluginMigrations }
 }

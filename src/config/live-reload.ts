@@ -12,9 +12,27 @@ import type { Catalog } from '../catalog/catalog.ts'
  * ```
  */
 export function liveReload(catalog: Catalog, prefix: string, read: () => Promise<void>, onError: (error: unknown) => void): () => Promise<void> {
+  const reload = coalesce(read)
+  catalog.onChange((subject) => {
+    if (subject.startsWith(prefix) || subject === '*') reload().catch(onError)
+  })
+  return reload
+}
+
+/**
+ * `work` run one at a time: a call while it runs makes it run once more afterwards (and returns
+ * the running promise), so the last call's state is never missed and calls do not pile up.
+ *
+ * @example
+ * ```ts
+ * const refresh = coalesce(() => readAll())
+ * await Promise.all([refresh(), refresh(), refresh()]) // at most two reads
+ * ```
+ */
+export function coalesce(work: () => Promise<void>): () => Promise<void> {
   let running: Promise<void> | null = null
   let again = false
-  const reload = (): Promise<void> => {
+  return (): Promise<void> => {
     if (running) {
       again = true
       return running
@@ -23,7 +41,7 @@ export function liveReload(catalog: Catalog, prefix: string, read: () => Promise
       try {
         do {
           again = false
-          await read()
+          await work()
         } while (again)
       } finally {
         running = null
@@ -31,8 +49,4 @@ export function liveReload(catalog: Catalog, prefix: string, read: () => Promise
     })()
     return running
   }
-  catalog.onChange((subject) => {
-    if (subject.startsWith(prefix) || subject === '*') reload().catch(onError)
-  })
-  return reload
 }

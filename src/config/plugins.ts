@@ -3,6 +3,7 @@ import type { Tenant } from '../core/types.ts'
 import { printable } from '../core/validation.ts'
 import type { TenantryEventMap, TenantryEvents } from '../lifecycle/events.ts'
 import { isPlainObject, type JsonObject } from './merge.ts'
+import type { PluginMigrations } from './plugin-migrations.ts'
 
 /** What a plugin's handlers are given: the tenant, its settings of the plugin, and the plugin. */
 export interface PluginContext {
@@ -27,6 +28,12 @@ export interface PluginCore {
   settingsSchema?: object
   /** Lifecycle event handlers, run only for tenants that have the plugin (events naming a tenant). */
   events?: EventHandlers
+  /**
+   * The plugin's own migration set: a directory of `NNNN_name.sql` files or inline
+   * `{ version, name, sql }`. Applied to every target of a tenant that has the plugin, after the
+   * app's, recorded in the ledger as `<name>:<NNNN>`; its tables follow invariants 1–2 (docs/plugins.md).
+   */
+  migrations?: string | readonly { version: string; name: string; sql: string }[]
 }
 
 const NAME = /^[a-z][a-z0-9-]{0,39}$/
@@ -76,6 +83,8 @@ export function pluginsSchema(plugins: readonly PluginCore[]): object {
  */
 export class PluginRegistry {
   private readonly byName: Map<string, PluginCore>
+  /** The plugins' migration sets: `settle()` waits for those a change started (docs/plugins.md). */
+  migrations?: PluginMigrations
 
   constructor(plugins: readonly PluginCore[], private readonly configOf: (tenant: Tenant) => JsonObject) {
     this.byName = new Map(plugins.map((p) => [p.name, p]))

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS tenantry.config_schema (
   plugins jsonb,
   updated_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE tenantry.config_schema ADD COLUMN IF NOT EXISTS plugin_migrations jsonb;
 CREATE INDEX IF NOT EXISTS config_versions_subject_idx ON tenantry.config_versions (subject, id);
 REVOKE ALL ON tenantry.flags, tenantry.config_versions, tenantry.config_schema FROM PUBLIC;
 `
@@ -140,7 +141,13 @@ export const listDomains = (tenantId: string | null): Statement => ({
 })
 
 /** The app's JSON Schema and defaults as its last started process gave them: the CLI and admin API use them too. */
-export const storedSchema = (): Statement => ({ text: 'SELECT schema, defaults, plugins FROM tenantry.config_schema', values: [] })
+export const storedSchema = (): Statement => ({ text: 'SELECT schema, defaults, plugins, plugin_migrations FROM tenantry.config_schema', values: [] })
+
+/** The plugins' migration sets, for processes without their code (the CLI, the admin API). */
+export const storePluginMigrations = (sets: unknown): Statement => ({
+  text: 'UPDATE tenantry.config_schema SET plugin_migrations = $1::jsonb, updated_at = now() WHERE plugin_migrations IS DISTINCT FROM $1::jsonb',
+  values: [JSON.stringify(sets)],
+})
 export const storeSchema = (schema: unknown, defaults: unknown, plugins: unknown): Statement => ({
   text: `INSERT INTO tenantry.config_schema (id, schema, defaults, plugins) VALUES (true, $1::jsonb, $2::jsonb, $3::jsonb)
          ON CONFLICT (id) DO UPDATE SET schema = EXCLUDED.schema, defaults = EXCLUDED.defaults, plugins = EXCLUDED.plugins, updated_at = now()

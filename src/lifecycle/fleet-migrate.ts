@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto'
 import type { Catalog } from '../catalog/catalog.ts'
 import { TenantryError } from '../core/errors.ts'
-import { TIERS, type Tier } from '../core/types.ts'
+import { TIERS, type Tenant, type Tier } from '../core/types.ts'
 import { printable } from '../core/validation.ts'
 import type { DataPlane } from '../data/data-plane.ts'
 import { TIER_STRATEGIES, type MigrationTarget } from '../data/tiers/index.ts'
 import type { TenantryEvents } from './events.ts'
 import { faultPoint } from './faults.ts'
-import { migrateTarget, pendingMigrations, requireMigrations, type MigrationFile } from './migrator.ts'
+import { migrateTarget, pendingMigrations, requireMigrations, type MigrateTargetOptions, type MigrationFile } from './migrator.ts'
 import type { OperationTarget, Operations } from './operations.ts'
 import { LoadPacer, type PaceOptions, type PaceReport } from './pacer.ts'
 import * as sql from './sql.ts'
@@ -94,6 +94,18 @@ export interface FleetMigratorOptions {
 }
 
 /**
+ * Files some targets need beyond the app's: the migration sets of the plugins enabled for a
+ * tenant of the target (config/plugin-migrations.ts). Applied after the app's, checked by `around`.
+ */
+export interface ExtraMigrations {
+  /** Every extra file there is (for the hash that lets workers join one run). */
+  all(): MigrationFile[]
+  /** The extra files of each target (by label), given the targets and the tenants of the fleet. */
+  forTargets(targets: readonly (MigrationTarget & { tier: Tier; tenantId: string | null })[], tenants: readonly Tenant[]): Promise<Map<string, MigrationFile[]>>
+  around: NonNullable<MigrateTargetOptions['around']>
+}
+
+/**
  * Migrations across the fleet: every pooled target, tenant schema and tenant database. The run is
  * an operation in the catalog whose targets any number of workers (processes, machines) claim one
  * at a time; a second `migrate` started meanwhile joins the running one instead of starting over.
@@ -104,10 +116,17 @@ export interface FleetMigratorOptions {
  * ```
  */
 export class FleetMigrator {
-  private readonly o: FleetMigratorOptions
+  private readonly o: FleetMigratorOptions & { extra?: ExtraMigrations }
+  /** The files of each target with extra files, as of this worker's last plan. */
+  private filesOf = new Map<string, MigrationFile[]>()
 
   constructor(options: FleetMigratorOptions) {
-    this.o = options
+    this.o = { ...options }
+  }
+
+  /** Migrate these files too where they apply (plugins' sets; set once the configuration is open). */
+  useExtra(extra: ExtraMigrations | undefined): void {
+    this.o.extra = extra
   }
 
   /**
@@ -151,12 +170,18 @@ export class FleetMigrator {
     const canaries = new Set((opts.canary ?? []).map(targetOfSlug))
 
     const ledgers = await this.readLedgers(scoped)
+    const extra = this.o.extra ? await this.o.extra.forTargets(scoped, tenants) : new Map<string, MigrationFile[]>()
+    for (const t of scoped) {
+      const more = extra.get(t.label)
+      if (more && more.length > 0) this.filesOf.set(t.label, [...files, ...more])
+      else this.filesOf.delete(t.label)
+    }
     const mismatches: string[] = []
     const planned: PlannedTarget[] = []
     for (const t of scoped) {
       const applied = ledgers.get(`${t.server}\0${t.database}`)?.get(t.schema) ?? new Map<string, string>()
       try {
-        planned.push({ ...t, canary: canaries.has(t.label), pending: pendingMigrations(files, applied, t.label).map((f) => `${f.version}_${f.name}`) })
+        planned.push({ ...t, canary: canaries.has(t.label), pending: pendingMigrations(this.filesOf.get(t.label) ?? files, applied, t.label).map((f) => `${f.version}_${f.name}`) })
       } catch (err) {
         if (err instanceof TenantryError && err.code === 'MIGRATION_CHECKSUM_MISMATCH') mismatches.push(err.message)
         else throw err
@@ -281,7 +306,7 @@ export class FleetMigrator {
         pacer?.follow(t.server)
         try {
           await faultPoint('migrate:target')
-          const r = await migrateTarget(dataPlane.driver(t.server).admin(t.database), target, files)
+          const r = await migrateTarget(dataPlane.driver(t.server).admin(t.database), target, this.filesOf.get(t.target) ?? files, { around: this.o.extra?.around })
           await operations.finishTarget(opId, t.target, 'done', r.applied, null)
           events.emit('migration.target_done', { operationId: opId, target: t.target, tenant: t.slug, applied: r.applied })
         } catch (err) {
@@ -308,7 +333,7 @@ export class FleetMigrator {
   /** Join the running migrate operation of the same files and scope, or start one with its targets. */
   private async joinOrStart(work: PlannedTarget[], opts: FleetMigrateOptions): Promise<string> {
     const { dataPlane, operations, files } = this.o
-    const filesHash = createHash('sha256').update(files.map((f) => `${f.version}:${f.checksum}`).join('\n')).digest('hex')
+    const filesHash = createHash('sha256').update([...files, ...(this.o.extra?.all() ?? [])].map((f) => `${f.version}:${f.checksum}`).join('\n')).digest('hex')
     const scope = JSON.stringify({ only: [...(opts.only ?? [])].sort(), canary: [...(opts.canary ?? [])].sort() })
     const main = dataPlane.server('main')
     return dataPlane.driver('main').admin(main.mainDatabase).transaction(async (tx) => {

@@ -13,7 +13,7 @@ import { TenantHandle } from '../data/tenant-handle.ts'
 import { TIER_STRATEGIES } from '../data/tiers/index.ts'
 import type { TenantryEvents } from './events.ts'
 import { faultPoint } from './faults.ts'
-import { appliedMigrations, createTarget, pendingMigrations, requireMigrations, type MigrationFile } from './migrator.ts'
+import { appliedMigrations, createTarget, migrateTarget, pendingMigrations, requireMigrations, type MigrateTargetOptions, type MigrationFile } from './migrator.ts'
 import type { Operation, Operations } from './operations.ts'
 import { chooseServer, validateProvision, type ProvisionOptions } from './provision.ts'
 import { serverTemplate } from './template.ts'
@@ -51,6 +51,12 @@ export interface PurgeResult {
   removed: string[]
 }
 
+/** Files a new tenant's target needs beyond the app's (its plugins' migration sets). */
+export interface TenantExtraMigrations {
+  forTenant(tenant: Tenant): Promise<MigrationFile[]>
+  around: NonNullable<MigrateTargetOptions['around']>
+}
+
 /**
  * Tenant lifecycle as durable operations: provisioning, suspension, soft deletion and purge. Each
  * long step is recorded in the catalog before it runs; a process killed at any point leaves an
@@ -63,6 +69,12 @@ export interface PurgeResult {
  */
 export class Lifecycle {
   private readonly o: LifecycleOptions
+  private extra?: TenantExtraMigrations
+
+  /** Apply these files too when provisioning (set once the configuration is open). */
+  useExtraMigrations(extra: TenantExtraMigrations | undefined): void {
+    this.extra = extra
+  }
 
   constructor(options: LifecycleOptions) {
     this.o = options
@@ -257,6 +269,9 @@ export class Lifecycle {
         if (!pooled || pendingMigrations(files, await appliedMigrations(admin, target), target.label).length > 0) {
           await createTarget(admin, target, files, preamble)
         }
+        // The migration sets of the plugins the new tenant has, before it serves (and before their tenant.provisioned handlers).
+        const more = this.extra ? await this.extra.forTenant(tenant) : []
+        if (more.length > 0) await migrateTarget(admin, target, [...files, ...more], { around: this.extra!.around })
         if (this.o.hooks.length > 0) {
           await operations.step(op.id, 'hooks')
           const db = new TenantHandle(dataPlane, tenant)

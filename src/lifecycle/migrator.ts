@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { TenantryError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import type { AdminQueryable } from '../data/driver.ts'
+import type { Queryable } from '../data/executor.ts'
 import { grantSchemaSql } from '../data/sql.ts'
 import type { MigrationTarget } from '../data/tiers/index.ts'
 
@@ -13,6 +14,8 @@ export interface MigrationFile {
   name: string
   sql: string
   checksum: string
+  /** Set on a plugin's file (docs/plugins.md): its version is `<plugin>:<NNNN>` in the ledger. */
+  plugin?: string
 }
 
 const FILE_RE = /^(\d+)_([A-Za-z0-9_-]+)\.sql$/
@@ -75,6 +78,11 @@ export interface MigrateTargetOptions {
   lockRetries?: number
   /** Called before each pending file is applied (progress of a long build). */
   onFile?: (file: MigrationFile) => void
+  /**
+   * Runs each file's SQL (`apply`) inside its transaction, before the ledger row: a plugin's files
+   * are checked against invariants 1–2 around it (config/plugin-migrations.ts). Throwing rolls the file back.
+   */
+  around?: (tx: Queryable, target: MigrationTarget, file: MigrationFile, apply: () => Promise<void>) => Promise<void>
 }
 
 export interface MigrateTargetResult {
@@ -136,7 +144,8 @@ export async function migrateTarget(
           const again = await tx.query('SELECT 1 FROM tenantry.migrations WHERE target = $1 AND version = $2', [target.schema, file.version])
           if (again.rowCount > 0) return false
           await tx.query("SELECT set_config('search_path', $1, true), set_config('lock_timeout', $2, true)", [quoteIdent(target.schema), `${lockTimeout}ms`])
-          await tx.exec(file.sql)
+          const apply = async () => { await tx.exec(file.sql) }
+          await (opts.around ? opts.around(tx, target, file, apply) : apply())
           await tx.query('INSERT INTO tenantry.migrations (target, version, name, checksum) VALUES ($1, $2, $3, $4)', [
             target.schema, file.version, file.name, file.checksum,
           ])

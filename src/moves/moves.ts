@@ -10,6 +10,7 @@ import { TIER_STRATEGIES, type TemplateSource } from '../data/tiers/index.ts'
 import { tenantToken } from '../data/tenant-token.ts'
 import { faultPoint } from '../lifecycle/faults.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
+import type { TenantExtraMigrations } from '../lifecycle/lifecycle.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
 import type { AuditLog } from '../audit/index.ts'
 import { copyTenant, removeTenantRoom, tenantTables, type TenantTable } from '../portability/index.ts'
@@ -122,6 +123,13 @@ export class Moves {
   readonly kinds: readonly string[] = ['move']
 
   constructor(private readonly d: Deps) {}
+
+  private extra?: TenantExtraMigrations
+
+  /** New rooms also get these files (the tenant's plugins' migration sets; set once the configuration is open). */
+  useExtraMigrations(extra: TenantExtraMigrations | undefined): void {
+    this.extra = extra
+  }
 
   async init(): Promise<void> {
     await this.d.admin.transaction(async (tx) => { await tx.exec(sql.MOVES_SCHEMA_SQL) })
@@ -244,6 +252,8 @@ export class Moves {
     const admin = ctx.driver.admin(mt.database)
     if (target.tier === 'pooled') await migrateTarget(admin, mt, files)
     else await createTarget(admin, mt, files, preamble)
+    const more = this.extra ? await this.extra.forTenant(target) : []
+    if (more.length > 0) await migrateTarget(admin, mt, [...files, ...more], { around: this.extra!.around })
   }
 
   /**
