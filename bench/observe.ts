@@ -433,7 +433,9 @@ export default async function observe(argv: string[]): Promise<number> {
     const stopServers = async () => {
       for (const variant of VARIANTS) {
         const report = await servers[variant].stop()
-        log(`  ${variant} server (${sent[variant]} requests): ${JSON.stringify(report)}`)
+        const gc = report.gc as { minorMs: number; majorMs: number } | undefined
+        const gcUs = gc ? `; GC ${fmt(((gc.minorMs + gc.majorMs) * 1000) / Math.max(1, sent[variant]), 1)} µs per request` : ''
+        log(`  ${variant} server (${sent[variant]} requests${gcUs}): ${JSON.stringify(report)}`)
         if (variant === 'on') checks.spansExported += Number(report.spansExported ?? 0)
       }
       checks.requestsSent += sent.on

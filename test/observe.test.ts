@@ -137,6 +137,12 @@ function observeSuite(backend: Backend): void {
         req.log.info({ marker: 'app' }, 'via request.log')
         return { ok: true }
       })
+      // The app's own span, made inside the request without naming a parent.
+      app.get('/api/app-span', async () => {
+        const span = provider.getTracer('app').startSpan('app.work')
+        span.end()
+        return { ok: true }
+      })
       app.get('/api/boom', async () => {
         throw new Error('the handler failed')
       })
@@ -303,6 +309,10 @@ function observeSuite(backend: Backend): void {
       exporter.reset()
       await get('/api/projects/1', { 'x-tenant': 'globex', traceparent: `00-${traceId}-${parent}-01` })
       expect(exporter.getFinishedSpans().map((s) => [s.name, traceIdOf(s), parentOf(s)])).toEqual([['SELECT', traceId, parent]])
+      // The app's own spans inside the request continue the incoming trace too.
+      exporter.reset()
+      expect((await get('/api/app-span', { 'x-tenant': 'globex', traceparent: `00-${traceId}-${parent}-01` })).statusCode).toBe(200)
+      expect(exporter.getFinishedSpans().map((s) => [s.name, traceIdOf(s), parentOf(s)])).toEqual([['app.work', traceId, parent]])
       // Without a traceparent or an active span: the statement is a root.
       await get('/api/projects/1', { 'x-tenant': 'acme' })
       exporter.reset()

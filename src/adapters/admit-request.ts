@@ -55,7 +55,7 @@ export function admitRequest(tenantry: Tenantry, steps: AdmitSteps): void {
       (err: unknown) => { if (span) tracing!.endResolve(span, null, err); refuse(steps, err, null) },
     )
   } else {
-    tracing?.resolvedNow(found)
+    tracing?.resolvedNow(found, parent)
     serve(tenantry, steps, found, parent)
   }
 }

@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
-import { context as otelContext, createContextKey, ROOT_CONTEXT, type ContextManager } from '@opentelemetry/api'
+import { context as otelContext, createContextKey, ROOT_CONTEXT, type Context, type ContextManager } from '@opentelemetry/api'
 import { TenantryError } from '../core/errors.ts'
 import type { Tenant } from '../core/types.ts'
 
@@ -74,10 +74,10 @@ export function scopeStore(): 'opentelemetry' | 'tenantry' {
   return storage.getStore() === undefined && sharedManager() !== null ? 'opentelemetry' : 'tenantry'
 }
 
-function enter<A, T>(scope: TenantScope, fn: (arg: A) => T, arg: A): T {
+function enter<A, T>(scope: TenantScope, fn: (arg: A) => T, arg: A, base?: Context): T {
   const manager = storage.getStore() === undefined ? sharedManager() : null
   if (manager === null) return storage.run(scope, fn, arg)
-  return manager.with(manager.active().setValue(SCOPE_KEY, scope), fn, undefined, arg)
+  return manager.with((base ?? manager.active()).setValue(SCOPE_KEY, scope), fn, undefined, arg)
 }
 
 /**
@@ -101,9 +101,14 @@ export function withTenant<T>(tenant: Tenant, fn: () => T): T {
 /**
  * `fn(arg)` in `scope`, for the adapters' per-request path: with a module-level `fn` no closure is
  * made per request. Not exported from the package; use {@link withTenant}.
+ *
+ * With a context manager registered, the request runs in its trace context (`scope.trace`: the
+ * active context, or one derived from it with the incoming `traceparent`), so spans made inside
+ * the request, Tenantry's statement spans and the app's own, find their parent as the active
+ * span: no lookup of the scope per statement.
  */
 export function runInScope<A, T>(scope: TenantScope, fn: (arg: A) => T, arg: A): T {
-  return enter(scope, fn, arg)
+  return enter(scope, fn, arg, scope.trace as Context | undefined)
 }
 
 /** The current scope (tenant, request id, trace), or undefined outside a tenant context. */

@@ -42,9 +42,13 @@ export interface DataPlaneObserver {
   beginStatement(tenant: Tenant, server: string, database: string, text: string): StatementWatch
 }
 
-/** One statement in flight: `watch` resolves and rejects as the statement does. */
+/**
+ * One statement in flight: `watch` resolves and rejects as the statement does; with `recover`, a
+ * rejection goes on to `recover` (the data plane's wait behind a move's fence) in the same step,
+ * so an observed statement costs one derived promise, as an unobserved one does.
+ */
 export interface StatementWatch {
-  watch<R>(p: Promise<QueryResult<R>>): Promise<QueryResult<R>>
+  watch<R>(p: Promise<QueryResult<R>>, recover?: (err: unknown) => Promise<QueryResult<R>>): Promise<QueryResult<R>>
 }
 
 /**
@@ -170,7 +174,7 @@ export class DataPlane implements TenantRunner {
   }
 
   run<R>(tenant: Tenant, text: string, values: unknown[]): Promise<QueryResult<R>> {
-    return this.runOnce<R>(tenant, text, values).catch((err) => this.afterFence(err, tenant, Date.now(), (t) => this.runOnce<R>(t, text, values)))
+    return this.runOnce<R>(tenant, text, values, (err) => this.afterFence(err, tenant, Date.now(), (t) => this.runOnce<R>(t, text, values)))
   }
 
   /**
@@ -204,7 +208,8 @@ export class DataPlane implements TenantRunner {
     }
   }
 
-  private runOnce<R>(tenant: Tenant, text: string, values: unknown[]): Promise<QueryResult<R>> {
+  /** One attempt; a rejection goes to `recover` when given (one `.then`/`.catch` per statement, observed or not). */
+  private runOnce<R>(tenant: Tenant, text: string, values: unknown[], recover?: (err: unknown) => Promise<QueryResult<R>>): Promise<QueryResult<R>> {
     const driver = this.driver(tenant.placement.server)
     const target = this.target(tenant)
     const watch = this.observer?.beginStatement(tenant, driver.server, target.database, text)
@@ -215,7 +220,8 @@ export class DataPlane implements TenantRunner {
       const budget = guard.budgetOf(tenant)
       p = guard.protect(tenant, driver.server, this.ownDatabase(tenant, target), () => driver.tenantQuery<R>(target, text, values, budget))
     }
-    return watch === undefined ? p : watch.watch(p)
+    if (watch !== undefined) return watch.watch(p, recover)
+    return recover === undefined ? p : p.catch(recover)
   }
 
   transaction<T>(tenant: Tenant, fn: (tx: Queryable) => Promise<T>): Promise<T> {

@@ -94,11 +94,15 @@ export class StatementProbe {
     readonly span: Span | undefined,
   ) {}
 
-  /** Follow `p` to its end; resolves and rejects as `p` does. */
-  watch<R>(p: Promise<QueryResult<R>>): Promise<QueryResult<R>> {
+  /** Follow `p` to its end; resolves and rejects as `p` does, or a rejection goes on to `recover`. */
+  watch<R>(p: Promise<QueryResult<R>>, recover?: (err: unknown) => Promise<QueryResult<R>>): Promise<QueryResult<R>> {
     return p.then(
       (r) => { this.obs.statementEnded(this, r.rows.length, undefined); return r },
-      (err: unknown) => { this.obs.statementEnded(this, 0, err); throw err },
+      (err: unknown) => {
+        this.obs.statementEnded(this, 0, err)
+        if (recover === undefined) throw err
+        return recover(err)
+      },
     )
   }
 }
@@ -188,7 +192,7 @@ export class Observability implements OperationObserver {
 
   /** Before a tenant statement is sent. */
   beginStatement(tenant: Tenant, server: string, database: string, text: string): StatementProbe {
-    const span = this.tracing?.startStatement(tenant, server, database, text, currentScope()?.trace as never)
+    const span = this.tracing?.startStatement(tenant, server, database, text)
     return new StatementProbe(this, tenant, server, performance.now(), span)
   }
 

@@ -1,4 +1,5 @@
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api'
+import { currentScope } from '../context/context.ts'
 import type { Tenant } from '../core/types.ts'
 
 /** `observe.tracing`: OpenTelemetry spans through `@opentelemetry/api` (you bring the SDK). */
@@ -97,7 +98,7 @@ function shapeOf(server: string, database: string, text: string): StatementShape
  * @example
  * ```ts
  * const tracing = new Tracing({})
- * const span = tracing.startStatement(tenant, 'main', 'main', 'SELECT 1', undefined)
+ * const span = tracing.startStatement(tenant, 'main', 'main', 'SELECT 1')
  * span.end()
  * ```
  */
@@ -108,17 +109,25 @@ export class Tracing {
     this.tracer = opts.tracer ?? trace.getTracer('tenantry')
   }
 
-  /** The parent of a request's spans: the active span's context, else the request's `traceparent`, else none. */
+  /**
+   * The parent of a request's spans: the active span's context, else the active context with the
+   * request's `traceparent` (its other values kept), else none.
+   */
   requestParent(headers: Record<string, unknown>): Context | undefined {
     const active = context.active()
     if (trace.getSpan(active) !== undefined) return active
     if (headers.traceparent === undefined) return undefined
-    return propagation.extract(ROOT_CONTEXT, headers)
+    return propagation.extract(active, headers)
   }
 
-  /** A tenant resolved from cache: its attributes on the active span (an HTTP server span), if any. */
-  resolvedNow(tenant: Tenant): void {
-    const span = trace.getSpan(context.active())
+  /**
+   * A tenant resolved from cache: its attributes on the active span (an HTTP server span), if
+   * any. `parent` is what {@link requestParent} returned: the active context when it has a span
+   * (no second lookup of it), else the `traceparent`'s remote span, which records nothing.
+   */
+  resolvedNow(tenant: Tenant, parent: Context | undefined): void {
+    if (parent === undefined) return
+    const span = trace.getSpan(parent)
     if (span !== undefined && span.isRecording()) span.setAttributes(tenantAttributes(tenant))
   }
 
@@ -146,10 +155,13 @@ export class Tracing {
     span.end()
   }
 
-  /** A statement's span, a child of the active span, else of the request's parent (`parent`). */
-  startStatement(tenant: Tenant, server: string, database: string, text: string, parent: Context | undefined): Span {
+  /**
+   * A statement's span, a child of the active span, else of the request's parent (`parent`, by
+   * default the current tenant scope's: read only when there is no active span).
+   */
+  startStatement(tenant: Tenant, server: string, database: string, text: string, parent?: Context): Span {
     const active = context.active()
-    const ctx = parent !== undefined && trace.getSpan(active) === undefined ? parent : active
+    const ctx = trace.getSpan(active) !== undefined ? active : (parent ?? (currentScope()?.trace as Context | undefined) ?? active)
     const shape = shapeOf(server, database, text)
     const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT }, ctx)
     if (span.isRecording()) {
