@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTenantry, isTenantryError, type Tenantry } from '../src/index.ts'
-import { backends, DEMO_MIGRATIONS, freshDatabase, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
+import { backends, DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
+import { cli, show } from './helpers/cli-process.ts'
 
 // tenantry.addServer: a server is checked (valid input, reachable, prepared) before it is
 // registered; a name in the fleet is never repointed (409 CONFLICT); the same name and URL again
@@ -175,3 +176,60 @@ function fleetSuite(backend: Backend): void {
 }
 
 for (const backend of backends(DB_NAME, PREFIX, PG_UP)) fleetSuite(backend)
+
+// `tenantry servers list|add`: the real bin, the same library call.
+describe.skipIf(!PG_UP)('tenantry servers list|add (CLI, PostgreSQL)', { timeout: 180_000 }, () => {
+  const CLI_DB = 'tenantry_test_fleet_servers_cli'
+  const CLI_PREFIX = 'th_fleetcli'
+  let env: Record<string, string>
+  let secondUrl: string
+  const run = (...args: string[]) => cli(args, env)
+
+  beforeAll(async () => {
+    await dropPostgresLeftovers(CLI_PREFIX, CLI_DB)
+    env = { DATABASE_URL: await freshDatabase(CLI_DB), TENANTRY_ROLE_PREFIX: CLI_PREFIX, TENANTRY_MIGRATIONS: DEMO_MIGRATIONS }
+    secondUrl = (await freshDatabase(`${CLI_PREFIX}_second`)).replace('postgres@', 'postgres:not-shown@')
+  }, 120_000)
+
+  afterAll(() => dropPostgresLeftovers(CLI_PREFIX, CLI_DB), 120_000)
+
+  it('adds a server (checked first), lists the fleet without passwords, refuses a taken name, an unreachable URL and a bad weight, and repeats idempotently', async () => {
+    const added = await run('servers', 'add', 'second', secondUrl, '--region', 'eu', '--weight', '2')
+    expect(added.code, show(added)).toBe(0)
+    const shown = secondUrl.replace('not-shown', '***')
+    expect(added.stdout).toBe(`Added: server 'second' at ${shown} (region eu), weight 2, main database ${CLI_PREFIX}_second.\n`)
+
+    const list = await run('servers', 'list', '--json')
+    expect(list.code, show(list)).toBe(0)
+    expect(JSON.parse(list.stdout)).toEqual([
+      { name: 'main', url: env.DATABASE_URL, region: null, capacityWeight: 1, mainDatabase: CLI_DB, tenants: 0 },
+      { name: 'second', url: shown, region: 'eu', capacityWeight: 2, mainDatabase: `${CLI_PREFIX}_second`, tenants: 0 },
+    ])
+    const text = await run('servers', 'list')
+    expect(text.stdout.split('\n').slice(0, 1)).toEqual([expect.stringMatching(/^NAME\s+URL\s+REGION\s+WEIGHT\s+DATABASE\s+TENANTS$/)])
+    expect(text.stdout).not.toMatch(/not-shown/)
+
+    const again = await run('servers', 'add', 'second', secondUrl)
+    expect(again.code, show(again)).toBe(0)
+    expect(again.stdout).toMatch(/^Already in the fleet: server 'second'/)
+
+    const taken = await run('servers', 'add', 'second', secondUrl.replace('127.0.0.1', 'localhost'))
+    expect(taken.code, show(taken)).toBe(1)
+    expect(taken.stderr.trim()).toBe(`error CONFLICT: Server 'second' is already in the fleet at ${shown}; its tenants live there, so it is not repointed. Choose another name.`)
+    const unreachable = await run('servers', 'add', 'nowhere', 'postgres://postgres:pw-secret@127.0.0.1:1/none')
+    expect(unreachable.code, show(unreachable)).toBe(1)
+    expect(unreachable.stderr).toMatch(/^error VALIDATION_FAILED: Server 'nowhere' could not be reached or prepared at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/none: /)
+    expect(unreachable.stderr).not.toMatch(/pw-secret/)
+    const badName = await run('servers', 'add', 'Bad', secondUrl)
+    expect([badName.code, badName.stderr.split(':')[0]]).toEqual([1, 'error VALIDATION_FAILED'])
+    const badWeight = await run('servers', 'add', 'third', secondUrl, '--weight', '0')
+    expect(badWeight.code, show(badWeight)).toBe(2)
+    expect(badWeight.stderr).toMatch(/--weight must be a whole number from 1 to 1000/)
+
+    const after = await run('servers', 'list', '--json')
+    expect(JSON.parse(after.stdout).map((s: { name: string; url: string }) => `${s.name} ${s.url}`)).toEqual([`main ${env.DATABASE_URL}`, `second ${shown}`])
+    const audit = await run('audit', 'list', '--action', 'server.add', '--json')
+    expect(audit.code, show(audit)).toBe(0)
+    expect(JSON.parse(audit.stdout).map((e: { action: string; details: unknown }) => [e.action, e.details])).toEqual([['server.add', { server: 'second', url: shown, region: 'eu' }]])
+  })
+})
