@@ -153,13 +153,13 @@ export class DataPlane implements TenantRunner {
 
   driver(name: string): ServerDriver {
     const d = this.drivers.get(name)
-    if (!d) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered. Add it with tenantry.addServer() first.`)
+    if (!d) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer() (a process started before another added it: the same call registers it here).`)
     return d
   }
 
   server(name: string): Server {
     const s = this.servers.get(name)
-    if (!s) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered. Add it with tenantry.addServer() first.`)
+    if (!s) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer() (a process started before another added it: the same call registers it here).`)
     return s
   }
 
