@@ -4,7 +4,7 @@ import { Catalog } from './catalog/catalog.ts'
 import { withTenant as runWithTenant, currentTenant } from './context/context.ts'
 import { TenantryError } from './core/errors.ts'
 import type { Server, Tenant, TenantStatus } from './core/types.ts'
-import { isUuid, printable } from './core/validation.ts'
+import { isUuid, printable, redactUrl } from './core/validation.ts'
 import { DataPlane } from './data/data-plane.ts'
 import { naming as makeNaming } from './data/naming.ts'
 import { bootstrapDatabaseSql, ensureAppRoleSql } from './data/sql.ts'
@@ -32,6 +32,7 @@ import { createPortability, resolveMasterKey, type Portability, type Portability
 import { needsCredentials } from './resolve/credential-strategies.ts'
 import { createPropagation, unconfiguredPropagation, type PropagationOptions, type TenantPropagation } from './context/propagation.ts'
 import { TenantCredentials, type ApiKeys, type Certificates } from './security/index.ts'
+import { createFleet, type AddServerOptions, type Fleet } from './fleet/index.ts'
 import { createMoves, type MoveOptions, type MoveResult, type Moves, type MovesOptions } from './moves/index.ts'
 
 /**
@@ -179,8 +180,8 @@ export interface Tenantry {
   readonly domains: ConfigParts['domains']
   /** The plugins given to createTenantry, and which tenants have them (docs/plugins.md). */
   readonly plugins: ConfigParts['plugins']
-  /** Register another PostgreSQL server of the fleet. */
-  addServer(server: { name: string; url: string; region?: string; capacityWeight?: number }): Promise<void>
+  /** Add a PostgreSQL server to the fleet: checked first (valid, reachable), registered only then; a taken name with another URL is a CONFLICT (see {@link Fleet.addServer}). */
+  addServer(server: AddServerOptions): Promise<Server>
   /** Check every target of every server against invariants 1–2. */
   doctor(): Promise<{ findings: Finding[]; tables: number }>
   /** Logs, metrics, spans and the usage meter (docs/observability.md). */
@@ -289,8 +290,8 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     )
   }
 
-  async function bootstrapServer(server: Server): Promise<void> {
-    const admin = dataPlane.driver(server.name).admin(server.mainDatabase)
+  async function bootstrapServer(server: Server, driver = dataPlane.driver(server.name)): Promise<void> {
+    const admin = driver.admin(server.mainDatabase)
     await admin.transaction(async (tx) => {
       await tx.exec(bootstrapDatabaseSql(dataPlane.tenantKey))
       await tx.exec(ensureAppRoleSql(naming.appRole, appPassword))
@@ -310,6 +311,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     audit,
     resumers: { kinds: [...portability.kinds, ...moves.kinds], resume: (op) => (moves.kinds.includes(op.kind) ? moves : portability).resume(op) },
   })
+  const servers = createFleet({ catalog, dataPlane, bootstrap: (driver, server) => bootstrapServer(server, driver) })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase), objectBytes: () => storage.storedBytes() })
   const cache = await createCache(options.cache, {
@@ -408,21 +410,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     flags: configParts.flags,
     domains: configParts.domains,
     plugins: configParts.plugins,
-    async addServer(input) {
-      if (!/^[a-z][a-z0-9_-]{0,62}$/.test(input.name)) {
-        throw new TenantryError('VALIDATION_FAILED', `Server name '${printable(input.name)}' must be lowercase letters, digits, - and _.`)
-      }
-      const server: Server = {
-        name: input.name,
-        url: input.url,
-        region: input.region ?? null,
-        capacityWeight: input.capacityWeight ?? 1,
-        mainDatabase: input.url.startsWith('pglite:') ? 'main' : databaseFromUrl(input.url),
-      }
-      dataPlane.addServer(server)
-      await bootstrapServer(server)
-      await catalog.upsertServer(server)
-    },
+    addServer: (input) => servers.addServer(input),
     async doctor() {
       const findings: Finding[] = []
       let tables = 0
@@ -553,16 +541,7 @@ async function runningOperations(operations: Operations): Promise<{ id: string; 
   }))
 }
 
-/** A connection URL with its password replaced by `***` (for messages and the admin API). */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password) u.password = '***'
-    return u.toString()
-  } catch {
-    return '(invalid URL)'
-  }
-}
+export { redactUrl }
 
 function databaseFromUrl(url: string): string {
   try {

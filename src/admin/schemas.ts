@@ -1,7 +1,7 @@
 /** JSON schemas shared by the admin routes (also the OpenAPI document's components). */
 
 export const SLUG_PATTERN = '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$'
-export const SERVER_PATTERN = '^[a-z][a-z0-9_-]{0,62}$'
+export { SERVER_NAME_PATTERN as SERVER_PATTERN } from '../fleet/index.ts'
 export const UUID_PATTERN = '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
 
 export const slugParam = {

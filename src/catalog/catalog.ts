@@ -376,9 +376,18 @@ export class Catalog {
     await this.change(`server:${server.name}`, (tx) => tx.query(...args(sql.upsertServer(server))))
   }
 
+  /** Add a server unless its name is taken; returns what the catalog holds under the name (compare it to tell). */
+  async insertServer(server: Server): Promise<Server> {
+    return this.change(`server:${server.name}`, async (tx) => {
+      const inserted = await tx.query<ServerRow>(...args(sql.insertServer(server)))
+      // A statement of its own: a row committed by a racing insert is not in the insert's snapshot.
+      return serverOf(inserted.rows[0] ?? (await tx.query<ServerRow>(...args(sql.serverByName(server.name)))).rows[0])
+    })
+  }
+
   async listServers(): Promise<Server[]> {
-    const res = await this.admin.query<{ name: string; url: string; region: string | null; capacity_weight: number; main_database: string }>(...args(sql.listServers()))
-    return res.rows.map((r) => ({ name: r.name, url: r.url, region: r.region, capacityWeight: r.capacity_weight, mainDatabase: r.main_database }))
+    const res = await this.admin.query<ServerRow>(...args(sql.listServers()))
+    return res.rows.map(serverOf)
   }
 
   async upsertPlan(plan: Plan): Promise<void> {
@@ -430,6 +439,12 @@ export class Catalog {
       this.changed(subject, true)
     }
   }
+}
+
+interface ServerRow { name: string; url: string; region: string | null; capacity_weight: number; main_database: string }
+
+function serverOf(r: ServerRow): Server {
+  return { name: r.name, url: r.url, region: r.region, capacityWeight: r.capacity_weight, mainDatabase: r.main_database }
 }
 
 function args(s: { text: string; values: unknown[] }): [string, unknown[]] {

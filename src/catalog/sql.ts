@@ -196,6 +196,13 @@ export const upsertServer = (s: { name: string; url: string; region: string | nu
            capacity_weight = EXCLUDED.capacity_weight, main_database = EXCLUDED.main_database`,
   values: [s.name, s.url, s.region, s.capacityWeight, s.mainDatabase],
 })
+/** Insert a server unless its name is taken; returns the new row, or none when the name is held (read it with {@link serverByName}). */
+export const insertServer = (s: { name: string; url: string; region: string | null; capacityWeight: number; mainDatabase: string }): Statement => ({
+  text: `INSERT INTO tenantry.servers (name, url, region, capacity_weight, main_database) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name) DO NOTHING RETURNING name, url, region, capacity_weight, main_database`,
+  values: [s.name, s.url, s.region, s.capacityWeight, s.mainDatabase],
+})
+export const serverByName = (name: string): Statement => ({ text: 'SELECT name, url, region, capacity_weight, main_database FROM tenantry.servers WHERE name = $1', values: [name] })
 export const listServers = (): Statement => ({ text: 'SELECT name, url, region, capacity_weight, main_database FROM tenantry.servers ORDER BY name', values: [] })
 
 export const upsertPlan = (name: string, settings: Record<string, unknown>): Statement => ({

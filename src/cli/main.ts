@@ -20,6 +20,7 @@ import { registerAuditCommands } from './audit-commands.ts'
 import { registerPortabilityCommands } from './portability-commands.ts'
 import { registerSecurityCommands } from './security-commands.ts'
 import { applyAdviceCommand, registerMoveCommands } from './move-commands.ts'
+import { registerServerCommands } from './server-commands.ts'
 import { formatVerifyReport, verifyIsolation, type VerifyIsolationReport, type VerifyProgress } from '../verify/index.ts'
 
 const STATUSES: TenantStatus[] = ['provisioning', 'active', 'suspended', 'deleted']
@@ -502,6 +503,7 @@ export function buildProgram(): Command {
   registerPortabilityCommands(program, { withConnection, withTenantry, startedBy })
   registerSecurityCommands(program, kit)
   registerMoveCommands(program, { withConnection, withTenantry, startedBy })
+  registerServerCommands(program, { withConnection, withTenantry, startedBy })
 
   return program
 }

@@ -68,3 +68,14 @@ export function printable(value: string, max = 80): string {
   const cut = value.length > max ? `${value.slice(0, max)}…` : value
   return cut.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
+
+/** A connection URL with its password replaced by `***` (for messages, the CLI and the admin API). */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password) u.password = '***'
+    return u.toString()
+  } catch {
+    return '(invalid URL)'
+  }
+}

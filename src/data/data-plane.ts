@@ -105,7 +105,34 @@ export class DataPlane implements TenantRunner {
     const existing = this.drivers.get(server.name)
     if (existing && this.servers.get(server.name)?.url === server.url) return existing
     if (existing) existing.close().catch(() => undefined)
-    const driver: ServerDriver = server.url.startsWith('pglite:')
+    return this.register(server, this.createDriver(server))
+  }
+
+  /**
+   * Register a server only once `check` succeeded on its new driver (reachable, bootstrapped):
+   * when it fails, the driver is closed, nothing is registered and the error is thrown. A name
+   * registered meanwhile with the same URL keeps its driver.
+   */
+  async connectServer(server: Server, check: (driver: ServerDriver) => Promise<void>): Promise<ServerDriver> {
+    let driver: ServerDriver | undefined
+    try {
+      driver = this.createDriver(server)
+      await check(driver)
+    } catch (err) {
+      await driver?.close().catch(() => undefined)
+      throw err
+    }
+    const existing = this.drivers.get(server.name)
+    if (existing && this.servers.get(server.name)?.url === server.url) {
+      await driver.close().catch(() => undefined)
+      return existing
+    }
+    if (existing) existing.close().catch(() => undefined)
+    return this.register(server, driver)
+  }
+
+  private createDriver(server: Server): ServerDriver {
+    return server.url.startsWith('pglite:')
       ? new PgliteServer({ name: server.name, dataDir: server.url.slice('pglite:'.length), mainDatabase: server.mainDatabase })
       : new PgServer({
           name: server.name,
@@ -119,6 +146,9 @@ export class DataPlane implements TenantRunner {
           maxSchemas: this.opts.maxSchemasPerConnection,
           transactionPooler: this.opts.transactionPooler,
         })
+  }
+
+  private register(server: Server, driver: ServerDriver): ServerDriver {
     driver.useSessionStatementTimeout?.(this.guard?.defaultStatementTimeoutMs ?? null)
     this.drivers.set(server.name, driver)
     this.servers.set(server.name, server)
@@ -127,13 +157,13 @@ export class DataPlane implements TenantRunner {
 
   driver(name: string): ServerDriver {
     const d = this.drivers.get(name)
-    if (!d) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered. Add it with tenantry.addServer() first.`)
+    if (!d) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer() (a process started before another added it: the same call registers it here).`)
     return d
   }
 
   server(name: string): Server {
     const s = this.servers.get(name)
-    if (!s) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered. Add it with tenantry.addServer() first.`)
+    if (!s) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer() (a process started before another added it: the same call registers it here).`)
     return s
   }
 

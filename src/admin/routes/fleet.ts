@@ -1,7 +1,7 @@
 import type { Server } from '../../core/types.ts'
 import { redactUrl, type Tenantry } from '../../runtime.ts'
 import type { AdminRoutes } from '../context.ts'
-import { TenantryError } from '../../core/errors.ts'
+import type { AddServerOptions } from '../../fleet/index.ts'
 import { SERVER_PATTERN, errors } from '../schemas.ts'
 
 const open = { type: 'object', additionalProperties: true } as const
@@ -35,7 +35,7 @@ const serverBody = {
     name: { type: 'string', pattern: SERVER_PATTERN },
     url: { type: 'string', minLength: 12, maxLength: 2000, pattern: '^(postgres(ql)?://|pglite:).+', description: 'postgres://admin-user:password@host:5432/database (stored in the catalog; shown without its password)' },
     region: { type: 'string', minLength: 1, maxLength: 100 },
-    capacityWeight: { type: 'number', exclusiveMinimum: 0, maximum: 1000 },
+    capacityWeight: { type: 'integer', minimum: 1, maximum: 1000 },
   },
 } as const
 
@@ -70,18 +70,9 @@ export const fleetRoutes: AdminRoutes = (app, ctx) => {
     schema: { tags: ['fleet'], summary: 'Add a PostgreSQL server to the fleet (tenantry.addServer: bootstrapped, then in the catalog for every process)', body: serverBody, response: { 201: open, ...errors(409) } },
     config: { adminRole: 'admin' },
   }, async function addServer(request, reply) {
-    const body = request.body as { name: string; url: string; region?: string; capacityWeight?: number }
-    // addServer re-registers a known name with the new URL: over the API that would repoint a live server's tenants.
-    if ((await tenantry.catalog.listServers()).some((s) => s.name === body.name)) {
-      throw new TenantryError('CONFLICT', `Server '${body.name}' is already in the fleet; choose another name.`, { details: { field: 'name' } })
-    }
-    await ctx.audited(request, { action: 'server.add', details: () => ({ server: body.name, url: redactUrl(body.url), region: body.region ?? null }) }, async () => {
-      await tenantry.addServer(body).catch((err) => {
-        if (err instanceof TenantryError) throw err
-        throw new TenantryError('VALIDATION_FAILED', `Server '${body.name}' could not be reached or prepared at ${redactUrl(body.url)}: ${(err as Error).message}`, { cause: err, details: { field: 'url', in: 'body', rule: 'unreachable' } })
-      })
-    })
-    const added = (await tenantry.catalog.listServers()).find((s) => s.name === body.name)!
+    const body = request.body as AddServerOptions
+    // The library checks the server before registering it: 409 CONFLICT for a name in use, 400 for an unreachable URL.
+    const added = await ctx.audited(request, { action: 'server.add', details: () => ({ server: body.name, url: redactUrl(body.url), region: body.region ?? null }) }, () => tenantry.addServer(body))
     return reply.code(201).send(await serverStatus(tenantry, added))
   })
 
