@@ -176,11 +176,19 @@ function keySuite(backend: Backend): void {
         const added = await cli('certs', 'add', 'globex', join(dir, 'c.pem'), '--json')
         expect(added.code).toBe(0)
         expect(JSON.parse(added.text)).toMatchObject({ name: 'ops-cli', subject: 'CN=ops-cli', revokedAt: null })
-        expect((await cli('certs', 'list', 'globex')).text).toMatch(/ops-cli\s+[0-9a-f]{64}\s+CN=ops-cli/)
+        expect((await cli('certs', 'list', 'globex')).text).toMatch(/ops-cli\s+certificate\s+[0-9a-f]{64}\s+CN=ops-cli\s+-/)
+        const ca = await authority('Globex Ops CA')
+        writeFileSync(join(dir, 'ca.pem'), ca.cert)
+        const caAdded = await cli('certs', 'add', 'globex', '--ca', join(dir, 'ca.pem'), '--san', 'URI:spiffe://globex.example/**', '--subject', 'O=Globex', '--json')
+        expect(caAdded.code).toBe(0)
+        expect(JSON.parse(caAdded.text)).toMatchObject({ kind: 'ca', name: 'globex-ops-ca', sanPattern: 'URI:spiffe://globex.example/**', subjectPattern: 'O=Globex' })
+        expect((await cli('certs', 'list', 'globex')).text).toMatch(/globex-ops-ca\s+ca\s+[0-9a-f]{64}\s+CN=Globex Ops CA\s+san URI:spiffe:\/\/globex.example\/\*\*; subject O=Globex/)
+        expect((await cli('certs', 'add', 'globex', join(dir, 'c.pem'), '--ca', join(dir, 'ca.pem'))).code).toBe(1)
+        expect((await cli('certs', 'revoke', 'globex', 'globex-ops-ca')).code).toBe(0)
         expect((await cli('certs', 'add', 'globex', join(dir, 'missing.pem'))).code).toBe(1)
         expect((await cli('certs', 'revoke', 'globex', 'ops-cli')).code).toBe(0)
-        const actors = (await tenantry.audit.list({ tenant: 'globex' })).filter((e) => /^(api-key|client-cert)\./.test(e.action)).map((e) => [e.action, e.actor.startsWith('cli:')])
-        expect(actors.slice(0, 4)).toEqual([['client-cert.revoke', true], ['client-cert.add', true], ['api-key.revoke', true], ['api-key.create', true]])
+        const actors = (await tenantry.audit.list({ tenant: 'globex' })).filter((e) => /^(api-key|client-cert|client-ca)\./.test(e.action)).map((e) => [e.action, e.actor.startsWith('cli:')])
+        expect(actors.slice(0, 6)).toEqual([['client-cert.revoke', true], ['client-ca.revoke', true], ['client-ca.add', true], ['client-cert.add', true], ['api-key.revoke', true], ['api-key.create', true]])
 
         // The CLI's other control-plane actions are audited with the OS user too.
         expect((await cli('tenants', 'create', 'initech', '--tier', 'pooled', '--migrations', DEMO_MIGRATIONS)).code).toBe(0)
@@ -229,6 +237,26 @@ function keySuite(backend: Backend): void {
         await other.close()
       }
     })
+
+    it.skipIf(backend.name !== 'PostgreSQL')('revokes a tenant CA binding in another process within one second (real TLS)', async () => {
+      if (!url) return
+      const other = await createTenantry({ databaseUrl: url, rolePrefix: ROLE_PREFIX, resolve: [clientCertificate()], observe: { logger: false, metering: false }, resumeOperations: false })
+      const { app: otherApp, port } = await tlsApp(other, await certificate('localhost'))
+      try {
+        const ca = await authority('Acme Shared CA')
+        const client = await issued(ca, { commonName: 'worker.acme' }, [{ type: 2, value: 'worker.acme.example.com' }])
+        await tenantry.certificates.add('acme', { ca: ca.cert, sanPattern: '*.acme.example.com', name: 'shared-ca' })
+        expect(await get(port, 'localhost', client)).toEqual({ status: 200, body: { tenant: 'acme' } }) // now cached there
+        await tenantry.certificates.revoke('acme', 'shared-ca')
+        const started = Date.now()
+        let r = await get(port, 'localhost', client)
+        while (r.status === 200 && Date.now() - started < 1000) { await sleep(20); r = await get(port, 'localhost', client) }
+        expect([r.status, r.body.code, r.body.details?.reason]).toEqual([401, 'CLIENT_CERT_INVALID', 'revoked'])
+      } finally {
+        await otherApp.close()
+        await other.close()
+      }
+    })
   })
 }
 
@@ -241,6 +269,30 @@ const day = 86_400_000
 
 async function certificate(cn: string, notAfter = new Date(Date.now() + 30 * day), notBefore = new Date(Date.now() - day)): Promise<Pems> {
   return generate([{ name: 'commonName', value: cn }], { keyType: 'ec', algorithm: 'sha256', notBeforeDate: notBefore, notAfterDate: notAfter, clientCertificate: false }) as Promise<Pems>
+}
+
+async function authority(cn: string, notAfter = new Date(Date.now() + 30 * day)): Promise<Pems> {
+  return generate([{ name: 'commonName', value: cn }], {
+    keyType: 'ec', algorithm: 'sha256', notBeforeDate: new Date(Date.now() - day), notAfterDate: notAfter,
+    extensions: [{ name: 'basicConstraints', cA: true, critical: true }, { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true }],
+  } as Parameters<typeof generate>[1]) as Promise<Pems>
+}
+
+/** A client certificate issued by `ca`, with the subject attributes and SANs given (type 2 DNS, 6 URI). */
+async function issued(ca: Pems, subject: Record<string, string>, sans: { type: number; value: string }[], notAfter = new Date(Date.now() + 10 * day)): Promise<Pems> {
+  return generate(Object.entries(subject).map(([name, value]) => ({ name, value })), {
+    keyType: 'ec', algorithm: 'sha256', notBeforeDate: new Date(Date.now() - day), notAfterDate: notAfter, ca: { key: ca.private, cert: ca.cert },
+    extensions: [{ name: 'subjectAltName', altNames: sans }],
+  } as Parameters<typeof generate>[1]) as Promise<Pems>
+}
+
+/** A Fastify HTTPS server asking for client certificates, answering /whoami with the resolved tenant. */
+async function tlsApp(tenantry: Tenantry, server: Pems): Promise<{ app: FastifyInstance; port: number }> {
+  const app = Fastify({ https: { key: server.private, cert: server.cert, requestCert: true, rejectUnauthorized: false } })
+  app.register(tenantryPlugin, { tenantry })
+  app.register(async (scoped) => { scoped.get('/whoami', async () => ({ tenant: currentTenant().slug })) })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return { app, port: (app.server.address() as AddressInfo).port }
 }
 
 function get(port: number, host: string, client?: Pems): Promise<Reply> {
@@ -327,6 +379,56 @@ describe('mTLS client certificates (PGlite, real TLS: Fastify and Express)', () 
     expect(await code(tenantry.certificates.revoke('acme', 'billing.acme'))).toBe('NOT_FOUND')
     const actions = (await tenantry.audit.list({ tenant: 'acme' })).map((e) => e.action)
     expect(actions.filter((a) => a.startsWith('client-cert.'))).toEqual(['client-cert.revoke', 'client-cert.add'])
+  })
+
+  it('binds client certificates issued by a tenant CA whose SAN or subject matches the pattern; checks chain, dates and revocation', async () => {
+    const [acmeCa, globexCa, rogueCa] = await Promise.all([authority('Acme Services CA'), authority('Globex CA'), authority('Acme Services CA')])
+    const added = await tenantry.certificates.add('acme', { ca: acmeCa.cert, sanPattern: '*.acme.example.com' }, { actor: 'cli:test@host' })
+    expect(added).toMatchObject({ kind: 'ca', name: 'acme-services-ca', subject: 'CN=Acme Services CA', sanPattern: '*.acme.example.com', subjectPattern: null, revokedAt: null })
+    await tenantry.certificates.add('globex', { ca: globexCa.cert, subjectPattern: 'CN=*.svc, O=Globex', name: 'globex-ca' })
+
+    const billing = await issued(acmeCa, { commonName: 'billing' }, [{ type: 2, value: 'Billing.Acme.Example.com' }])
+    const outside = await issued(acmeCa, { commonName: 'intruder' }, [{ type: 2, value: 'billing.evil.example.com' }])
+    const deep = await issued(acmeCa, { commonName: 'deep' }, [{ type: 2, value: 'a.b.acme.example.com' }])
+    const uriOnly = await issued(acmeCa, { commonName: 'uri' }, [{ type: 6, value: 'spiffe://billing.acme.example.com/x' }])
+    // Same issuer name as Acme's CA, but another key: the chain does not verify.
+    const forged = await issued(rogueCa, { commonName: 'billing' }, [{ type: 2, value: 'billing.acme.example.com' }])
+    const globexSvc = await issued(globexCa, { commonName: 'orders.svc', organizationName: 'Globex' }, [])
+    const globexOther = await issued(globexCa, { commonName: 'orders.svc', organizationName: 'Initech' }, [])
+    const lapsed = await issued(acmeCa, { commonName: 'old' }, [{ type: 2, value: 'old.acme.example.com' }], new Date(Date.now() - 1000))
+
+    const reason = async (port: number, host: string, client: Pems) => {
+      const r = await get(port, host, client)
+      return r.status === 200 ? r.body.tenant : `${r.status} ${r.body.code} ${r.body.details?.reason ?? ''}`
+    }
+    for (const port of [fastifyPort, expressPort]) {
+      expect(await reason(port, 'acme.localhost', billing)).toBe('acme')
+      expect(await reason(port, 'acme.localhost', outside)).toBe('401 CLIENT_CERT_INVALID unknown')
+      expect(await reason(port, 'acme.localhost', deep)).toBe('401 CLIENT_CERT_INVALID unknown') // '*' is one DNS label
+      expect(await reason(port, 'acme.localhost', uriOnly)).toBe('401 CLIENT_CERT_INVALID unknown') // a DNS pattern ignores URIs
+      expect(await reason(port, 'acme.localhost', forged)).toBe('401 CLIENT_CERT_INVALID unknown')
+      expect(await reason(port, 'acme.localhost', lapsed)).toBe('401 CLIENT_CERT_INVALID expired')
+      expect(await reason(port, 'globex.localhost', globexSvc)).toBe('globex')
+      expect(await reason(port, 'globex.localhost', globexOther)).toBe('401 CLIENT_CERT_INVALID unknown')
+      // Acme's CA-bound certificate on globex's host.
+      expect(await reason(port, 'globex.localhost', billing)).toBe('403 TENANT_MISMATCH ')
+    }
+
+    const code = (p: Promise<unknown>) => p.then(() => 'resolved', (e) => `${e.code}:${e.details?.field ?? ''}`)
+    expect(await code(tenantry.certificates.add('acme', { ca: billing.cert }))).toBe('VALIDATION_FAILED:ca') // not a CA
+    expect(await code(tenantry.certificates.add('acme', { ca: acmeCa.cert, pem: billing.cert }))).toBe('VALIDATION_FAILED:pem')
+    expect(await code(tenantry.certificates.add('acme', { pem: billing.cert, sanPattern: '*.x.com' }))).toBe('VALIDATION_FAILED:sanPattern')
+    expect(await code(tenantry.certificates.add('acme', { ca: acmeCa.cert, subjectPattern: 'no equals sign', name: 'bad' }))).toBe('VALIDATION_FAILED:subject')
+    expect(await code(tenantry.certificates.add('acme', { ca: acmeCa.cert, sanPattern: '*.acme.example.com', name: 'again' }))).toBe('CONFLICT:ca')
+    // Another tenant may share the CA only when neither binding would take every certificate it issues.
+    expect(await code(tenantry.certificates.add('globex', { ca: acmeCa.cert, name: 'acme-ca-all' }))).toBe('CONFLICT:ca')
+    expect((await tenantry.certificates.list('acme')).filter((c) => c.kind === 'ca').map((c) => c.name)).toEqual(['acme-services-ca'])
+
+    await tenantry.certificates.revoke('acme', added.id, { actor: 'cli:test@host' })
+    expect(await reason(fastifyPort, 'acme.localhost', billing)).toBe('401 CLIENT_CERT_INVALID revoked')
+    const entries = (await tenantry.audit.list({ tenant: 'acme' })).filter((e) => e.action.startsWith('client-ca.'))
+    expect(entries.map((e) => [e.action, e.actor, e.details.name])).toEqual([['client-ca.revoke', 'cli:test@host', 'acme-services-ca'], ['client-ca.add', 'cli:test@host', 'acme-services-ca']])
+    expect((await tenantry.audit.verify()).ok).toBe(true)
   })
 })
 

@@ -31,7 +31,25 @@ CREATE TABLE IF NOT EXISTS tenantry.client_certs (
   revoked_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS client_certs_tenant_idx ON tenantry.client_certs (tenant_id);
-REVOKE ALL ON tenantry.api_keys, tenantry.client_certs FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS tenantry.client_cas (
+  id text PRIMARY KEY,
+  tenant_id uuid NOT NULL REFERENCES tenantry.tenants (id) ON DELETE CASCADE,
+  fingerprint text NOT NULL,
+  name text NOT NULL,
+  subject text NOT NULL,
+  issuer_key text NOT NULL,
+  pem text NOT NULL,
+  san_pattern text,
+  subject_pattern text,
+  not_after timestamptz NOT NULL,
+  created_by text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  revoked_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS client_cas_issuer_idx ON tenantry.client_cas (issuer_key);
+CREATE INDEX IF NOT EXISTS client_cas_tenant_idx ON tenantry.client_cas (tenant_id);
+CREATE UNIQUE INDEX IF NOT EXISTS client_cas_active_name_idx ON tenantry.client_cas (tenant_id, name) WHERE revoked_at IS NULL;
+REVOKE ALL ON tenantry.api_keys, tenantry.client_certs, tenantry.client_cas FROM PUBLIC;
 `
 
 const KEY_COLUMNS = 'id, tenant_id, name, scopes, key_hash, expires_at, created_by, created_at, last_used_at, revoked_at'
@@ -82,4 +100,39 @@ export const certificatesOf = (tenantId: string): Statement => ({
 export const revokeCertificate = (tenantId: string, fingerprint: string): Statement => ({
   text: `UPDATE tenantry.client_certs SET revoked_at = now() WHERE tenant_id = $1 AND fingerprint = $2 AND revoked_at IS NULL RETURNING ${CERT_COLUMNS}`,
   values: [tenantId, fingerprint],
+})
+
+const CA_COLUMNS = 'id, tenant_id, fingerprint, name, subject, issuer_key, pem, san_pattern, subject_pattern, not_after, created_by, created_at, revoked_at'
+
+/** Bind a CA (with an optional SAN or subject pattern) to a tenant. */
+export const insertCa = (c: {
+  id: string; tenantId: string; fingerprint: string; name: string; subject: string; issuerKey: string; pem: string
+  sanPattern: string | null; subjectPattern: string | null; notAfter: Date; createdBy: string
+}): Statement => ({
+  text: `INSERT INTO tenantry.client_cas (id, tenant_id, fingerprint, name, subject, issuer_key, pem, san_pattern, subject_pattern, not_after, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${CA_COLUMNS}`,
+  values: [c.id, c.tenantId, c.fingerprint, c.name, c.subject, c.issuerKey, c.pem, c.sanPattern, c.subjectPattern, c.notAfter.toISOString(), c.createdBy],
+})
+
+/** Active bindings of a CA (by fingerprint) to tenants, locked: a new binding is checked against them. */
+export const activeCaBindings = (fingerprint: string): Statement => ({
+  text: `SELECT ${CA_COLUMNS} FROM tenantry.client_cas WHERE fingerprint = $1 AND revoked_at IS NULL FOR UPDATE`,
+  values: [fingerprint],
+})
+
+/** Every binding (revoked too) of the CAs whose subject is a client certificate's issuer. */
+export const casByIssuer = (issuerKey: string): Statement => ({
+  text: `SELECT ${CA_COLUMNS} FROM tenantry.client_cas WHERE issuer_key = $1 ORDER BY created_at, id`,
+  values: [issuerKey],
+})
+
+export const casOf = (tenantId: string): Statement => ({
+  text: `SELECT ${CA_COLUMNS} FROM tenantry.client_cas WHERE tenant_id = $1 ORDER BY created_at, id`,
+  values: [tenantId],
+})
+
+/** Revoke an active CA binding of a tenant. */
+export const revokeCa = (tenantId: string, id: string): Statement => ({
+  text: `UPDATE tenantry.client_cas SET revoked_at = now() WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING ${CA_COLUMNS}`,
+  values: [tenantId, id],
 })
