@@ -5,7 +5,7 @@ import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { generate } from 'selfsigned'
 import { parseAllDocuments } from 'yaml'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -436,9 +436,16 @@ describe('mTLS client certificates (PGlite, real TLS: Fastify and Express)', () 
 
 describe('data residency and audited support access (PGlite)', () => {
   let tenantry: Tenantry
+  // Backup directories of two regions, and an object store in 'eu'.
+  const euVault = mkdtempSync(join(tmpdir(), 'tenantry-eu-vault-'))
+  const usVault = mkdtempSync(join(tmpdir(), 'tenantry-us-vault-'))
 
   beforeAll(async () => {
-    tenantry = await createTenantry({ dataDir: 'memory', migrations: DEMO_MIGRATIONS, observe: { logger: false, metering: false } })
+    tenantry = await createTenantry({
+      dataDir: 'memory', migrations: DEMO_MIGRATIONS, observe: { logger: false, metering: false },
+      portability: { backupRegions: { [euVault]: 'eu', [usVault]: 'us' } },
+      storage: { region: 'eu', forceResidency: ['us-excepted'] },
+    })
     await tenantry.migrate()
     await tenantry.addServer({ name: 'us1', url: 'pglite:memory', region: 'us' })
     await tenantry.addServer({ name: 'eu1', url: 'pglite:memory', region: 'eu' })
@@ -471,6 +478,33 @@ describe('data residency and audited support access (PGlite)', () => {
     expect((await tenantry.audit.verify()).ok).toBe(true)
   })
 
+  it('refuses a backup directory and an object store of another region (409 RESIDENCY_VIOLATION), unless forced, which is audited', async () => {
+    const code = (p: Promise<unknown>) => p.then(() => 'resolved', (e) => `${e.code}:${e.status ?? ''}:${e.details?.kind ?? ''}`)
+    const ops = async () => (await tenantry.operations.list({ kind: 'backup' })).length
+    const before = await ops()
+    expect(await code(tenantry.portability.backup('eu-co', { to: join(usVault, 'nested', 'eu.tar'), encrypt: false }))).toBe('RESIDENCY_VIOLATION:409:backup')
+    expect(await code(tenantry.portability.backup('eu-co', { to: `${usVault}/`, encrypt: false }))).toBe('RESIDENCY_VIOLATION:409:backup')
+    // Nothing written: no operation, no directory.
+    expect([await ops(), readdirSync(usVault)]).toEqual([before, []])
+    expect((await tenantry.portability.backup('eu-co', { to: `${euVault}/`, encrypt: false })).path.startsWith(euVault)).toBe(true)
+    const forced = await tenantry.portability.backup('eu-co', { to: join(usVault, 'exception.tar'), encrypt: false, forceResidency: true, startedBy: 'cli:ops@host' })
+    const entry = (await tenantry.audit.list({ tenant: 'eu-co', action: 'residency.force' }))[0]
+    expect([entry.actor, entry.details]).toEqual(['cli:ops@host', { kind: 'backup', operation: 'backup', operationId: forced.operationId, target: usVault, tenantRegion: 'eu', targetRegion: 'us' }])
+
+    // The object store is in 'eu': a 'us' tenant cannot store there; an 'eu' tenant can.
+    await tenantry.provision({ slug: 'us-co', tier: 'pooled', region: 'us' })
+    await tenantry.provision({ slug: 'us-excepted', tier: 'pooled', region: 'us' })
+    expect(await code(tenantry.withTenant('us-co', () => tenantry.storage.put('a.txt', 'hello')))).toBe('RESIDENCY_VIOLATION:409:bucket')
+    expect(await tenantry.withTenant('us-co', () => tenantry.storage.list())).toMatchObject({ objects: [] })
+    expect((await tenantry.withTenant('eu-co', () => tenantry.storage.put('a.txt', 'hello'))).size).toBe(5)
+    // A configured exception stores, audited once per process.
+    await tenantry.withTenant('us-excepted', () => tenantry.storage.put('a.txt', 'hi'))
+    await tenantry.withTenant('us-excepted', () => tenantry.storage.put('b.txt', 'hi'))
+    const bucket = await tenantry.audit.list({ tenant: 'us-excepted', action: 'residency.force' })
+    expect(bucket.map((e) => [e.actor, e.details])).toEqual([['config:storage.forceResidency', { kind: 'bucket', operation: 'storage.put', target: 'local', tenantRegion: 'us', targetRegion: 'eu' }]])
+    expect((await tenantry.audit.verify()).ok).toBe(true)
+  })
+
   it('appends every configuration and flag change to the audit log in its transaction', async () => {
     await tenantry.config.set('eu-co', 'theme.color', 'teal', { by: 'cli:ops@host' })
     await tenantry.flags.set({ key: 'beta', enabled: true }, { by: 'token:admin' })
@@ -489,6 +523,84 @@ describe('data residency and audited support access (PGlite)', () => {
     const entries = await tenantry.audit.list({ action: 'support.access' })
     expect(entries.length).toBe(before + 1)
     expect([entries[0].actor, entries[0].slug, entries[0].details]).toEqual(['support:ann', 'eu-co', { reason: 'ticket 4711: missing invoice' }])
+  })
+})
+
+describe('audit coverage: every control-plane action leaves an entry (PGlite)', () => {
+  let tenantry: Tenantry
+  const txt = new Map<string, string[][]>()
+
+  beforeAll(async () => {
+    // Not migrated here: the first action of the test is the migration.
+    tenantry = await createTenantry({
+      dataDir: 'memory', migrations: DEMO_MIGRATIONS, observe: { logger: false, metering: false },
+      config: { domains: { resolveTxt: async (name) => txt.get(name) ?? [], fetchText: async () => ({ status: 404, body: '' }) } },
+    })
+  }, 120_000)
+
+  afterAll(async () => { await tenantry?.close() })
+
+  it('appends an entry for each action of the issue, with its actor, in the change\'s transaction or as start and outcome of its operation', async () => {
+    const by = { actor: 'cli:ops@host' }
+    const dir = mkdtempSync(join(tmpdir(), 'tenantry-audit-'))
+    const admin = Fastify()
+    await admin.register(tenantryAdmin, { prefix: '/admin', tenantry, console: false, docs: false })
+    const { token } = await (await adminTokens(tenantry)).create({ name: 'auditor', role: 'viewer' }, 'test')
+    let backupPath = ''
+    // [what the issue names, the action, the entries it must append (newest last)]
+    const actions: [string, () => Promise<unknown>, string[]][] = [
+      ['migrate', () => tenantry.migrate({ startedBy: by.actor }), ['operation.migrate.start', 'operation.migrate.done']],
+      ['provision', () => tenantry.provision({ slug: 'audited', tier: 'pooled' }, 'cli:ops@host'), ['operation.provision.start', 'operation.provision.done']],
+      ['suspend', () => tenantry.suspend('audited', 'unpaid', by), ['tenant.suspend']],
+      ['resume', () => tenantry.resume('audited', by), ['tenant.resume']],
+      ['config change', () => tenantry.config.set('audited', 'theme', 'dark', { by: by.actor }), ['config.set']],
+      ['branding change', () => tenantry.config.set('audited', 'branding.primaryColor', '#00ff00', { by: by.actor }), ['config.set']],
+      ['flag change', () => tenantry.flags.set({ key: 'audit-beta', enabled: true }, { by: by.actor }), ['flag.set']],
+      ['domain add', () => tenantry.domains.add('audited', 'app.audited.test', by), ['tenant.domain.add']],
+      ['domain verify', async () => {
+        const d = (await tenantry.domains.list('audited'))[0]
+        txt.set(d.instructions!.txtName, [[d.instructions!.txtValue]])
+        return tenantry.domains.verify('app.audited.test', {}, by)
+      }, ['tenant.domain.verify']],
+      ['domain remove', () => tenantry.domains.remove('app.audited.test', by), ['tenant.domain.remove']],
+      ['API key create', () => tenantry.apiKeys.create('audited', { name: 'k' }, by), ['api-key.create']],
+      ['API key revoke', () => tenantry.apiKeys.revoke('audited', 'k', by), ['api-key.revoke']],
+      ['certificate add', async () => tenantry.certificates.add('audited', { pem: (await certificate('audited-svc')).cert }, by), ['client-cert.add']],
+      ['certificate revoke', () => tenantry.certificates.revoke('audited', 'audited-svc', by), ['client-cert.revoke']],
+      ['CA add', async () => tenantry.certificates.add('audited', { ca: (await authority('Audited CA')).cert, sanPattern: '*.audited.test' }, by), ['client-ca.add']],
+      ['move', () => tenantry.moves.move('audited', { tier: 'schema', startedBy: by.actor, graceMs: 0 }), ['operation.move.start', 'tenant.move', 'operation.move.done']],
+      ['backup', async () => { backupPath = (await tenantry.portability.backup('audited', { to: join(dir, 'a.tar'), encrypt: false, startedBy: by.actor })).path }, ['operation.backup.start', 'operation.backup.done']],
+      ['restore', () => tenantry.portability.restore(backupPath, { as: 'audited-copy', startedBy: by.actor }), ['operation.restore.start', 'operation.restore.done']],
+      ['export', () => tenantry.portability.export('audited', { format: 'jsonl', to: dir, startedBy: by.actor }), ['operation.export.start', 'operation.export.done']],
+      ['delete', () => tenantry.delete('audited-copy', by), ['tenant.delete']],
+      ['erase', () => tenantry.portability.erase('audited-copy', { startedBy: by.actor }), ['operation.erase.start', 'operation.erase.done']],
+      ['purge', async () => { await tenantry.delete('audited', by); return tenantry.purge('audited', { force: true, startedBy: by.actor }) }, ['tenant.delete', 'operation.purge.start', 'operation.purge.done']],
+      ['admin sign-in', async () => {
+        const r = await admin.inject({ method: 'POST', url: '/admin/api/sign-in', headers: { authorization: `Bearer ${token}` } })
+        expect([r.statusCode, r.json()]).toEqual([200, { actor: 'token:auditor', role: 'viewer' }])
+      }, ['admin.sign-in']],
+      ['failed admin sign-in', async () => {
+        for (let i = 0; i < 3; i++) {
+          const r = await admin.inject({ method: 'POST', url: '/admin/api/sign-in', headers: { authorization: 'Bearer tnta_guess' } })
+          expect([r.statusCode, r.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+        }
+      }, ['admin.sign-in-failed']], // three attempts, one entry: guessing cannot flood the log
+    ]
+    try {
+      for (const [what, act, expected] of actions) {
+        const head = (await tenantry.audit.list({ limit: 1 }))[0]?.seq ?? 0
+        await act()
+        const appended = (await tenantry.audit.list({ limit: 50 })).filter((e) => e.seq > head).reverse()
+        expect([what, appended.map((e) => e.action)]).toEqual([what, expected])
+        const actors = appended.map((e) => e.actor)
+        if (what === 'admin sign-in') expect(actors).toEqual(['token:auditor'])
+        else if (what === 'failed admin sign-in') expect(actors).toEqual(['anonymous@127.0.0.1'])
+        else expect([what, actors]).toEqual([what, expected.map(() => 'cli:ops@host')])
+      }
+    } finally {
+      await admin.close()
+    }
+    expect((await tenantry.audit.verify()).ok).toBe(true)
   })
 })
 

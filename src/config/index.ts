@@ -179,5 +179,5 @@ export async function createConfig(
   }) as TenantConfigApi
   const registry = new PluginRegistry(plugins, (tenant) => store.of(tenant))
   registry.wire(deps.events)
-  return { config, flags, domains: new DomainStore(deps.catalog, deps.admin, options.domains), plugins: registry }
+  return { config, flags, domains: new DomainStore(deps.catalog, deps.admin, options.domains, deps.audit), plugins: registry }
 }

@@ -2,7 +2,9 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable, Transform, type TransformCallback } from 'node:stream'
+import type { AuditLog } from '../audit/index.ts'
 import { currentTenant } from '../context/context.ts'
+import { auditForcedResidency, checkResidency } from '../security/residency.ts'
 import { TenantryError, isTenantryError } from '../core/errors.ts'
 import type { Plan, Tenant } from '../core/types.ts'
 import { printable } from '../core/validation.ts'
@@ -55,6 +57,13 @@ export interface StorageOptions {
   plans?: Record<string, StorageLimitsInput>
   /** Lifetime of presigned URLs when the call gives none, seconds. Default 900. */
   presignExpiresSeconds?: number
+  /**
+   * The region of the bucket (or local directory); default `TENANTRY_STORAGE_REGION`. A tenant
+   * with another region cannot store objects here: 409 `RESIDENCY_VIOLATION` (docs/security.md).
+   */
+  region?: string
+  /** Slugs of tenants that may store here despite another region; audited (`residency.force`) on their first write per process. */
+  forceResidency?: string[]
 }
 
 /** An object as the tenant sees it: `key` without the tenant prefix. */
@@ -78,6 +87,8 @@ export interface StorageDeps {
   findTenant(slugOrId: string): Promise<Tenant | null>
   /** The data directory (`dataDir` / `TENANTRY_DATA_DIR` / `.tenantry`, resolved; or `memory`): the local driver stores under `<it>/storage`. */
   dataDir: string
+  /** Where forced residency exceptions are recorded. */
+  audit?: AuditLog
 }
 
 const MAX_KEY_BYTES = 900
@@ -204,12 +215,25 @@ export class TenantStorage {
   private readonly shares = new Map<string, UploadShare>()
   private planCache?: { at: number; plans: Promise<Plan[]> }
   private ready?: Promise<void>
+  /** Tenants whose forced residency exception this process has already audited. */
+  private readonly forcedAudited = new Set<string>()
 
   constructor(
     readonly driver: StorageDriver,
-    private readonly opts: { defaults: StorageLimits; plans: Record<string, StorageLimitsInput>; presignExpiresSeconds: number },
+    private readonly opts: { defaults: StorageLimits; plans: Record<string, StorageLimitsInput>; presignExpiresSeconds: number; residency?: { bucket: string; region: string | null; force: string[] } },
     private readonly deps: StorageDeps,
   ) {}
+
+  /** Data lands here only for a tenant of the bucket's region (or a forced exception, audited once per process). */
+  private async checkRegion(tenant: Tenant): Promise<void> {
+    const r = this.opts.residency
+    if (r === undefined || r.region === null) return
+    const target = { kind: 'bucket' as const, name: r.bucket, region: r.region }
+    const check = checkResidency(tenant, target, { force: r.force.includes(tenant.slug) })
+    if (!check.forced || this.forcedAudited.has(tenant.id) || this.deps.audit === undefined) return
+    await auditForcedResidency(this.deps.audit, tenant, target, check, { actor: 'config:storage.forceResidency', details: { operation: 'storage.put' } })
+    this.forcedAudited.add(tenant.id)
+  }
 
   /**
    * Store `body` (a stream, Buffer or string) under `key` for the current tenant, replacing what
@@ -219,6 +243,7 @@ export class TenantStorage {
   async put(key: string, body: Readable | Buffer | Uint8Array | string, options: PutOptions = {}): Promise<ObjectInfo> {
     const tenant = currentTenant()
     validateObjectKey(key)
+    await this.checkRegion(tenant)
     const contentType = checkContentType(options.contentType)
     if (options.size !== undefined && (!Number.isInteger(options.size) || options.size < 0)) {
       throw new TenantryError('VALIDATION_FAILED', `size must be a whole number of bytes; got ${printable(String(options.size)).slice(0, 40)}.`)
@@ -335,6 +360,7 @@ export class TenantStorage {
   async presignUpload(key: string, options: { size: number; contentType?: string; expiresInSeconds?: number }): Promise<string> {
     const tenant = currentTenant()
     validateObjectKey(key)
+    await this.checkRegion(tenant)
     const contentType = checkContentType(options?.contentType)
     if (!Number.isInteger(options?.size) || options.size < 0) throw new TenantryError('VALIDATION_FAILED', 'presignUpload() needs the upload\'s size in bytes.')
     const limits = await this.limitsOf(tenant)
@@ -572,7 +598,9 @@ export function createStorage(options: StorageOptions = {}, deps: StorageDeps): 
   } else {
     throw new TenantryError('CONFIG_INVALID', `storage.driver must be 'local', 's3' or a driver object; got '${printable(String(kind))}'.`, { details: { option: 'storage.driver' } })
   }
-  const storage = new TenantStorage(driver, { defaults, plans, presignExpiresSeconds }, deps)
+  const region = options.region ?? process.env.TENANTRY_STORAGE_REGION ?? null
+  const residency = { bucket: typeof kind === 'object' ? 'custom' : kind === 's3' ? `s3://${bucket}` : 'local', region, force: options.forceResidency ?? [] }
+  const storage = new TenantStorage(driver, { defaults, plans, presignExpiresSeconds, residency }, deps)
   deps.events.on('tenant.purged', ({ tenant }) => {
     storage.removeTenant(tenant).catch((error) => deps.events.emit('error', { error, context: `removing the stored objects of purged tenant '${tenant.slug}'` }))
   })
