@@ -197,7 +197,8 @@ function keySuite(backend: Backend): void {
         // The CLI's other control-plane actions are audited with the OS user too.
         expect((await cli('tenants', 'create', 'initech', '--tier', 'pooled', '--migrations', DEMO_MIGRATIONS)).code).toBe(0)
         const create = (await tenantry.audit.list({ tenant: 'initech' })).map((e) => [e.action, e.actor.startsWith('cli:'), e.afterDigest !== null])
-        expect(create).toEqual([['tenant.create', true, true]])
+        // The CLI's summary entry, after the provision operation's own start and outcome (same OS user).
+        expect(create).toEqual([['tenant.create', true, true], ['operation.provision.done', true, false], ['operation.provision.start', true, true]])
 
         const { token } = await (await adminTokens(tenantry)).create({ name: 'sec-ops', role: 'operator' }, 'test')
         await admin.register(tenantryAdmin, { prefix: '/admin', tenantry, console: false, docs: false })
