@@ -3,14 +3,16 @@
  *
  * `npm run bench -- security [--duration 3] [--rounds 6] [--connections 16] [--verify 3000]`
  *
- * Three Fastify HTTPS servers (requestCert, the same TLS set-up) in this process, each with its own
+ * Four Fastify HTTPS servers (requestCert, the same TLS set-up) in this process, each with its own
  * Tenantry on the same catalog and tenant, differ only in the resolve strategy: `subdomain()`
- * (baseline), `apiKey()`, `clientCertificate()`. Every client presents the same client
- * certificate and keeps its connections alive, so TLS costs the same everywhere; keys and
+ * (baseline), `apiKey()`, `clientCertificate()` by fingerprint, and `clientCertificate()` with a
+ * certificate bound through a tenant CA and SAN pattern (`mtls-ca`). Every client presents an EC
+ * P-256 client certificate (the same one, except the CA-issued one for `mtls-ca`) and keeps its
+ * connections alive, so TLS costs the same everywhere; keys and
  * certificates come from the in-process cache after the warm-up. Load comes from this process
  * too (keep-alive https.Agent loops). Rounds rotate the order of the three; ratios are medians of
  * each round's figure over that round's baseline. The machine is shared: read ratios, not rps.
- * Last line: JSON with api_key_rps_ratio, mtls_rps_ratio, propagation_verify_us.
+ * Last line: JSON with api_key_rps_ratio, mtls_rps_ratio, mtls_ca_rps_ratio, propagation_verify_us.
  */
 import { Agent, request as httpsRequest } from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -28,11 +30,14 @@ const ROLE_PREFIX = 'tb_security'
 const SLUG = 'bench-sec'
 const log = (m: string) => process.stderr.write(`[security] ${m}\n`)
 
-type Variant = 'subdomain' | 'api-key' | 'mtls'
-const ORDERS: Variant[][] = [
-  ['subdomain', 'api-key', 'mtls'], ['mtls', 'subdomain', 'api-key'], ['api-key', 'mtls', 'subdomain'],
-  ['subdomain', 'mtls', 'api-key'], ['api-key', 'subdomain', 'mtls'], ['mtls', 'api-key', 'subdomain'],
-]
+type Variant = 'subdomain' | 'api-key' | 'mtls' | 'mtls-ca'
+const VARIANTS: Variant[] = ['subdomain', 'api-key', 'mtls', 'mtls-ca']
+/** Round r's order: rotated by r, reversed every other round, so no variant always runs first or after the same one. */
+const orderOf = (r: number): Variant[] => {
+  const k = r % VARIANTS.length
+  const rotated = [...VARIANTS.slice(k), ...VARIANTS.slice(0, k)]
+  return Math.floor(r / VARIANTS.length) % 2 === 1 ? rotated.reverse() : rotated
+}
 
 export default async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: {
@@ -73,11 +78,20 @@ export default async function run(argv: string[]): Promise<number> {
     })
     const { key } = await base.apiKeys.create(SLUG, { name: 'bench', scopes: ['*'] })
     await base.certificates.add(SLUG, { pem: clientCert.cert, name: 'bench-client' })
+    const ca = await generate([{ name: 'commonName', value: 'bench CA' }], {
+      keyType: 'ec', algorithm: 'sha256', extensions: [{ name: 'basicConstraints', cA: true, critical: true }, { name: 'keyUsage', keyCertSign: true, digitalSignature: true }],
+    } as Parameters<typeof generate>[1])
+    const caClient = await generate([{ name: 'commonName', value: 'bench-ca-client' }], {
+      keyType: 'ec', algorithm: 'sha256', ca: { key: ca.private, cert: ca.cert }, extensions: [{ name: 'subjectAltName', altNames: [{ type: 2, value: 'svc.bench.example' }] }],
+    } as Parameters<typeof generate>[1])
+    await base.certificates.add(SLUG, { ca: ca.cert, sanPattern: '*.bench.example', name: 'bench-ca' })
+    const clientOf: Record<Variant, { private: string; cert: string }> = { subdomain: clientCert, 'api-key': clientCert, mtls: clientCert, 'mtls-ca': caClient }
     const byKey = await make([apiKey()])
     const byCert = await make([clientCertificate()])
+    const byCa = await make([clientCertificate()])
 
     const ports = new Map<Variant, number>()
-    for (const [variant, t] of [['subdomain', base], ['api-key', byKey], ['mtls', byCert]] as const) {
+    for (const [variant, t] of [['subdomain', base], ['api-key', byKey], ['mtls', byCert], ['mtls-ca', byCa]] as const) {
       const app = Fastify({ https: { key: serverCert.private, cert: serverCert.cert, requestCert: true, rejectUnauthorized: false } })
       app.register(tenantryPlugin, { tenantry: t })
       app.register(async (s) => {
@@ -91,10 +105,11 @@ export default async function run(argv: string[]): Promise<number> {
       subdomain: { host: `${SLUG}.localhost` },
       'api-key': { host: 'localhost', authorization: `Bearer ${key}` },
       mtls: { host: 'localhost' },
+      'mtls-ca': { host: 'localhost' },
     }
 
     async function load(variant: Variant, ms: number): Promise<number> {
-      const agent = new Agent({ keepAlive: true, maxSockets: connections, key: clientCert.private, cert: clientCert.cert, rejectUnauthorized: false })
+      const agent = new Agent({ keepAlive: true, maxSockets: connections, key: clientOf[variant].private, cert: clientOf[variant].cert, rejectUnauthorized: false })
       let done = 0
       let failed = 0
       const until = Date.now() + ms
@@ -116,18 +131,17 @@ export default async function run(argv: string[]): Promise<number> {
     }
 
     log('warm-up')
-    for (const v of ['subdomain', 'api-key', 'mtls'] as Variant[]) await load(v, 1000)
+    for (const v of VARIANTS) await load(v, 1000)
     const rows: (string | number)[][] = []
-    const ratios: Record<'api-key' | 'mtls', number[]> = { 'api-key': [], mtls: [] }
+    const ratios: Record<'api-key' | 'mtls' | 'mtls-ca', number[]> = { 'api-key': [], mtls: [], 'mtls-ca': [] }
     for (let r = 0; r < rounds; r++) {
       const rps = {} as Record<Variant, number>
-      for (const v of ORDERS[r % ORDERS.length]) rps[v] = await load(v, durationMs)
-      ratios['api-key'].push(rps['api-key'] / rps.subdomain)
-      ratios.mtls.push(rps.mtls / rps.subdomain)
-      rows.push([r + 1, Math.round(rps.subdomain), Math.round(rps['api-key']), Math.round(rps.mtls), round(rps['api-key'] / rps.subdomain, 3), round(rps.mtls / rps.subdomain, 3)])
+      for (const v of orderOf(r)) rps[v] = await load(v, durationMs)
+      for (const v of ['api-key', 'mtls', 'mtls-ca'] as const) ratios[v].push(rps[v] / rps.subdomain)
+      rows.push([r + 1, ...VARIANTS.map((v) => Math.round(rps[v])), ...(['api-key', 'mtls', 'mtls-ca'] as const).map((v) => round(rps[v] / rps.subdomain, 3))])
       log(`round ${r + 1}/${rounds}`)
     }
-    printTable(['round', 'subdomain rps', 'api-key rps', 'mtls rps', 'api-key ratio', 'mtls ratio'], rows)
+    printTable(['round', 'subdomain rps', 'api-key rps', 'mtls rps', 'mtls-ca rps', 'api-key ratio', 'mtls ratio', 'mtls-ca ratio'], rows)
 
     // Propagation: sign once, verify many times (the receiving side's cost per request).
     const { privateKey } = await generateKeyPair('ES256', { extractable: true })
@@ -148,13 +162,14 @@ export default async function run(argv: string[]): Promise<number> {
     const figures = {
       api_key_rps_ratio: round(median(ratios['api-key']), 3),
       mtls_rps_ratio: round(median(ratios.mtls), 3),
+      mtls_ca_rps_ratio: round(median(ratios['mtls-ca']), 3),
       propagation_verify_us: round(verifyUs, 1),
       propagation_sign_us: round(signUs, 1),
       rounds, duration_s: durationMs / 1000, connections,
       target_rps_ratio: 0.95,
       note: 'in-process load on a shared 2-core machine; ratios against the subdomain baseline of the same round',
     }
-    console.log(`API key ${figures.api_key_rps_ratio}x, mTLS ${figures.mtls_rps_ratio}x of subdomain req/s; assertion verify ${figures.propagation_verify_us} µs, sign ${figures.propagation_sign_us} µs`)
+    console.log(`API key ${figures.api_key_rps_ratio}x, mTLS ${figures.mtls_rps_ratio}x (by CA ${figures.mtls_ca_rps_ratio}x) of subdomain req/s; assertion verify ${figures.propagation_verify_us} µs, sign ${figures.propagation_sign_us} µs`)
     console.log(JSON.stringify(figures))
     return 0
   } finally {

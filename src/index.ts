@@ -41,6 +41,6 @@ export {
   type PortabilityProgress, type RestoreOptions, type RestoreResult, type TenantPlace, type TenantTable,
   type ExportOptions, type ExportResult, type ExportFormat, type SubjectErasureCertificate, EXPORT_FORMATS, SUBJECT_MARK,
 } from './portability/index.ts'
-export { TenantCredentials, userFromTenantApiKey, checkResidency, auditForcedResidency, meshPolicies, type MeshPolicyOptions, type ResidencyCheck, type ResidencyTarget, type ApiKeyInfo, type ApiKeys, type CertificateInfo, type Certificates, type CreateApiKeyInput } from './security/index.ts'
+export { TenantCredentials, userFromTenantApiKey, checkResidency, auditForcedResidency, meshPolicies, type MeshPolicyOptions, type ResidencyCheck, type ResidencyTarget, type ApiKeyInfo, type ApiKeys, type CertificateInfo, type Certificates, type CreateApiKeyInput, type AddCertificateInput } from './security/index.ts'
 export { ASSERTION_HEADER, createPropagation, propagated, type PropagatedOptions, type PropagationOptions, type TenantPropagation } from './context/propagation.ts'
 export { Moves, FENCED_SQLSTATE, planMoves, type AppliedMove, type ApplyAdviceOptions, type PlannedMove, type KeptRoom, type MoveOptions, type MoveProgress, type MoveResult, type MoveTableCheck, type MovesOptions } from './moves/index.ts'

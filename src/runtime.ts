@@ -17,6 +17,7 @@ import { FleetMigrator, type FleetMigrateOptions, type FleetMigrateResult, type 
 import { Lifecycle, type ProvisionHook, type PurgeResult } from './lifecycle/lifecycle.ts'
 import { loadMigrations, type MigrationFile } from './lifecycle/migrator.ts'
 import { Operations, type Operation, type OperationTarget } from './lifecycle/operations.ts'
+import { auditOperations } from './lifecycle/operation-audit.ts'
 import type { ProvisionOptions } from './lifecycle/provision.ts'
 import type { RequestInfo, ResolveStrategy } from './resolve/index.ts'
 import { TenantResolver, header } from './resolve/index.ts'
@@ -301,6 +302,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const events = new TenantryEvents()
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
   const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
+  operations.auditor = auditOperations(audit)
   const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {}, audit, objectStore: { removeTenant: (t) => storage.removeTenant(t), hasObjects: (t) => storage.hasObjects(t) } })
   const moves = await createMoves({ catalog, dataPlane, operations, files, audit, admin: mainDriver.admin(main.mainDatabase), flushCache: (t) => cache.flushTenant(t), options: options.moves ?? {} })
   dataPlane.useRelocator((id) => catalog.fresh(id))
@@ -324,7 +326,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   })
   const storage = createStorage(options.storage, {
     admin: mainDriver.admin(main.mainDatabase), events, plans: () => catalog.listPlans(), findTenant,
-    dataDir: dataDirOf(options.dataDir), signingKey: () => catalog.tenantKey,
+    dataDir: dataDirOf(options.dataDir), signingKey: () => catalog.tenantKey, audit,
   })
   const credentials = await TenantCredentials.open({ admin: mainDriver.admin(main.mainDatabase), catalog, audit, cacheTtlMs: options.cacheTtlMs })
   for (const s of options.resolve ?? []) if (needsCredentials(s)) s.useCredentials(credentials)

@@ -214,9 +214,13 @@ function adminSuite(backend: Backend): void {
       expect((await call('POST', '/api/tenants/hooli/restore', tokens.operator, {})).json().status).toBe('suspended')
 
       const shown = await call('GET', '/api/tenants/acme', tokens.viewer)
-      expect(shown.json().audit.map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend', 'tenant.create'])
+      // The provision operation's own entries (its start commits with the tenant row) come first.
+      expect(shown.json().audit.map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend', 'tenant.create', 'operation.provision.done', 'operation.provision.start'])
       const entries = await tenantry.audit.list({ tenant: 'acme' })
-      expect(entries.map((e) => [e.actor, e.action])).toEqual([['token:t-operator', 'tenant.resume'], ['token:t-operator', 'tenant.suspend'], ['token:t-operator', 'tenant.create']])
+      expect(entries.map((e) => [e.actor, e.action])).toEqual([
+        ['token:t-operator', 'tenant.resume'], ['token:t-operator', 'tenant.suspend'], ['token:t-operator', 'tenant.create'],
+        ['token:t-operator', 'operation.provision.done'], ['token:t-operator', 'operation.provision.start'],
+      ])
       expect(entries[1].details).toEqual({ reason: 'invoice overdue' })
       expect(entries[1].requestId).toMatch(/^req-/)
       expect(entries[1].beforeDigest).toBe(entries[2].afterDigest)
@@ -249,7 +253,8 @@ function adminSuite(backend: Backend): void {
       // A status change another process made between the read and the write is not overwritten.
       await expect(tenantry.catalog.setStatus(initech.id, 'active', null, undefined, ['suspended'])).rejects.toMatchObject({ code: 'CONFLICT', details: { status: 'deleted' } })
       expect((await tenantry.findTenant('initech'))?.status).toBe('deleted')
-      expect((await tenantry.audit.list({ limit: 1 }))[0].seq).toBe(before)
+      // Only the in-flight operation's own start and outcome: the refused purge and status change wrote nothing.
+      expect((await tenantry.audit.list({ limit: 3 })).map((e) => [e.seq - before, e.action])).toEqual([[2, 'operation.purge.failed'], [1, 'operation.purge.start'], [0, expect.any(String)]])
       // Sent together: one purge runs; the other is refused (409 while it runs, 404 once it is gone), never a 500.
       const purges = await Promise.all([1, 2].map(() => call('POST', '/api/tenants/initech/purge', tokens.admin, { force: true })))
       const [purged, refused] = purges.sort((a, b) => a.statusCode - b.statusCode)
@@ -583,7 +588,8 @@ function adminSuite(backend: Backend): void {
         expect([after.statusCode, after.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
         expect((await cli('admin', 'tokens', 'revoke', 'ci-bot')).code).toBe(1)
         const audit = await cli('audit', 'list', '--tenant', 'acme', '--json')
-        expect(JSON.parse(audit.text).map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend', 'tenant.create'])
+        // acme's tenant.create is seq 6, which the tamper test above deleted.
+        expect(JSON.parse(audit.text).map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend', 'operation.provision.done', 'operation.provision.start'])
         expect((await cli('audit', 'list', '--since', 'yesterday')).code).toBe(2)
         // tenants list pages through the same keyset list as the API.
         const first = await cli('tenants', 'list', '--limit', '2', '--json')

@@ -96,7 +96,12 @@ describe.skipIf(!PG_UP)('kill -9 of backup, restore and erase, then resume (Post
     const target = join(dir, 'killed.tar')
     await killAt(['backup', 'src', '--to', target], 'backup:pack')
     expect(existsSync(`${target}.spool`)).toBe(true)
+    // The audit intent committed with the operation row, so the killed backup is on record.
+    const intent = (await t.audit.list({ tenant: 'src', action: 'operation.backup.start', limit: 1 }))[0]
+    expect(intent.actor).toMatch(/^cli:/)
     await resume()
+    const outcome = (await t.audit.list({ tenant: 'src', action: 'operation.backup.rolled_back' })).map((e) => [e.actor, e.details.operationId])
+    expect(outcome).toEqual([[intent.actor, intent.details.operationId]])
     expect(await opsOf('backup', 'src')).toEqual([
       { state: 'done', step: 'done', error: null },
       { state: 'rolled_back', step: 'pack', error: 'The backup did not finish; its partial files were removed. Run it again.' },

@@ -22,10 +22,11 @@ describe('tenant assertions (PGlite)', () => {
   let app: FastifyInstance
   let acme: Tenant
   let key: JWK
+  let publicJwk: JWK
 
   beforeAll(async () => {
     key = await signingKey('orders-1')
-    const publicJwk = { kty: key.kty, crv: key.crv, x: key.x, y: key.y, kid: key.kid, alg: key.alg }
+    publicJwk = { kty: key.kty, crv: key.crv, x: key.x, y: key.y, kid: key.kid, alg: key.alg }
     tenantry = await createTenantry({
       dataDir: 'memory', migrations: DEMO_MIGRATIONS, observe: { logger: false, metering: false },
       propagation: { service: 'orders', signingKey: key, ttlSeconds: 30 },
@@ -92,6 +93,23 @@ describe('tenant assertions (PGlite)', () => {
     // The assertion and a header naming another tenant: they must agree.
     await tenantry.provision({ slug: 'globex', tier: 'pooled' })
     expect((await call({ 'x-tenant-assertion': good, 'x-tenant': 'globex' }))[1]).toBe('TENANT_MISMATCH')
+  })
+
+  it('with rejectReplays, refuses an assertion used before (reason replayed) until it expires; others pass', async () => {
+    const strategy = propagated({ audience: 'billing', keys: { keys: [publicJwk] }, issuers: ['orders'], rejectReplays: true })
+    const identify = (assertion: string) => Promise.resolve()
+      .then(() => strategy.identify({ host: undefined, path: '/', headers: { 'x-tenant-assertion': assertion } }))
+      .then((id) => [id?.value], (e) => [e.code, e.details?.reason])
+    const mint = async () => (await tenantry.withTenant('acme', () => tenantry.propagation.headers('billing')))['x-tenant-assertion']
+    const first = await mint()
+    expect(await identify(first)).toEqual([acme.id])
+    expect(await identify(first)).toEqual(['TENANT_ASSERTION_INVALID', 'replayed'])
+    expect(await identify(await mint())).toEqual([acme.id])
+    // A forged one is refused as forged and does not take a place in the cache.
+    expect(await identify(first.slice(0, -4) + 'AAAA')).toEqual(['TENANT_ASSERTION_INVALID', 'forged'])
+    // Without the option (the app above), the same assertion passes twice.
+    expect(await call({ 'x-tenant-assertion': first })).toEqual([200, 'acme', undefined])
+    expect(await call({ 'x-tenant-assertion': first })).toEqual([200, 'acme', undefined])
   })
 
   it('refuses bad configuration at once', async () => {

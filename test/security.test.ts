@@ -5,7 +5,7 @@ import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { generate } from 'selfsigned'
 import { parseAllDocuments } from 'yaml'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -167,7 +167,11 @@ function keySuite(backend: Backend): void {
         expect((await cli('keys', 'create', 'globex', 'deploy')).code).toBe(1)
         expect((await cli('keys', 'create', 'globex', 'x', '--expires', 'tomorrow')).code).toBe(2)
         expect((await cli('keys', 'revoke', 'globex', 'deploy')).code).toBe(0)
-        expect((await inject(app, { authorization: `Bearer ${made.key}` })).body.code).toBe('API_KEY_INVALID')
+        // The CLI is another runtime: its revocation reaches this one through the catalog's notification (within 1 s).
+        const started = Date.now()
+        let revoked = await inject(app, { authorization: `Bearer ${made.key}` })
+        while (revoked.status === 200 && Date.now() - started < 1000) { await sleep(20); revoked = await inject(app, { authorization: `Bearer ${made.key}` }) }
+        expect(revoked.body.code).toBe('API_KEY_INVALID')
         expect((await cli('keys', 'revoke', 'globex', 'deploy')).code).toBe(1)
 
         const dir = mkdtempSync(join(tmpdir(), 'tenantry-sec-'))
@@ -176,16 +180,25 @@ function keySuite(backend: Backend): void {
         const added = await cli('certs', 'add', 'globex', join(dir, 'c.pem'), '--json')
         expect(added.code).toBe(0)
         expect(JSON.parse(added.text)).toMatchObject({ name: 'ops-cli', subject: 'CN=ops-cli', revokedAt: null })
-        expect((await cli('certs', 'list', 'globex')).text).toMatch(/ops-cli\s+[0-9a-f]{64}\s+CN=ops-cli/)
+        expect((await cli('certs', 'list', 'globex')).text).toMatch(/ops-cli\s+certificate\s+[0-9a-f]{64}\s+CN=ops-cli\s+-/)
+        const ca = await authority('Globex Ops CA')
+        writeFileSync(join(dir, 'ca.pem'), ca.cert)
+        const caAdded = await cli('certs', 'add', 'globex', '--ca', join(dir, 'ca.pem'), '--san', 'URI:spiffe://globex.example/**', '--subject', 'O=Globex', '--json')
+        expect(caAdded.code).toBe(0)
+        expect(JSON.parse(caAdded.text)).toMatchObject({ kind: 'ca', name: 'globex-ops-ca', sanPattern: 'URI:spiffe://globex.example/**', subjectPattern: 'O=Globex' })
+        expect((await cli('certs', 'list', 'globex')).text).toMatch(/globex-ops-ca\s+ca\s+[0-9a-f]{64}\s+CN=Globex Ops CA\s+san URI:spiffe:\/\/globex.example\/\*\*; subject O=Globex/)
+        expect((await cli('certs', 'add', 'globex', join(dir, 'c.pem'), '--ca', join(dir, 'ca.pem'))).code).toBe(1)
+        expect((await cli('certs', 'revoke', 'globex', 'globex-ops-ca')).code).toBe(0)
         expect((await cli('certs', 'add', 'globex', join(dir, 'missing.pem'))).code).toBe(1)
         expect((await cli('certs', 'revoke', 'globex', 'ops-cli')).code).toBe(0)
-        const actors = (await tenantry.audit.list({ tenant: 'globex' })).filter((e) => /^(api-key|client-cert)\./.test(e.action)).map((e) => [e.action, e.actor.startsWith('cli:')])
-        expect(actors.slice(0, 4)).toEqual([['client-cert.revoke', true], ['client-cert.add', true], ['api-key.revoke', true], ['api-key.create', true]])
+        const actors = (await tenantry.audit.list({ tenant: 'globex' })).filter((e) => /^(api-key|client-cert|client-ca)\./.test(e.action)).map((e) => [e.action, e.actor.startsWith('cli:')])
+        expect(actors.slice(0, 6)).toEqual([['client-cert.revoke', true], ['client-ca.revoke', true], ['client-ca.add', true], ['client-cert.add', true], ['api-key.revoke', true], ['api-key.create', true]])
 
         // The CLI's other control-plane actions are audited with the OS user too.
         expect((await cli('tenants', 'create', 'initech', '--tier', 'pooled', '--migrations', DEMO_MIGRATIONS)).code).toBe(0)
         const create = (await tenantry.audit.list({ tenant: 'initech' })).map((e) => [e.action, e.actor.startsWith('cli:'), e.afterDigest !== null])
-        expect(create).toEqual([['tenant.create', true, true]])
+        // The CLI's summary entry, after the provision operation's own start and outcome (same OS user).
+        expect(create).toEqual([['tenant.create', true, true], ['operation.provision.done', true, false], ['operation.provision.start', true, true]])
 
         const { token } = await (await adminTokens(tenantry)).create({ name: 'sec-ops', role: 'operator' }, 'test')
         await admin.register(tenantryAdmin, { prefix: '/admin', tenantry, console: false, docs: false })
@@ -229,6 +242,26 @@ function keySuite(backend: Backend): void {
         await other.close()
       }
     })
+
+    it.skipIf(backend.name !== 'PostgreSQL')('revokes a tenant CA binding in another process within one second (real TLS)', async () => {
+      if (!url) return
+      const other = await createTenantry({ databaseUrl: url, rolePrefix: ROLE_PREFIX, resolve: [clientCertificate()], observe: { logger: false, metering: false }, resumeOperations: false })
+      const { app: otherApp, port } = await tlsApp(other, await certificate('localhost'))
+      try {
+        const ca = await authority('Acme Shared CA')
+        const client = await issued(ca, { commonName: 'worker.acme' }, [{ type: 2, value: 'worker.acme.example.com' }])
+        await tenantry.certificates.add('acme', { ca: ca.cert, sanPattern: '*.acme.example.com', name: 'shared-ca' })
+        expect(await get(port, 'localhost', client)).toEqual({ status: 200, body: { tenant: 'acme' } }) // now cached there
+        await tenantry.certificates.revoke('acme', 'shared-ca')
+        const started = Date.now()
+        let r = await get(port, 'localhost', client)
+        while (r.status === 200 && Date.now() - started < 1000) { await sleep(20); r = await get(port, 'localhost', client) }
+        expect([r.status, r.body.code, r.body.details?.reason]).toEqual([401, 'CLIENT_CERT_INVALID', 'revoked'])
+      } finally {
+        await otherApp.close()
+        await other.close()
+      }
+    })
   })
 }
 
@@ -241,6 +274,30 @@ const day = 86_400_000
 
 async function certificate(cn: string, notAfter = new Date(Date.now() + 30 * day), notBefore = new Date(Date.now() - day)): Promise<Pems> {
   return generate([{ name: 'commonName', value: cn }], { keyType: 'ec', algorithm: 'sha256', notBeforeDate: notBefore, notAfterDate: notAfter, clientCertificate: false }) as Promise<Pems>
+}
+
+async function authority(cn: string, notAfter = new Date(Date.now() + 30 * day)): Promise<Pems> {
+  return generate([{ name: 'commonName', value: cn }], {
+    keyType: 'ec', algorithm: 'sha256', notBeforeDate: new Date(Date.now() - day), notAfterDate: notAfter,
+    extensions: [{ name: 'basicConstraints', cA: true, critical: true }, { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true }],
+  } as Parameters<typeof generate>[1]) as Promise<Pems>
+}
+
+/** A client certificate issued by `ca`, with the subject attributes and SANs given (type 2 DNS, 6 URI). */
+async function issued(ca: Pems, subject: Record<string, string>, sans: { type: number; value: string }[], notAfter = new Date(Date.now() + 10 * day)): Promise<Pems> {
+  return generate(Object.entries(subject).map(([name, value]) => ({ name, value })), {
+    keyType: 'ec', algorithm: 'sha256', notBeforeDate: new Date(Date.now() - day), notAfterDate: notAfter, ca: { key: ca.private, cert: ca.cert },
+    extensions: [{ name: 'subjectAltName', altNames: sans }],
+  } as Parameters<typeof generate>[1]) as Promise<Pems>
+}
+
+/** A Fastify HTTPS server asking for client certificates, answering /whoami with the resolved tenant. */
+async function tlsApp(tenantry: Tenantry, server: Pems): Promise<{ app: FastifyInstance; port: number }> {
+  const app = Fastify({ https: { key: server.private, cert: server.cert, requestCert: true, rejectUnauthorized: false } })
+  app.register(tenantryPlugin, { tenantry })
+  app.register(async (scoped) => { scoped.get('/whoami', async () => ({ tenant: currentTenant().slug })) })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return { app, port: (app.server.address() as AddressInfo).port }
 }
 
 function get(port: number, host: string, client?: Pems): Promise<Reply> {
@@ -328,15 +385,72 @@ describe('mTLS client certificates (PGlite, real TLS: Fastify and Express)', () 
     const actions = (await tenantry.audit.list({ tenant: 'acme' })).map((e) => e.action)
     expect(actions.filter((a) => a.startsWith('client-cert.'))).toEqual(['client-cert.revoke', 'client-cert.add'])
   })
+
+  it('binds client certificates issued by a tenant CA whose SAN or subject matches the pattern; checks chain, dates and revocation', async () => {
+    const [acmeCa, globexCa, rogueCa] = await Promise.all([authority('Acme Services CA'), authority('Globex CA'), authority('Acme Services CA')])
+    const added = await tenantry.certificates.add('acme', { ca: acmeCa.cert, sanPattern: '*.acme.example.com' }, { actor: 'cli:test@host' })
+    expect(added).toMatchObject({ kind: 'ca', name: 'acme-services-ca', subject: 'CN=Acme Services CA', sanPattern: '*.acme.example.com', subjectPattern: null, revokedAt: null })
+    await tenantry.certificates.add('globex', { ca: globexCa.cert, subjectPattern: 'CN=*.svc, O=Globex', name: 'globex-ca' })
+
+    const billing = await issued(acmeCa, { commonName: 'billing' }, [{ type: 2, value: 'Billing.Acme.Example.com' }])
+    const outside = await issued(acmeCa, { commonName: 'intruder' }, [{ type: 2, value: 'billing.evil.example.com' }])
+    const deep = await issued(acmeCa, { commonName: 'deep' }, [{ type: 2, value: 'a.b.acme.example.com' }])
+    const uriOnly = await issued(acmeCa, { commonName: 'uri' }, [{ type: 6, value: 'spiffe://billing.acme.example.com/x' }])
+    // Same issuer name as Acme's CA, but another key: the chain does not verify.
+    const forged = await issued(rogueCa, { commonName: 'billing' }, [{ type: 2, value: 'billing.acme.example.com' }])
+    const globexSvc = await issued(globexCa, { commonName: 'orders.svc', organizationName: 'Globex' }, [])
+    const globexOther = await issued(globexCa, { commonName: 'orders.svc', organizationName: 'Initech' }, [])
+    const lapsed = await issued(acmeCa, { commonName: 'old' }, [{ type: 2, value: 'old.acme.example.com' }], new Date(Date.now() - 1000))
+
+    const reason = async (port: number, host: string, client: Pems) => {
+      const r = await get(port, host, client)
+      return r.status === 200 ? r.body.tenant : `${r.status} ${r.body.code} ${r.body.details?.reason ?? ''}`
+    }
+    for (const port of [fastifyPort, expressPort]) {
+      expect(await reason(port, 'acme.localhost', billing)).toBe('acme')
+      expect(await reason(port, 'acme.localhost', outside)).toBe('401 CLIENT_CERT_INVALID unknown')
+      expect(await reason(port, 'acme.localhost', deep)).toBe('401 CLIENT_CERT_INVALID unknown') // '*' is one DNS label
+      expect(await reason(port, 'acme.localhost', uriOnly)).toBe('401 CLIENT_CERT_INVALID unknown') // a DNS pattern ignores URIs
+      expect(await reason(port, 'acme.localhost', forged)).toBe('401 CLIENT_CERT_INVALID unknown')
+      expect(await reason(port, 'acme.localhost', lapsed)).toBe('401 CLIENT_CERT_INVALID expired')
+      expect(await reason(port, 'globex.localhost', globexSvc)).toBe('globex')
+      expect(await reason(port, 'globex.localhost', globexOther)).toBe('401 CLIENT_CERT_INVALID unknown')
+      // Acme's CA-bound certificate on globex's host.
+      expect(await reason(port, 'globex.localhost', billing)).toBe('403 TENANT_MISMATCH ')
+    }
+
+    const code = (p: Promise<unknown>) => p.then(() => 'resolved', (e) => `${e.code}:${e.details?.field ?? ''}`)
+    expect(await code(tenantry.certificates.add('acme', { ca: billing.cert }))).toBe('VALIDATION_FAILED:ca') // not a CA
+    expect(await code(tenantry.certificates.add('acme', { ca: acmeCa.cert, pem: billing.cert }))).toBe('VALIDATION_FAILED:pem')
+    expect(await code(tenantry.certificates.add('acme', { pem: billing.cert, sanPattern: '*.x.com' }))).toBe('VALIDATION_FAILED:sanPattern')
+    expect(await code(tenantry.certificates.add('acme', { ca: acmeCa.cert, subjectPattern: 'no equals sign', name: 'bad' }))).toBe('VALIDATION_FAILED:subject')
+    expect(await code(tenantry.certificates.add('acme', { ca: acmeCa.cert, sanPattern: '*.acme.example.com', name: 'again' }))).toBe('CONFLICT:ca')
+    // Another tenant may share the CA only when neither binding would take every certificate it issues.
+    expect(await code(tenantry.certificates.add('globex', { ca: acmeCa.cert, name: 'acme-ca-all' }))).toBe('CONFLICT:ca')
+    expect((await tenantry.certificates.list('acme')).filter((c) => c.kind === 'ca').map((c) => c.name)).toEqual(['acme-services-ca'])
+
+    await tenantry.certificates.revoke('acme', added.id, { actor: 'cli:test@host' })
+    expect(await reason(fastifyPort, 'acme.localhost', billing)).toBe('401 CLIENT_CERT_INVALID revoked')
+    const entries = (await tenantry.audit.list({ tenant: 'acme' })).filter((e) => e.action.startsWith('client-ca.'))
+    expect(entries.map((e) => [e.action, e.actor, e.details.name])).toEqual([['client-ca.revoke', 'cli:test@host', 'acme-services-ca'], ['client-ca.add', 'cli:test@host', 'acme-services-ca']])
+    expect((await tenantry.audit.verify()).ok).toBe(true)
+  })
 })
 
 // ─── residency, support access, audit ────────────────────────────────────────────────────────────
 
 describe('data residency and audited support access (PGlite)', () => {
   let tenantry: Tenantry
+  // Backup directories of two regions, and an object store in 'eu'.
+  const euVault = mkdtempSync(join(tmpdir(), 'tenantry-eu-vault-'))
+  const usVault = mkdtempSync(join(tmpdir(), 'tenantry-us-vault-'))
 
   beforeAll(async () => {
-    tenantry = await createTenantry({ dataDir: 'memory', migrations: DEMO_MIGRATIONS, observe: { logger: false, metering: false } })
+    tenantry = await createTenantry({
+      dataDir: 'memory', migrations: DEMO_MIGRATIONS, observe: { logger: false, metering: false },
+      portability: { backupRegions: { [euVault]: 'eu', [usVault]: 'us' } },
+      storage: { region: 'eu', forceResidency: ['us-excepted'] },
+    })
     await tenantry.migrate()
     await tenantry.addServer({ name: 'us1', url: 'pglite:memory', region: 'us' })
     await tenantry.addServer({ name: 'eu1', url: 'pglite:memory', region: 'eu' })
@@ -369,6 +483,33 @@ describe('data residency and audited support access (PGlite)', () => {
     expect((await tenantry.audit.verify()).ok).toBe(true)
   })
 
+  it('refuses a backup directory and an object store of another region (409 RESIDENCY_VIOLATION), unless forced, which is audited', async () => {
+    const code = (p: Promise<unknown>) => p.then(() => 'resolved', (e) => `${e.code}:${e.status ?? ''}:${e.details?.kind ?? ''}`)
+    const ops = async () => (await tenantry.operations.list({ kind: 'backup' })).length
+    const before = await ops()
+    expect(await code(tenantry.portability.backup('eu-co', { to: join(usVault, 'nested', 'eu.tar'), encrypt: false }))).toBe('RESIDENCY_VIOLATION:409:backup')
+    expect(await code(tenantry.portability.backup('eu-co', { to: `${usVault}/`, encrypt: false }))).toBe('RESIDENCY_VIOLATION:409:backup')
+    // Nothing written: no operation, no directory.
+    expect([await ops(), readdirSync(usVault)]).toEqual([before, []])
+    expect((await tenantry.portability.backup('eu-co', { to: `${euVault}/`, encrypt: false })).path.startsWith(euVault)).toBe(true)
+    const forced = await tenantry.portability.backup('eu-co', { to: join(usVault, 'exception.tar'), encrypt: false, forceResidency: true, startedBy: 'cli:ops@host' })
+    const entry = (await tenantry.audit.list({ tenant: 'eu-co', action: 'residency.force' }))[0]
+    expect([entry.actor, entry.details]).toEqual(['cli:ops@host', { kind: 'backup', operation: 'backup', operationId: forced.operationId, target: usVault, tenantRegion: 'eu', targetRegion: 'us' }])
+
+    // The object store is in 'eu': a 'us' tenant cannot store there; an 'eu' tenant can.
+    await tenantry.provision({ slug: 'us-co', tier: 'pooled', region: 'us' })
+    await tenantry.provision({ slug: 'us-excepted', tier: 'pooled', region: 'us' })
+    expect(await code(tenantry.withTenant('us-co', () => tenantry.storage.put('a.txt', 'hello')))).toBe('RESIDENCY_VIOLATION:409:bucket')
+    expect(await tenantry.withTenant('us-co', () => tenantry.storage.list())).toMatchObject({ objects: [] })
+    expect((await tenantry.withTenant('eu-co', () => tenantry.storage.put('a.txt', 'hello'))).size).toBe(5)
+    // A configured exception stores, audited once per process.
+    await tenantry.withTenant('us-excepted', () => tenantry.storage.put('a.txt', 'hi'))
+    await tenantry.withTenant('us-excepted', () => tenantry.storage.put('b.txt', 'hi'))
+    const bucket = await tenantry.audit.list({ tenant: 'us-excepted', action: 'residency.force' })
+    expect(bucket.map((e) => [e.actor, e.details])).toEqual([['config:storage.forceResidency', { kind: 'bucket', operation: 'storage.put', target: 'local', tenantRegion: 'us', targetRegion: 'eu' }]])
+    expect((await tenantry.audit.verify()).ok).toBe(true)
+  })
+
   it('appends every configuration and flag change to the audit log in its transaction', async () => {
     await tenantry.config.set('eu-co', 'theme.color', 'teal', { by: 'cli:ops@host' })
     await tenantry.flags.set({ key: 'beta', enabled: true }, { by: 'token:admin' })
@@ -387,6 +528,84 @@ describe('data residency and audited support access (PGlite)', () => {
     const entries = await tenantry.audit.list({ action: 'support.access' })
     expect(entries.length).toBe(before + 1)
     expect([entries[0].actor, entries[0].slug, entries[0].details]).toEqual(['support:ann', 'eu-co', { reason: 'ticket 4711: missing invoice' }])
+  })
+})
+
+describe('audit coverage: every control-plane action leaves an entry (PGlite)', () => {
+  let tenantry: Tenantry
+  const txt = new Map<string, string[][]>()
+
+  beforeAll(async () => {
+    // Not migrated here: the first action of the test is the migration.
+    tenantry = await createTenantry({
+      dataDir: 'memory', migrations: DEMO_MIGRATIONS, observe: { logger: false, metering: false },
+      config: { domains: { resolveTxt: async (name) => txt.get(name) ?? [], fetchText: async () => ({ status: 404, body: '' }) } },
+    })
+  }, 120_000)
+
+  afterAll(async () => { await tenantry?.close() })
+
+  it('appends an entry for each action of the issue, with its actor, in the change\'s transaction or as start and outcome of its operation', async () => {
+    const by = { actor: 'cli:ops@host' }
+    const dir = mkdtempSync(join(tmpdir(), 'tenantry-audit-'))
+    const admin = Fastify()
+    await admin.register(tenantryAdmin, { prefix: '/admin', tenantry, console: false, docs: false })
+    const { token } = await (await adminTokens(tenantry)).create({ name: 'auditor', role: 'viewer' }, 'test')
+    let backupPath = ''
+    // [what the issue names, the action, the entries it must append (newest last)]
+    const actions: [string, () => Promise<unknown>, string[]][] = [
+      ['migrate', () => tenantry.migrate({ startedBy: by.actor }), ['operation.migrate.start', 'operation.migrate.done']],
+      ['provision', () => tenantry.provision({ slug: 'audited', tier: 'pooled' }, 'cli:ops@host'), ['operation.provision.start', 'operation.provision.done']],
+      ['suspend', () => tenantry.suspend('audited', 'unpaid', by), ['tenant.suspend']],
+      ['resume', () => tenantry.resume('audited', by), ['tenant.resume']],
+      ['config change', () => tenantry.config.set('audited', 'theme', 'dark', { by: by.actor }), ['config.set']],
+      ['branding change', () => tenantry.config.set('audited', 'branding.primaryColor', '#00ff00', { by: by.actor }), ['config.set']],
+      ['flag change', () => tenantry.flags.set({ key: 'audit-beta', enabled: true }, { by: by.actor }), ['flag.set']],
+      ['domain add', () => tenantry.domains.add('audited', 'app.audited.test', by), ['tenant.domain.add']],
+      ['domain verify', async () => {
+        const d = (await tenantry.domains.list('audited'))[0]
+        txt.set(d.instructions!.txtName, [[d.instructions!.txtValue]])
+        return tenantry.domains.verify('app.audited.test', {}, by)
+      }, ['tenant.domain.verify']],
+      ['domain remove', () => tenantry.domains.remove('app.audited.test', by), ['tenant.domain.remove']],
+      ['API key create', () => tenantry.apiKeys.create('audited', { name: 'k' }, by), ['api-key.create']],
+      ['API key revoke', () => tenantry.apiKeys.revoke('audited', 'k', by), ['api-key.revoke']],
+      ['certificate add', async () => tenantry.certificates.add('audited', { pem: (await certificate('audited-svc')).cert }, by), ['client-cert.add']],
+      ['certificate revoke', () => tenantry.certificates.revoke('audited', 'audited-svc', by), ['client-cert.revoke']],
+      ['CA add', async () => tenantry.certificates.add('audited', { ca: (await authority('Audited CA')).cert, sanPattern: '*.audited.test' }, by), ['client-ca.add']],
+      ['move', () => tenantry.moves.move('audited', { tier: 'schema', startedBy: by.actor, graceMs: 0 }), ['operation.move.start', 'tenant.move', 'operation.move.done']],
+      ['backup', async () => { backupPath = (await tenantry.portability.backup('audited', { to: join(dir, 'a.tar'), encrypt: false, startedBy: by.actor })).path }, ['operation.backup.start', 'operation.backup.done']],
+      ['restore', () => tenantry.portability.restore(backupPath, { as: 'audited-copy', startedBy: by.actor }), ['operation.restore.start', 'operation.restore.done']],
+      ['export', () => tenantry.portability.export('audited', { format: 'jsonl', to: dir, startedBy: by.actor }), ['operation.export.start', 'operation.export.done']],
+      ['delete', () => tenantry.delete('audited-copy', by), ['tenant.delete']],
+      ['erase', () => tenantry.portability.erase('audited-copy', { startedBy: by.actor }), ['operation.erase.start', 'operation.erase.done']],
+      ['purge', async () => { await tenantry.delete('audited', by); return tenantry.purge('audited', { force: true, startedBy: by.actor }) }, ['tenant.delete', 'operation.purge.start', 'operation.purge.done']],
+      ['admin sign-in', async () => {
+        const r = await admin.inject({ method: 'POST', url: '/admin/api/sign-in', headers: { authorization: `Bearer ${token}` } })
+        expect([r.statusCode, r.json()]).toEqual([200, { actor: 'token:auditor', role: 'viewer' }])
+      }, ['admin.sign-in']],
+      ['failed admin sign-in', async () => {
+        for (let i = 0; i < 3; i++) {
+          const r = await admin.inject({ method: 'POST', url: '/admin/api/sign-in', headers: { authorization: 'Bearer tnta_guess' } })
+          expect([r.statusCode, r.json().code]).toEqual([401, 'ADMIN_UNAUTHORIZED'])
+        }
+      }, ['admin.sign-in-failed']], // three attempts, one entry: guessing cannot flood the log
+    ]
+    try {
+      for (const [what, act, expected] of actions) {
+        const head = (await tenantry.audit.list({ limit: 1 }))[0]?.seq ?? 0
+        await act()
+        const appended = (await tenantry.audit.list({ limit: 50 })).filter((e) => e.seq > head).reverse()
+        expect([what, appended.map((e) => e.action)]).toEqual([what, expected])
+        const actors = appended.map((e) => e.actor)
+        if (what === 'admin sign-in') expect(actors).toEqual(['token:auditor'])
+        else if (what === 'failed admin sign-in') expect(actors).toEqual(['anonymous@127.0.0.1'])
+        else expect([what, actors]).toEqual([what, expected.map(() => 'cli:ops@host')])
+      }
+    } finally {
+      await admin.close()
+    }
+    expect((await tenantry.audit.verify()).ok).toBe(true)
   })
 })
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Tenant } from '../core/types.ts'
 import type { Tenantry } from '../runtime.ts'
-import type { AdminPrincipal } from './auth.ts'
+import type { AdminAuthenticator, AdminPrincipal } from './auth.ts'
 import type { AdminRole, AdminTokens } from './tokens.ts'
 
 declare module 'fastify' {
@@ -25,6 +25,8 @@ export interface AdminContext {
   backupTargets: Readonly<Record<string, string>>
   /** Percent done of operations running in this process that report finer progress than their steps (backups, restores). */
   liveProgress: Map<string, number>
+  /** Check an `Authorization` header as the API does (for the sign-in route). */
+  authenticate: AdminAuthenticator
   /** Run a change and append it to the audit log (after it succeeded), with the request's actor and id. */
   audited<T>(request: FastifyRequest, what: AuditedAction<T>, change: () => Promise<T>): Promise<T>
 }

@@ -23,6 +23,7 @@ import { usageRoutes } from './routes/usage.ts'
 import { credentialRoutes } from './routes/credentials.ts'
 import { moveRoutes } from './routes/moves.ts'
 import { portabilityRoutes } from './routes/portability.ts'
+import { signInRoutes } from './routes/sign-in.ts'
 
 /** Options of {@link tenantryAdmin}. */
 export interface TenantryAdminOptions {
@@ -44,7 +45,7 @@ export interface TenantryAdminOptions {
 }
 
 /** The route modules of the admin API, one per resource. */
-export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, configRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes, credentialRoutes, moveRoutes, portabilityRoutes]
+export const ADMIN_ROUTES: readonly AdminRoutes[] = [fleetRoutes, tenantRoutes, configRoutes, operationRoutes, migrationRoutes, usageRoutes, auditRoutes, tokenRoutes, credentialRoutes, moveRoutes, portabilityRoutes, signInRoutes]
 
 // Bodies are taken as they are: an unknown field or a string for a number is a 400, never
 // silently dropped or coerced (Fastify's default ajv would do both). Query strings and path
@@ -159,6 +160,7 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
     tokens,
     backupTargets: backupTargets(opts.backups?.targets),
     liveProgress: new Map(),
+    authenticate,
     async audited(request, what, change) {
       const result = await change()
       const tenant = what.tenant?.(result) ?? what.before ?? null

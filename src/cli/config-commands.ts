@@ -309,7 +309,7 @@ export function registerConfigCommands(program: Command, kit: CommandKit): void 
   withConnection(domains.command('add <slug> <domain>').description('claim a domain for a tenant: pending, with a verification token').option('--json', 'print JSON')).action(
     async (slug: string, domain: string, opts: ConnectionFlags & { json?: boolean }) => {
       await withTenantry(opts, async (t) => {
-        const d = await t.domains.add(slug, domain)
+        const d = await t.domains.add(slug, domain, { actor: startedBy() })
         print(opts.json, d, () => howToVerify(d))
       })
     },
@@ -320,7 +320,7 @@ export function registerConfigCommands(program: Command, kit: CommandKit): void 
       .addOption(new Option('--method <method>', 'where to look').choices(['dns', 'http', 'any']).default('any')).option('--json', 'print JSON'),
   ).action(async (domain: string, opts: ConnectionFlags & { method: 'dns' | 'http' | 'any'; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
-      const d = await t.domains.verify(domain, { method: opts.method })
+      const d = await t.domains.verify(domain, { method: opts.method }, { actor: startedBy() })
       print(opts.json, d, () => howToVerify(d))
     })
   })
@@ -336,7 +336,7 @@ export function registerConfigCommands(program: Command, kit: CommandKit): void 
 
   withConnection(domains.command('remove <domain>').description('stop serving a domain (every process forgets it within a second)')).action(async (domain: string, opts: ConnectionFlags) => {
     await withTenantry(opts, async (t) => {
-      const removed = await t.domains.remove(domain)
+      const removed = await t.domains.remove(domain, { actor: startedBy() })
       if (!removed) throw new TenantryError('NOT_FOUND', `No tenant has the domain '${domain}'.`)
       console.log(`Removed domain '${domain}'.`)
     })

@@ -111,12 +111,13 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       .option('--no-gzip', 'store the tables uncompressed')
       .option('--encrypt', 'encrypt with the tenant\'s data key (the default when TENANTRY_MASTER_KEY is set)')
       .option('--no-encrypt', 'write an unencrypted archive even when a master key is set')
+      .option('--force-residency', "write to a backup directory of another region than the tenant's anyway (audited; regions from TENANTRY_BACKUP_REGIONS)")
       .option('--json', 'print JSON'),
-  ).action(async (slug: string, opts: ConnectionFlags & { to?: string; gzip: boolean; encrypt?: boolean; json?: boolean }) => {
+  ).action(async (slug: string, opts: ConnectionFlags & { to?: string; gzip: boolean; encrypt?: boolean; forceResidency?: boolean; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const bar = progressBar(!opts.json && Boolean(process.stderr.isTTY))
       try {
-        const r = await t.portability.backup(slug, { to: opts.to, gzip: opts.gzip, encrypt: opts.encrypt, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
+        const r = await t.portability.backup(slug, { to: opts.to, gzip: opts.gzip, encrypt: opts.encrypt, forceResidency: opts.forceResidency, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
         await t.audit.append(portabilityAudit.backup(startedBy(), r))
         bar.stop()
         print(opts.json, r, () => [

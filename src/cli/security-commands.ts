@@ -9,6 +9,14 @@ import type { ConnectionFlags } from './open.ts'
 
 const when = (d: Date | null) => d?.toISOString() ?? '-'
 
+function readPem(file: string): string {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new TenantryError('VALIDATION_FAILED', `Cannot read certificate file '${file}': ${(err as Error).message}.`, { cause: err })
+  }
+}
+
 /** `tenantry keys create|list|revoke <slug>` and `tenantry certs add|list|revoke <slug>` (docs/security.md). */
 export function registerSecurityCommands(program: Command, kit: CliKit): void {
   const keys = program.command('keys').description("a tenant's API keys (stored hashed; a key is shown once, when created)")
@@ -48,24 +56,29 @@ export function registerSecurityCommands(program: Command, kit: CliKit): void {
     },
   )
 
-  const certs = program.command('certs').description("client certificates bound to a tenant (mutual TLS, by SHA-256 fingerprint)")
+  const certs = program.command('certs').description('client certificates bound to a tenant (mutual TLS): by SHA-256 fingerprint, or through a tenant CA and a SAN/subject pattern')
 
   kit.withConnection(
     certs
-      .command('add <slug> <file>')
-      .description('bind the client certificate in a PEM file to the tenant')
+      .command('add <slug> [file]')
+      .description('bind the client certificate in a PEM file to the tenant, or (--ca) a tenant CA whose client certificates matching --san/--subject bind to it')
+      .option('--ca <file>', 'a CA certificate (PEM): every client certificate it issues that matches the pattern binds to the tenant')
+      .option('--san <pattern>', "with --ca: a SAN the certificate must have ('*.acme.example.com', 'URI:spiffe://acme.example/**')")
+      .option('--subject <pattern>', "with --ca: subject attributes the certificate must have ('CN=*.billing, O=Acme')")
       .option('--name <name>', "a name for it (default: from the certificate's CN)")
       .option('--json', 'print JSON'),
-  ).action(async (slug: string, file: string, opts: ConnectionFlags & { name?: string; json?: boolean }) => {
-    let pem: string
-    try {
-      pem = readFileSync(file, 'utf8')
-    } catch (err) {
-      throw new TenantryError('VALIDATION_FAILED', `Cannot read certificate file '${file}': ${(err as Error).message}.`, { cause: err })
-    }
+  ).action(async (slug: string, file: string | undefined, opts: ConnectionFlags & { ca?: string; san?: string; subject?: string; name?: string; json?: boolean }) => {
+    if ((file === undefined) === (opts.ca === undefined)) throw new TenantryError('VALIDATION_FAILED', 'Give a client certificate file, or a CA with --ca <file> (not both).')
+    const pem = readPem(file ?? opts.ca!)
+    const input = opts.ca === undefined
+      ? { pem, sanPattern: opts.san, subjectPattern: opts.subject }
+      : { ca: pem, sanPattern: opts.san, subjectPattern: opts.subject }
     await kit.withTenantry(opts, async (t) => {
-      const info = await t.certificates.add(slug, { pem, ...(opts.name ? { name: opts.name } : {}) }, { actor: kit.startedBy() })
-      kit.print(opts.json, info, () => `Bound certificate '${info.name}' (${info.subject}, sha256 ${info.fingerprint}) to '${slug}'; valid until ${info.notAfter.toISOString()}.`)
+      const info = await t.certificates.add(slug, { ...input, ...(opts.name ? { name: opts.name } : {}) }, { actor: kit.startedBy() })
+      const pattern = [info.sanPattern && `SAN ${info.sanPattern}`, info.subjectPattern && `subject ${info.subjectPattern}`].filter(Boolean).join(' and ') || 'any SAN or subject'
+      kit.print(opts.json, info, () => info.kind === 'ca'
+        ? `Bound CA '${info.name}' (${info.subject}, sha256 ${info.fingerprint}) to '${slug}': client certificates it issues with ${pattern} resolve to '${slug}'. Binding id ${info.id}; valid until ${info.notAfter.toISOString()}.`
+        : `Bound certificate '${info.name}' (${info.subject}, sha256 ${info.fingerprint}) to '${slug}'; valid until ${info.notAfter.toISOString()}.`)
     })
   })
 
@@ -74,14 +87,15 @@ export function registerSecurityCommands(program: Command, kit: CliKit): void {
       await kit.withTenantry(opts, async (t) => {
         const list = await t.certificates.list(slug)
         kit.print(opts.json, list, () => list.length === 0 ? `Tenant '${slug}' has no client certificates.` : table(
-          ['NAME', 'FINGERPRINT (SHA-256)', 'SUBJECT', 'NOT AFTER', 'CREATED', 'BY', 'REVOKED'],
-          list.map((c) => [c.name, c.fingerprint, c.subject, c.notAfter.toISOString(), c.createdAt.toISOString(), c.createdBy, when(c.revokedAt)]),
+          ['NAME', 'KIND', 'FINGERPRINT (SHA-256)', 'SUBJECT', 'PATTERN', 'NOT AFTER', 'CREATED', 'BY', 'REVOKED'],
+          list.map((c) => [c.name, c.kind, c.fingerprint, c.subject, [c.sanPattern && `san ${c.sanPattern}`, c.subjectPattern && `subject ${c.subjectPattern}`].filter(Boolean).join('; ') || '-',
+            c.notAfter.toISOString(), c.createdAt.toISOString(), c.createdBy, when(c.revokedAt)]),
         ))
       })
     },
   )
 
-  kit.withConnection(certs.command('revoke <slug> <cert>').description('revoke a client certificate (by fingerprint or name); every process refuses it within a second').option('--json', 'print JSON')).action(
+  kit.withConnection(certs.command('revoke <slug> <cert>').description('revoke a client certificate or CA binding (by fingerprint, id or name); every process refuses it within a second').option('--json', 'print JSON')).action(
     async (slug: string, cert: string, opts: ConnectionFlags & { json?: boolean }) => {
       await kit.withTenantry(opts, async (t) => {
         const info = await t.certificates.revoke(slug, cert, { actor: kit.startedBy() })

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { AuditActor, AuditLog } from '../audit/index.ts'
 import { resolveTxt } from 'node:dns/promises'
 import type { Catalog } from '../catalog/catalog.ts'
 import { TenantryError } from '../core/errors.ts'
@@ -73,7 +74,7 @@ export class DomainStore {
   private readonly resolveTxt: NonNullable<DomainOptions['resolveTxt']>
   private readonly fetchText: NonNullable<DomainOptions['fetchText']>
 
-  constructor(private readonly catalog: Catalog, private readonly admin: AdminQueryable, opts: DomainOptions = {}) {
+  constructor(private readonly catalog: Catalog, private readonly admin: AdminQueryable, opts: DomainOptions = {}, private readonly audit?: AuditLog) {
     this.resolveTxt = opts.resolveTxt ?? resolveTxt
     this.fetchText = opts.fetchText ?? defaultFetch
   }
@@ -81,8 +82,9 @@ export class DomainStore {
   /**
    * Claim `domain` for a tenant: a pending domain with a new token (the same one again when it is
    * already pending for this tenant). `DOMAIN_TAKEN` (409) when another tenant has it, verified or pending.
+   * Every change is appended to the audit log (`tenant.domain.add|verify|remove`) in its transaction.
    */
-  async add(slugOrId: string, domain: string): Promise<CustomDomain> {
+  async add(slugOrId: string, domain: string, by?: AuditActor): Promise<CustomDomain> {
     const tenant = await this.tenant(slugOrId)
     const name = checkDomain(domain)
     return this.catalog.change(name, async (tx) => {
@@ -92,7 +94,9 @@ export class DomainStore {
         return toDomain(existing)
       }
       await run(tx, sql.insertPendingDomain(name, tenant.id, randomBytes(16).toString('hex')))
-      return toDomain((await row(tx, name, false))!)
+      const added = toDomain((await row(tx, name, false))!)
+      await this.audited(tx, 'tenant.domain.add', added, by, null, { status: added.status })
+      return added
     })
   }
 
@@ -101,7 +105,7 @@ export class DomainStore {
    * and mark it verified: from then on it resolves to its tenant in every process.
    * `DOMAIN_VERIFICATION_FAILED` (400) says what was looked for and what was found.
    */
-  async verify(domain: string, opts: { method?: 'dns' | 'http' | 'any' } = {}): Promise<CustomDomain> {
+  async verify(domain: string, opts: { method?: 'dns' | 'http' | 'any' } = {}, by?: AuditActor): Promise<CustomDomain> {
     const name = checkDomain(domain)
     const found = await row(this.admin, name, false)
     if (!found) throw new TenantryError('NOT_FOUND', `No tenant has added the domain '${name}'; add it with 'tenantry domains add <slug> ${name}'.`, { details: { domain: name } })
@@ -124,17 +128,34 @@ export class DomainStore {
       // Removed or re-added meanwhile: the token seen is not this row's.
       if (!again || again.verification_token !== d.token) throw new TenantryError('CONFLICT', `The domain '${name}' changed while it was being verified; verify again.`, { details: { domain: name } })
       await run(tx, sql.markDomainVerified(name))
-      return toDomain((await row(tx, name, false))!)
+      const verified = toDomain((await row(tx, name, false))!)
+      await this.audited(tx, 'tenant.domain.verify', verified, by, d, { method })
+      return verified
     })
   }
 
   /** Remove a domain (pending or verified); every process stops resolving it within a second. */
-  async remove(domain: string): Promise<boolean> {
+  async remove(domain: string, by?: AuditActor): Promise<boolean> {
     const name = checkDomain(domain)
     return this.catalog.change(name, async (tx) => {
+      const found = await row(tx, name, true)
       const res = await tx.query(sql.deleteDomain(name).text, sql.deleteDomain(name).values)
+      if (found !== undefined && res.rowCount > 0) {
+        const gone = toDomain(found)
+        await this.audited(tx, 'tenant.domain.remove', gone, by, gone, { status: gone.status }, null)
+      }
       return res.rowCount > 0
     })
+  }
+
+  /** The entry of a domain change, in its transaction (both commit or neither). */
+  private async audited(tx: Queryable, action: string, d: CustomDomain, by: AuditActor | undefined, before: CustomDomain | null, facts: Record<string, unknown>, after: CustomDomain | null = d): Promise<void> {
+    if (this.audit === undefined) return
+    const state = (x: CustomDomain | null) => (x === null ? null : { domain: x.domain, tenantId: x.tenantId, status: x.status, verifiedAt: x.verifiedAt })
+    await this.audit.append({
+      actor: by?.actor ?? 'library', action, tenantId: d.tenantId, slug: d.slug, requestId: by?.requestId ?? null,
+      before: state(before), after: state(after), details: { ...by?.details, domain: d.domain, ...facts },
+    }, tx)
   }
 
   /** Domains of one tenant, or of all. */

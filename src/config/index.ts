@@ -198,5 +198,5 @@ export async function createConfig(
   registry.wire(deps.events)
   const pluginMigrations = new PluginMigrations(sets, (tenant, name) => registry.enabledFor(tenant, name), () => store.reloadPlans())
   registry.migrations = pluginMigrations
-  return { config, flags, domains: new DomainStore(deps.catalog, deps.admin, options.domains), plugins: registry, pluginMigrations }
+  return { config, flags, domains: new DomainStore(deps.catalog, deps.admin, options.domains, deps.audit), plugins: registry, pluginMigrations }
 }

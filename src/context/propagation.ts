@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import { randomUUID } from 'node:crypto'
 import { SignJWT, createLocalJWKSet, createRemoteJWKSet, exportJWK, importJWK, jwtVerify } from 'jose'
 import type { CryptoKey, JSONWebKeySet, JWK, JWTVerifyGetKey } from 'jose'
@@ -133,6 +134,12 @@ export interface PropagatedOptions {
   issuers?: string[]
   /** Seconds of clock skew allowed on `exp`/`iat`. Default 5. */
   clockToleranceSeconds?: number
+  /**
+   * Refuse an assertion whose `jti` this process has already accepted (401, reason `replayed`),
+   * remembered until it expires, at most `max` (default 100 000) at once. Per process: a replay to
+   * another replica is not seen. Off by default (a caller may reuse `headers()` for a few calls).
+   */
+  rejectReplays?: boolean | { max?: number }
 }
 
 function assertionInvalid(reason: string, message: string, cause?: unknown): TenantryError {
@@ -158,7 +165,7 @@ function reasonOf(err: unknown): [string, string] {
  * The receiving side: resolves the tenant from a verified `x-tenant-assertion` (signature by a
  * published key, audience = this service, not expired, typed as a tenant assertion). No header is
  * `null` (other strategies decide); a forged, expired (or replayed after expiry), wrong-audience or
- * malformed assertion is 401 `TENANT_ASSERTION_INVALID` with `details.reason`.
+ * malformed assertion — or, with `rejectReplays`, one used before — is 401 `TENANT_ASSERTION_INVALID` with `details.reason`.
  *
  * @example
  * ```ts
@@ -181,6 +188,10 @@ export function propagated(options: PropagatedOptions): ResolveStrategy {
     requiredClaims: ['exp', 'iat', 'jti', 'tid'],
     ...(options.issuers ? { issuer: options.issuers } : {}),
   }
+  const replays = options.rejectReplays
+    ? new LRUCache<string, true>({ max: (typeof options.rejectReplays === 'object' ? options.rejectReplays.max : undefined) ?? 100_000 })
+    : null
+  const toleranceMs = verifyOptions.clockTolerance * 1000
   async function verify(token: string): Promise<Identifier> {
     let payload: Record<string, unknown>
     try {
@@ -194,6 +205,12 @@ export function propagated(options: PropagatedOptions): ResolveStrategy {
     if (exp - iat > MAX_TTL_SECONDS) throw assertionInvalid('claims', `it lives longer than ${MAX_TTL_SECONDS} seconds`)
     const tid = payload.tid
     if (typeof tid !== 'string' || !isUuid(tid)) throw assertionInvalid('claims', 'its tenant id is not a uuid')
+    if (replays !== null) {
+      // Verified first, so that forged tokens cannot fill the cache; kept until the assertion would expire anyway.
+      const id = `${String(payload.iss)} ${String(payload.jti)}`
+      if (replays.has(id)) throw assertionInvalid('replayed', 'it was already used (each assertion is good for one call)')
+      replays.set(id, true, { ttl: Math.max(1, exp * 1000 + toleranceMs - Date.now()) })
+    }
     return { kind: 'id', value: tid, source: 'propagated' }
   }
   return {

@@ -114,6 +114,18 @@ export interface OperationObserver {
 }
 
 /**
+ * Appends an operation's start (intent) and end (outcome) to the audit log in the transaction that
+ * records it, so a multi-transaction action (backup, move, erase…) leaves its record even if the
+ * process dies in between: the intent commits with the operation row, the outcome with its end.
+ *
+ * @example
+ * ```ts
+ * operations.auditor = auditOperations(tenantry.audit)
+ * ```
+ */
+export type OperationAuditor = (q: { query: AdminQueryable['query'] }, event: { phase: 'start' | 'finish'; op: Operation }) => Promise<void>
+
+/**
  * The operation records of the catalog, seen from one worker (process). While it holds work it
  * writes a heartbeat every few seconds, so other workers can tell a slow worker from a dead one.
  *
@@ -128,6 +140,8 @@ export class Operations {
   readonly worker: string
   /** Told of each operation's start, steps, targets and end (observability: spans). */
   observer?: OperationObserver
+  /** Appends each operation's start and end to the audit log, in the same transaction. */
+  auditor?: OperationAuditor
   private readonly admin: AdminQueryable
   private readonly staleMs: number
   private timer?: NodeJS.Timeout
@@ -160,6 +174,8 @@ export class Operations {
 
   /** Record a new running operation owned by this worker. */
   async start(kind: string, o: { tenantId?: string | null; slug?: string | null; params: unknown; step: string; startedBy?: string }, tx?: { query: AdminQueryable['query'] }): Promise<Operation> {
+    const auditor = this.auditor
+    if (tx === undefined && auditor !== undefined) return this.admin.transaction((t) => this.start(kind, o, t))
     const q = tx ?? this.admin
     await q.query(...args(sql.heartbeatWorker(this.worker)))
     this.lastBeat = Date.now()
@@ -171,6 +187,7 @@ export class Operations {
       throw new TenantryError('CONFLICT', `Another operation on tenant '${o.slug ?? o.tenantId}' is running; wait for it to finish ('tenantry operations list --state running').`, { cause: err, details: { kind } })
     })
     const op = toOperation(res.rows[0])
+    if (auditor !== undefined) await auditor(q, { phase: 'start', op })
     this.observer?.started(op)
     return op
   }
@@ -188,9 +205,14 @@ export class Operations {
     tx?: { query: AdminQueryable['query'] },
     step?: string,
   ): Promise<Operation | null> {
-    const res = await (tx ?? this.admin).query<OpRow>(...args(sql.finishOperation(id, state, error ?? null, progress, step)))
+    const auditor = this.auditor
+    if (tx === undefined && auditor !== undefined) return this.admin.transaction((t) => this.finish(id, state, error, progress, t, step))
+    const q = tx ?? this.admin
+    const res = await q.query<OpRow>(...args(sql.finishOperation(id, state, error ?? null, progress, step)))
+    const op = res.rows[0] ? toOperation(res.rows[0]) : null
+    if (op !== null && auditor !== undefined) await auditor(q, { phase: 'finish', op })
     this.observer?.finished(id, state, error ?? null)
-    return res.rows[0] ? toOperation(res.rows[0]) : null
+    return op
   }
 
   async get(id: string): Promise<Operation | null> {

@@ -1,5 +1,5 @@
 import type { AuditLog } from '../audit/index.ts'
-import { auditForcedResidency, checkResidency } from '../security/residency.ts'
+import { auditForcedResidency, backupTarget, checkResidency } from '../security/residency.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { accessSync, constants as fsConstants, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve as resolvePath } from 'node:path'
@@ -31,6 +31,8 @@ export interface PortabilityOptions {
   masterKey?: string
   /** Where `backup()` writes when no `to` is given. Default `TENANTRY_BACKUP_DIR`, else `./backups`. */
   backupDir?: string
+  /** Backup directories and their regions (`{ '/mnt/eu-backups': 'eu' }`); default `TENANTRY_BACKUP_REGIONS` (`dir=region,…`). A tenant's archive may only go to its region's. */
+  backupRegions?: Record<string, string>
 }
 
 /** Progress of a backup or restore, for a progress bar. */
@@ -49,6 +51,8 @@ export interface BackupOptions {
   gzip?: boolean
   /** Encrypt with the tenant's data key. Default: true when a master key is set. */
   encrypt?: boolean
+  /** Write to a backup directory of another region than the tenant's anyway (audited as `residency.force`); otherwise 409 `RESIDENCY_VIOLATION`. */
+  forceResidency?: boolean
   startedBy?: string
   onProgress?: (p: PortabilityProgress) => void
   /** Told the operation's id once it is recorded (the admin API answers 202 with it). */
@@ -210,6 +214,8 @@ export class Portability {
   async backup(slugOrId: string, opts: BackupOptions = {}): Promise<BackupResult> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status === 'provisioning') throw new TenantryError('TENANT_NOT_READY', `Tenant '${tenant.slug}' is still provisioning; back it up once it is active.`)
+    const target = backupTarget(opts.to ?? process.env.TENANTRY_BACKUP_DIR ?? this.d.options.backupDir ?? './backups', this.d.options.backupRegions)
+    const residency = checkResidency(tenant, target, { force: opts.forceResidency })
     const encrypt = opts.encrypt ?? this.keys.available
     const key = encrypt ? await this.keys.dataKey(tenant.id, { create: true }) : null
     const path = this.archivePath(tenant, opts.to)
@@ -221,6 +227,7 @@ export class Portability {
     }
     const op = await this.d.operations.start('backup', { tenantId: tenant.id, slug: tenant.slug, params: { path, gzip: opts.gzip ?? true, encrypt }, step: 'snapshot', startedBy: opts.startedBy })
     opts.onStart?.(op.id)
+    if (residency.forced && this.d.audit) await auditForcedResidency(this.d.audit, tenant, target, residency, { actor: opts.startedBy ?? op.startedBy, details: { operation: 'backup', operationId: op.id } })
     try {
       return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key }, opts.onProgress))
     } catch (err) {

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { X509Certificate, createHash, timingSafeEqual } from 'node:crypto'
 import { TenantryError } from '../core/errors.ts'
 import { printable } from '../core/validation.ts'
 import type { Identifier, RequestInfo, ResolveStrategy } from './request-info.ts'
@@ -36,6 +36,8 @@ export interface CertificateRecord {
   fingerprint: string
   tenantId: string
   revokedAt: Date | null
+  /** Bound through a tenant CA whose certificate is outside its validity period. */
+  expired?: boolean
 }
 
 /**
@@ -52,6 +54,11 @@ export interface CertificateRecord {
 export interface CredentialStore {
   apiKeyById(id: string): ApiKeyRecord | null | Promise<ApiKeyRecord | null>
   certificateByFingerprint(fingerprint: string): CertificateRecord | null | Promise<CertificateRecord | null>
+  /**
+   * A certificate not registered by fingerprint, bound through a tenant CA that issued it (and a
+   * SAN/subject pattern it matches). Optional: without it only fingerprints bind.
+   */
+  certificateByIssuer?(leaf: { fingerprint: string; cert: X509Certificate }): CertificateRecord | null | Promise<CertificateRecord | null>
   /** Note that a key was used (the store writes it lazily). Optional. */
   touchApiKey?(id: string): void
 }
@@ -249,11 +256,12 @@ export interface ClientCertificateOptions {
   store?: CredentialStore
 }
 
-type PeerCert = { fingerprint256?: string; valid_from?: string; valid_to?: string }
+type PeerCert = { fingerprint256?: string; valid_from?: string; valid_to?: string; raw?: Buffer }
+type Peer = { fingerprint: string; notBefore: number; notAfter: number; raw: Buffer | undefined; x509?: X509Certificate }
 type TlsSocketLike = { getPeerCertificate(detailed?: boolean): PeerCert | null; encrypted?: boolean }
 
 /** One TLS connection presents one certificate: read it once per connection, not per request. */
-const peerOf = new WeakMap<object, { fingerprint: string; notBefore: number; notAfter: number } | null>()
+const peerOf = new WeakMap<object, Peer | null>()
 
 function socketOf(raw: unknown): TlsSocketLike | null {
   const r = raw as { socket?: unknown; raw?: { socket?: unknown } } | null | undefined
@@ -261,7 +269,7 @@ function socketOf(raw: unknown): TlsSocketLike | null {
   return socket && typeof socket.getPeerCertificate === 'function' ? socket : null
 }
 
-function peerCertificate(socket: TlsSocketLike): { fingerprint: string; notBefore: number; notAfter: number } | null {
+function peerCertificate(socket: TlsSocketLike): Peer | null {
   let peer = peerOf.get(socket)
   if (peer !== undefined) return peer
   const cert = socket.getPeerCertificate(false)
@@ -270,6 +278,7 @@ function peerCertificate(socket: TlsSocketLike): { fingerprint: string; notBefor
         fingerprint: normalizeFingerprint(cert.fingerprint256),
         notBefore: Date.parse(cert.valid_from ?? ''),
         notAfter: Date.parse(cert.valid_to ?? ''),
+        raw: cert.raw,
       }
     : null
   peerOf.set(socket, peer)
@@ -288,6 +297,14 @@ export function normalizeFingerprint(fp: string): string {
   return fp.replace(/:/g, '').toLowerCase()
 }
 
+/** The peer's certificate parsed, once per connection and only when a CA must be consulted. */
+function x509Of(peer: Peer): X509Certificate | null {
+  if (peer.x509 === undefined && peer.raw !== undefined) {
+    try { peer.x509 = new X509Certificate(peer.raw) } catch { peer.raw = undefined }
+  }
+  return peer.x509 ?? null
+}
+
 function certInvalid(reason: 'unknown' | 'revoked' | 'expired', message: string, fingerprint: string): TenantryError {
   return new TenantryError('CLIENT_CERT_INVALID', `${message} Register the certificate with 'tenantry certs add <slug> <cert.pem>'.`, { details: { reason, fingerprint } })
 }
@@ -296,8 +313,9 @@ function certInvalid(reason: 'unknown' | 'revoked' | 'expired', message: string,
  * Resolves the tenant from the TLS client certificate (mutual TLS) of a Fastify or Express HTTPS
  * server started with `requestCert: true` (and `rejectUnauthorized: false`, so that Tenantry can
  * answer with a coded 401 instead of a dropped handshake). The certificate's SHA-256 fingerprint
- * must be registered to a tenant (`tenantry certs add`); TLS itself proves the client holds the
- * private key. No certificate → 401 `CLIENT_CERT_REQUIRED`; unregistered, revoked or outside its
+ * must be registered to a tenant (`tenantry certs add`), or the certificate issued by a CA bound to
+ * the tenant (`tenantry certs add --ca`) and match its SAN/subject pattern; TLS itself proves the
+ * client holds the private key. No certificate → 401 `CLIENT_CERT_REQUIRED`; unregistered, revoked or outside its
  * validity → 401 `CLIENT_CERT_INVALID`; tenant A's certificate on tenant B's host (with a
  * subdomain strategy too) → 403 `TENANT_MISMATCH`.
  *
@@ -310,10 +328,19 @@ function certInvalid(reason: 'unknown' | 'revoked' | 'expired', message: string,
 export function clientCertificate(options: ClientCertificateOptions = {}): CredentialStrategy {
   let store: CredentialStore | undefined = options.store
   const optional = options.optional === true
-  const check = (rec: CertificateRecord | null, peer: { fingerprint: string; notBefore: number; notAfter: number }): Identifier => {
-    if (rec === null) throw certInvalid('unknown', 'The client certificate is not registered to any tenant.', peer.fingerprint)
-    if (rec.revokedAt !== null) throw certInvalid('revoked', 'The client certificate was revoked.', peer.fingerprint)
+  const check = (rec: CertificateRecord | null, peer: Peer): Identifier => {
+    if (rec === null) throw certInvalid('unknown', 'The client certificate is not registered to any tenant, nor issued by a tenant CA that takes it.', peer.fingerprint)
+    if (rec.revokedAt !== null) throw certInvalid('revoked', 'The client certificate (or the tenant CA binding it) was revoked.', peer.fingerprint)
+    if (rec.expired === true) throw certInvalid('expired', 'The tenant CA that issued the client certificate is not valid at this time.', peer.fingerprint)
     return { kind: 'id', value: rec.tenantId, source: 'client-certificate' }
+  }
+  // A fingerprint binding (or its revocation) decides first; a certificate bound by no fingerprint
+  // is looked for among the CAs bound to tenants.
+  const byFingerprint = (rec: CertificateRecord | null, peer: Peer): Identifier | Promise<Identifier> => {
+    const cert = rec === null && store!.certificateByIssuer !== undefined ? x509Of(peer) : null
+    if (cert === null) return check(rec, peer)
+    const found = store!.certificateByIssuer!({ fingerprint: peer.fingerprint, cert })
+    return isThenable<CertificateRecord | null>(found) ? found.then((r) => check(r, peer)) : check(found, peer)
   }
   return {
     name: 'client-certificate',
@@ -330,7 +357,7 @@ export function clientCertificate(options: ClientCertificateOptions = {}): Crede
       if (!(peer.notBefore <= now && now < peer.notAfter)) throw certInvalid('expired', 'The client certificate is not valid at this time (expired or not yet valid).', peer.fingerprint)
       if (store === undefined) throw unbound('clientCertificate')
       const found = store.certificateByFingerprint(peer.fingerprint)
-      return isThenable<CertificateRecord | null>(found) ? found.then((rec) => check(rec, peer)) : check(found, peer)
+      return isThenable<CertificateRecord | null>(found) ? found.then((rec) => byFingerprint(rec, peer)) : byFingerprint(found, peer)
     },
   }
 }

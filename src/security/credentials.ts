@@ -8,6 +8,7 @@ import { isUuid, printable } from '../core/validation.ts'
 import type { AdminQueryable } from '../data/driver.ts'
 import type { Queryable } from '../data/executor.ts'
 import { API_KEY_PREFIX, normalizeFingerprint, type ApiKeyRecord, type CertificateRecord, type CredentialStore } from '../resolve/credential-strategies.ts'
+import { bindTo, compileSanPattern, compileSubjectPattern, type CaBinding } from './ca-binding.ts'
 import * as sql from './sql.ts'
 
 /**
@@ -40,14 +41,40 @@ export interface ApiKeyInfo {
  * ```
  */
 export interface CertificateInfo {
+  /** `certificate`: one client certificate by fingerprint; `ca`: a tenant CA and the certificates it issues that match its pattern. */
+  kind: 'certificate' | 'ca'
+  /** The fingerprint for a certificate; the binding's id for a CA (one CA may be bound with several patterns). */
+  id: string
+  /** SHA-256 of the certificate (the client's, or the CA's). */
   fingerprint: string
   tenantId: string
   name: string
   subject: string
+  /** A CA binding's SAN pattern (`*.acme.example.com`, `URI:spiffe://acme/**`), else null. */
+  sanPattern: string | null
+  /** A CA binding's subject pattern (`CN=*.billing, O=Acme`), else null. */
+  subjectPattern: string | null
   notAfter: Date
   createdBy: string
   createdAt: Date
   revokedAt: Date | null
+}
+
+/**
+ * What to bind: a client certificate (`pem`), or a tenant CA (`ca`) with an optional SAN and/or
+ * subject pattern that the client certificates it issues must match.
+ *
+ * @example
+ * ```ts
+ * const byCa: AddCertificateInput = { ca: readFileSync('acme-ca.pem', 'utf8'), sanPattern: '*.acme.example.com' }
+ * ```
+ */
+export interface AddCertificateInput {
+  pem?: string
+  ca?: string
+  sanPattern?: string
+  subjectPattern?: string
+  name?: string
 }
 
 /**
@@ -81,16 +108,19 @@ export interface ApiKeys {
   revoke(tenant: string, idOrName: string, by?: AuditActor): Promise<ApiKeyInfo>
 }
 
+
 /**
- * Client certificates bound to tenants by SHA-256 fingerprint (mutual TLS).
+ * Client certificates bound to tenants (mutual TLS): by SHA-256 fingerprint, or through a tenant
+ * CA and a SAN/subject pattern.
  *
  * @example
  * ```ts
  * await tenantry.certificates.add('acme', { pem: readFileSync('client.pem', 'utf8'), name: 'billing-svc' })
+ * await tenantry.certificates.add('acme', { ca: readFileSync('acme-ca.pem', 'utf8'), sanPattern: '*.acme.example.com' })
  * ```
  */
 export interface Certificates {
-  add(tenant: string, input: { pem: string; name?: string }, by?: AuditActor): Promise<CertificateInfo>
+  add(tenant: string, input: AddCertificateInput, by?: AuditActor): Promise<CertificateInfo>
   list(tenant: string): Promise<CertificateInfo[]>
   revoke(tenant: string, fingerprintOrName: string, by?: AuditActor): Promise<CertificateInfo>
 }
@@ -103,6 +133,7 @@ type CertRow = {
   fingerprint: string; tenant_id: string; name: string; subject: string; not_after: Date | string
   created_by: string; created_at: Date | string; revoked_at: Date | string | null
 }
+type CaRow = CertRow & { id: string; issuer_key: string; pem: string; san_pattern: string | null; subject_pattern: string | null }
 
 const date = (v: Date | string | null): Date | null => (v === null ? null : new Date(v))
 const keyInfo = (r: KeyRow): ApiKeyInfo => ({
@@ -110,8 +141,13 @@ const keyInfo = (r: KeyRow): ApiKeyInfo => ({
   createdAt: new Date(r.created_at), lastUsedAt: date(r.last_used_at), revokedAt: date(r.revoked_at),
 })
 const certInfo = (r: CertRow): CertificateInfo => ({
-  fingerprint: r.fingerprint, tenantId: r.tenant_id, name: r.name, subject: r.subject, notAfter: new Date(r.not_after),
-  createdBy: r.created_by, createdAt: new Date(r.created_at), revokedAt: date(r.revoked_at),
+  kind: 'certificate', id: r.fingerprint, fingerprint: r.fingerprint, tenantId: r.tenant_id, name: r.name, subject: r.subject, sanPattern: null, subjectPattern: null,
+  notAfter: new Date(r.not_after), createdBy: r.created_by, createdAt: new Date(r.created_at), revokedAt: date(r.revoked_at),
+})
+const caInfo = (r: CaRow): CertificateInfo => ({ ...certInfo(r), kind: 'ca', id: r.id, sanPattern: r.san_pattern, subjectPattern: r.subject_pattern })
+const caBinding = (r: CaRow): CaBinding => ({
+  id: r.id, tenantId: r.tenant_id, ca: new X509Certificate(r.pem), revokedAt: date(r.revoked_at),
+  san: r.san_pattern === null ? null : compileSanPattern(r.san_pattern), subject: r.subject_pattern === null ? null : compileSubjectPattern(r.subject_pattern),
 })
 
 const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/
@@ -134,6 +170,9 @@ export class TenantCredentials implements CredentialStore {
   readonly certificates: Certificates
   readonly #keys = new LRUCache<string, Cached<ApiKeyRecord>>({ max: 50_000 })
   readonly #certs = new LRUCache<string, Cached<CertificateRecord>>({ max: 50_000 })
+  /** Bindings of the CAs by the issuer name of the certificates they issue, and what each client certificate bound to. */
+  readonly #cas = new LRUCache<string, Cached<CaBinding[]>>({ max: 10_000 })
+  readonly #issued = new LRUCache<string, Cached<CertificateRecord>>({ max: 50_000 })
   /** Bumped by every change heard: a lookup that started before it must not cache what it read. */
   #generation = 0
   readonly #ttl: number
@@ -152,7 +191,8 @@ export class TenantCredentials implements CredentialStore {
     this.#unsubscribe = catalog.onChange((subject) => {
       if (subject.startsWith('api-key:')) { this.#generation++; this.#keys.delete(subject.slice(8)) }
       else if (subject.startsWith('client-cert:')) { this.#generation++; this.#certs.delete(subject.slice(12)) }
-      else if (subject === '*') { this.#generation++; this.#keys.clear(); this.#certs.clear() }
+      else if (subject.startsWith('client-ca:')) { this.#generation++; this.#cas.clear(); this.#issued.clear() }
+      else if (subject === '*') { this.#generation++; this.#keys.clear(); this.#certs.clear(); this.#cas.clear(); this.#issued.clear() }
     })
     this.apiKeys = {
       create: (t, input, by) => this.#createKey(t, input, by),
@@ -161,7 +201,11 @@ export class TenantCredentials implements CredentialStore {
     }
     this.certificates = {
       add: (t, input, by) => this.#addCert(t, input, by),
-      list: async (t) => (await this.admin.query<CertRow>(...args(sql.certificatesOf((await this.#tenant(t)).id)))).rows.map(certInfo),
+      list: async (t) => {
+        const id = (await this.#tenant(t)).id
+        const [certs, cas] = await Promise.all([this.admin.query<CertRow>(...args(sql.certificatesOf(id))), this.admin.query<CaRow>(...args(sql.casOf(id)))])
+        return [...certs.rows.map(certInfo), ...cas.rows.map(caInfo)]
+      },
       revoke: (t, fp, by) => this.#revokeCert(t, fp, by),
     }
   }
@@ -185,6 +229,17 @@ export class TenantCredentials implements CredentialStore {
     return this.#cached(this.#certs, fingerprint, async () => {
       const r = (await this.admin.query<CertRow>(...args(sql.certificateByFingerprint(fingerprint)))).rows[0]
       return r === undefined ? null : { fingerprint: r.fingerprint, tenantId: r.tenant_id, revokedAt: date(r.revoked_at) }
+    })
+  }
+
+  certificateByIssuer(leaf: { fingerprint: string; cert: X509Certificate }): CertificateRecord | null | Promise<CertificateRecord | null> {
+    const found = (bindings: CaBinding[]): CertificateRecord | null => {
+      const b = bindTo(leaf.cert, bindings, Date.now())
+      return b === null ? null : { fingerprint: leaf.fingerprint, tenantId: b.tenantId, revokedAt: b.revokedAt, expired: b.expired }
+    }
+    return this.#cached(this.#issued, leaf.fingerprint, async () => {
+      const bindings = this.#cached(this.#cas, leaf.cert.issuer, async () => (await this.admin.query<CaRow>(...args(sql.casByIssuer(leaf.cert.issuer)))).rows.map(caBinding))
+      return found((await bindings) ?? [])
     })
   }
 
@@ -273,10 +328,10 @@ export class TenantCredentials implements CredentialStore {
 
   #revokeKey(slugOrId: string, idOrName: string, by?: AuditActor): Promise<ApiKeyInfo> {
     return this.#revoke(slugOrId, idOrName, by, {
-      what: 'API key', listCommand: 'keys', action: 'api-key.revoke', subject: 'api-key',
+      what: 'API key', listCommand: 'keys', action: () => 'api-key.revoke', subject: (k) => `api-key:${k.id}`,
       list: (t) => this.apiKeys.list(t), idOf: (k) => k.id, matches: (k, x) => k.id === x || k.name === x,
-      revoke: async (tx, tenantId, id) => {
-        const row = (await tx.query<KeyRow>(...args(sql.revokeApiKey(tenantId, id)))).rows[0]
+      revoke: async (tx, tenantId, k) => {
+        const row = (await tx.query<KeyRow>(...args(sql.revokeApiKey(tenantId, k.id)))).rows[0]
         return row === undefined ? undefined : keyInfo(row)
       },
       facts: (k) => ({ key: k.id, name: k.name }),
@@ -288,11 +343,13 @@ export class TenantCredentials implements CredentialStore {
    * id every cache holds; the update, its audit entry and the notification commit together.
    */
   async #revoke<T extends { revokedAt: Date | null }>(slugOrId: string, idOrName: string, by: AuditActor | undefined, kind: {
-    what: string; listCommand: string; action: string; subject: string
+    what: string; listCommand: string
+    action(item: T): string
+    subject(item: T): string
     list(tenantId: string): Promise<T[]>
     idOf(item: T): string
     matches(item: T, idOrName: string): boolean
-    revoke(tx: Queryable, tenantId: string, id: string): Promise<T | undefined>
+    revoke(tx: Queryable, tenantId: string, item: T): Promise<T | undefined>
     facts(item: T): Record<string, unknown>
   }): Promise<T> {
     const tenant = await this.#tenant(slugOrId)
@@ -301,31 +358,29 @@ export class TenantCredentials implements CredentialStore {
     const current = (await kind.list(tenant.id)).find((x) => x.revokedAt === null && kind.matches(x, idOrName))
     if (current === undefined) throw missing()
     const id = kind.idOf(current)
-    return this.#change(`${kind.subject}:${id}`, async (tx) => {
-      const done = await kind.revoke(tx, tenant.id, id)
+    return this.#change(kind.subject(current), async (tx) => {
+      const done = await kind.revoke(tx, tenant.id, current)
       if (done === undefined) throw missing()
       const facts = kind.facts(done)
       await this.audit.append({
-        actor: by?.actor ?? 'library', action: kind.action, tenantId: tenant.id, slug: tenant.slug, requestId: by?.requestId ?? null,
+        actor: by?.actor ?? 'library', action: kind.action(current), tenantId: tenant.id, slug: tenant.slug, requestId: by?.requestId ?? null,
         before: { id, revokedAt: null }, after: { id, revokedAt: done.revokedAt }, details: { ...by?.details, ...facts },
       }, tx)
       return done
     })
   }
 
-  async #addCert(slugOrId: string, input: { pem: string; name?: string }, by?: AuditActor): Promise<CertificateInfo> {
+  async #addCert(slugOrId: string, input: AddCertificateInput, by?: AuditActor): Promise<CertificateInfo> {
     const tenant = await this.#tenant(slugOrId)
-    let cert: X509Certificate
-    try {
-      cert = new X509Certificate(input?.pem)
-    } catch (err) {
-      throw new TenantryError('VALIDATION_FAILED', 'The certificate is not a PEM or DER X.509 certificate; give the client certificate file (-----BEGIN CERTIFICATE-----).', { cause: err, details: { field: 'pem' } })
+    const given = [input?.pem, input?.ca].filter((x) => x !== undefined).length
+    if (given !== 1) throw invalid('pem', 'Give either a client certificate (pem) or a tenant CA (ca), not both or neither.')
+    if (input.ca === undefined && (input.sanPattern !== undefined || input.subjectPattern !== undefined)) {
+      throw invalid(input.sanPattern !== undefined ? 'sanPattern' : 'subjectPattern', 'A SAN or subject pattern applies to a tenant CA (ca); a client certificate is bound by its fingerprint.')
     }
-    const notAfter = new Date(cert.validTo)
-    if (!(notAfter.getTime() > Date.now())) throw invalid('pem', `The certificate expired at ${notAfter.toISOString()}; issue a new one.`)
-    const name = input.name ?? cert.subject.split('\n').find((l) => l.startsWith('CN='))?.slice(3).toLowerCase().replace(/[^a-z0-9._-]/g, '-').slice(0, 63) ?? 'client'
-    if (!NAME_RE.test(name)) throw invalid('name', `Certificate name '${printable(name)}' must be 1–63 lowercase letters, digits, '.', '_' or '-'.`)
+    const field = input.ca === undefined ? 'pem' : 'ca'
+    const { cert, notAfter, name } = parseCertificate(input.ca ?? input.pem, input.name, field)
     const fingerprint = normalizeFingerprint(cert.fingerprint256)
+    if (field === 'ca') return this.#addCa(tenant, cert, { fingerprint, notAfter, name, pem: input.ca!, sanPattern: input.sanPattern ?? null, subjectPattern: input.subjectPattern ?? null }, by)
     const actor = by?.actor ?? 'library'
     return this.#change(`client-cert:${fingerprint}`, async (tx) => {
       const row = (await tx.query<CertRow>(...args(sql.upsertCertificate({ fingerprint, tenantId: tenant.id, name, subject: cert.subject.replace(/\n/g, ', '), notAfter, createdBy: actor })))).rows[0]
@@ -341,18 +396,81 @@ export class TenantCredentials implements CredentialStore {
     })
   }
 
+  /**
+   * Bind a tenant CA. One CA may serve several tenants only if every binding of it has a pattern
+   * (a binding without one would take the other tenants' certificates too).
+   */
+  async #addCa(tenant: Tenant, cert: X509Certificate, c: { fingerprint: string; notAfter: Date; name: string; pem: string; sanPattern: string | null; subjectPattern: string | null }, by?: AuditActor): Promise<CertificateInfo> {
+    if (!cert.ca) throw invalid('ca', `The certificate '${cert.subject.replace(/\n/g, ', ')}' is not a CA certificate (basicConstraints CA:TRUE); give the CA that issues the client certificates.`)
+    if (c.sanPattern !== null) compileSanPattern(c.sanPattern)
+    if (c.subjectPattern !== null) compileSubjectPattern(c.subjectPattern)
+    const id = randomBytes(8).toString('hex')
+    const actor = by?.actor ?? 'library'
+    const unpatterned = c.sanPattern === null && c.subjectPattern === null
+    try {
+      return await this.#change(`client-ca:${id}`, async (tx) => {
+        const others = (await tx.query<CaRow>(...args(sql.activeCaBindings(c.fingerprint)))).rows
+        const clash = others.find((o) => o.tenant_id === tenant.id
+          ? o.san_pattern === c.sanPattern && o.subject_pattern === c.subjectPattern
+          : unpatterned || (o.san_pattern === null && o.subject_pattern === null))
+        if (clash !== undefined) {
+          const why = clash.tenant_id === tenant.id ? 'with the same pattern' : 'to another tenant, and a binding without a pattern would take every certificate it issues'
+          throw new TenantryError('CONFLICT', `The CA ${c.fingerprint.slice(0, 16)}… is already bound (${clash.name}) ${why}; give each binding a SAN or subject pattern, or revoke the other first.`, { details: { field: 'ca', fingerprint: c.fingerprint } })
+        }
+        const row = (await tx.query<CaRow>(...args(sql.insertCa({
+          id, tenantId: tenant.id, fingerprint: c.fingerprint, name: c.name, subject: cert.subject.replace(/\n/g, ', '), issuerKey: cert.subject, pem: cert.toString(),
+          sanPattern: c.sanPattern, subjectPattern: c.subjectPattern, notAfter: c.notAfter, createdBy: actor,
+        })))).rows[0]
+        const info = caInfo(row)
+        await this.audit.append({
+          actor, action: 'client-ca.add', tenantId: tenant.id, slug: tenant.slug, requestId: by?.requestId ?? null,
+          after: { id, fingerprint: c.fingerprint, name: c.name, subject: info.subject, sanPattern: c.sanPattern, subjectPattern: c.subjectPattern, notAfter: info.notAfter },
+          details: { ...by?.details, id, fingerprint: c.fingerprint, name: c.name, sanPattern: c.sanPattern, subjectPattern: c.subjectPattern },
+        }, tx)
+        return info
+      })
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') {
+        throw new TenantryError('CONFLICT', `Tenant '${tenant.slug}' has an active CA binding named '${c.name}'; choose another name (--name) or revoke it first.`, { cause: err, details: { field: 'name' } })
+      }
+      throw err
+    }
+  }
+
   #revokeCert(slugOrId: string, fpOrName: string, by?: AuditActor): Promise<CertificateInfo> {
     return this.#revoke(slugOrId, fpOrName, by, {
-      what: 'certificate', listCommand: 'certs', action: 'client-cert.revoke', subject: 'client-cert',
-      list: (t) => this.certificates.list(t), idOf: (c) => c.fingerprint,
-      matches: (c, x) => c.fingerprint === normalizeFingerprint(x) || c.name === x,
-      revoke: async (tx, tenantId, fp) => {
-        const row = (await tx.query<CertRow>(...args(sql.revokeCertificate(tenantId, fp)))).rows[0]
+      what: 'certificate or CA binding', listCommand: 'certs',
+      action: (c) => (c.kind === 'ca' ? 'client-ca.revoke' : 'client-cert.revoke'),
+      subject: (c) => (c.kind === 'ca' ? `client-ca:${c.id}` : `client-cert:${c.fingerprint}`),
+      list: (t) => this.certificates.list(t), idOf: (c) => c.id,
+      matches: (c, x) => c.id === x || c.fingerprint === normalizeFingerprint(x) || c.name === x,
+      revoke: async (tx, tenantId, c) => {
+        if (c.kind === 'ca') {
+          const row = (await tx.query<CaRow>(...args(sql.revokeCa(tenantId, c.id)))).rows[0]
+          return row === undefined ? undefined : caInfo(row)
+        }
+        const row = (await tx.query<CertRow>(...args(sql.revokeCertificate(tenantId, c.fingerprint)))).rows[0]
         return row === undefined ? undefined : certInfo(row)
       },
-      facts: (c) => ({ fingerprint: c.fingerprint, name: c.name }),
+      facts: (c) => (c.kind === 'ca' ? { id: c.id, fingerprint: c.fingerprint, name: c.name } : { fingerprint: c.fingerprint, name: c.name }),
     })
   }
+}
+
+/** A PEM (or DER) certificate, not expired, and the binding's name (given, or from its CN). */
+function parseCertificate(pem: string | undefined, name: string | undefined, field: 'pem' | 'ca'): { cert: X509Certificate; notAfter: Date; name: string } {
+  let cert: X509Certificate
+  try {
+    cert = new X509Certificate(pem as string)
+  } catch (err) {
+    const what = field === 'ca' ? 'the CA certificate file' : 'the client certificate file'
+    throw new TenantryError('VALIDATION_FAILED', `The certificate is not a PEM or DER X.509 certificate; give ${what} (-----BEGIN CERTIFICATE-----).`, { cause: err, details: { field } })
+  }
+  const notAfter = new Date(cert.validTo)
+  if (!(notAfter.getTime() > Date.now())) throw invalid(field, `The certificate expired at ${notAfter.toISOString()}; issue a new one.`)
+  const chosen = name ?? cert.subject.split('\n').find((l) => l.startsWith('CN='))?.slice(3).toLowerCase().replace(/[^a-z0-9._-]/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 63) ?? 'client'
+  if (!NAME_RE.test(chosen)) throw invalid('name', `Certificate name '${printable(chosen)}' must be 1–63 lowercase letters, digits, '.', '_' or '-'.`)
+  return { cert, notAfter, name: chosen }
 }
 
 function sha256Hex(s: string): string {

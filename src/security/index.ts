@@ -1,5 +1,6 @@
 export { TenantCredentials } from './credentials.ts'
-export type { ApiKeyInfo, ApiKeys, CertificateInfo, Certificates, CreateApiKeyInput } from './credentials.ts'
+export type { AddCertificateInput, ApiKeyInfo, ApiKeys, CertificateInfo, Certificates, CreateApiKeyInput } from './credentials.ts'
+export { compileSanPattern, compileSubjectPattern } from './ca-binding.ts'
 export { userFromTenantApiKey } from './api-key-user.ts'
 export { auditForcedResidency, checkResidency, type ResidencyCheck, type ResidencyTarget } from './residency.ts'
 export { meshPolicies, type MeshPolicyOptions } from './mesh.ts'

@@ -1,3 +1,4 @@
+import { resolve, sep } from 'node:path'
 import type { AuditActor, AuditLog } from '../audit/index.ts'
 import { TenantryError } from '../core/errors.ts'
 import type { Queryable } from '../data/executor.ts'
@@ -69,4 +70,38 @@ export async function auditForcedResidency(
     actor: by?.actor ?? 'library', action: 'residency.force', tenantId: tenant.id, slug: tenant.slug, requestId: by?.requestId ?? null,
     details: { ...by?.details, kind: target.kind, target: target.name, tenantRegion: check.tenantRegion, targetRegion: check.targetRegion },
   }, tx)
+}
+
+/**
+ * The backup target a path falls in: the longest configured directory containing it, with its
+ * region (`portability.backupRegions`, or `TENANTRY_BACKUP_REGIONS` as `dir=region,dir=region`);
+ * a path under none has no region (not constrained).
+ *
+ * @example
+ * ```ts
+ * backupTarget('/mnt/eu/acme.tar', { '/mnt/eu': 'eu', '/mnt/us': 'us' }) // { kind: 'backup', name: '/mnt/eu', region: 'eu' }
+ * ```
+ */
+export function backupTarget(path: string, regions: Record<string, string> | undefined): ResidencyTarget {
+  const table = regions ?? parseRegions(process.env.TENANTRY_BACKUP_REGIONS)
+  const full = resolve(path)
+  let best: ResidencyTarget = { kind: 'backup', name: full, region: null }
+  let bestLength = -1
+  for (const [dir, region] of Object.entries(table)) {
+    const d = resolve(dir)
+    if ((full === d || full.startsWith(d.endsWith(sep) ? d : d + sep)) && d.length > bestLength) {
+      best = { kind: 'backup', name: d, region }
+      bestLength = d.length
+    }
+  }
+  return best
+}
+
+function parseRegions(text: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const part of (text ?? '').split(',')) {
+    const at = part.lastIndexOf('=')
+    if (at > 0 && at < part.length - 1) out[part.slice(0, at).trim()] = part.slice(at + 1).trim()
+  }
+  return out
 }

@@ -31,11 +31,55 @@ CREATE TABLE IF NOT EXISTS tenantry.client_certs (
   revoked_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS client_certs_tenant_idx ON tenantry.client_certs (tenant_id);
-REVOKE ALL ON tenantry.api_keys, tenantry.client_certs FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS tenantry.client_cas (
+  id text PRIMARY KEY,
+  tenant_id uuid NOT NULL REFERENCES tenantry.tenants (id) ON DELETE CASCADE,
+  fingerprint text NOT NULL,
+  name text NOT NULL,
+  subject text NOT NULL,
+  issuer_key text NOT NULL,
+  pem text NOT NULL,
+  san_pattern text,
+  subject_pattern text,
+  not_after timestamptz NOT NULL,
+  created_by text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  revoked_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS client_cas_issuer_idx ON tenantry.client_cas (issuer_key);
+CREATE INDEX IF NOT EXISTS client_cas_tenant_idx ON tenantry.client_cas (tenant_id);
+CREATE UNIQUE INDEX IF NOT EXISTS client_cas_active_name_idx ON tenantry.client_cas (tenant_id, name) WHERE revoked_at IS NULL;
+REVOKE ALL ON tenantry.api_keys, tenantry.client_certs, tenantry.client_cas FROM PUBLIC;
 `
 
 const KEY_COLUMNS = 'id, tenant_id, name, scopes, key_hash, expires_at, created_by, created_at, last_used_at, revoked_at'
 const CERT_COLUMNS = 'fingerprint, tenant_id, name, subject, not_after, created_by, created_at, revoked_at'
+const CA_COLUMNS = 'id, tenant_id, fingerprint, name, subject, issuer_key, pem, san_pattern, subject_pattern, not_after, created_by, created_at, revoked_at'
+
+/** A credential table: its columns and the column that names one row. */
+type Credentials = { table: string; columns: string; key: string }
+const KEYS: Credentials = { table: 'tenantry.api_keys', columns: KEY_COLUMNS, key: 'id' }
+const CERTS: Credentials = { table: 'tenantry.client_certs', columns: CERT_COLUMNS, key: 'fingerprint' }
+const CAS: Credentials = { table: 'tenantry.client_cas', columns: CA_COLUMNS, key: 'id' }
+
+/** A tenant's rows of a credential table, oldest first. */
+const ofTenant = (c: Credentials) => (tenantId: string): Statement => ({
+  text: `SELECT ${c.columns} FROM ${c.table} WHERE tenant_id = $1 ORDER BY created_at, ${c.key}`,
+  values: [tenantId],
+})
+
+/** Revoke an active row of a tenant in a credential table. */
+const revokeOf = (c: Credentials) => (tenantId: string, key: string): Statement => ({
+  text: `UPDATE ${c.table} SET revoked_at = now() WHERE tenant_id = $1 AND ${c.key} = $2 AND revoked_at IS NULL RETURNING ${c.columns}`,
+  values: [tenantId, key],
+})
+
+export const apiKeysOf = ofTenant(KEYS)
+export const revokeApiKey = revokeOf(KEYS)
+export const certificatesOf = ofTenant(CERTS)
+export const revokeCertificate = revokeOf(CERTS)
+export const casOf = ofTenant(CAS)
+export const revokeCa = revokeOf(CAS)
 
 export const insertApiKey = (k: { id: string; tenantId: string; name: string; scopes: string[]; hash: string; expiresAt: Date | null; createdBy: string }): Statement => ({
   text: `INSERT INTO tenantry.api_keys (id, tenant_id, name, scopes, key_hash, expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ${KEY_COLUMNS}`,
@@ -43,17 +87,6 @@ export const insertApiKey = (k: { id: string; tenantId: string; name: string; sc
 })
 
 export const apiKeyById = (id: string): Statement => ({ text: `SELECT ${KEY_COLUMNS} FROM tenantry.api_keys WHERE id = $1`, values: [id] })
-
-export const apiKeysOf = (tenantId: string): Statement => ({
-  text: `SELECT ${KEY_COLUMNS} FROM tenantry.api_keys WHERE tenant_id = $1 ORDER BY created_at, id`,
-  values: [tenantId],
-})
-
-/** Revoke an active key of a tenant. */
-export const revokeApiKey = (tenantId: string, id: string): Statement => ({
-  text: `UPDATE tenantry.api_keys SET revoked_at = now() WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING ${KEY_COLUMNS}`,
-  values: [tenantId, id],
-})
 
 /** Last use, written lazily: a batch of key ids at once. */
 export const touchApiKeys = (ids: string[]): Statement => ({
@@ -73,13 +106,26 @@ RETURNING ${CERT_COLUMNS}`,
 
 export const certificateByFingerprint = (fp: string): Statement => ({ text: `SELECT ${CERT_COLUMNS} FROM tenantry.client_certs WHERE fingerprint = $1`, values: [fp] })
 
-export const certificatesOf = (tenantId: string): Statement => ({
-  text: `SELECT ${CERT_COLUMNS} FROM tenantry.client_certs WHERE tenant_id = $1 ORDER BY created_at, fingerprint`,
-  values: [tenantId],
+
+/** Bind a CA (with an optional SAN or subject pattern) to a tenant. */
+export const insertCa = (c: {
+  id: string; tenantId: string; fingerprint: string; name: string; subject: string; issuerKey: string; pem: string
+  sanPattern: string | null; subjectPattern: string | null; notAfter: Date; createdBy: string
+}): Statement => ({
+  text: `INSERT INTO tenantry.client_cas (id, tenant_id, fingerprint, name, subject, issuer_key, pem, san_pattern, subject_pattern, not_after, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${CA_COLUMNS}`,
+  values: [c.id, c.tenantId, c.fingerprint, c.name, c.subject, c.issuerKey, c.pem, c.sanPattern, c.subjectPattern, c.notAfter.toISOString(), c.createdBy],
 })
 
-/** Revoke an active certificate of a tenant. */
-export const revokeCertificate = (tenantId: string, fingerprint: string): Statement => ({
-  text: `UPDATE tenantry.client_certs SET revoked_at = now() WHERE tenant_id = $1 AND fingerprint = $2 AND revoked_at IS NULL RETURNING ${CERT_COLUMNS}`,
-  values: [tenantId, fingerprint],
+/** Active bindings of a CA (by fingerprint) to tenants, locked: a new binding is checked against them. */
+export const activeCaBindings = (fingerprint: string): Statement => ({
+  text: `SELECT ${CA_COLUMNS} FROM tenantry.client_cas WHERE fingerprint = $1 AND revoked_at IS NULL FOR UPDATE`,
+  values: [fingerprint],
 })
+
+/** Every binding (revoked too) of the CAs whose subject is a client certificate's issuer. */
+export const casByIssuer = (issuerKey: string): Statement => ({
+  text: `SELECT ${CA_COLUMNS} FROM tenantry.client_cas WHERE issuer_key = $1 ORDER BY created_at, id`,
+  values: [issuerKey],
+})
+

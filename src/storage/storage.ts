@@ -2,7 +2,9 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable, Transform, type TransformCallback } from 'node:stream'
+import type { AuditLog } from '../audit/index.ts'
 import { currentTenant, withTenant as runWithTenant } from '../context/context.ts'
+import { auditForcedResidency, checkResidency } from '../security/residency.ts'
 import { TenantryError, isTenantryError } from '../core/errors.ts'
 import type { Plan, Tenant } from '../core/types.ts'
 import { printable } from '../core/validation.ts'
@@ -67,6 +69,13 @@ export interface StorageOptions {
    * URLs are relative (`/_tenantry/storage/…`).
    */
   publicUrl?: string
+  /**
+   * The region of the bucket (or local directory); default `TENANTRY_STORAGE_REGION`. A tenant
+   * with another region cannot store objects here: 409 `RESIDENCY_VIOLATION` (docs/security.md).
+   */
+  region?: string
+  /** Slugs of tenants that may store here despite another region; audited (`residency.force`) on their first write per process. */
+  forceResidency?: string[]
 }
 
 /** An object as the tenant sees it: `key` without the tenant prefix. */
@@ -92,6 +101,8 @@ export interface StorageDeps {
   dataDir: string
   /** The installation's secret key: it signs the local driver's presigned URLs. */
   signingKey(): string
+  /** Where forced residency exceptions are recorded. */
+  audit?: AuditLog
 }
 
 /** A request to a presigned URL of the local driver, as an adapter sees it. */
@@ -235,12 +246,25 @@ export class TenantStorage {
   private readonly shares = new Map<string, UploadShare>()
   private planCache?: { at: number; plans: Promise<Plan[]> }
   private ready?: Promise<void>
+  /** Tenants whose forced residency exception this process has already audited. */
+  private readonly forcedAudited = new Set<string>()
 
   constructor(
     readonly driver: StorageDriver,
-    private readonly opts: { defaults: StorageLimits; plans: Record<string, StorageLimitsInput>; presignExpiresSeconds: number; publicUrl: string },
+    private readonly opts: { defaults: StorageLimits; plans: Record<string, StorageLimitsInput>; presignExpiresSeconds: number; publicUrl: string; residency?: { bucket: string; region: string | null; force: string[] } },
     private readonly deps: StorageDeps,
   ) {}
+
+  /** Data lands here only for a tenant of the bucket's region (or a forced exception, audited once per process). */
+  private async checkRegion(tenant: Tenant): Promise<void> {
+    const r = this.opts.residency
+    if (r === undefined || r.region === null) return
+    const target = { kind: 'bucket' as const, name: r.bucket, region: r.region }
+    const check = checkResidency(tenant, target, { force: r.force.includes(tenant.slug) })
+    if (!check.forced || this.forcedAudited.has(tenant.id) || this.deps.audit === undefined) return
+    await auditForcedResidency(this.deps.audit, tenant, target, check, { actor: 'config:storage.forceResidency', details: { operation: 'storage.put' } })
+    this.forcedAudited.add(tenant.id)
+  }
 
   /**
    * Store `body` (a stream, Buffer or string) under `key` for the current tenant, replacing what
@@ -250,6 +274,7 @@ export class TenantStorage {
   async put(key: string, body: Readable | Buffer | Uint8Array | string, options: PutOptions = {}): Promise<ObjectInfo> {
     const tenant = currentTenant()
     validateObjectKey(key)
+    await this.checkRegion(tenant)
     const contentType = checkContentType(options.contentType)
     if (options.size !== undefined && (!Number.isInteger(options.size) || options.size < 0)) {
       throw new TenantryError('VALIDATION_FAILED', `size must be a whole number of bytes; got ${printable(String(options.size)).slice(0, 40)}.`)
@@ -367,6 +392,7 @@ export class TenantStorage {
   async presignUpload(key: string, options: { size: number; contentType?: string; expiresInSeconds?: number }): Promise<string> {
     const tenant = currentTenant()
     validateObjectKey(key)
+    await this.checkRegion(tenant)
     const contentType = checkContentType(options?.contentType)
     if (!Number.isInteger(options?.size) || options.size < 0) throw new TenantryError('VALIDATION_FAILED', 'presignUpload() needs the upload\'s size in bytes.')
     const limits = await this.limitsOf(tenant)
@@ -654,7 +680,9 @@ export function createStorage(options: StorageOptions = {}, deps: StorageDeps): 
   if (typeof publicUrl !== 'string' || (publicUrl !== '' && !/^https?:\/\/[^/?#]+(\/[^?#]*)?$/.test(publicUrl))) {
     throw new TenantryError('CONFIG_INVALID', 'storage.publicUrl must be an http(s) origin such as https://app.example.com.', { details: { option: 'storage.publicUrl' } })
   }
-  const storage = new TenantStorage(driver, { defaults, plans, presignExpiresSeconds, publicUrl }, deps)
+  const region = options.region ?? process.env.TENANTRY_STORAGE_REGION ?? null
+  const residency = { bucket: typeof kind === 'object' ? 'custom' : kind === 's3' ? `s3://${bucket}` : 'local', region, force: options.forceResidency ?? [] }
+  const storage = new TenantStorage(driver, { defaults, plans, presignExpiresSeconds, publicUrl, residency }, deps)
   deps.events.on('tenant.purged', ({ tenant }) => {
     storage.removeTenant(tenant).catch((error) => deps.events.emit('error', { error, context: `removing the stored objects of purged tenant '${tenant.slug}'` }))
   })

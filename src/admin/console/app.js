@@ -164,7 +164,7 @@ function SignIn({ onSignedIn }) {
     const value = new FormData(e.target).get('token').trim()
     sessionStorage.setItem(TOKEN_KEY, value)
     try {
-      await api('overview')
+      await api('sign-in', { method: 'POST' }) // audited as admin.sign-in
       onSignedIn()
     } catch (err) {
       sessionStorage.removeItem(TOKEN_KEY)

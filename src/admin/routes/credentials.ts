@@ -58,18 +58,24 @@ export const credentialRoutes: AdminRoutes = (app, { tenantry }) => {
 
   app.post('/tenants/:slug/certificates', {
     schema: {
-      tags: TAG, summary: 'Bind a client certificate (PEM) to the tenant by its SHA-256 fingerprint', params: slugParam,
-      body: { type: 'object', required: ['pem'], additionalProperties: false, properties: { pem: { type: 'string', minLength: 1, maxLength: 20_000 }, name: NAME } },
+      tags: TAG, summary: 'Bind a client certificate (pem) to the tenant by its SHA-256 fingerprint, or a tenant CA (ca) with a SAN and/or subject pattern', params: slugParam,
+      body: {
+        type: 'object', additionalProperties: false,
+        properties: {
+          pem: { type: 'string', minLength: 1, maxLength: 20_000 }, ca: { type: 'string', minLength: 1, maxLength: 20_000 },
+          sanPattern: { type: 'string', minLength: 1, maxLength: 500 }, subjectPattern: { type: 'string', minLength: 1, maxLength: 500 }, name: NAME,
+        },
+      },
       response: { 201: anyObject, ...errors(404, 409) },
     },
     config: { adminRole: 'operator' },
   }, async function addCertificate(request, reply) {
-    const body = request.body as { pem: string; name?: string }
+    const body = request.body as { pem?: string; ca?: string; sanPattern?: string; subjectPattern?: string; name?: string }
     return reply.code(201).send(await tenantry.certificates.add(slugOf(request), body, actorOf(request)))
   })
 
   app.delete('/tenants/:slug/certificates/:cert', {
-    schema: { tags: TAG, summary: 'Revoke a client certificate (by fingerprint or name)', params: itemParams('cert'), response: { 200: anyObject, ...errors(404) } },
+    schema: { tags: TAG, summary: 'Revoke a client certificate or CA binding (by fingerprint, id or name)', params: itemParams('cert'), response: { 200: anyObject, ...errors(404) } },
     config: { adminRole: 'operator' },
   }, async function revokeCertificate(request) {
     return tenantry.certificates.revoke(slugOf(request), (request.params as { cert: string }).cert, actorOf(request))

@@ -164,7 +164,7 @@ export const tenantRoutes: AdminRoutes = (app, ctx) => {
   }, async function addDomain(request, reply) {
     const tenant = await mustFind(ctx, slugOf(request))
     const { domain } = request.body as { domain: string }
-    const added = await ctx.audited(request, { action: 'tenant.domain.add', before: tenant, details: (d) => ({ domain: d.domain, status: d.status }) }, () => tenantry.domains.add(tenant.id, domain))
+    const added = await tenantry.domains.add(tenant.id, domain, { actor: request.admin.actor, requestId: request.id })
     return reply.code(201).send(added)
   })
 
@@ -178,7 +178,7 @@ export const tenantRoutes: AdminRoutes = (app, ctx) => {
     const { tenant, domain } = await ownDomain(request)
     if (domain.status === 'verified') return domain
     const { method } = request.body as { method: 'dns' | 'http' | 'any' }
-    return ctx.audited(request, { action: 'tenant.domain.verify', before: tenant, details: (d) => ({ domain: d.domain, method }) }, () => tenantry.domains.verify(domain.domain, { method }))
+    return tenantry.domains.verify(domain.domain, { method }, { actor: request.admin.actor, requestId: request.id })
   })
 
   app.delete('/tenants/:slug/domains/:domain', {
@@ -186,7 +186,7 @@ export const tenantRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function removeDomain(request) {
     const { tenant, domain } = await ownDomain(request)
-    await ctx.audited(request, { action: 'tenant.domain.remove', before: tenant, details: () => ({ domain: domain.domain, status: domain.status }) }, () => tenantry.domains.remove(domain.domain))
+    await tenantry.domains.remove(domain.domain, { actor: request.admin.actor, requestId: request.id })
     return tenantry.domains.list(tenant.id)
   })
 }
