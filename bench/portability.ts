@@ -1,7 +1,7 @@
 /**
  * Per-tenant backup and restore throughput in every tier against pg_dump/pg_restore and psql \copy, and other tenants' routing p99 during a backup.
  *
- * `npm run bench -- portability [--rows 1000000] [--repeats 3] [--compress gzip|none] [--parallel 4] [--probe-ms 8000] [--tiers pooled,schema,database] [--keep]`
+ * `npm run bench -- portability [--rows 1000000] [--repeats 4] [--compress gzip|none] [--parallel 4] [--probe-ms 8000] [--tiers pooled,schema,database] [--keep]`
  *
  * Real PostgreSQL (`BENCH_PG_URL`, else `TENANTRY_TEST_PG_URL`, else postgres://postgres@127.0.0.1:5432/postgres,
  * a superuser), own database `tenantry_bench_portability` and role prefix `tb_port`, removed before
@@ -15,8 +15,10 @@
  * `pg_dump -Fc -Z0` and a plain `\copy … TO` file. Both unencrypted. The native tools run as users
  * run them: one job (`pg_dump -j` needs the directory format), one psql per table.
  *
- * Measured per tier, `--repeats` rounds, each round timing both sides back to back in alternating
- * order (Tenantry first in even rounds, native first in odd ones); the figures are medians:
+ * Measured per tier, `--repeats` rounds (even: each side goes first equally often), each round
+ * timing both sides back to back, Tenantry first in even rounds, native first in odd ones; the
+ * figures are medians (the ratios: the median of each round's ratio). After the fill the tables are
+ * vacuumed (hint bits, visibility map), untimed:
  * - Tenantry: `portability.backup` (`parallelTables: --parallel`) and `portability.restore --as` a
  *   new tenant of the same tier (verify pass + making the room + load + sequences), in rows/s;
  * - native: schema tier `pg_dump -Fc -n <schema>` / `pg_restore` into an empty database (which has
@@ -118,7 +120,7 @@ interface Round { backup_s: number; native_backup_s: number; restore_s: number; 
 
 export default async function run(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: {
-    rows: { type: 'string', default: '1000000' }, tiers: { type: 'string', default: 'pooled,schema,database' }, repeats: { type: 'string', default: '3' },
+    rows: { type: 'string', default: '1000000' }, tiers: { type: 'string', default: 'pooled,schema,database' }, repeats: { type: 'string', default: '4' },
     compress: { type: 'string', default: 'gzip' }, parallel: { type: 'string', default: '4' }, 'probe-ms': { type: 'string', default: '8000' }, keep: { type: 'boolean', default: false },
   } })
   const rows = Number(values.rows)
@@ -152,6 +154,8 @@ export default async function run(args: string[]): Promise<number> {
       await fill(t, tenant, rows)
       if (tier === 'pooled') await fill(t, await t.provision({ slug: 'neighbour', tier: 'pooled' }), Math.floor(rows / 10))
       const room = roomOf(t, tenant)
+      // Hint bits and the visibility map set now, untimed: else the first reader of a round pays for them.
+      await t.dataPlane.driver('main').admin(room.database).query(`VACUUM ANALYZE ${TABLES.map((x) => `${room.schema}.${x}`).join(', ')}`)
       const dbUrl = withDatabase(pgUrl(), room.database)
       const nativeDir = join(dir, `native-${tier}`)
       execFileSync('mkdir', ['-p', nativeDir])
