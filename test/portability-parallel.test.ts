@@ -152,6 +152,32 @@ CREATE POLICY tenant_isolation ON notes USING (tenant_id = (SELECT tenantry.tena
     expect(await outcome(tenantry.dataPlane.driver('main').copyTransaction(DB_NAME, 'snapshot', async () => 1, { snapshot: "x'; DROP TABLE projects; --" }))).toBe('VALIDATION_FAILED')
   })
 
+  it('a backup whose helpers get no connection (the owner pool held by others) reads every table itself instead of waiting', async () => {
+    const acme = (await tenantry.findTenant('acme'))!
+    const driver = tenantry.dataPlane.driver('main')
+    const token = tenantToken(tenantry.dataPlane.tenantKey, acme.id)
+    // Every connection of the pool but one held, as by that many backups' exporting transactions.
+    let release!: () => void
+    const held = new Promise<void>((r) => { release = r })
+    let holding = 0
+    const holders = Array.from({ length: driver.adminPoolSize - 1 }, () => driver.copyTransaction(DB_NAME, 'snapshot', async () => { holding++; await held }))
+    while (holding < driver.adminPoolSize - 1) await new Promise((r) => setTimeout(r, 10))
+    try {
+      const counts = await driver.copyTransaction(DB_NAME, 'snapshot', async (tx) => {
+        await tx.query("SELECT set_config('tenantry.tenant_id', $1, true)", [token])
+        return eachTableAtSnapshot(tx, { driver, database: DB_NAME, token }, await tenantTables(tx, 'public'), 4, async (w, t) => {
+          const sink = new Collect()
+          await copyTableOut(w, 'public', acme.id, t, sink)
+          return [t.name, sink.lines().length, w === tx]
+        })
+      })
+      expect(counts).toEqual([['projects', 3, true], ['tasks', 2, true], ['notes', 4, true]])
+    } finally {
+      release()
+      await Promise.all(holders)
+    }
+  })
+
   for (const tier of ['pooled', 'schema', 'database'] as const) {
     it(`restores as a ${tier}-tier copy through the operator role, in parallel and one table at a time, with the same rows and sequences past them`, async () => {
       const archive = await tenantry.portability.backup('acme')

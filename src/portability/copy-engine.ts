@@ -83,10 +83,15 @@ export async function mapLimited<T, R>(items: readonly T[], width: number, fn: (
 }
 
 /**
- * Run `fn` for every table at the snapshot of `tx` (an open `snapshot` transaction on `place`):
- * one after another on `tx` itself when `width` is 1; otherwise on up to `width` more connections,
- * each importing the snapshot `tx` exports (`pg_export_snapshot()` / `SET TRANSACTION SNAPSHOT`),
- * so the tables are read at once and still at one instant. `tx` stays open until all are done.
+ * Run `fn` for every table at the snapshot of `tx` (an open `snapshot` transaction on `place`),
+ * results in table order. With `width` > 1, up to `width - 1` more connections import the snapshot
+ * `tx` exports (`pg_export_snapshot()` / `SET TRANSACTION SNAPSHOT`) and take tables from the same
+ * queue as `tx` itself, so the tables are read at once and still at one instant.
+ *
+ * `tx` works the queue too and never waits for a connection: when the owner pool is busy (say,
+ * as many backups at once as it has connections, each holding its exporting transaction) it reads
+ * every table itself instead of deadlocking. A helper that connects only after the queue is empty
+ * (or after `tx` ended, when its import fails) does nothing; only a table's own failure fails the run.
  */
 export async function eachTableAtSnapshot<R>(
   tx: CopyTransaction,
@@ -95,16 +100,33 @@ export async function eachTableAtSnapshot<R>(
   width: number,
   fn: (tx: CopyTransaction, table: TenantTable, index: number) => Promise<R>,
 ): Promise<R[]> {
-  if (width <= 1) {
-    const out: R[] = []
-    for (const [i, table] of tables.entries()) out.push(await fn(tx, table, i))
-    return out
+  const results: R[] = new Array(tables.length)
+  const started: Promise<unknown>[] = []
+  let next = 0
+  let failure: { err: unknown } | undefined
+  const work = async (w: CopyTransaction) => {
+    while (!failure && next < tables.length) {
+      const i = next++
+      const run = fn(w, tables[i], i).then((r) => { results[i] = r }, (err: unknown) => { failure ??= { err } })
+      started.push(run)
+      await run
+    }
   }
-  const snapshot = (await tx.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0].s
-  return mapLimited(tables, width, (table, i) => place.driver.copyTransaction(place.database, 'snapshot', async (w) => {
-    if (place.token) await w.query(sql.pointAtTenant(place.token).text, sql.pointAtTenant(place.token).values)
-    return fn(w, table, i)
-  }, { snapshot }))
+  if (width > 1) {
+    const snapshot = (await tx.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0].s
+    for (let k = 1; k < width; k++) {
+      place.driver.copyTransaction(place.database, 'snapshot', async (w) => {
+        if (next >= tables.length || failure) return
+        if (place.token) await w.query(sql.pointAtTenant(place.token).text, sql.pointAtTenant(place.token).values)
+        await work(w)
+      }, { snapshot }).catch(() => undefined) // a helper's own failure (no connection, a late import) leaves its tables to the others
+    }
+  }
+  await work(tx)
+  // The tables helpers took may still be running: all must be done before `tx` ends.
+  while (started.length > 0) await started.shift()
+  if (failure) throw failure.err
+  return results
 }
 
 /**
