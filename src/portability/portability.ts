@@ -492,7 +492,7 @@ export class Portability {
           rows += n
           onProgress?.({ phase: 'load', table: entry.name, tablesDone: counts.size, tables: manifest.tables.length, rows })
         })
-      }))
+      }).then(() => faultPoint('restore:table')))
     }
     return manifest.tables.map((t) => ({ name: t.name, rows: counts.get(t.name)! }))
   }
