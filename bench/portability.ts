@@ -1,7 +1,7 @@
 /**
  * Per-tenant backup and restore throughput in every tier against pg_dump/pg_restore and psql \copy, and other tenants' routing p99 during a backup.
  *
- * `npm run bench -- portability [--rows 1000000] [--probe-ms 8000] [--tiers pooled,schema,database] [--keep]`
+ * `npm run bench -- portability [--rows 1000000] [--repeats 4] [--compress gzip|none] [--parallel 4] [--probe-ms 8000] [--tiers pooled,schema,database] [--keep]`
  *
  * Real PostgreSQL (`BENCH_PG_URL`, else `TENANTRY_TEST_PG_URL`, else postgres://postgres@127.0.0.1:5432/postgres,
  * a superuser), own database `tenantry_bench_portability` and role prefix `tb_port`, removed before
@@ -9,17 +9,28 @@
  * jsonb column; tenant-led keys, forced RLS). Per tier, one tenant with --rows rows over the 5 tables
  * (the pooled tables also hold a second tenant with a tenth as many rows).
  *
- * Measured per tier, in the same run:
- * - Tenantry: `portability.backup` (gzip, unencrypted) and `portability.restore --as` a new tenant
- *   of the same tier (verify pass + load + sequences), in rows/s;
- * - native: schema tier `pg_dump -Fc -n <schema>` / `pg_restore` into an empty database; database
- *   tier `pg_dump -Fc <db>` / `pg_restore`; pooled `psql \copy (SELECT … WHERE tenant_id = …) TO`
- *   per table / `\copy … FROM` into the same tables (after deleting the tenant's rows, untimed);
+ * Like with like: both sides write files into the same directory with the same compression —
+ * `--compress gzip` (default): Tenantry's gzip (zlib level 1) against `pg_dump -Fc -Z1` and
+ * `\copy … TO PROGRAM 'gzip -1 > …'`; `--compress none`: Tenantry `gzip: false` against
+ * `pg_dump -Fc -Z0` and a plain `\copy … TO` file. Both unencrypted. The native tools run as users
+ * run them: one job (`pg_dump -j` needs the directory format), one psql per table.
+ *
+ * Measured per tier, `--repeats` rounds (even: each side goes first equally often), each round
+ * timing both sides back to back, Tenantry first in even rounds, native first in odd ones; the
+ * figures are medians (the ratios: the median of each round's ratio). After the fill the tables are
+ * vacuumed (hint bits, visibility map), untimed:
+ * - Tenantry: `portability.backup` (`parallelTables: --parallel`) and `portability.restore --as` a
+ *   new tenant of the same tier (verify pass + making the room + load + sequences), in rows/s;
+ * - native: schema tier `pg_dump -Fc -n <schema>` / `pg_restore` into an empty database (which has
+ *   the `tenantry` schema, untimed); database tier `pg_dump -Fc <db>` / `pg_restore` into an empty
+ *   database; pooled `psql \copy (SELECT … WHERE tenant_id = …) TO` per table / `\copy … FROM`
+ *   into the same tables (after deleting the tenant's rows, untimed);
  * - routing p99 of another tenant (a child process: `withTenant` + a primary-key SELECT, 4 at once)
  *   alone, then while the pooled tenant is backed up (the ratio is during/alone).
+ * Between rounds, untimed: the restored copy is erased, the native scratch database dropped.
  * The last line is one JSON object: backup_rows_per_s, restore_rows_per_s, backup_vs_native,
- * restore_vs_native (each the worst tier), p99_during_backup_ratio, and per tier figures.
- * The machine is shared and noisy: compare ratios measured in one run, not absolute figures.
+ * restore_vs_native (each the worst tier's median), p99_during_backup_ratio, and per tier figures
+ * with every round's ratios. The machine is shared and noisy: compare ratios measured in one run.
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -28,7 +39,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createTenantry, type Tenant, type Tenantry, type Tier } from '../src/index.ts'
 import { dropBenchLeftovers, lcg } from './lib/bench-db.ts'
-import { REPO_ROOT, printTable, round } from './lib/load.ts'
+import { REPO_ROOT, median, printTable, round } from './lib/load.ts'
 import { connectAdmin, percentiles, redact, withDatabase } from './provision.ts'
 
 const DATABASE = 'tenantry_bench_portability'
@@ -105,10 +116,21 @@ async function probeChild(ms: number): Promise<void> {
   console.log(JSON.stringify(lat))
 }
 
+interface Round { backup_s: number; native_backup_s: number; restore_s: number; native_restore_s: number }
+
 export default async function run(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { rows: { type: 'string', default: '1000000' }, tiers: { type: 'string', default: 'pooled,schema,database' }, 'probe-ms': { type: 'string', default: '8000' }, keep: { type: 'boolean', default: false } } })
+  const { values } = parseArgs({ args, options: {
+    rows: { type: 'string', default: '1000000' }, tiers: { type: 'string', default: 'pooled,schema,database' }, repeats: { type: 'string', default: '4' },
+    compress: { type: 'string', default: 'gzip' }, parallel: { type: 'string', default: '4' }, 'probe-ms': { type: 'string', default: '8000' }, keep: { type: 'boolean', default: false },
+  } })
   const rows = Number(values.rows)
+  const repeats = Math.max(1, Number(values.repeats) || 1)
   const tiers = values.tiers!.split(',') as Tier[]
+  if (values.compress !== 'gzip' && values.compress !== 'none') {
+    console.error('portability: --compress is gzip or none')
+    return 2
+  }
+  const gzip = values.compress === 'gzip'
   const admin = await connectAdmin('portability', pgUrl())
   if (!admin) return 1
   const url = withDatabase(pgUrl(), DATABASE)
@@ -116,9 +138,12 @@ export default async function run(args: string[]): Promise<number> {
   await dropBenchLeftovers(admin, DATABASE, ROLE_PREFIX)
   await admin.query(`CREATE DATABASE ${DATABASE}`)
   writeFileSync(join(dir, '0001_tables.sql'), MIGRATION)
-  log(`PostgreSQL ${redact(url)}; ${rows.toLocaleString()} rows per tenant over ${TABLES.length} tables; tiers ${tiers.join(', ')}`)
-  const t = await createTenantry({ databaseUrl: url, rolePrefix: ROLE_PREFIX, migrations: dir, observe: { metering: false, metrics: false, tracing: false }, portability: { masterKey: '', backupDir: join(dir, 'backups') } })
-  const results: Record<string, { rows: number; backup_s: number; restore_s: number; native_backup_s: number; native_restore_s: number; archive_mb: number; native_mb: number }> = {}
+  log(`PostgreSQL ${redact(url)}; ${rows.toLocaleString()} rows per tenant over ${TABLES.length} tables; tiers ${tiers.join(', ')}; ${repeats} rounds; compression ${gzip ? 'gzip level 1 (pg_dump -Z1, gzip -1)' : 'none (pg_dump -Z0)'}; ${values.parallel} tables at once`)
+  const t = await createTenantry({
+    databaseUrl: url, rolePrefix: ROLE_PREFIX, migrations: dir, observe: { metering: false, metrics: false, tracing: false },
+    portability: { masterKey: '', backupDir: join(dir, 'backups'), parallelTables: Number(values.parallel) },
+  })
+  const results: Record<string, { rows: number; rounds: Round[]; archive_mb: number; native_mb: number }> = {}
   let p99Ratio: number | null = null
   try {
     const probeTenant = await t.provision({ slug: 'probe', tier: 'pooled' })
@@ -129,71 +154,96 @@ export default async function run(args: string[]): Promise<number> {
       await fill(t, tenant, rows)
       if (tier === 'pooled') await fill(t, await t.provision({ slug: 'neighbour', tier: 'pooled' }), Math.floor(rows / 10))
       const room = roomOf(t, tenant)
+      // Hint bits and the visibility map set now, untimed: else the first reader of a round pays for them.
+      await t.dataPlane.driver('main').admin(room.database).query(`VACUUM ANALYZE ${TABLES.map((x) => `${room.schema}.${x}`).join(', ')}`)
       const dbUrl = withDatabase(pgUrl(), room.database)
-      await admin.query('CHECKPOINT')
-
-      // Tenantry backup, and the routing probe during it (pooled tier: the tables other tenants use).
-      let backupPath = ''
-      const runBackup = async () => { backupPath = (await t.portability.backup(tenant.slug, { encrypt: false })).path }
-      const backupS = await timed(runBackup)
-      if (tier === 'pooled') {
-        // A second backup, during which another tenant's requests are timed (the first is timed alone).
-        const probeMs = Number(values['probe-ms']) || 8000
-        log('routing probe alone, then during a backup')
-        const alone = await probe({ PROBE_URL: url }, probeMs)
-        const during = probe({ PROBE_URL: url }, probeMs)
-        await new Promise((r) => setTimeout(r, 1500)) // the child connects first
-        await t.portability.backup(tenant.slug, { encrypt: false })
-        const lat = await during
-        const a = percentiles(alone)
-        const d = percentiles(lat)
-        p99Ratio = round(d.p99 / a.p99, 3)
-        log(`routing p99 alone ${round(a.p99, 2)} ms (n=${a.n}), during backup ${round(d.p99, 2)} ms (n=${d.n}): ${p99Ratio}x (the backup ran within the probe's ${probeMs} ms)`)
-      }
-      const archiveBytes = Number(execFileSync('stat', ['-c', '%s', backupPath], { encoding: 'utf8' }))
-
-      // Native backup.
       const nativeDir = join(dir, `native-${tier}`)
       execFileSync('mkdir', ['-p', nativeDir])
-      let nativeBackupS: number
+      const scratch = `${ROLE_PREFIX}_native_${tier}`
+      const where = (table: string) => `(SELECT * FROM public.${table} WHERE tenant_id = '${tenant.id}')`
+      const file = (table: string) => join(nativeDir, `${table}.copy${gzip ? '.gz' : ''}`)
+      let backupPath = ''
+      let archiveBytes = 0
       let nativeBytes = 0
-      if (tier === 'pooled') {
-        nativeBackupS = await timed(() => {
-          for (const table of TABLES) execFileSync(bin('psql'), [dbUrl, '-q', '-c', `\\copy (SELECT * FROM public.${table} WHERE tenant_id = '${tenant.id}') TO '${join(nativeDir, table)}.copy'`])
-        })
-        nativeBytes = Number(execFileSync('du', ['-sb', nativeDir], { encoding: 'utf8' }).split('\t')[0])
-      } else {
-        const args = tier === 'schema' ? ['-n', room.schema] : []
-        nativeBackupS = await timed(() => execFileSync(bin('pg_dump'), ['-Fc', ...args, '-f', join(nativeDir, 'dump'), dbUrl]))
-        nativeBytes = Number(execFileSync('stat', ['-c', '%s', join(nativeDir, 'dump')], { encoding: 'utf8' }))
+
+      const tenantryBackup = async () => { backupPath = (await t.portability.backup(tenant.slug, { encrypt: false, gzip })).path }
+      const nativeBackup = () => {
+        if (tier === 'pooled') {
+          for (const table of TABLES) execFileSync(bin('psql'), [dbUrl, '-q', '-c', gzip ? `\\copy ${where(table)} TO PROGRAM 'gzip -1 > ${file(table)}'` : `\\copy ${where(table)} TO '${file(table)}'`])
+        } else {
+          execFileSync(bin('pg_dump'), ['-Fc', gzip ? '-Z1' : '-Z0', ...(tier === 'schema' ? ['-n', room.schema] : []), '-f', join(nativeDir, 'dump'), dbUrl])
+        }
       }
-
-      // Tenantry restore as a new tenant of the same tier.
-      await admin.query('CHECKPOINT')
-      const restoreS = await timed(() => t.portability.restore(backupPath, { as: `copy-${tier}`, tier }))
-
-      // Native restore.
-      let nativeRestoreS: number
-      if (tier === 'pooled') {
-        await t.dataPlane.driver('main').admin(room.database).query(TABLES.map((x) => `DELETE FROM public.${x} WHERE tenant_id = '${tenant.id}'`).join(';'))
-        await admin.query('CHECKPOINT')
-        nativeRestoreS = await timed(() => {
-          for (const table of TABLES) execFileSync(bin('psql'), [dbUrl, '-q', '-c', `\\copy public.${table} FROM '${join(nativeDir, table)}.copy'`])
-        })
-      } else {
-        const scratch = `${ROLE_PREFIX}_native_${tier}`
+      const tenantryRestore = (round: number) => t.portability.restore(backupPath, { as: `copy-${tier}-${round}`, tier })
+      const nativeRestore = () => {
+        if (tier === 'pooled') {
+          for (const table of TABLES) execFileSync(bin('psql'), [dbUrl, '-q', '-c', gzip ? `\\copy public.${table} FROM PROGRAM 'gzip -dc ${file(table)}'` : `\\copy public.${table} FROM '${file(table)}'`])
+        } else {
+          execFileSync(bin('pg_restore'), ['--no-owner', '--no-privileges', '-d', withDatabase(pgUrl(), scratch), join(nativeDir, 'dump')])
+        }
+      }
+      /** Untimed: what the native restore needs in place (an empty database, or the tenant's rows gone). */
+      const prepareNativeRestore = async () => {
+        if (tier === 'pooled') {
+          await t.dataPlane.driver('main').admin(room.database).query(TABLES.map((x) => `DELETE FROM public.${x} WHERE tenant_id = '${tenant.id}'`).join(';'))
+          await t.dataPlane.driver('main').admin(room.database).query(`VACUUM ${TABLES.map((x) => `public.${x}`).join(', ')}`)
+          return
+        }
+        await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`)
         await admin.query(`CREATE DATABASE ${scratch}`)
-        // A schema dump names tenantry.tenant_id() (defaults, policies) without holding it: the
-        // scratch database gets the tenantry schema first, untimed.
+        // A schema dump names tenantry.tenant_id() (defaults, policies) without holding it.
         if (tier === 'schema') {
           const ddl = execFileSync(bin('pg_dump'), ['-s', '-n', 'tenantry', dbUrl], { encoding: 'utf8' })
           execFileSync(bin('psql'), ['-q', '-v', 'ON_ERROR_STOP=1', withDatabase(pgUrl(), scratch)], { input: ddl })
         }
-        await admin.query('CHECKPOINT')
-        nativeRestoreS = await timed(() => execFileSync(bin('pg_restore'), ['--no-owner', '--no-privileges', '-d', withDatabase(pgUrl(), scratch), join(nativeDir, 'dump')]))
       }
-      results[tier] = { rows, backup_s: round(backupS, 3), restore_s: round(restoreS, 3), native_backup_s: round(nativeBackupS, 3), native_restore_s: round(nativeRestoreS, 3), archive_mb: round(archiveBytes / 1e6, 1), native_mb: round(nativeBytes / 1e6, 1) }
-      log(`${tier}: ${JSON.stringify(results[tier])}`)
+
+      const rounds: Round[] = []
+      for (let r = 0; r < repeats; r++) {
+        const tenantryFirst = r % 2 === 0
+        if (tier === 'pooled') await t.dataPlane.driver('main').admin(room.database).query(`VACUUM ${TABLES.map((x) => `public.${x}`).join(', ')}`)
+        await admin.query('CHECKPOINT')
+        let backupS = 0
+        let nativeBackupS = 0
+        for (const side of tenantryFirst ? ['tenantry', 'native'] : ['native', 'tenantry']) {
+          if (side === 'tenantry') backupS = await timed(tenantryBackup)
+          else nativeBackupS = await timed(nativeBackup)
+        }
+        archiveBytes = Number(execFileSync('stat', ['-c', '%s', backupPath], { encoding: 'utf8' }))
+        nativeBytes = Number(execFileSync('du', ['-sb', nativeDir], { encoding: 'utf8' }).split('\t')[0])
+        let restoreS = 0
+        let nativeRestoreS = 0
+        for (const side of tenantryFirst ? ['tenantry', 'native'] : ['native', 'tenantry']) {
+          if (side === 'native') await prepareNativeRestore()
+          await admin.query('CHECKPOINT')
+          if (side === 'tenantry') restoreS = await timed(() => tenantryRestore(r))
+          else nativeRestoreS = await timed(nativeRestore)
+        }
+        rounds.push({ backup_s: backupS, native_backup_s: nativeBackupS, restore_s: restoreS, native_restore_s: nativeRestoreS })
+        log(`${tier} round ${r + 1}/${repeats} (${tenantryFirst ? 'Tenantry' : 'native'} first): backup ${round(backupS, 2)} s vs ${round(nativeBackupS, 2)} s (${round(nativeBackupS / backupS, 3)}x), restore ${round(restoreS, 2)} s vs ${round(nativeRestoreS, 2)} s (${round(nativeRestoreS / restoreS, 3)}x)`)
+        // Untimed: the copy goes, and the archive (a round makes its own).
+        await t.portability.erase(`copy-${tier}-${r}`, { force: true })
+        rmSync(backupPath, { force: true })
+      }
+
+      if (tier === 'pooled') {
+        // Another tenant's requests timed alone, then during a backup of the big pooled tenant.
+        const probeMs = Number(values['probe-ms']) || 8000
+        log('routing probe alone, then during a backup')
+        const alone = await probe({ PROBE_URL: url }, probeMs)
+        const during = probe({ PROBE_URL: url }, probeMs)
+        await new Promise((res) => setTimeout(res, 1500)) // the child connects first
+        const b = await t.portability.backup(tenant.slug, { encrypt: false, gzip })
+        const lat = await during
+        rmSync(b.path, { force: true })
+        const a = percentiles(alone)
+        const d = percentiles(lat)
+        p99Ratio = round(d.p99 / a.p99, 3)
+        log(`routing p99 alone ${round(a.p99, 2)} ms (n=${a.n}), during backup ${round(d.p99, 2)} ms (n=${d.n}): ${p99Ratio}x (the backup took ${b.ms} ms within the probe's ${probeMs} ms)`)
+      } else {
+        await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`)
+      }
+      results[tier] = { rows, rounds, archive_mb: round(archiveBytes / 1e6, 1), native_mb: round(nativeBytes / 1e6, 1) }
     }
   } finally {
     await t.close()
@@ -204,22 +254,31 @@ export default async function run(args: string[]): Promise<number> {
     await admin.end()
   }
 
-  const per = Object.entries(results).map(([tier, r]) => ({
-    tier,
-    backup_rows_per_s: Math.round(r.rows / r.backup_s),
-    restore_rows_per_s: Math.round(r.rows / r.restore_s),
-    native_backup_rows_per_s: Math.round(r.rows / r.native_backup_s),
-    native_restore_rows_per_s: Math.round(r.rows / r.native_restore_s),
-    backup_vs_native: round(r.native_backup_s / r.backup_s, 3),
-    restore_vs_native: round(r.native_restore_s / r.restore_s, 3),
-    archive_mb: r.archive_mb,
-    native_mb: r.native_mb,
-  }))
+  const per = Object.entries(results).map(([tier, r]) => {
+    const med = (k: keyof Round) => median(r.rounds.map((x) => x[k]))
+    return {
+      tier,
+      backup_rows_per_s: Math.round(r.rows / med('backup_s')),
+      restore_rows_per_s: Math.round(r.rows / med('restore_s')),
+      native_backup_rows_per_s: Math.round(r.rows / med('native_backup_s')),
+      native_restore_rows_per_s: Math.round(r.rows / med('native_restore_s')),
+      // The median of each round's ratio: both sides of a round ran under the same load.
+      backup_vs_native: round(median(r.rounds.map((x) => x.native_backup_s / x.backup_s)), 3),
+      restore_vs_native: round(median(r.rounds.map((x) => x.native_restore_s / x.restore_s)), 3),
+      backup_ratios: r.rounds.map((x) => round(x.native_backup_s / x.backup_s, 3)),
+      restore_ratios: r.rounds.map((x) => round(x.native_restore_s / x.restore_s, 3)),
+      archive_mb: r.archive_mb,
+      native_mb: r.native_mb,
+    }
+  })
   printTable(['TIER', 'BACKUP ROWS/S', 'NATIVE', 'RATIO', 'RESTORE ROWS/S', 'NATIVE', 'RATIO', 'ARCHIVE MB', 'NATIVE MB'],
     per.map((p) => [p.tier, p.backup_rows_per_s, p.native_backup_rows_per_s, p.backup_vs_native, p.restore_rows_per_s, p.native_restore_rows_per_s, p.restore_vs_native, p.archive_mb, p.native_mb]))
-  const worst = <K extends keyof (typeof per)[number]>(k: K) => per.reduce((m, p) => Math.min(m, p[k] as number), Infinity)
+  const worst = (k: 'backup_rows_per_s' | 'restore_rows_per_s' | 'backup_vs_native' | 'restore_vs_native') => per.reduce((m, p) => Math.min(m, p[k]), Infinity)
   console.log(JSON.stringify({
     rows_per_tenant: rows,
+    rounds: repeats,
+    compression: gzip ? 'gzip-1' : 'none',
+    parallel_tables: Number(values.parallel),
     backup_rows_per_s: worst('backup_rows_per_s'),
     restore_rows_per_s: worst('restore_rows_per_s'),
     backup_vs_native: worst('backup_vs_native'),

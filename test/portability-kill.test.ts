@@ -127,6 +127,19 @@ describe.skipIf(!PG_UP)('kill -9 of backup, restore and erase, then resume (Post
     }
   })
 
+  it('a parallel restore as a new pooled tenant killed after a table committed is never served; its committed rows are removed', async () => {
+    await killAt(['restore', archive, '--as', 'copy-p', '--tier', 'pooled'], 'restore:table')
+    const row = await tenantRow('copy-p')
+    expect([row.status, row.tier]).toEqual(['provisioning', 'pooled'])
+    expect(await t.withTenant('copy-p', async () => 'served').catch((e) => e.code)).toBe('TENANT_NOT_READY')
+    const rowsOf = async () => (await db.query<{ n: string }>('SELECT count(*) AS n FROM public.projects WHERE tenant_id = $1', [row.id])).rows[0].n
+    expect(await rowsOf()).toBe('3') // projects committed on its own; tasks (the next wave) not started
+    await resume()
+    expect(await tenantRow('copy-p')).toBeUndefined()
+    expect(await rowsOf()).toBe('0')
+    expect(await opsOf('restore', 'copy-p')).toEqual([{ state: 'rolled_back', step: 'rollback', error: 'The restore did not finish; what it had loaded was removed.' }])
+  })
+
   it('--replace killed before the switch leaves the old data serving; killed after it, the next command finishes it', async () => {
     const before = await tenantRow('live')
     await killAt(['restore', archive, '--as', 'live', '--replace'], 'restore:switch')

@@ -43,6 +43,16 @@ export interface CopyTransaction extends Queryable {
  */
 export type CopyMode = 'snapshot' | 'write'
 
+/** Options of {@link ServerDriver.copyTransaction}. */
+export interface CopyTransactionOptions {
+  /**
+   * `snapshot` mode only: import this snapshot (`pg_export_snapshot()` of an open REPEATABLE READ
+   * transaction) with `SET TRANSACTION SNAPSHOT`, so that several connections read the same instant
+   * (parallel tables). Drivers without concurrent connections (PGlite) refuse it.
+   */
+  snapshot?: string
+}
+
 /**
  * One PostgreSQL server of the fleet, as the data layer sees it. Two implementations: node-postgres
  * (`pg-server.ts`) and PGlite (`pglite-server.ts`). Nothing above `data/` talks to either directly.
@@ -71,7 +81,7 @@ export interface ServerDriver {
    */
   readonly canClone?: boolean
   /** Run `fn` in one owner transaction on `database` that can stream COPY (see {@link CopyTransaction}). */
-  copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>): Promise<T>
+  copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>, opts?: CopyTransactionOptions): Promise<T>
   /** Close every connection this process holds to `database` (before it is cloned or dropped). */
   releaseDatabase(database: string): Promise<void>
   /** Most owner connections to one database at once: the bound of a fleet migration's concurrency. */

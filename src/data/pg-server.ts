@@ -5,8 +5,9 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams'
 import { LRUCache } from 'lru-cache'
 import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
+import { printable } from '../core/validation.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { enterStatement, timeoutMs, type AdminQueryable, type CopyMode, type CopyTransaction, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
+import { enterStatement, timeoutMs, type AdminQueryable, type CopyMode, type CopyTransaction, type CopyTransactionOptions, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
 import { PipelinedQuery, pipelined, type PipelineStep } from './pipelined-query.ts'
 import { ServerPool, type PoolSlot } from './server-pool.ts'
 
@@ -282,11 +283,16 @@ export class PgServer implements ServerDriver {
     }
   }
 
-  async copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>): Promise<T> {
+  async copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>, opts: CopyTransactionOptions = {}): Promise<T> {
+    if (opts.snapshot !== undefined && (mode !== 'snapshot' || !/^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$/i.test(opts.snapshot))) {
+      throw new TenantryError('VALIDATION_FAILED', `'${printable(opts.snapshot)}' is not a snapshot id a snapshot transaction can import.`)
+    }
     const client = await this.adminPool(database).connect()
     let broken = false
     try {
       await client.query(mode === 'snapshot' ? 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY' : 'BEGIN')
+      // The first statement of the transaction: it reads at the exporter's instant from here on.
+      if (opts.snapshot !== undefined) await client.query(`SET TRANSACTION SNAPSHOT '${opts.snapshot}'`)
       const result = await fn({
         query: async (text, values) => {
           const res = await client.query(text, values ?? [])

@@ -5,7 +5,7 @@ import type { Readable, Writable } from 'node:stream'
 import { PGlite, types } from '@electric-sql/pglite'
 import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { enterStatement, type AdminQueryable, type CopyMode, type CopyTransaction, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
+import { enterStatement, type AdminQueryable, type CopyMode, type CopyTransaction, type CopyTransactionOptions, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
 
 export interface PgliteServerOptions {
   name: string
@@ -117,7 +117,9 @@ export class PgliteServer implements ServerDriver {
    * server tenant streams). One instance runs one transaction at a time, so any transaction is a
    * consistent snapshot; `snapshot` still asks for REPEATABLE READ READ ONLY.
    */
-  async copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>): Promise<T> {
+  async copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>, opts: CopyTransactionOptions = {}): Promise<T> {
+    // One connection per instance: there is no second transaction to import a snapshot into.
+    if (opts.snapshot !== undefined) throw new TenantryError('VALIDATION_FAILED', 'PGlite runs one transaction at a time: it cannot import a snapshot; copy the tables one after another.')
     return this.use(database, (db) =>
       db.transaction(async (tx) => {
         if (mode === 'snapshot') await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY')

@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises'
 import { createGunzip, createGzip } from 'node:zlib'
 import * as tar from 'tar-stream'
 import { TenantryError } from '../core/errors.ts'
-import type { TenantTable } from './copy-engine.ts'
+import { mapLimited, type TenantTable } from './copy-engine.ts'
 
 /**
  * The tenant archive: one tar file, the same in every tier.
@@ -39,6 +39,8 @@ export interface ArchiveManifest {
 }
 
 export const MANIFEST_ENTRY = 'manifest.json'
+/** Stream chunk size: large chunks keep the per-chunk JavaScript work (hashing, counting, gzip calls) small. */
+const CHUNK = 256 * 1024
 export const MAC_ENTRY = 'manifest.mac'
 
 /** The file a table is spooled to and what was counted on the way. */
@@ -66,10 +68,10 @@ export class Counter extends Transform {
 export function spoolTable(dir: string, index: number, table: TenantTable, opts: { gzip: boolean; key: Buffer | null; archiveId: string }): SpooledTable {
   const entry = `tables/${String(index).padStart(3, '0')}-${table.name}.copy${opts.gzip ? '.gz' : ''}${opts.key ? '.enc' : ''}`
   const file = `${dir}/${String(index).padStart(3, '0')}.spool`
-  const counter = new Counter()
-  const out = createWriteStream(file)
+  const counter = new Counter({ highWaterMark: CHUNK })
+  const out = createWriteStream(file, { highWaterMark: CHUNK })
   const stages: (Transform | Writable)[] = [counter]
-  if (opts.gzip) stages.push(createGzip({ level: 1 }))
+  if (opts.gzip) stages.push(createGzip({ level: 1, chunkSize: CHUNK }))
   let cipher: CipherGCM | undefined
   if (opts.key) {
     const iv = randomBytes(12)
@@ -102,7 +104,7 @@ export async function packArchive(path: string, manifest: ArchiveManifest, spool
   for (const s of spooled) {
     await new Promise<void>((resolve, reject) => {
       const entry = pack.entry({ name: s.entry, size: statSync(s.file).size, mode: 0o600 }, (err) => (err ? reject(err) : resolve()))
-      const src = createReadStream(s.file)
+      const src = createReadStream(s.file, { highWaterMark: CHUNK })
       src.on('error', reject)
       src.pipe(entry as unknown as NodeJS.WritableStream)
     })
@@ -174,27 +176,90 @@ export async function readTables(
       throw corrupt(path, `entry '${name}' is not the one its manifest lists next (${t?.entry ?? 'none'})`)
     }
     next++
-    const stages: Transform[] = []
-    if (manifest.encryption) stages.push(new GcmOpen(key!, `${manifest.archiveId}:${name}`, size))
-    if (manifest.compression === 'gzip') stages.push(createGunzip())
-    const counter = new Counter()
-    stages.push(counter)
-    // The consumer reads the plain text from the counter; both must finish.
-    const flowing = (pipeline as (...s: unknown[]) => Promise<void>)(stream, ...stages)
-    const consumed = consume(t, counter)
-    try {
-      await Promise.all([flowing, consumed])
-    } catch (err) {
-      if (err instanceof TenantryError) throw err
-      throw corrupt(path, `table ${t.name} (${name}) does not decode: ${(err as Error).message}`, err)
-    }
-    const sha = counter.hash.digest('hex')
-    if (sha !== t.sha256 || counter.rows !== t.rows) {
-      throw corrupt(path, `table ${t.name} does not match its manifest (${counter.rows} rows, sha256 ${sha.slice(0, 12)}… instead of ${t.rows} rows, ${t.sha256.slice(0, 12)}…)`)
-    }
+    await decodeEntry(path, manifest, key, t, size, stream, consume)
     return 'next'
   })
   if (next !== manifest.tables.length) throw corrupt(path, `it ends after ${next} of the ${manifest.tables.length} tables its manifest lists (truncated)`)
+}
+
+/**
+ * Read the one table `manifest.tables[index]` of the archive as plain COPY text through `consume`,
+ * checked like {@link readTables} does; the entries before it are skipped unread. Several can read
+ * one archive at once (parallel restores).
+ */
+export async function readTable(
+  path: string,
+  manifest: ArchiveManifest,
+  key: Buffer | null,
+  index: number,
+  consume: (table: ArchiveManifest['tables'][number], plain: Readable) => Promise<unknown>,
+): Promise<void> {
+  const t = manifest.tables[index]
+  let found = false
+  await walk(path, async (name, size, stream) => {
+    if (name !== t.entry) {
+      stream.resume()
+      return 'next'
+    }
+    found = true
+    await decodeEntry(path, manifest, key, t, size, stream, consume)
+    return 'stop'
+  })
+  if (!found) throw corrupt(path, `it has no entry '${t.entry}' for table ${t.name} (truncated)`)
+}
+
+/**
+ * Check the whole archive before anything is written: its entries are exactly the manifest's, in
+ * order, and every table decodes to its checksum and row count. With `width` > 1 the tables are
+ * decoded that many at once (after one pass over the entry names).
+ */
+export async function verifyArchive(path: string, manifest: ArchiveManifest, key: Buffer | null, width: number, onTable?: (table: ArchiveManifest['tables'][number]) => void): Promise<void> {
+  const drainTo = async (t: ArchiveManifest['tables'][number], plain: Readable) => {
+    for await (const _ of plain) { /* the counter hashes what passes */ }
+    onTable?.(t)
+  }
+  if (width <= 1) return readTables(path, manifest, key, drainTo)
+  const names: string[] = []
+  await walk(path, async (name, _size, stream) => {
+    stream.resume()
+    if (name !== MANIFEST_ENTRY && name !== MAC_ENTRY) names.push(name)
+    return 'next'
+  })
+  names.forEach((name, i) => {
+    if (manifest.tables[i]?.entry !== name) throw corrupt(path, `entry '${name}' is not the one its manifest lists next (${manifest.tables[i]?.entry ?? 'none'})`)
+  })
+  if (names.length !== manifest.tables.length) throw corrupt(path, `it ends after ${names.length} of the ${manifest.tables.length} tables its manifest lists (truncated)`)
+  await mapLimited(manifest.tables, width, (_t, i) => readTable(path, manifest, key, i, drainTo))
+}
+
+/** Decode one table entry (decrypt, gunzip) through `consume` and check it against the manifest. */
+async function decodeEntry(
+  path: string,
+  manifest: ArchiveManifest,
+  key: Buffer | null,
+  t: ArchiveManifest['tables'][number],
+  size: number,
+  stream: Readable,
+  consume: (table: ArchiveManifest['tables'][number], plain: Readable) => Promise<unknown>,
+): Promise<void> {
+  const stages: Transform[] = []
+  if (manifest.encryption) stages.push(new GcmOpen(key!, `${manifest.archiveId}:${t.entry}`, size))
+  if (manifest.compression === 'gzip') stages.push(createGunzip({ chunkSize: CHUNK }))
+  const counter = new Counter({ highWaterMark: CHUNK })
+  stages.push(counter)
+  // The consumer reads the plain text from the counter; both must finish.
+  const flowing = (pipeline as (...s: unknown[]) => Promise<void>)(stream, ...stages)
+  const consumed = consume(t, counter)
+  try {
+    await Promise.all([flowing, consumed])
+  } catch (err) {
+    if (err instanceof TenantryError) throw err
+    throw corrupt(path, `table ${t.name} (${t.entry}) does not decode: ${(err as Error).message}`, err)
+  }
+  const sha = counter.hash.digest('hex')
+  if (sha !== t.sha256 || counter.rows !== t.rows) {
+    throw corrupt(path, `table ${t.name} does not match its manifest (${counter.rows} rows, sha256 ${sha.slice(0, 12)}… instead of ${t.rows} rows, ${t.sha256.slice(0, 12)}…)`)
+  }
 }
 
 /** Walk the tar entries of `path` in order; `fn` returns 'stop' to end early. */
@@ -207,7 +272,7 @@ async function walk(path: string, fn: (name: string, size: number, stream: Reada
   }
   if (size === 0) throw corrupt(path, 'the file is empty')
   const extract = tar.extract()
-  const file = createReadStream(path)
+  const file = createReadStream(path, { highWaterMark: CHUNK })
   let fileError: unknown
   file.on('error', (err) => { fileError = err; extract.destroy(err) })
   file.pipe(extract as unknown as NodeJS.WritableStream)

@@ -1,4 +1,5 @@
 import { PassThrough, Transform, type Readable, type TransformCallback, type Writable } from 'node:stream'
+import pLimit from 'p-limit'
 import type { Queryable } from '../data/executor.ts'
 import type { CopyTransaction, ServerDriver } from '../data/driver.ts'
 import { TENANT_TABLES_SQL, deleteOrder } from '../data/sql.ts'
@@ -17,6 +18,8 @@ export interface TenantTable {
   name: string
   columns: string[]
   sequences: { column: string; sequence: string }[]
+  /** The other tenant tables it has foreign keys to (they load first). */
+  references?: string[]
 }
 
 /** Where a tenant's rows are: a server's driver, a database and a schema, and the tenant id its rows carry. */
@@ -33,14 +36,117 @@ export interface TenantPlace {
 export async function tenantTables(q: Queryable, schema: string): Promise<TenantTable[]> {
   const refs = await q.query<{ table_name: string; references: string[] | string }>(TENANT_TABLES_SQL, [schema])
   const cols = await q.query<{ table: string; column: string; sequence: string | null }>(sql.tenantColumns(schema).text, sql.tenantColumns(schema).values)
+  const refsOf = new Map(refs.rows.map((r) => [r.table_name, Array.isArray(r.references) ? r.references : r.references.replace(/^\{|\}$/g, '').split(',').filter(Boolean)]))
   const byTable = new Map<string, TenantTable>()
   for (const r of cols.rows) {
     let t = byTable.get(r.table)
-    if (!t) byTable.set(r.table, (t = { name: r.table, columns: ['tenant_id'], sequences: [] }))
+    if (!t) byTable.set(r.table, (t = { name: r.table, columns: ['tenant_id'], sequences: [], references: refsOf.get(r.table) ?? [] }))
     if (r.column !== 'tenant_id') t.columns.push(r.column)
     if (r.sequence) t.sequences.push({ column: r.column, sequence: r.sequence })
   }
   return deleteOrder(refs.rows).reverse().map((name) => byTable.get(name)!).filter(Boolean)
+}
+
+/** Tables of one tenant copied at once by default on PostgreSQL (`portability.parallelTables`). */
+export const DEFAULT_PARALLEL_TABLES = 4
+
+/**
+ * How many tables to copy at once on `driver`: 1 on PGlite (one transaction at a time per
+ * instance), else up to `wanted`, leaving one owner connection of the database's pool to the
+ * transaction that exports the snapshot.
+ */
+export function copyWidth(driver: ServerDriver, tables: number, wanted = DEFAULT_PARALLEL_TABLES): number {
+  if (driver.kind !== 'pg') return 1
+  return Math.max(1, Math.min(Math.floor(wanted) || 1, tables, driver.adminPoolSize - 1))
+}
+
+/**
+ * `fn` for every item, at most `width` at once (p-limit), results in item order. The first failure
+ * stops items not yet started and is thrown once those running have settled, so nothing still
+ * writes after the caller has cleaned up.
+ */
+export async function mapLimited<T, R>(items: readonly T[], width: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const limit = pLimit(Math.max(1, width))
+  let failed = false
+  const settled = await Promise.allSettled(items.map((item, i) => limit(async () => {
+    if (failed) throw new Error('not started: another item failed')
+    try {
+      return await fn(item, i)
+    } catch (err) {
+      failed = true
+      throw err
+    }
+  })))
+  const first = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected' && !(s.reason instanceof Error && s.reason.message === 'not started: another item failed'))
+  if (first) throw first.reason
+  return settled.map((s) => (s as PromiseFulfilledResult<R>).value)
+}
+
+/**
+ * Run `fn` for every table at the snapshot of `tx` (an open `snapshot` transaction on `place`),
+ * results in table order. With `width` > 1, up to `width - 1` more connections import the snapshot
+ * `tx` exports (`pg_export_snapshot()` / `SET TRANSACTION SNAPSHOT`) and take tables from the same
+ * queue as `tx` itself, so the tables are read at once and still at one instant.
+ *
+ * `tx` works the queue too and never waits for a connection: when the owner pool is busy (say,
+ * as many backups at once as it has connections, each holding its exporting transaction) it reads
+ * every table itself instead of deadlocking. A helper that connects only after the queue is empty
+ * (or after `tx` ended, when its import fails) does nothing; only a table's own failure fails the run.
+ */
+export async function eachTableAtSnapshot<R>(
+  tx: CopyTransaction,
+  place: { driver: ServerDriver; database: string; token?: string },
+  tables: TenantTable[],
+  width: number,
+  fn: (tx: CopyTransaction, table: TenantTable, index: number) => Promise<R>,
+): Promise<R[]> {
+  const results: R[] = new Array(tables.length)
+  const started: Promise<unknown>[] = []
+  let next = 0
+  let failure: { err: unknown } | undefined
+  const work = async (w: CopyTransaction) => {
+    while (!failure && next < tables.length) {
+      const i = next++
+      const run = fn(w, tables[i], i).then((r) => { results[i] = r }, (err: unknown) => { failure ??= { err } })
+      started.push(run)
+      await run
+    }
+  }
+  if (width > 1) {
+    const snapshot = (await tx.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0].s
+    for (let k = 1; k < width; k++) {
+      place.driver.copyTransaction(place.database, 'snapshot', async (w) => {
+        if (next >= tables.length || failure) return
+        if (place.token) await w.query(sql.pointAtTenant(place.token).text, sql.pointAtTenant(place.token).values)
+        await work(w)
+      }, { snapshot }).catch(() => undefined) // a helper's own failure (no connection, a late import) leaves its tables to the others
+    }
+  }
+  await work(tx)
+  // The tables helpers took may still be running: all must be done before `tx` ends.
+  while (started.length > 0) await started.shift()
+  if (failure) throw failure.err
+  return results
+}
+
+/**
+ * Tables in load waves: a table's wave comes after the waves of every table it references, so the
+ * tables of one wave can load at once, each in its own transaction, with foreign keys checked as
+ * usual (no `session_replication_role`, which only a superuser may set). Null on a reference
+ * cycle: those tables must load in one transaction.
+ */
+export function loadWaves(tables: TenantTable[]): TenantTable[][] | null {
+  const names = new Set(tables.map((t) => t.name))
+  const level = new Map<string, number>()
+  for (const t of tables) {
+    // `tables` is in load order (parents first): every parent's level is known here, unless in a cycle.
+    const parents = (t.references ?? []).filter((r) => names.has(r) && r !== t.name)
+    if (parents.some((r) => !level.has(r))) return null
+    level.set(t.name, parents.reduce((m, r) => Math.max(m, level.get(r)! + 1), 0))
+  }
+  const waves: TenantTable[][] = []
+  for (const t of tables) (waves[level.get(t.name)!] ??= []).push(t)
+  return waves
 }
 
 /** Stream one table's rows of `tenantId` (COPY text format, `tenant_id` first) into `sink`. */
@@ -95,7 +201,7 @@ export function rewriteTenantId(from: string, to: string): Transform {
       while (i < buf.length) {
         if (inLine < 36) {
           const n = Math.min(36 - inLine, buf.length - i)
-          if (!buf.subarray(i, i + n).equals(want.subarray(inLine, inLine + n))) {
+          if (buf.compare(want, inLine, inLine + n, i, i + n) !== 0) {
             done(new Error(`a row does not belong to tenant ${from}`))
             return
           }

@@ -3,14 +3,14 @@ import { auditForcedResidency, backupTarget, checkResidency } from '../security/
 import { createHash, randomUUID } from 'node:crypto'
 import { accessSync, constants as fsConstants, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve as resolvePath } from 'node:path'
-import { Writable, type Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import type { Catalog } from '../catalog/catalog.ts'
 import { TenantryError } from '../core/errors.ts'
 import type { Placement, Tenant, Tier } from '../core/types.ts'
 import { TIERS } from '../core/types.ts'
 import { isUuid, printable } from '../core/validation.ts'
 import { assertSlug } from '../core/validation.ts'
-import type { AdminQueryable } from '../data/driver.ts'
+import type { AdminQueryable, ServerDriver } from '../data/driver.ts'
 import type { DataPlane } from '../data/data-plane.ts'
 import { TIER_STRATEGIES, type MigrationTarget, type TemplateSource } from '../data/tiers/index.ts'
 import { quoteIdent } from '../core/sql.ts'
@@ -19,8 +19,8 @@ import { faultPoint } from '../lifecycle/faults.ts'
 import { mustFindTenant } from '../lifecycle/lifecycle.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
-import { packArchive, readManifest, checkManifestMac, readTables, spoolTable, type ArchiveManifest } from './archive.ts'
-import { copiesDirectly, copyTableIn, copyTableOut, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
+import { packArchive, readManifest, checkManifestMac, readTable, readTables, spoolTable, verifyArchive, type ArchiveManifest } from './archive.ts'
+import { copiesDirectly, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapshot, loadWaves, mapLimited, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
 import { TenantKeys, resolveMasterKey } from './keys.ts'
 import { EXPORT_FORMATS, exportTable, subjectColumns, SUBJECT_MARK, type ExportFormat } from './export.ts'
 import * as sql from './sql.ts'
@@ -33,6 +33,12 @@ export interface PortabilityOptions {
   backupDir?: string
   /** Backup directories and their regions (`{ '/mnt/eu-backups': 'eu' }`); default `TENANTRY_BACKUP_REGIONS` (`dir=region,…`). A tenant's archive may only go to its region's. */
   backupRegions?: Record<string, string>
+  /**
+   * Tables of one tenant a backup or restore copies at once on PostgreSQL (each on its own owner
+   * connection; a backup's share one exported snapshot). Default 4; 1 copies one after another.
+   * PGlite always copies one after another.
+   */
+  parallelTables?: number
 }
 
 /** Progress of a backup or restore, for a progress bar. */
@@ -245,21 +251,25 @@ export class Portability {
     mkdirSync(spoolDir, { recursive: true })
     await faultPoint('backup:snapshot')
     const target = this.d.dataPlane.migrationTarget(tenant)
-    const { tables, migrations, spooled } = await this.d.dataPlane.driver(room.server).copyTransaction(room.database, 'snapshot', async (tx) => {
+    const driver = this.d.dataPlane.driver(room.server)
+    const token = tenantToken(this.d.dataPlane.tenantKey, tenant.id)
+    const { tables, migrations, spooled } = await driver.copyTransaction(room.database, 'snapshot', async (tx) => {
       // An owner under FORCEd row-level security would otherwise copy no rows at all.
-      await tx.query(...args(sql.pointAtTenant(tenantToken(this.d.dataPlane.tenantKey, tenant.id))))
+      await tx.query(...args(sql.pointAtTenant(token)))
       const tables = await tenantTables(tx, room.schema)
       const ledger = await tx.query<{ version: string; name: string; checksum: string }>('SELECT version, name, checksum FROM tenantry.migrations WHERE target = $1 ORDER BY version', [target.schema])
-      const spooled: { entry: string; file: string; name: string; columns: string[]; rows: number; sha256: string; bytes: number }[] = []
       let rows = 0
-      for (const [i, table] of tables.entries()) {
+      let done = 0
+      // Each table spools to its own file, so tables can be read at once (one exported snapshot);
+      // the tar is packed from the spool files in table order afterwards.
+      const spooled = await eachTableAtSnapshot(tx, { driver, database: room.database, token }, tables, this.width(driver, tables.length), async (w, table, i) => {
         const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId })
-        await Promise.all([copyTableOut(tx, room.schema, tenant.id, table, s.sink), s.done])
+        await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink), s.done])
         const r = await s.done
         rows += r.rows
-        spooled.push({ entry: s.entry, file: s.file, name: table.name, columns: table.columns, ...r })
-        onProgress?.({ phase: 'backup', table: table.name, tablesDone: i + 1, tables: tables.length, rows })
-      }
+        onProgress?.({ phase: 'backup', table: table.name, tablesDone: ++done, tables: tables.length, rows })
+        return { entry: s.entry, file: s.file, name: table.name, columns: table.columns, ...r }
+      })
       return { tables, migrations: ledger.rows, spooled }
     })
     await this.d.operations.step(op.id, 'pack')
@@ -360,10 +370,8 @@ export class Portability {
     const placement = this.stagingPlacement(id, tier, server, existing)
     // The whole archive is read and checked before anything is written.
     let verified = 0
-    await readTables(path, manifest, key, async (t, plain) => {
-      await drain(plain)
-      verified++
-      opts.onProgress?.({ phase: 'verify', table: t.name, tablesDone: verified, tables: manifest.tables.length, rows: 0 })
+    await verifyArchive(path, manifest, key, this.width(this.d.dataPlane.driver(server), manifest.tables.length), (t) => {
+      opts.onProgress?.({ phase: 'verify', table: t.name, tablesDone: ++verified, tables: manifest.tables.length, rows: 0 })
     })
     if (residency.forced && this.d.audit) await auditForcedResidency(this.d.audit, { id, slug }, target, residency, { actor: opts.startedBy ?? 'library', details: { operation: 'restore' } })
     const op = await this.d.operations.start('restore', {
@@ -433,6 +441,18 @@ export class Portability {
     await this.d.operations.step(op.id, 'load')
     await faultPoint('restore:load')
     const replacingPooledInPlace = pooled && existing?.tier === 'pooled' && existing.placement.server === staging.placement.server
+    const token = tenantToken(dataPlane.tenantKey, staging.id)
+    const width = this.width(ctx.driver, manifest.tables.length)
+    const waves = width > 1 && !replacingPooledInPlace ? loadWaves(await tenantTables(admin, room.schema)) : null
+    if (waves) {
+      const counts = await this.loadInWaves(path, manifest, key, staging, room, waves, width, token, onProgress)
+      await ctx.driver.copyTransaction(room.database, 'write', async (tx) => {
+        await tx.query(...args(sql.pointAtTenant(token)))
+        await raiseSequences(tx, room.schema, staging.id, waves.flat())
+      })
+      if (!pooled) await migrateTarget(admin, target, files)
+      return counts
+    }
     const counts: { name: string; rows: number }[] = []
     await ctx.driver.copyTransaction(room.database, 'write', async (tx) => {
       const tables = await tenantTables(tx, room.schema)
@@ -461,6 +481,42 @@ export class Portability {
     })
     if (!pooled) await migrateTarget(admin, target, files)
     return counts
+  }
+
+  /**
+   * The parallel load: the tables of a wave (loadWaves) at once, `width` at most, each read from
+   * the archive on its own and loaded in its own transaction. Only into a room nobody is served
+   * from — a new tenant (still `provisioning`) or a staging room — so that tables committed one by
+   * one are never seen half-restored; a failure or a kill rolls the room back as a whole.
+   */
+  private async loadInWaves(path: string, manifest: ArchiveManifest, key: Buffer | null, staging: Tenant, room: Room, waves: TenantTable[][], width: number, token: string, onProgress?: (p: PortabilityProgress) => void): Promise<{ name: string; rows: number }[]> {
+    const driver = this.d.dataPlane.driver(room.server)
+    const byName = new Map(waves.flat().map((t) => [t.name, t]))
+    for (const t of manifest.tables) {
+      if (!byName.has(t.name)) throw new TenantryError('ARCHIVE_INCOMPATIBLE', `The archive's table '${t.name}' does not exist in the restore target.`)
+    }
+    const indexOf = new Map(manifest.tables.map((t, i) => [t.name, i]))
+    const counts = new Map<string, number>()
+    let rows = 0
+    for (const wave of waves) {
+      await mapLimited(wave.filter((t) => indexOf.has(t.name)), width, (t) => driver.copyTransaction(room.database, 'write', async (tx) => {
+        await tx.query(...args(sql.pointAtTenant(token)))
+        const direct = await copiesDirectly(tx)
+        await readTable(path, manifest, key, indexOf.get(t.name)!, async (entry, plain) => {
+          const source: Readable = manifest.tenant.id === staging.id ? plain : plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id))
+          const n = await copyTableIn(tx, room.schema, { ...t, columns: entry.columns }, source, direct)
+          counts.set(entry.name, n)
+          rows += n
+          onProgress?.({ phase: 'load', table: entry.name, tablesDone: counts.size, tables: manifest.tables.length, rows })
+        })
+      }).then(() => faultPoint('restore:table')))
+    }
+    return manifest.tables.map((t) => ({ name: t.name, rows: counts.get(t.name)! }))
+  }
+
+  /** Tables copied at once on `driver` (1 on PGlite). */
+  private width(driver: ServerDriver, tables: number): number {
+    return copyWidth(driver, tables, this.d.options.parallelTables)
   }
 
   /** Switch an existing tenant to the loaded room in one catalog transaction, then remove its old room. */
@@ -841,14 +897,6 @@ function samePlacement(a: Placement, b: Placement): boolean {
   return a.server === b.server && a.database === b.database && (a.schema ?? null) === (b.schema ?? null)
 }
 
-
-/** Read a stream to its end, keeping nothing. */
-function drain(stream: Readable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    stream.pipe(new Writable({ write: (_c, _e, done) => done() })).on('finish', resolve).on('error', reject)
-    stream.on('error', reject)
-  })
-}
 
 function args(s: { text: string; values: unknown[] }): [string, unknown[]] {
   return [s.text, s.values]
