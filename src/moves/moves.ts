@@ -15,6 +15,7 @@ import type { AuditLog } from '../audit/index.ts'
 import { copyTenant, removeTenantRoom, tenantTables, type TenantTable } from '../portability/index.ts'
 import type { Queryable } from '../data/executor.ts'
 import * as sql from './sql.ts'
+import { CatchUp, dropCapture } from './catch-up.ts'
 import { deleteTenantRows } from '../portability/sql.ts'
 import type { Advice } from '../observe/types.ts'
 import type { Server } from '../core/types.ts'
@@ -28,7 +29,7 @@ export interface MovesOptions {
 
 /** Progress of a move, for a progress bar. */
 export interface MoveProgress {
-  step: 'prepare' | 'fence' | 'copy' | 'verify' | 'switch' | 'cleanup'
+  step: 'prepare' | 'capture' | 'copy' | 'verify' | 'catchup' | 'fence' | 'switch' | 'cleanup'
   table?: string
   tablesDone: number
   tables: number
@@ -47,12 +48,18 @@ export interface MoveOptions {
   onProgress?: (p: MoveProgress) => void
 }
 
-/** Rows and checksum of one table, in the old room and the new. */
+/**
+ * Rows and checksum of one table, in the old room and the new. An online move checksums the
+ * snapshot it copied (`sourceChecksum`/`targetChecksum`), then under the fence the rows changed
+ * since (`changed` keys) and the row count (`rows`, at the switch).
+ */
 export interface MoveTableCheck {
   table: string
   rows: number
   sourceChecksum: string
   targetChecksum: string
+  /** Keys caught up after the copy and verified under the fence (online moves). */
+  changed?: number
 }
 
 export interface MoveResult {
@@ -64,6 +71,10 @@ export interface MoveResult {
   rows: number
   /** How long the tenant's writes were fenced (they waited, and were then run at the new placement). */
   fenceMs: number
+  /** `online`: copy and catch-up while writes went on, fenced for the last round only; `offline`: fenced over the whole copy (PGlite, or a table without a primary key). */
+  mode: 'online' | 'offline'
+  /** Catch-up rounds before the fence, and keys applied in all (online moves). */
+  catchUp?: { rounds: number; keys: number; lastKeys: number }
   ms: number
   /** Until when the old room is kept for `move --rollback`; null when it was removed at once. */
   keptUntil: Date | null
@@ -100,6 +111,10 @@ interface MoveParams {
   graceMs: number
   force: boolean
 }
+
+/** The catch-up stops and the fence goes on once a round applies this few keys (or after {@link CATCH_UP_ROUNDS} rounds). */
+const CATCH_UP_SMALL = 200
+const CATCH_UP_ROUNDS = 30
 
 const noTemplate: TemplateSource = { cloneInto: async () => false }
 
@@ -182,29 +197,66 @@ export class Moves {
     await faultPoint('move:prepare')
     await this.makeRoom(target)
 
-    await this.d.operations.step(op.id, 'fence')
-    await faultPoint('move:fence')
-    progress({ step: 'fence', tablesDone: 0, tables: 0, rows: 0 })
-    const fenceStart = Date.now()
-    await this.fence(source, op.id)
-
-    await this.d.operations.step(op.id, 'copy')
-    await faultPoint('move:copy')
     const token = tenantToken(this.d.dataPlane.tenantKey, tenant.id)
     const from = this.place(source, token)
     const into = this.place(target, token)
-    const tableCount = (await tenantTables(from.driver.admin(from.database), from.schema)).length
+    const tableList = await tenantTables(from.driver.admin(from.database), from.schema)
     let rows = 0
     let done = 0
-    await copyTenant(from, into, (table, n) => {
+    const copied = (table: string, n: number) => {
       rows += n
-      progress({ step: 'copy', table, tablesDone: ++done, tables: tableCount, rows })
-    })
-
-    await this.d.operations.step(op.id, 'verify')
-    await faultPoint('move:verify')
-    const tables = await this.verify(source, target)
-    progress({ step: 'verify', tablesDone: tables.length, tables: tables.length, rows })
+      progress({ step: 'copy', table, tablesDone: ++done, tables: tableList.length, rows })
+    }
+    const catchUp = this.online(source, target) ? await CatchUp.plan(tenant.id, token, this.roomOf(source), this.roomOf(target), tableList) : null
+    let fenceStart: number
+    let tables: MoveTableCheck[]
+    let rounds: MoveResult['catchUp']
+    if (catchUp) {
+      // Online (docs/moves.md): capture, copy and catch up while the tenant writes; fence only for the last round.
+      await this.d.operations.step(op.id, 'capture')
+      await faultPoint('move:capture')
+      progress({ step: 'capture', tablesDone: 0, tables: tableList.length, rows: 0 })
+      await catchUp.install()
+      await this.d.operations.step(op.id, 'copy')
+      await faultPoint('move:copy')
+      let snapshot = new Map<string, { n: number; sum: string }>()
+      await copyTenant(from, into, copied, { inSnapshot: async (tx) => { snapshot = await catchUp.snapshotSums(tx) } })
+      await this.d.operations.step(op.id, 'verify')
+      await faultPoint('move:verify')
+      const copiedSums = await catchUp.verifySnapshot(snapshot)
+      progress({ step: 'verify', tablesDone: tableList.length, tables: tableList.length, rows })
+      await this.d.operations.step(op.id, 'catchup')
+      await faultPoint('move:catchup')
+      rounds = { rounds: 0, keys: 0, lastKeys: 0 }
+      for (let n = Infinity; n > CATCH_UP_SMALL && rounds.rounds < CATCH_UP_ROUNDS; rounds.rounds++) {
+        n = await catchUp.round()
+        rounds.keys += n
+        progress({ step: 'catchup', tablesDone: tableList.length, tables: tableList.length, rows: rounds.keys })
+      }
+      await this.d.operations.step(op.id, 'fence')
+      await faultPoint('move:fence')
+      progress({ step: 'fence', tablesDone: tableList.length, tables: tableList.length, rows })
+      fenceStart = Date.now()
+      await this.fence(source, op.id)
+      const last = await catchUp.finish(copiedSums)
+      tables = last.tables
+      rounds.lastKeys = last.lastKeys
+      rounds.keys += last.lastKeys
+    } else {
+      // Offline: the fence covers the whole copy (PGlite has no second connection to catch up with).
+      await this.d.operations.step(op.id, 'fence')
+      await faultPoint('move:fence')
+      progress({ step: 'fence', tablesDone: 0, tables: 0, rows: 0 })
+      fenceStart = Date.now()
+      await this.fence(source, op.id)
+      await this.d.operations.step(op.id, 'copy')
+      await faultPoint('move:copy')
+      await copyTenant(from, into, copied)
+      await this.d.operations.step(op.id, 'verify')
+      await faultPoint('move:verify')
+      tables = await this.verify(source, target)
+      progress({ step: 'verify', tablesDone: tables.length, tables: tables.length, rows })
+    }
 
     await this.d.operations.step(op.id, 'switch')
     await faultPoint('move:switch')
@@ -230,7 +282,7 @@ export class Moves {
         (err: unknown) => { cleanupError = `The old room could not be removed (${(err as Error)?.message ?? String(err)}); 'tenantry move --cleanup' removes it later.` },
       )
     }
-    const result = { from: p.from, to: p.to, tables, rows, fenceMs, ms: Date.now() - started, keptUntil, ...(cleanupError ? { cleanupError } : {}) }
+    const result = { from: p.from, to: p.to, tables, rows, fenceMs, mode: catchUp ? 'online' as const : 'offline' as const, ...(rounds ? { catchUp: rounds } : {}), ms: Date.now() - started, keptUntil, ...(cleanupError ? { cleanupError } : {}) }
     await this.d.operations.finish(op.id, 'done', null, result, undefined, 'done')
     return { tenant: moved, operationId: op.id, ...result }
   }
@@ -421,6 +473,11 @@ export class Moves {
     await this.d.admin.query(...args(sql.deleteMoveSource(k.operationId)))
   }
 
+  /** Both rooms on PostgreSQL servers: the move catches up online (PGlite runs one statement at a time: it moves offline). */
+  private online(a: Tenant, b: Tenant): boolean {
+    return [a, b].every((t) => !this.d.dataPlane.server(t.placement.server).url.startsWith('pglite:'))
+  }
+
   private sameCluster(a: string, b: string): boolean {
     if (a === b) return true
     const where = (name: string) => {
@@ -460,6 +517,7 @@ export class Moves {
 
 /** Take one tenant's fence off a schema; its triggers go when no other tenant of the schema is fenced. */
 async function liftFence(tx: { query: Queryable['query']; exec(text: string): Promise<unknown> }, tenantId: string, schema: string, tables: TenantTable[]): Promise<void> {
+  await dropCapture(tx, tenantId, schema, tables)
   await tx.query(...args(sql.deleteFence(tenantId, schema)))
   const left = (await tx.query<{ n: number }>(...args(sql.fencesLeft(schema)))).rows[0].n
   if (left === 0) for (const t of tables) await tx.exec(sql.dropFenceTrigger(schema, t.name))
