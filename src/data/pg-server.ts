@@ -264,6 +264,9 @@ export class PgServer implements ServerDriver {
       transaction: async (fn) => {
         const client = await pool().connect()
         let broken = false
+        // A server that stops while the client is checked out emits 'error' on it: without a listener the process dies.
+        const lost = () => { broken = true }
+        client.on('error', lost)
         try {
           await client.query('BEGIN')
           const result = await fn({
@@ -276,6 +279,7 @@ export class PgServer implements ServerDriver {
           await client.query('ROLLBACK').catch(() => { broken = true })
           throw err
         } finally {
+          client.off('error', lost)
           client.release(broken)
         }
       },
@@ -285,6 +289,8 @@ export class PgServer implements ServerDriver {
   async copyTransaction<T>(database: string, mode: CopyMode, fn: (tx: CopyTransaction) => Promise<T>): Promise<T> {
     const client = await this.adminPool(database).connect()
     let broken = false
+    const lost = () => { broken = true }
+    client.on('error', lost)
     try {
       await client.query(mode === 'snapshot' ? 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY' : 'BEGIN')
       const result = await fn({
@@ -308,6 +314,7 @@ export class PgServer implements ServerDriver {
       broken = true
       throw err
     } finally {
+      client.off('error', lost)
       client.release(broken)
     }
   }

@@ -314,9 +314,15 @@ export class Moves {
 
   /** Take the fence off a room (its triggers go when no other tenant of the schema is fenced). */
   private async unfence(room: Tenant): Promise<void> {
-    const { schema, admin, exists } = this.roomOf(room)
-    if (!(await exists())) return
+    const { schema, admin, exists, driver, database } = this.roomOf(room)
+    if (room.tier === 'database' && !(await driver.databaseExists(database))) return
     if (!(await admin.query<{ ok: boolean }>(...args(sql.hasFenceTable))).rows[0]?.ok) return
+    if (!(await exists())) {
+      // A schema room already dropped: its fence row and captured changes live on in the database.
+      await admin.query(...args(sql.deleteFence(room.id, schema)))
+      await admin.query(...args(sql.deleteChanges(room.id)))
+      return
+    }
     await admin.transaction(async (tx) => {
       await tx.exec(sql.FENCE_SCHEMA_SQL)
       await liftFence(tx, room.id, schema, await tenantTables(tx, schema))
