@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -109,6 +110,43 @@ function movesSuite(backend: Backend): void {
       expect(acked.filter((w) => !have.has(w))).toEqual([])
       expect((await tenantry.catalog.bySlug('acme'))!.tier).toBe('schema')
       expect(await tenantry.moves.keptRooms(acme.id)).toEqual([])
+    }, 120_000)
+
+    it(`inserts, updates and deletes made while the snapshot is copied are all at the new placement (${backend.name === 'PostgreSQL' ? 'online: captured and caught up' : 'offline: they wait for the fence'})`, async () => {
+      const now = (await tenantry.catalog.bySlug('acme'))!
+      const to: Tier = now.tier === 'pooled' ? 'database' : 'pooled'
+      const before = await names('acme')
+      const titles = () => tenantry.withTenant('acme', async () => (await tenantry.db.query<{ title: string }>('SELECT title FROM tasks ORDER BY title')).rows.map((r) => r.title))
+      expect(await titles()).toEqual(['a', 'b'])
+      const firstId = before[0].split(':')[0]
+      let writes: Promise<unknown> | undefined
+      // onProgress runs inside the copy's own async context: the writes are the application's, so they start from this test's.
+      const outside = AsyncResource.bind((fn: () => Promise<unknown>) => fn())
+      const r = await tenantry.move('acme', {
+        tier: to, graceMs: 0,
+        onProgress: (p) => {
+          if (p.step !== 'copy' || writes) return
+          writes = outside(() => tenantry.withTenant('acme', async () => {
+            await tenantry.db.query("UPDATE projects SET name = 'renamed' WHERE id = $1", [firstId])
+            const id = (await tenantry.db.query<{ id: string }>("INSERT INTO projects (name) VALUES ('during-copy') RETURNING id")).rows[0].id
+            await tenantry.db.query("INSERT INTO tasks (project_id, title) VALUES ($1, 'during-copy')", [id])
+            await tenantry.db.query("DELETE FROM tasks WHERE title = 'b'")
+          }))
+        },
+      })
+      await writes
+      expect(r.mode).toBe(backend.name === 'PostgreSQL' ? 'online' : 'offline')
+      const after = await names('acme')
+      expect(after.slice(0, before.length)).toEqual([`${firstId}:renamed`, ...before.slice(1)])
+      expect(after.slice(before.length)).toEqual([expect.stringMatching(/^[0-9]+:during-copy$/)])
+      expect(await titles()).toEqual(['a', 'during-copy'])
+      expect(await names('bystander')).toEqual(bystander)
+      // Back as it was for the tests after this one.
+      await tenantry.withTenant('acme', async () => {
+        await tenantry.db.query("DELETE FROM tasks WHERE title = 'during-copy'")
+        await tenantry.db.query("INSERT INTO tasks (project_id, title) VALUES (2, 'b')")
+      })
+      await tenantry.move('acme', { tier: now.tier, graceMs: 0 })
     }, 120_000)
 
     it('rolls back within the grace period and cleans the kept room up', async () => {
