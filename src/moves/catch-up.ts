@@ -118,9 +118,11 @@ export class CatchUp {
    * the new room's sequences past every row, then every key changed since the copy and every
    * table's row count, old room against new. A difference fails the move.
    */
-  async finish(snapshot: TableSums[]): Promise<{ tables: (TableSums & { changed: number })[]; lastKeys: number }> {
+  async finish(snapshot: TableSums[]): Promise<{ tables: (TableSums & { changed: number })[]; lastKeys: number; lastRoundMs: number; verifyMs: number }> {
+    const t0 = Date.now()
     const lastKeys = await this.round()
     await this.inTarget('write', (tx) => raiseSequences(tx, this.target.schema, this.tenantId, this.targetTables))
+    const t1 = Date.now()
     const check = (room: CatchUpRoom) => room.driver.copyTransaction(room.database, 'snapshot', async (tx) => {
       await pointAt(tx, this.token)
       const out = new Map<string, { n: number; keys: { n: number; sum: string } | null }>()
@@ -139,7 +141,7 @@ export class CatchUp {
       if (x.keys && y.keys && (x.keys.n !== y.keys.n || x.keys.sum !== y.keys.sum)) throw mismatch(s.table, 'the rows changed during the copy', x.keys, y.keys)
       return { ...s, rows: x.n, changed: x.keys?.n ?? 0 }
     })
-    return { tables, lastKeys }
+    return { tables, lastKeys, lastRoundMs: t1 - t0, verifyMs: Date.now() - t1 }
   }
 
   /** The keys applied to `table` since the copy, as one JSON array text (duplicates are removed by the query). */

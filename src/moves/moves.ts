@@ -73,8 +73,12 @@ export interface MoveResult {
   fenceMs: number
   /** `online`: copy and catch-up while writes went on, fenced for the last round only; `offline`: fenced over the whole copy (PGlite, or a table without a primary key). */
   mode: 'online' | 'offline'
-  /** Catch-up rounds before the fence, and keys applied in all (online moves). */
-  catchUp?: { rounds: number; keys: number; lastKeys: number }
+  /**
+   * Catch-up rounds before the fence, keys applied in all and in the last round, and where the
+   * fence's time went: putting it up, the last round (with the sequences), the verification of the
+   * changed keys and row counts, the switch (online moves).
+   */
+  catchUp?: { rounds: number; keys: number; lastKeys: number; fence: { upMs: number; lastRoundMs: number; verifyMs: number; switchMs: number } }
   ms: number
   /** Until when the old room is kept for `move --rollback`; null when it was removed at once. */
   keptUntil: Date | null
@@ -227,7 +231,7 @@ export class Moves {
       progress({ step: 'verify', tablesDone: tableList.length, tables: tableList.length, rows })
       await this.d.operations.step(op.id, 'catchup')
       await faultPoint('move:catchup')
-      rounds = { rounds: 0, keys: 0, lastKeys: 0 }
+      rounds = { rounds: 0, keys: 0, lastKeys: 0, fence: { upMs: 0, lastRoundMs: 0, verifyMs: 0, switchMs: 0 } }
       for (let n = Infinity; n > CATCH_UP_SMALL && rounds.rounds < CATCH_UP_ROUNDS; rounds.rounds++) {
         n = await catchUp.round()
         rounds.keys += n
@@ -237,10 +241,13 @@ export class Moves {
       await faultPoint('move:fence')
       progress({ step: 'fence', tablesDone: tableList.length, tables: tableList.length, rows })
       fenceStart = Date.now()
-      await this.fence(source, op.id)
+      await this.fence(source, op.id, false)
+      rounds.fence.upMs = Date.now() - fenceStart
       const last = await catchUp.finish(copiedSums)
       tables = last.tables
       rounds.lastKeys = last.lastKeys
+      rounds.fence.lastRoundMs = last.lastRoundMs
+      rounds.fence.verifyMs = last.verifyMs
       rounds.keys += last.lastKeys
     } else {
       // Offline: the fence covers the whole copy (PGlite has no second connection to catch up with).
@@ -269,6 +276,7 @@ export class Moves {
       }, tx)
     })
     const fenceMs = Date.now() - fenceStart
+    if (rounds) rounds.fence.switchMs = fenceMs - rounds.fence.upMs - rounds.fence.lastRoundMs - rounds.fence.verifyMs
     progress({ step: 'switch', tablesDone: tables.length, tables: tables.length, rows })
     await this.d.flushCache(moved).catch(() => undefined)
     await faultPoint('move:cleanup')
@@ -303,9 +311,10 @@ export class Moves {
    * table (CREATE TRIGGER waits for every transaction that wrote to the table), so every write of
    * the tenant that can still commit there is refused and re-run by the data plane elsewhere.
    */
-  private async fence(room: Tenant, operationId: string): Promise<void> {
+  private async fence(room: Tenant, operationId: string, install = true): Promise<void> {
     const { database, schema, admin } = this.roomOf(room)
-    await admin.transaction(async (tx) => { await tx.exec(sql.FENCE_SCHEMA_SQL) })
+    // An online move installed the fence's table and function with its capture already.
+    if (install) await admin.transaction(async (tx) => { await tx.exec(sql.FENCE_SCHEMA_SQL) })
     await admin.query(...args(sql.insertFence(room.id, schema, operationId)))
     const tables = await tenantTables(admin, schema)
     for (const t of tables) await admin.exec(sql.createFenceTrigger(schema, t.name))
