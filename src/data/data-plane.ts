@@ -181,9 +181,11 @@ export class DataPlane implements TenantRunner {
   private async afterFence<T>(err: unknown, tenant: Tenant, since: number, again: (t: Tenant) => Promise<T>): Promise<T> {
     if (!this.relocate) throw err
     if (!isFenced(err)) {
-      // A read sent to a room a finished move just removed: run it where the tenant is now.
-      if (!isRoomGone(err)) throw err
-      const now = await this.relocate(tenant.id)
+      // A statement sent to a room a finished move just removed (or whose connection the removal's
+      // DROP DATABASE … FORCE cut): run it where the tenant is now. A write cannot have committed
+      // there: the old room was fenced before the switch.
+      if (!isRoomGone(err) && (err as { code?: unknown })?.code !== 'TENANT_UNAVAILABLE') throw err
+      const now = await this.relocate(tenant.id).catch(() => null)
       if (!now || samePlace(now, tenant)) throw err
       return again(now)
     }

@@ -84,14 +84,20 @@ export class CatchUp {
         out.push({ table: t.name, rows: x.n, sourceChecksum: x.sum, targetChecksum: y.sum })
       }
     })
-    for (const t of this.tables) await this.target.admin.exec(`ANALYZE ${quoteIdent(this.target.schema)}.${quoteIdent(t.name)}`)
+    // Statistics for both planners (the catch-up looks keys up by index), and the new room's visibility map so its row count under the fence is an index-only scan.
+    for (const t of this.tables) await this.target.admin.exec(`VACUUM (ANALYZE) ${quoteIdent(this.target.schema)}.${quoteIdent(t.name)}`)
+    for (const t of this.tables) await this.source.admin.exec(`ANALYZE ${quoteIdent(this.source.schema)}.${quoteIdent(t.name)}`)
     return out
   }
 
   /** One round: take the captured keys, re-read them in one snapshot of the old room, apply them to the new. Resolves with the keys applied. */
-  async round(): Promise<number> {
+  async round(last = false): Promise<number> {
     const taken = (await this.source.admin.query<{ table_name: string; keys: string; n: number }>(...args(sql.takeChanges(this.tenantId)))).rows
-    if (taken.length === 0) return 0
+    const raise = (tx: Queryable) => last ? raiseSequences(tx, this.target.schema, this.tenantId, this.targetTables) : Promise.resolve()
+    if (taken.length === 0) {
+      if (last) await this.inTarget('write', raise)
+      return 0
+    }
     const byTable = new Map(taken.map((r) => [r.table_name, r.keys]))
     const work = this.tables.filter((t) => byTable.has(t.name))
     const read = await this.source.driver.copyTransaction(this.source.database, 'snapshot', async (tx) => {
@@ -108,6 +114,8 @@ export class CatchUp {
       // Parents before children for the rows that exist, children before parents for the ones that went.
       for (const r of read) if (r.rows !== '[]') await tx.query(...args(sql.upsertRows(this.target.schema, r.table.name, r.table.columns, this.keys.get(r.table.name)!, r.rows)))
       for (const r of [...read].reverse()) if (r.gone !== '[]') await tx.query(...args(sql.deleteKeys(this.target.schema, r.table.name, this.keys.get(r.table.name)!, r.gone)))
+      // The last round (under the fence): the new room's sequences past every row, in the same transaction.
+      await raise(tx)
     })
     for (const [table, keys] of byTable) this.changed.set(table, [...(this.changed.get(table) ?? []), keys])
     return taken.reduce((n, r) => n + Number(r.n), 0)
@@ -120,19 +128,15 @@ export class CatchUp {
    */
   async finish(snapshot: TableSums[]): Promise<{ tables: (TableSums & { changed: number })[]; lastKeys: number; lastRoundMs: number; verifyMs: number }> {
     const t0 = Date.now()
-    const lastKeys = await this.round()
-    await this.inTarget('write', (tx) => raiseSequences(tx, this.target.schema, this.tenantId, this.targetTables))
+    const lastKeys = await this.round(true)
     const t1 = Date.now()
-    const check = (room: CatchUpRoom) => room.driver.copyTransaction(room.database, 'snapshot', async (tx) => {
+    // Every table of both rooms at once, each on its own connection (nothing writes either room now).
+    const check = (room: CatchUpRoom) => Promise.all(this.tables.map((t) => room.driver.copyTransaction(room.database, 'snapshot', async (tx) => {
       await pointAt(tx, this.token)
-      const out = new Map<string, { n: number; keys: { n: number; sum: string } | null }>()
-      for (const t of this.tables) {
-        const n = Number((await tx.query<{ n: string | number }>(...args(sql.tenantRowCount(room.schema, t.name, this.tenantId)))).rows[0].n)
-        const keys = this.changedKeys(t.name)
-        out.set(t.name, { n, keys: keys ? await sums(tx, sql.keysChecksum(room.schema, t.name, this.keys.get(t.name)!, keys, this.tenantId)) : null })
-      }
-      return out
-    })
+      const n = Number((await tx.query<{ n: string | number }>(...args(sql.tenantRowCount(room.schema, t.name, this.tenantId)))).rows[0].n)
+      const keys = this.changedKeys(t.name)
+      return [t.name, { n, keys: keys ? await sums(tx, sql.keysChecksum(room.schema, t.name, this.keys.get(t.name)!, keys, this.tenantId)) : null }] as const
+    }))).then((entries) => new Map(entries))
     const [a, b] = await Promise.all([check(this.source), check(this.target)])
     const tables = snapshot.map((s) => {
       const x = a.get(s.table)!

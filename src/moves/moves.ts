@@ -117,7 +117,7 @@ interface MoveParams {
 }
 
 /** The catch-up stops and the fence goes on once a round applies this few keys (or after {@link CATCH_UP_ROUNDS} rounds). */
-const CATCH_UP_SMALL = 200
+const CATCH_UP_SMALL = 50
 const CATCH_UP_ROUNDS = 30
 
 const noTemplate: TemplateSource = { cloneInto: async () => false }
