@@ -157,10 +157,13 @@ export default async function moveBench(argv: string[]): Promise<number> {
     const during = others_(moveStart, moveEnd)
     const writes = load.samples.filter((s) => s.kind === 'write' && s.at >= moveStart && s.at <= moveEnd + 500)
     const maxWritePause = Math.max(0, ...writes.map((s) => s.ms))
+    // The same figure before the moves: what this (shared, loaded) machine makes of a write anyway.
+    const writesBefore = load.samples.filter((s) => s.kind === 'write' && s.at >= baselineStart && s.at <= moveStart)
+    const maxWriteBefore = Math.max(0, ...writesBefore.map((s) => s.ms))
     const result = {
       rows, writes_per_s: Number(values.writes), reads_per_s: Number(values.reads),
       move1_ms: m1.ms, move1_fence_ms: m1.fenceMs, move2_ms: m2.ms, move2_fence_ms: m2.fenceMs, dump_restore_ms: Math.round(dumpMs),
-      max_write_pause_ms: Math.round(maxWritePause), lost_writes: lost, failed_requests: load.failed, acked_writes: load.acked.length,
+      max_write_pause_ms: Math.round(maxWritePause), max_write_before_ms: Math.round(maxWriteBefore), lost_writes: lost, failed_requests: load.failed, acked_writes: load.acked.length,
       others_p99_before_ms: Number(before.p99.toFixed(2)), others_p99_during_ms: Number(during.p99.toFixed(2)),
       others_p99_ratio: Number((during.p99 / before.p99).toFixed(2)),
       move_vs_dump_restore: Number((m1.ms / dumpMs).toFixed(2)),
