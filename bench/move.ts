@@ -49,6 +49,11 @@ CREATE POLICY tenant_isolation ON items USING (tenant_id = (SELECT tenantry.tena
 
 interface Sample { at: number; ms: number; slug: string; kind: 'read' | 'write' }
 
+/** When each step of a move began (epoch ms), to tell which step the slowest writes waited in. */
+const steps: { at: number; step: string }[] = []
+const onProgress = (p: { step: string }) => { if (steps.at(-1)?.step !== p.step) steps.push({ at: Date.now(), step: p.step }) }
+const stepAt = (at: number) => [...steps].reverse().find((s) => s.at <= at)?.step ?? 'before'
+
 /** Writes and reads at fixed rates until stopped; every acknowledged write's name is kept. */
 function loadGenerator(t: Tenantry, o: { writes: number; reads: number; rows: number; others: string[] }) {
   const samples: Sample[] = []
@@ -129,10 +134,10 @@ export default async function moveBench(argv: string[]): Promise<number> {
     await new Promise((r) => setTimeout(r, Number(values['baseline-ms'])))
     const moveStart = Date.now()
     log('move 1: pooled on main → database on other')
-    const m1 = await t.move('acme', { tier: 'database', server: 'other', graceMs: 0 })
+    const m1 = await t.move('acme', { tier: 'database', server: 'other', graceMs: 0, onProgress })
     log(`  ${m1.ms} ms, fence ${m1.fenceMs} ms, ${m1.mode}, catch-up ${JSON.stringify(m1.catchUp)}`)
     log('move 2: database on other → schema on main')
-    const m2 = await t.move('acme', { tier: 'schema', server: 'main', graceMs: 0 })
+    const m2 = await t.move('acme', { tier: 'schema', server: 'main', graceMs: 0, onProgress })
     log(`  ${m2.ms} ms, fence ${m2.fenceMs} ms, ${m2.mode}, catch-up ${JSON.stringify(m2.catchUp)}`)
     const moveEnd = Date.now()
     await new Promise((r) => setTimeout(r, 500))
@@ -157,6 +162,7 @@ export default async function moveBench(argv: string[]): Promise<number> {
     const during = others_(moveStart, moveEnd)
     const writes = load.samples.filter((s) => s.kind === 'write' && s.at >= moveStart && s.at <= moveEnd + 500)
     const maxWritePause = Math.max(0, ...writes.map((s) => s.ms))
+    for (const w of [...writes].sort((a, b) => b.ms - a.ms).slice(0, 5)) log(`  slow write: ${Math.round(w.ms)} ms, sent during ${stepAt(w.at - w.ms)}, done during ${stepAt(w.at)}`)
     // The same figure before the moves: what this (shared, loaded) machine makes of a write anyway.
     const writesBefore = load.samples.filter((s) => s.kind === 'write' && s.at >= baselineStart && s.at <= moveStart)
     const maxWriteBefore = Math.max(0, ...writesBefore.map((s) => s.ms))
