@@ -55,6 +55,7 @@ describe.skipIf(!PG_UP)('kill -9 of a move at each step, then resume (PostgreSQL
     // resumeOperations: false — the test process must not finish what the CLI is supposed to finish.
     t = await createTenantry({ databaseUrl: url, rolePrefix: PREFIX, migrations: dir, resumeOperations: false, observe: { metering: false } })
     await t.provision({ slug: 'acme', tier: 'pooled' })
+    await t.provision({ slug: 'bystander', tier: 'pooled' })
     for (const n of ['a', 'b', 'c']) await write(n)
   }, 120_000)
 
@@ -76,6 +77,14 @@ describe.skipIf(!PG_UP)('kill -9 of a move at each step, then resume (PostgreSQL
       // Before the fence this write goes through (captured from move:copy on); at move:switch it waits
       // (it does not fail) until the resume below takes the fence off.
       const pending = write(`during-${point}`)
+      if (point === 'move:copy') {
+        // The capture is on: acme's write is captured by its primary key; another tenant of the pooled table is not (WHEN tenant_id = acme).
+        await pending
+        await t.withTenant('bystander', () => t.db.query("INSERT INTO projects (name) VALUES ('not-captured')"))
+        const changes = await db.query<{ table_name: string; key: { tenant_id: string; id: number }; op: string; tenant_id: string }>('SELECT table_name, key, op, tenant_id FROM tenantry.move_changes ORDER BY seq')
+        const id = (await t.withTenant('acme', () => t.db.query<{ id: number }>('SELECT id FROM projects WHERE name = $1', [`during-${point}`]))).rows[0].id
+        expect(changes.rows).toEqual([{ table_name: 'projects', key: { tenant_id: before.id, id: Number(id) }, op: 'I', tenant_id: before.id }])
+      }
       await sleep(150)
       await p.kill9()
       expect(await row()).toEqual(before)
