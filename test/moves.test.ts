@@ -178,6 +178,23 @@ function movesSuite(backend: Backend): void {
       expect(await names('bystander')).toEqual(bystander)
     }, 120_000)
 
+    it('the automatic promotion policy carries out promotions only, at most maxMoves, started by policy:auto-promote', async () => {
+      const now = (await tenantry.catalog.bySlug('acme'))!
+      const up: Tier = now.tier === 'database' ? 'schema' : 'database'
+      const bystanderTier = (await tenantry.catalog.bySlug('bystander'))!.tier
+      const advice = [
+        { kind: 'demote' as const, tenantId: (await tenantry.catalog.bySlug('bystander'))!.id, slug: 'bystander', server: 'main', fromTier: bystanderTier, toTier: 'pooled' as Tier, reason: 'test', figures: {} },
+        { kind: 'promote' as const, tenantId: acme.id, slug: 'acme', server: 'main', fromTier: now.tier, toTier: up, reason: 'test', figures: {} },
+        { kind: 'promote' as const, tenantId: '00000000-0000-4000-8000-000000000000', slug: 'ghost', server: 'main', fromTier: 'pooled' as Tier, toTier: 'schema' as Tier, reason: 'test', figures: {} },
+      ]
+      const results = await tenantry.moves.autoPromote(advice, await tenantry.catalog.listServers())
+      expect(results.map((r) => [r.slug, r.status])).toEqual([['acme', 'done'], ['ghost', 'skipped']])
+      expect((await tenantry.catalog.bySlug('acme'))!.tier).toBe(up)
+      expect((await tenantry.catalog.bySlug('bystander'))!.tier).toBe(bystanderTier)
+      const audit = await tenantry.audit.list({ action: 'tenant.move', limit: 1 })
+      expect(audit[0]).toMatchObject({ actor: 'policy:auto-promote', tenantId: acme.id })
+    }, 120_000)
+
     it('refuses bad input with a code and changes nothing', async () => {
       const before = (await tenantry.catalog.bySlug('acme'))!
       expect(await outcome(tenantry.move('nobody', { tier: 'schema' }))).toBe('TENANT_NOT_FOUND')

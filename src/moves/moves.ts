@@ -17,7 +17,7 @@ import type { Queryable } from '../data/executor.ts'
 import * as sql from './sql.ts'
 import { CatchUp, dropCapture } from './catch-up.ts'
 import { deleteTenantRows } from '../portability/sql.ts'
-import type { Advice } from '../observe/types.ts'
+import type { Advice, AdviseOptions } from '../observe/types.ts'
 import type { Server } from '../core/types.ts'
 import { planMoves, runPlanned, type AppliedMove, type ApplyAdviceOptions } from './rebalance.ts'
 
@@ -25,6 +25,13 @@ import { planMoves, runPlanned, type AppliedMove, type ApplyAdviceOptions } from
 export interface MovesOptions {
   /** How long a finished move keeps the room it left, for `move --rollback`. Default 15 minutes. */
   graceMs?: number
+  /**
+   * The automatic promotion policy (off by default): every `everyMs` this process asks for
+   * placement advice (with `thresholds`, see `tenantry.advise()`) and carries out at most
+   * `maxMoves` promotions (default 1), as moves started by `policy:auto-promote`. Demotions and
+   * rebalancing stay manual (`tenantry advise --apply`).
+   */
+  autoPromote?: { everyMs: number; maxMoves?: number; thresholds?: AdviseOptions }
 }
 
 /** Progress of a move, for a progress bar. */
@@ -119,6 +126,9 @@ interface MoveParams {
 /** The catch-up stops and the fence goes on once a round applies this few keys (or after {@link CATCH_UP_ROUNDS} rounds). */
 const CATCH_UP_SMALL = 50
 const CATCH_UP_ROUNDS = 30
+
+/** Who the automatic promotion policy's moves are started by (the audit entry's actor). */
+export const AUTO_PROMOTER = 'policy:auto-promote'
 
 const noTemplate: TemplateSource = { cloneInto: async () => false }
 
@@ -454,6 +464,37 @@ export class Moves {
       const r = await this.move(p.tenantId, { tier: p.tier, server: p.server, startedBy: opts.startedBy })
       return { operationId: r.operationId, ms: r.ms }
     })
+  }
+
+  /**
+   * One turn of the automatic promotion policy: only the `promote` advice is carried out, at most
+   * `maxMoves` (default 1) moves, started by `policy:auto-promote` (the audit entry's actor).
+   *
+   * @example
+   * ```ts
+   * const results = await tenantry.moves.autoPromote(await tenantry.advise({ pooledShare: 0.3 }), await tenantry.catalog.listServers())
+   * ```
+   */
+  autoPromote(advice: Advice[], servers: Server[], opts: { maxMoves?: number } = {}): Promise<AppliedMove[]> {
+    return this.applyAdvice(advice.filter((a) => a.kind === 'promote'), servers, { maxMoves: opts.maxMoves ?? this.d.options.autoPromote?.maxMoves ?? 1, startedBy: AUTO_PROMOTER })
+  }
+
+  /**
+   * Run {@link Moves.autoPromote} every `autoPromote.everyMs` when the option is set; returns the
+   * function that stops it. A turn's failure is reported to `onError`, never thrown.
+   */
+  startAutoPromote(advise: (o?: AdviseOptions) => Promise<Advice[]>, servers: () => Promise<Server[]>, onError: (error: unknown) => void): () => void {
+    const policy = this.d.options.autoPromote
+    if (!policy) return () => undefined
+    if (!Number.isFinite(policy.everyMs) || policy.everyMs < 1000) throw new TenantryError('VALIDATION_FAILED', `moves.autoPromote.everyMs must be at least 1000 ms; got ${String(policy.everyMs)}.`)
+    let running = false
+    const timer = setInterval(() => {
+      if (running) return
+      running = true
+      void (async () => this.autoPromote(await advise(policy.thresholds), await servers()))().catch(onError).finally(() => { running = false })
+    }, policy.everyMs)
+    timer.unref()
+    return () => clearInterval(timer)
   }
 
   /** Rooms kept by finished moves (of one tenant when given), newest first. */
