@@ -453,6 +453,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       await observe.meter?.flush()
     },
     async close() {
+      stopAutoPromote()
       await configParts.plugins.migrations?.close()
       // Usage still in memory is written before the catalog's connections close.
       await jobs.close()
@@ -466,6 +467,8 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       await dataPlane.close()
     },
   }
+  // The automatic promotion policy (docs/moves.md), off unless `moves.autoPromote` is set.
+  const stopAutoPromote = moves.startAutoPromote((o) => observe.usage.advise(o), () => catalog.listServers(), (error) => events.emit('error', { error: error instanceof Error ? error : new Error(String(error)), context: 'automatic promotion' }))
   if (options.resumeOperations !== false) {
     // Operations left running by a process that died (kill -9, a crash, a restarted database)
     // are finished now, so no tenant stays half-provisioned.

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -111,6 +112,43 @@ function movesSuite(backend: Backend): void {
       expect(await tenantry.moves.keptRooms(acme.id)).toEqual([])
     }, 120_000)
 
+    it(`inserts, updates and deletes made while the snapshot is copied are all at the new placement (${backend.name === 'PostgreSQL' ? 'online: captured and caught up' : 'offline: they wait for the fence'})`, async () => {
+      const now = (await tenantry.catalog.bySlug('acme'))!
+      const to: Tier = now.tier === 'pooled' ? 'database' : 'pooled'
+      const before = await names('acme')
+      const titles = () => tenantry.withTenant('acme', async () => (await tenantry.db.query<{ title: string }>('SELECT title FROM tasks ORDER BY title')).rows.map((r) => r.title))
+      expect(await titles()).toEqual(['a', 'b'])
+      const firstId = before[0].split(':')[0]
+      let writes: Promise<unknown> | undefined
+      // onProgress runs inside the copy's own async context: the writes are the application's, so they start from this test's.
+      const outside = AsyncResource.bind((fn: () => Promise<unknown>) => fn())
+      const r = await tenantry.move('acme', {
+        tier: to, graceMs: 0,
+        onProgress: (p) => {
+          if (p.step !== 'copy' || writes) return
+          writes = outside(() => tenantry.withTenant('acme', async () => {
+            await tenantry.db.query("UPDATE projects SET name = 'renamed' WHERE id = $1", [firstId])
+            const id = (await tenantry.db.query<{ id: string }>("INSERT INTO projects (name) VALUES ('during-copy') RETURNING id")).rows[0].id
+            await tenantry.db.query("INSERT INTO tasks (project_id, title) VALUES ($1, 'during-copy')", [id])
+            await tenantry.db.query("DELETE FROM tasks WHERE title = 'b'")
+          }))
+        },
+      })
+      await writes
+      expect(r.mode).toBe(backend.name === 'PostgreSQL' ? 'online' : 'offline')
+      const after = await names('acme')
+      expect(after.slice(0, before.length)).toEqual([`${firstId}:renamed`, ...before.slice(1)])
+      expect(after.slice(before.length)).toEqual([expect.stringMatching(/^[0-9]+:during-copy$/)])
+      expect(await titles()).toEqual(['a', 'during-copy'])
+      expect(await names('bystander')).toEqual(bystander)
+      // Back as it was for the tests after this one.
+      await tenantry.withTenant('acme', async () => {
+        await tenantry.db.query("DELETE FROM tasks WHERE title = 'during-copy'")
+        await tenantry.db.query("INSERT INTO tasks (project_id, title) VALUES (2, 'b')")
+      })
+      await tenantry.move('acme', { tier: now.tier, graceMs: 0 })
+    }, 120_000)
+
     it('rolls back within the grace period and cleans the kept room up', async () => {
       const count = (await names('acme')).length
       const r = await tenantry.move('acme', { tier: 'database' })
@@ -138,6 +176,23 @@ function movesSuite(backend: Backend): void {
       expect(results.map((r) => [r.slug, r.status, r.error?.code ?? null])).toEqual([['acme', 'done', null], ['ghost', 'failed', 'TENANT_NOT_FOUND']])
       expect((await tenantry.catalog.bySlug('acme'))!.tier).toBe(up)
       expect(await names('bystander')).toEqual(bystander)
+    }, 120_000)
+
+    it('the automatic promotion policy carries out promotions only, at most maxMoves, started by policy:auto-promote', async () => {
+      const now = (await tenantry.catalog.bySlug('acme'))!
+      const up: Tier = now.tier === 'database' ? 'schema' : 'database'
+      const bystanderTier = (await tenantry.catalog.bySlug('bystander'))!.tier
+      const advice = [
+        { kind: 'demote' as const, tenantId: (await tenantry.catalog.bySlug('bystander'))!.id, slug: 'bystander', server: 'main', fromTier: bystanderTier, toTier: 'pooled' as Tier, reason: 'test', figures: {} },
+        { kind: 'promote' as const, tenantId: acme.id, slug: 'acme', server: 'main', fromTier: now.tier, toTier: up, reason: 'test', figures: {} },
+        { kind: 'promote' as const, tenantId: '00000000-0000-4000-8000-000000000000', slug: 'ghost', server: 'main', fromTier: 'pooled' as Tier, toTier: 'schema' as Tier, reason: 'test', figures: {} },
+      ]
+      const results = await tenantry.moves.autoPromote(advice, await tenantry.catalog.listServers())
+      expect(results.map((r) => [r.slug, r.status])).toEqual([['acme', 'done'], ['ghost', 'skipped']])
+      expect((await tenantry.catalog.bySlug('acme'))!.tier).toBe(up)
+      expect((await tenantry.catalog.bySlug('bystander'))!.tier).toBe(bystanderTier)
+      const audit = await tenantry.audit.list({ action: 'tenant.move', limit: 1 })
+      expect(audit[0]).toMatchObject({ actor: 'policy:auto-promote', tenantId: acme.id })
     }, 120_000)
 
     it('refuses bad input with a code and changes nothing', async () => {

@@ -41,7 +41,7 @@ function moveBar(enabled: boolean): { update(p: MoveProgress): void; stop(): voi
 function resultText(r: MoveResult): string {
   const where = (x: MoveResult['from']) => `${x.tier} on ${x.placement.server}${x.tier === 'database' ? ` (${x.placement.database})` : x.placement.schema ? ` (${x.placement.schema})` : ''}`
   return [
-    `Moved '${r.tenant.slug}' from ${where(r.from)} to ${where(r.to)}: ${r.rows} rows in ${r.tables.length} tables, verified; writes fenced ${r.fenceMs} ms, ${r.ms} ms in all (operation ${r.operationId}).`,
+    `Moved '${r.tenant.slug}' from ${where(r.from)} to ${where(r.to)}: ${r.rows} rows in ${r.tables.length} tables, verified; ${r.catchUp ? `online, ${r.catchUp.keys} changed rows caught up; ` : ''}writes fenced ${r.fenceMs} ms, ${r.ms} ms in all (operation ${r.operationId}).`,
     table(['TABLE', 'ROWS', 'CHECKSUM'], r.tables.map((t) => [t.table, t.rows, t.targetChecksum])),
     r.keptUntil ? `The old room is kept until ${r.keptUntil.toISOString()}: 'tenantry move ${r.tenant.slug} --rollback' moves back until then.` : 'The old room was removed.',
   ].join('\n')

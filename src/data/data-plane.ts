@@ -215,10 +215,12 @@ export class DataPlane implements TenantRunner {
   private async afterFence<T>(err: unknown, tenant: Tenant, since: number, again: (t: Tenant) => Promise<T>): Promise<T> {
     if (!this.relocate) throw err
     if (!isFenced(err)) {
-      // A read sent to a room a finished move just removed: run it where the tenant is now.
-      if (!isRoomGone(err)) throw err
-      const now = await this.relocate(tenant.id)
-      if (!now || (now.placement.server === tenant.placement.server && now.placement.database === tenant.placement.database && now.placement.schema === tenant.placement.schema)) throw err
+      // A statement sent to a room a finished move just removed (or whose connection the removal's
+      // DROP DATABASE … FORCE cut): run it where the tenant is now. A write cannot have committed
+      // there: the old room was fenced before the switch.
+      if (!isRoomGone(err) && (err as { code?: unknown })?.code !== 'TENANT_UNAVAILABLE') throw err
+      const now = await this.relocate(tenant.id).catch(() => null)
+      if (!now || samePlace(now, tenant)) throw err
       return again(now)
     }
     let delay = 10
@@ -232,7 +234,8 @@ export class DataPlane implements TenantRunner {
       try {
         return await again(now)
       } catch (e) {
-        if (!isFenced(e)) throw e
+        // The move switched and removed the old room between the look-up and the retry: look again.
+        if (!isFenced(e) && !(isRoomGone(e) && !samePlace((await this.relocate(tenant.id)) ?? now, now))) throw e
         err = e
       }
     }
@@ -290,12 +293,17 @@ export class DataPlane implements TenantRunner {
   }
 }
 
-/** A database or schema that does not exist (3D000, 3F000; 42P01 for a search_path without it): a moved tenant's old room, removed. */
+/** A database, schema or tenant role that does not exist (3D000, 3F000; 42P01 for a search_path without it; 42704/22023 for its role, by SET ROLE or set_config): a moved tenant's old room, removed. */
 function isRoomGone(err: unknown): boolean {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
+  for (let e = err as { code?: unknown; cause?: unknown; message?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
     if (e.code === '3D000' || e.code === '3F000' || e.code === '42P01') return true
+    if ((e.code === '42704' || e.code === '22023') && /^role "[^"]*" does not exist/.test(String(e.message))) return true
   }
   return false
+}
+
+function samePlace(a: Tenant, b: Tenant): boolean {
+  return a.placement.server === b.placement.server && a.placement.database === b.placement.database && a.placement.schema === b.placement.schema
 }
 
 /** The SQLSTATE of a write refused by a move's fence (src/moves/sql.ts), whatever wraps it. */

@@ -265,6 +265,9 @@ export class PgServer implements ServerDriver {
       transaction: async (fn) => {
         const client = await pool().connect()
         let broken = false
+        // A server that stops while the client is checked out emits 'error' on it: without a listener the process dies.
+        const lost = () => { broken = true }
+        client.on('error', lost)
         try {
           await client.query('BEGIN')
           const result = await fn({
@@ -277,6 +280,7 @@ export class PgServer implements ServerDriver {
           await client.query('ROLLBACK').catch(() => { broken = true })
           throw err
         } finally {
+          client.off('error', lost)
           client.release(broken)
         }
       },
@@ -289,6 +293,8 @@ export class PgServer implements ServerDriver {
     }
     const client = await this.adminPool(database).connect()
     let broken = false
+    const lost = () => { broken = true }
+    client.on('error', lost)
     try {
       await client.query(mode === 'snapshot' ? 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY' : 'BEGIN')
       // The first statement of the transaction: it reads at the exporter's instant from here on.
@@ -314,6 +320,7 @@ export class PgServer implements ServerDriver {
       broken = true
       throw err
     } finally {
+      client.off('error', lost)
       client.release(broken)
     }
   }

@@ -16,8 +16,9 @@ import type { AuditLog } from '../audit/index.ts'
 import { copyTenant, removeTenantRoom, tenantTables, type TenantTable } from '../portability/index.ts'
 import type { Queryable } from '../data/executor.ts'
 import * as sql from './sql.ts'
+import { CatchUp, dropCapture } from './catch-up.ts'
 import { deleteTenantRows } from '../portability/sql.ts'
-import type { Advice } from '../observe/types.ts'
+import type { Advice, AdviseOptions } from '../observe/types.ts'
 import type { Server } from '../core/types.ts'
 import { planMoves, runPlanned, type AppliedMove, type ApplyAdviceOptions } from './rebalance.ts'
 
@@ -25,11 +26,18 @@ import { planMoves, runPlanned, type AppliedMove, type ApplyAdviceOptions } from
 export interface MovesOptions {
   /** How long a finished move keeps the room it left, for `move --rollback`. Default 15 minutes. */
   graceMs?: number
+  /**
+   * The automatic promotion policy (off by default): every `everyMs` this process asks for
+   * placement advice (with `thresholds`, see `tenantry.advise()`) and carries out at most
+   * `maxMoves` promotions (default 1), as moves started by `policy:auto-promote`. Demotions and
+   * rebalancing stay manual (`tenantry advise --apply`).
+   */
+  autoPromote?: { everyMs: number; maxMoves?: number; thresholds?: AdviseOptions }
 }
 
 /** Progress of a move, for a progress bar. */
 export interface MoveProgress {
-  step: 'prepare' | 'fence' | 'copy' | 'verify' | 'switch' | 'cleanup'
+  step: 'prepare' | 'capture' | 'copy' | 'verify' | 'catchup' | 'fence' | 'switch' | 'cleanup'
   table?: string
   tablesDone: number
   tables: number
@@ -48,12 +56,18 @@ export interface MoveOptions {
   onProgress?: (p: MoveProgress) => void
 }
 
-/** Rows and checksum of one table, in the old room and the new. */
+/**
+ * Rows and checksum of one table, in the old room and the new. An online move checksums the
+ * snapshot it copied (`sourceChecksum`/`targetChecksum`), then under the fence the rows changed
+ * since (`changed` keys) and the row count (`rows`, at the switch).
+ */
 export interface MoveTableCheck {
   table: string
   rows: number
   sourceChecksum: string
   targetChecksum: string
+  /** Keys caught up after the copy and verified under the fence (online moves). */
+  changed?: number
 }
 
 export interface MoveResult {
@@ -65,6 +79,14 @@ export interface MoveResult {
   rows: number
   /** How long the tenant's writes were fenced (they waited, and were then run at the new placement). */
   fenceMs: number
+  /** `online`: copy and catch-up while writes went on, fenced for the last round only; `offline`: fenced over the whole copy (PGlite, or a table without a primary key). */
+  mode: 'online' | 'offline'
+  /**
+   * Catch-up rounds before the fence, keys applied in all and in the last round, and where the
+   * fence's time went: putting it up, the last round (with the sequences), the verification of the
+   * changed keys and row counts, the switch (online moves).
+   */
+  catchUp?: { rounds: number; keys: number; lastKeys: number; fence: { upMs: number; lastRoundMs: number; verifyMs: number; switchMs: number } }
   ms: number
   /** Until when the old room is kept for `move --rollback`; null when it was removed at once. */
   keptUntil: Date | null
@@ -101,6 +123,13 @@ interface MoveParams {
   graceMs: number
   force: boolean
 }
+
+/** The catch-up stops and the fence goes on once a round applies this few keys (or after {@link CATCH_UP_ROUNDS} rounds). */
+const CATCH_UP_SMALL = 50
+const CATCH_UP_ROUNDS = 30
+
+/** Who the automatic promotion policy's moves are started by (the audit entry's actor). */
+export const AUTO_PROMOTER = 'policy:auto-promote'
 
 const noTemplate: TemplateSource = { cloneInto: async () => false }
 
@@ -190,29 +219,69 @@ export class Moves {
     await faultPoint('move:prepare')
     await this.makeRoom(target)
 
-    await this.d.operations.step(op.id, 'fence')
-    await faultPoint('move:fence')
-    progress({ step: 'fence', tablesDone: 0, tables: 0, rows: 0 })
-    const fenceStart = Date.now()
-    await this.fence(source, op.id)
-
-    await this.d.operations.step(op.id, 'copy')
-    await faultPoint('move:copy')
     const token = tenantToken(this.d.dataPlane.tenantKey, tenant.id)
     const from = this.place(source, token)
     const into = this.place(target, token)
-    const tableCount = (await tenantTables(from.driver.admin(from.database), from.schema)).length
+    const tableList = await tenantTables(from.driver.admin(from.database), from.schema)
     let rows = 0
     let done = 0
-    await copyTenant(from, into, (table, n) => {
+    const copied = (table: string, n: number) => {
       rows += n
-      progress({ step: 'copy', table, tablesDone: ++done, tables: tableCount, rows })
-    })
-
-    await this.d.operations.step(op.id, 'verify')
-    await faultPoint('move:verify')
-    const tables = await this.verify(source, target)
-    progress({ step: 'verify', tablesDone: tables.length, tables: tables.length, rows })
+      progress({ step: 'copy', table, tablesDone: ++done, tables: tableList.length, rows })
+    }
+    const catchUp = this.online(source, target) ? await CatchUp.plan(tenant.id, token, this.roomOf(source), this.roomOf(target), tableList) : null
+    let fenceStart: number
+    let tables: MoveTableCheck[]
+    let rounds: MoveResult['catchUp']
+    if (catchUp) {
+      // Online (docs/moves.md): capture, copy and catch up while the tenant writes; fence only for the last round.
+      await this.d.operations.step(op.id, 'capture')
+      await faultPoint('move:capture')
+      progress({ step: 'capture', tablesDone: 0, tables: tableList.length, rows: 0 })
+      await catchUp.install()
+      await this.d.operations.step(op.id, 'copy')
+      await faultPoint('move:copy')
+      let snapshot = new Map<string, { n: number; sum: string }>()
+      await copyTenant(from, into, copied, { inSnapshot: async (tx) => { snapshot = await catchUp.snapshotSums(tx) } })
+      await this.d.operations.step(op.id, 'verify')
+      await faultPoint('move:verify')
+      const copiedSums = await catchUp.verifySnapshot(snapshot)
+      progress({ step: 'verify', tablesDone: tableList.length, tables: tableList.length, rows })
+      await this.d.operations.step(op.id, 'catchup')
+      await faultPoint('move:catchup')
+      rounds = { rounds: 0, keys: 0, lastKeys: 0, fence: { upMs: 0, lastRoundMs: 0, verifyMs: 0, switchMs: 0 } }
+      for (let n = Infinity; n > CATCH_UP_SMALL && rounds.rounds < CATCH_UP_ROUNDS; rounds.rounds++) {
+        n = await catchUp.round()
+        rounds.keys += n
+        progress({ step: 'catchup', tablesDone: tableList.length, tables: tableList.length, rows: rounds.keys })
+      }
+      await this.d.operations.step(op.id, 'fence')
+      await faultPoint('move:fence')
+      progress({ step: 'fence', tablesDone: tableList.length, tables: tableList.length, rows })
+      fenceStart = Date.now()
+      await this.fence(source, op.id, false)
+      rounds.fence.upMs = Date.now() - fenceStart
+      const last = await catchUp.finish(copiedSums)
+      tables = last.tables
+      rounds.lastKeys = last.lastKeys
+      rounds.fence.lastRoundMs = last.lastRoundMs
+      rounds.fence.verifyMs = last.verifyMs
+      rounds.keys += last.lastKeys
+    } else {
+      // Offline: the fence covers the whole copy (PGlite has no second connection to catch up with).
+      await this.d.operations.step(op.id, 'fence')
+      await faultPoint('move:fence')
+      progress({ step: 'fence', tablesDone: 0, tables: 0, rows: 0 })
+      fenceStart = Date.now()
+      await this.fence(source, op.id)
+      await this.d.operations.step(op.id, 'copy')
+      await faultPoint('move:copy')
+      await copyTenant(from, into, copied)
+      await this.d.operations.step(op.id, 'verify')
+      await faultPoint('move:verify')
+      tables = await this.verify(source, target)
+      progress({ step: 'verify', tablesDone: tables.length, tables: tables.length, rows })
+    }
 
     await this.d.operations.step(op.id, 'switch')
     await faultPoint('move:switch')
@@ -225,6 +294,7 @@ export class Moves {
       }, tx)
     })
     const fenceMs = Date.now() - fenceStart
+    if (rounds) rounds.fence.switchMs = fenceMs - rounds.fence.upMs - rounds.fence.lastRoundMs - rounds.fence.verifyMs
     progress({ step: 'switch', tablesDone: tables.length, tables: tables.length, rows })
     await this.d.flushCache(moved).catch(() => undefined)
     await faultPoint('move:cleanup')
@@ -238,7 +308,7 @@ export class Moves {
         (err: unknown) => { cleanupError = `The old room could not be removed (${(err as Error)?.message ?? String(err)}); 'tenantry move --cleanup' removes it later.` },
       )
     }
-    const result = { from: p.from, to: p.to, tables, rows, fenceMs, ms: Date.now() - started, keptUntil, ...(cleanupError ? { cleanupError } : {}) }
+    const result = { from: p.from, to: p.to, tables, rows, fenceMs, mode: catchUp ? 'online' as const : 'offline' as const, ...(rounds ? { catchUp: rounds } : {}), ms: Date.now() - started, keptUntil, ...(cleanupError ? { cleanupError } : {}) }
     await this.d.operations.finish(op.id, 'done', null, result, undefined, 'done')
     return { tenant: moved, operationId: op.id, ...result }
   }
@@ -261,9 +331,10 @@ export class Moves {
    * table (CREATE TRIGGER waits for every transaction that wrote to the table), so every write of
    * the tenant that can still commit there is refused and re-run by the data plane elsewhere.
    */
-  private async fence(room: Tenant, operationId: string): Promise<void> {
+  private async fence(room: Tenant, operationId: string, install = true): Promise<void> {
     const { database, schema, admin } = this.roomOf(room)
-    await admin.transaction(async (tx) => { await tx.exec(sql.FENCE_SCHEMA_SQL) })
+    // An online move installed the fence's table and function with its capture already.
+    if (install) await admin.transaction(async (tx) => { await tx.exec(sql.FENCE_SCHEMA_SQL) })
     await admin.query(...args(sql.insertFence(room.id, schema, operationId)))
     const tables = await tenantTables(admin, schema)
     for (const t of tables) await admin.exec(sql.createFenceTrigger(schema, t.name))
@@ -272,9 +343,15 @@ export class Moves {
 
   /** Take the fence off a room (its triggers go when no other tenant of the schema is fenced). */
   private async unfence(room: Tenant): Promise<void> {
-    const { schema, admin, exists } = this.roomOf(room)
-    if (!(await exists())) return
+    const { schema, admin, exists, driver, database } = this.roomOf(room)
+    if (room.tier === 'database' && !(await driver.databaseExists(database))) return
     if (!(await admin.query<{ ok: boolean }>(...args(sql.hasFenceTable))).rows[0]?.ok) return
+    if (!(await exists())) {
+      // A schema room already dropped: its fence row and captured changes live on in the database.
+      await admin.query(...args(sql.deleteFence(room.id, schema)))
+      await admin.query(...args(sql.deleteChanges(room.id)))
+      return
+    }
     await admin.transaction(async (tx) => {
       await tx.exec(sql.FENCE_SCHEMA_SQL)
       await liftFence(tx, room.id, schema, await tenantTables(tx, schema))
@@ -399,6 +476,37 @@ export class Moves {
     })
   }
 
+  /**
+   * One turn of the automatic promotion policy: only the `promote` advice is carried out, at most
+   * `maxMoves` (default 1) moves, started by `policy:auto-promote` (the audit entry's actor).
+   *
+   * @example
+   * ```ts
+   * const results = await tenantry.moves.autoPromote(await tenantry.advise({ pooledShare: 0.3 }), await tenantry.catalog.listServers())
+   * ```
+   */
+  autoPromote(advice: Advice[], servers: Server[], opts: { maxMoves?: number } = {}): Promise<AppliedMove[]> {
+    return this.applyAdvice(advice.filter((a) => a.kind === 'promote'), servers, { maxMoves: opts.maxMoves ?? this.d.options.autoPromote?.maxMoves ?? 1, startedBy: AUTO_PROMOTER })
+  }
+
+  /**
+   * Run {@link Moves.autoPromote} every `autoPromote.everyMs` when the option is set; returns the
+   * function that stops it. A turn's failure is reported to `onError`, never thrown.
+   */
+  startAutoPromote(advise: (o?: AdviseOptions) => Promise<Advice[]>, servers: () => Promise<Server[]>, onError: (error: unknown) => void): () => void {
+    const policy = this.d.options.autoPromote
+    if (!policy) return () => undefined
+    if (!Number.isFinite(policy.everyMs) || policy.everyMs < 1000) throw new TenantryError('VALIDATION_FAILED', `moves.autoPromote.everyMs must be at least 1000 ms; got ${String(policy.everyMs)}.`)
+    let running = false
+    const timer = setInterval(() => {
+      if (running) return
+      running = true
+      void (async () => this.autoPromote(await advise(policy.thresholds), await servers()))().catch(onError).finally(() => { running = false })
+    }, policy.everyMs)
+    timer.unref()
+    return () => clearInterval(timer)
+  }
+
   /** Rooms kept by finished moves (of one tenant when given), newest first. */
   async keptRooms(tenantId?: string): Promise<KeptRoom[]> {
     const res = await this.d.admin.query<{ operation_id: string; tenant_id: string; tier: Tier; placement: Placement | string; to_tier: Tier; to_placement: Placement | string; keep_until: Date | string }>(...args(sql.moveSourcesOf(tenantId ?? null, false)))
@@ -429,6 +537,11 @@ export class Moves {
     await this.removeRoomOf(room, current)
     await this.unfence(room)
     await this.d.admin.query(...args(sql.deleteMoveSource(k.operationId)))
+  }
+
+  /** Both rooms on PostgreSQL servers: the move catches up online (PGlite runs one statement at a time: it moves offline). */
+  private online(a: Tenant, b: Tenant): boolean {
+    return [a, b].every((t) => !this.d.dataPlane.server(t.placement.server).url.startsWith('pglite:'))
   }
 
   private sameCluster(a: string, b: string): boolean {
@@ -470,6 +583,7 @@ export class Moves {
 
 /** Take one tenant's fence off a schema; its triggers go when no other tenant of the schema is fenced. */
 async function liftFence(tx: { query: Queryable['query']; exec(text: string): Promise<unknown> }, tenantId: string, schema: string, tables: TenantTable[]): Promise<void> {
+  await dropCapture(tx, tenantId, schema, tables)
   await tx.query(...args(sql.deleteFence(tenantId, schema)))
   const left = (await tx.query<{ n: number }>(...args(sql.fencesLeft(schema)))).rows[0].n
   if (left === 0) for (const t of tables) await tx.exec(sql.dropFenceTrigger(schema, t.name))

@@ -220,17 +220,24 @@ export function rewriteTenantId(from: string, to: string): Transform {
   })
 }
 
+/** Options of {@link copyTenant}. */
+export interface CopyOptions {
+  /** Run in the source's snapshot before any row is copied (a move checksums the snapshot it copies). */
+  inSnapshot?: (tx: Queryable) => Promise<void>
+}
+
 /**
  * Both places in one database (pooled → schema on one server): one REPEATABLE READ transaction,
  * one INSERT … SELECT per table (one connection cannot stream COPY out and in at once, and an
  * embedded database runs one transaction at a time). An owner under FORCEd row-level security sees
  * one tenant at a time here: the ids must then be equal (a move).
  */
-async function copyWithin(from: TenantPlace, to: TenantPlace, onTable?: (table: string, rows: number) => void): Promise<{ table: string; rows: number }[]> {
+async function copyWithin(from: TenantPlace, to: TenantPlace, onTable?: (table: string, rows: number) => void, opts: CopyOptions = {}): Promise<{ table: string; rows: number }[]> {
   return from.driver.copyTransaction(from.database, 'write', async (tx) => {
     await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ')
     const token = to.token ?? from.token
     if (token) await tx.query(sql.pointAtTenant(token).text, sql.pointAtTenant(token).values)
+    await opts.inSnapshot?.(tx)
     const tables = await tenantTables(tx, from.schema)
     const counts: { table: string; rows: number }[] = []
     for (const table of tables) {
@@ -258,10 +265,11 @@ async function copyWithin(from: TenantPlace, to: TenantPlace, onTable?: (table: 
  * )
  * ```
  */
-export async function copyTenant(from: TenantPlace, to: TenantPlace, onTable?: (table: string, rows: number) => void): Promise<{ table: string; rows: number }[]> {
-  if (from.driver === to.driver && from.database === to.database) return copyWithin(from, to, onTable)
+export async function copyTenant(from: TenantPlace, to: TenantPlace, onTable?: (table: string, rows: number) => void, opts: CopyOptions = {}): Promise<{ table: string; rows: number }[]> {
+  if (from.driver === to.driver && from.database === to.database) return copyWithin(from, to, onTable, opts)
   return from.driver.copyTransaction(from.database, 'snapshot', async (src) => {
     if (from.token) await src.query(sql.pointAtTenant(from.token).text, sql.pointAtTenant(from.token).values)
+    await opts.inSnapshot?.(src)
     const tables = await tenantTables(src, from.schema)
     return to.driver.copyTransaction(to.database, 'write', async (dst) => {
       if (to.token) await dst.query(sql.pointAtTenant(to.token).text, sql.pointAtTenant(to.token).values)
