@@ -129,7 +129,10 @@ export class DataPlane implements TenantRunner {
       p = this.exclusive(name, async () => {
         const registered = this.drivers.get(name)
         if (registered || !this.lookupServer) return registered ?? this.driver(name)
-        const server = await this.lookupServer(name)
+        const server = await this.lookupServer(name).catch((err: unknown) => {
+          if (err instanceof TenantryError) throw err
+          throw new TenantryError('CATALOG_UNAVAILABLE', `Server '${name}' is not registered in this process yet and the catalog could not be read to register it: ${String((err as Error)?.message ?? err).split('\n')[0]}. Retry shortly.`, { cause: err, retryAfter: 5 })
+        })
         if (!server || this.closed) return this.driver(name)
         // Registered meanwhile (a synchronous addServer at start-up): keep that driver.
         return this.drivers.get(name) ?? this.register(server, this.createDriver(server))
