@@ -271,11 +271,13 @@ describe.skipIf(!PG_UP)('tenantry servers list|add (CLI, PostgreSQL)', { timeout
     const open = () => createTenantry({ databaseUrl: env.DATABASE_URL, rolePrefix: CLI_PREFIX, migrations: DEMO_MIGRATIONS, observe: OBSERVE, resumeOperations: false })
     const a = await open()
     const b = await open()
+    const c = await open()
     try {
       expect(a.dataPlane.serverNames().sort()).toEqual(['main', 'second'])
       expect(b.dataPlane.serverNames().sort()).toEqual(['main', 'second'])
-      // b hears no more changes (a notification missed): only the lookup at first use can tell it of s2.
+      // b and c hear no more changes (a notification missed): only a lookup can tell them of s2.
       await b.catalog.close()
+      await c.catalog.close()
       let lookups = 0
       b.dataPlane.useServerLookup((name) => { lookups++; return b.catalog.server(name) })
       const names = (p: Promise<{ rows: { name: string }[] }>) => p.then((r) => r.rows.map((x) => x.name))
@@ -313,6 +315,11 @@ describe.skipIf(!PG_UP)('tenantry servers list|add (CLI, PostgreSQL)', { timeout
       expect(b.dataPlane.serverNames().sort()).toEqual(['main', 's2', 'second'])
       expect(b.dataPlane.server('s2')).toEqual(a.dataPlane.server('s2'))
 
+      // c plans a fleet migration: the servers of the catalog it lacked are registered first, none skipped
+      const planned = await c.planMigrations()
+      expect(planned.filter((t) => t.server === 's2').map((t) => `${t.tier} ${t.slug ?? '-'}`).sort()).toEqual(['database mover', 'pooled -', 'schema placed'])
+      expect(c.dataPlane.serverNames().sort()).toEqual(['main', 's2', 'second'])
+
       // A catalog record whose server does not answer: the request gets the coded 503 (not a crash,
       // not SERVER_NOT_FOUND), and the next request tries again.
       const gone: Server = { name: 'gone', url: 'postgres://postgres@127.0.0.1:1/none', region: null, capacityWeight: 1, mainDatabase: 'none' }
@@ -327,6 +334,7 @@ describe.skipIf(!PG_UP)('tenantry servers list|add (CLI, PostgreSQL)', { timeout
     } finally {
       await a.close()
       await b.close()
+      await c.close()
     }
   })
 })

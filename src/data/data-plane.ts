@@ -144,6 +144,14 @@ export class DataPlane implements TenantRunner {
     return p
   }
 
+  /**
+   * Register every server of `names` (the catalog's list) this process does not know yet, before
+   * work that walks or chooses among the fleet's servers (a fleet migration, a placement).
+   */
+  async ensureServers(names: string[]): Promise<void> {
+    await Promise.all(names.filter((n) => !this.drivers.has(n)).map((n) => this.ensureServer(n)))
+  }
+
   /** Run `fn` once every earlier registration of `name` has settled. */
   private exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
     const before = this.registering.get(name)
