@@ -230,13 +230,13 @@ export class DataPlane implements TenantRunner {
 
   driver(name: string): ServerDriver {
     const d = this.drivers.get(name)
-    if (!d) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer() (a process started before another added it: the same call registers it here).`)
+    if (!d) throw serverNotFound(name)
     return d
   }
 
   server(name: string): Server {
     const s = this.servers.get(name)
-    if (!s) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer() (a process started before another added it: the same call registers it here).`)
+    if (!s) throw serverNotFound(name)
     return s
   }
 
@@ -364,6 +364,10 @@ export class DataPlane implements TenantRunner {
     this.servers.clear()
     await Promise.all(all.map((d) => d.close()))
   }
+}
+
+function serverNotFound(name: string): TenantryError {
+  return new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer(); a server another process added is registered here when this process hears of it or first serves one of its tenants.`)
 }
 
 /** A database or schema that does not exist (3D000, 3F000; 42P01 for a search_path without it): a moved tenant's old room, removed. */
