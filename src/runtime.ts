@@ -313,7 +313,10 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     audit,
     resumers: { kinds: [...portability.kinds, ...moves.kinds], resume: (op) => (moves.kinds.includes(op.kind) ? moves : portability).resume(op) },
   })
-  const servers = createFleet({ catalog, dataPlane, bootstrap: (driver, server) => bootstrapServer(server, driver) })
+  const servers = createFleet({
+    catalog, dataPlane, bootstrap: (driver, server) => bootstrapServer(server, driver),
+    onError: (error, context) => events.emit('error', { error: error as Error, context }),
+  })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase), objectBytes: () => storage.storedBytes() })
   const cache = await createCache(options.cache, {

@@ -1,8 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { randomUUID } from 'node:crypto'
 import { createTenantry, isTenantryError, type Tenantry } from '../src/index.ts'
+import type { Server } from '../src/core/types.ts'
+import type { ServerDriver } from '../src/data/driver.ts'
 import { backends, DEMO_MIGRATIONS, dropPostgresLeftovers, freshDatabase, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
 import { cli, show } from './helpers/cli-process.ts'
 
@@ -141,7 +144,7 @@ function fleetSuite(backend: Backend): void {
       expect(rows).toEqual([{ name: 'there' }])
     })
 
-    it.skipIf(backend.name === 'PGlite')('another process: the same name and URL registers the server there too; another URL is a CONFLICT; two processes racing for a new name with different URLs: one wins', async () => {
+    it.skipIf(backend.name === 'PGlite')('another process: the same name and URL registers the server there too; another URL is a CONFLICT; two processes racing for a new name with different URLs: one wins, and every process registers the winner', async () => {
       const other = await createTenantry({ databaseUrl: url!, rolePrefix: PREFIX, migrations: DEMO_MIGRATIONS, observe: OBSERVE, resumeOperations: false })
       const third = await createTenantry({ databaseUrl: url!, rolePrefix: PREFIX, migrations: DEMO_MIGRATIONS, observe: OBSERVE, resumeOperations: false })
       try {
@@ -159,18 +162,49 @@ function fleetSuite(backend: Backend): void {
         const loser = winner === other ? third : other
         const stored = (await tenantry.catalog.listServers()).find((s) => s.name === 'race')!
         expect(winner.dataPlane.server('race').url).toBe(stored.url)
-        expect(loser.dataPlane.serverNames()).not.toContain('race')
-        // the loser asks again with the winner's URL: registered there now, nothing else changed
+        // the loser and this process hear of the winner's server (its notification) and register it, at the stored URL
+        for (const p of [loser, tenantry]) {
+          await vi.waitFor(() => expect(p.dataPlane.serverNames()).toContain('race'), { timeout: 10_000, interval: 20 })
+          expect(p.dataPlane.server('race')).toEqual(stored)
+        }
+        // the loser asks again with the winner's URL: a no-op returning the record, the same driver kept
+        const driver = loser.dataPlane.driver('race')
         expect(await loser.addServer({ name: 'race', url: stored.url })).toEqual(stored)
-        expect(loser.dataPlane.server('race').url).toBe(stored.url)
-        // this process opened before 'race' existed: the same call registers it here
-        expect(tenantry.dataPlane.serverNames()).not.toContain('race')
-        await tenantry.addServer({ name: 'race', url: stored.url })
+        expect(loser.dataPlane.driver('race')).toBe(driver)
         expect(tenantry.dataPlane.serverNames().sort()).toEqual(['main', 'race', 'second'])
       } finally {
         await other.close()
         await third.close()
       }
+    })
+
+    it('a server met while its addServer is in flight is not opened twice: the discovery waits and shares the one driver', async () => {
+      const third: Server = url
+        ? { name: 'third', url: await freshDatabase(`${PREFIX}_third`), region: null, capacityWeight: 1, mainDatabase: `${PREFIX}_third` }
+        : { name: 'third', url: `pglite:${join(dir, 'third')}`, region: null, capacityWeight: 1, mainDatabase: 'main' }
+      let lookups = 0
+      tenantry.dataPlane.useServerLookup((name) => { lookups++; return tenantry.catalog.server(name) })
+      let checked: ServerDriver | undefined
+      let met: Promise<ServerDriver>[] = []
+      const connected = tenantry.dataPlane.connectServer(third, async (driver) => {
+        checked = driver
+        // In the catalog now (its notification is on its way), the check not finished yet.
+        await tenantry.catalog.insertServer(third)
+        met = [tenantry.dataPlane.ensureServer('third'), tenantry.dataPlane.ensureServer('third')]
+        await driver.admin(third.mainDatabase).query('SELECT 1')
+      })
+      expect(await connected).toBe(checked)
+      const drivers = await Promise.all(met)
+      expect(drivers[0]).toBe(checked)
+      expect(drivers[1]).toBe(checked)
+      expect(tenantry.dataPlane.driver('third')).toBe(checked)
+      // no lookup: the discoveries waited for the registration in flight and found the server registered
+      expect(lookups).toBe(0)
+      // a name the catalog does not hold: SERVER_NOT_FOUND, nothing registered, and looked up again next time
+      expect(await outcome(tenantry.dataPlane.ensureServer('ghost'))).toBe('SERVER_NOT_FOUND')
+      expect(await outcome(tenantry.dataPlane.ensureServer('ghost'))).toBe('SERVER_NOT_FOUND')
+      expect(lookups).toBe(2)
+      expect(tenantry.dataPlane.serverNames().sort()).toEqual(url ? ['main', 'race', 'second', 'third'] : ['main', 'second', 'third'])
     })
   })
 }
@@ -231,5 +265,76 @@ describe.skipIf(!PG_UP)('tenantry servers list|add (CLI, PostgreSQL)', { timeout
     const audit = await run('audit', 'list', '--action', 'server.add', '--json')
     expect(audit.code, show(audit)).toBe(0)
     expect(JSON.parse(audit.stdout).map((e: { action: string; details: unknown }) => [e.action, e.details])).toEqual([['server.add', { server: 'second', url: shown, region: 'eu' }]])
+  })
+
+  it('processes already running serve tenants placed on (or moved to) a server another process added: through the notification, and with notifications off through a catalog lookup at first use', async () => {
+    const open = () => createTenantry({ databaseUrl: env.DATABASE_URL, rolePrefix: CLI_PREFIX, migrations: DEMO_MIGRATIONS, observe: OBSERVE, resumeOperations: false })
+    const a = await open()
+    const b = await open()
+    const c = await open()
+    try {
+      expect(a.dataPlane.serverNames().sort()).toEqual(['main', 'second'])
+      expect(b.dataPlane.serverNames().sort()).toEqual(['main', 'second'])
+      // b and c hear no more changes (a notification missed): only a lookup can tell them of s2.
+      await b.catalog.close()
+      await c.catalog.close()
+      let lookups = 0
+      b.dataPlane.useServerLookup((name) => { lookups++; return b.catalog.server(name) })
+      const names = (p: Promise<{ rows: { name: string }[] }>) => p.then((r) => r.rows.map((x) => x.name))
+
+      const mover = await run('tenants', 'create', 'mover', '--tier', 'pooled')
+      expect(mover.code, show(mover)).toBe(0)
+      await a.withTenant('mover', () => a.db.query("INSERT INTO projects (name) VALUES ('before the move')"))
+
+      const s2Url = await freshDatabase(`${CLI_PREFIX}_s2`)
+      for (const args of [['servers', 'add', 's2', s2Url], ['tenants', 'create', 'placed', '--tier', 'schema', '--server', 's2'], ['move', 'mover', '--tier', 'database', '--server', 's2']]) {
+        const r = await run(...args)
+        expect(r.code, `${args.join(' ')}\n${show(r)}`).toBe(0)
+      }
+      // a: the notification of the new server registered it (waiting for it to arrive; no timing is asserted)
+      await vi.waitFor(() => expect(a.dataPlane.serverNames().sort()).toEqual(['main', 's2', 'second']), { timeout: 10_000, interval: 20 })
+      expect(b.dataPlane.serverNames().sort()).toEqual(['main', 'second'])
+      const placedA = (await a.findTenant('placed'))!
+      expect([placedA.tier, placedA.placement.server]).toEqual(['schema', 's2'])
+      await a.withTenant('placed', () => a.db.query("INSERT INTO projects (name) VALUES ('on s2')"))
+      expect(await a.withTenant('placed', () => names(a.db.query('SELECT name FROM projects ORDER BY name')))).toEqual(['on s2'])
+      const moverA = (await a.findTenant('mover'))!
+      expect([moverA.tier, moverA.placement.server]).toEqual(['database', 's2'])
+      expect(await a.withTenant('mover', () => names(a.db.query('SELECT name FROM projects ORDER BY name')))).toEqual(['before the move'])
+      expect(lookups).toBe(0)
+
+      // b: five statements at once for tenants on the unknown server share one catalog lookup, then run
+      const placedB = (await b.findTenant('placed'))!
+      const moverB = (await b.findTenant('mover'))!
+      const served = await Promise.all([
+        ...[1, 2, 3].map(() => names(b.handle(placedB).query('SELECT name FROM projects ORDER BY name'))),
+        ...[1, 2].map(() => b.handle(moverB).transaction((tx) => names(tx.query('SELECT name FROM projects ORDER BY name')))),
+      ])
+      expect(served).toEqual([['on s2'], ['on s2'], ['on s2'], ['before the move'], ['before the move']])
+      expect(lookups).toBe(1)
+      expect(b.dataPlane.serverNames().sort()).toEqual(['main', 's2', 'second'])
+      expect(b.dataPlane.server('s2')).toEqual(a.dataPlane.server('s2'))
+
+      // c plans a fleet migration: the servers of the catalog it lacked are registered first, none skipped
+      const planned = await c.planMigrations()
+      expect(planned.filter((t) => t.server === 's2').map((t) => `${t.tier} ${t.slug ?? '-'}`).sort()).toEqual(['database mover', 'pooled -', 'schema placed'])
+      expect(c.dataPlane.serverNames().sort()).toEqual(['main', 's2', 'second'])
+
+      // A catalog record whose server does not answer: the request gets the coded 503 (not a crash,
+      // not SERVER_NOT_FOUND), and the next request tries again.
+      const gone: Server = { name: 'gone', url: 'postgres://postgres@127.0.0.1:1/none', region: null, capacityWeight: 1, mainDatabase: 'none' }
+      await a.catalog.insertServer(gone)
+      const stranded = await a.catalog.insertTenant({ id: randomUUID(), slug: 'stranded', name: 'Stranded', status: 'active', tier: 'pooled', plan: 'default', region: null, server: 'gone', database: 'none', schema: null, config: {} })
+      for (let i = 0; i < 2; i++) {
+        const r = await refusal(b.handle(stranded).query('SELECT 1'))
+        expect([r.code, r.status], r.message).toEqual(['TENANT_UNAVAILABLE', 503])
+      }
+      expect(lookups).toBe(2)
+      await a.catalog.deleteTenantRow(stranded.id)
+    } finally {
+      await a.close()
+      await b.close()
+      await c.close()
+    }
   })
 })

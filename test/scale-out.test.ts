@@ -100,6 +100,7 @@ async function cleanPostgres(): Promise<void> {
 
 describe.skipIf(!pgOk || !redisOk || !initdbOk)('scale-out: 3 app processes, 2 PostgreSQL servers, 1 Redis', { timeout: 180_000 }, () => {
   let second: PrivatePostgres
+  let third: PrivatePostgres | undefined
   let setup: Tenantry
   let url: string
   let catalogDb: pg.Client
@@ -142,6 +143,7 @@ describe.skipIf(!pgOk || !redisOk || !initdbOk)('scale-out: 3 app processes, 2 P
     await catalogDb?.end().catch(() => undefined)
     await setup?.close()
     await second?.close()
+    await third?.close()
     await cleanPostgres()
     for (const d of dirs) rmSync(d, { recursive: true, force: true })
   })
@@ -250,5 +252,24 @@ describe.skipIf(!pgOk || !redisOk || !initdbOk)('scale-out: 3 app processes, 2 P
       expect(r.status, t.slug).toBe(200)
     }
     for (const t of tenants) expect((await setup.handle(t).query('SELECT archived FROM projects')).rows).toEqual([{ archived: false }])
+  })
+
+  it('a server another process adds while the apps run: every app serves the tenants placed there at once, without restart', async () => {
+    third = await PrivatePostgres.create()
+    await setup.addServer({ name: 'third', url: third.url })
+    const placed: Tenant[] = []
+    for (const tier of ['pooled', 'schema', 'database'] as Tier[]) placed.push(await setup.provision({ slug: `so-third-${tier}`, tier, server: 'third' }))
+    for (const t of placed) await setup.handle(t).query('INSERT INTO projects (name) VALUES ($1)', [`${t.slug}-project`])
+    // No waiting: an app that has not heard of the server yet (its notification on the way) looks it up at the first request.
+    const seen: string[] = []
+    const want: string[] = []
+    for (const [i, app] of apps.entries()) {
+      for (const t of placed) {
+        const r = await app.call('GET', '/api/projects', { tenant: t.slug })
+        seen.push(`app${i} ${t.slug}: ${r.status} ${JSON.stringify(r.body.rows?.map((x: { tenant_id: string; name: string }) => [x.tenant_id, x.name]) ?? r.body.code)}`)
+        want.push(`app${i} ${t.slug}: 200 ${JSON.stringify([[t.id, `${t.slug}-project`]])}`)
+      }
+    }
+    expect(seen).toEqual(want)
   })
 })

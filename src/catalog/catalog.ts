@@ -385,6 +385,12 @@ export class Catalog {
     })
   }
 
+  /** The server of that name, or null (uncached: read when a process meets a server it does not know). */
+  async server(name: string): Promise<Server | null> {
+    const res = await this.admin.query<ServerRow>(...args(sql.serverByName(name)))
+    return res.rows[0] ? serverOf(res.rows[0]) : null
+  }
+
   async listServers(): Promise<Server[]> {
     const res = await this.admin.query<ServerRow>(...args(sql.listServers()))
     return res.rows.map(serverOf)

@@ -70,6 +70,13 @@ export class DataPlane implements TenantRunner {
   private guard?: DataPlaneGuard
   private observer?: DataPlaneObserver
   private relocate?: (tenantId: string) => Promise<Tenant | null>
+  private closed = false
+  private lookupServer?: (name: string) => Promise<Server | null>
+  // One registration of a name at a time (addServer's check, a discovery): never two drivers,
+  // never two PGlite instances on one data directory. The tail of each name's chain.
+  private readonly registering = new Map<string, Promise<unknown>>()
+  // Discoveries under way: concurrent requests for one unknown server share one catalog lookup.
+  private readonly discovering = new Map<string, Promise<ServerDriver>>()
 
   /** How long a write fenced by a move waits for the tenant's new placement (ms). */
   fenceWaitMs = 60_000
@@ -100,6 +107,61 @@ export class DataPlane implements TenantRunner {
     this.relocate = relocate
   }
 
+  /**
+   * Where a server this process does not know is looked up (the catalog): a statement for a
+   * tenant on an unregistered server registers it from there once, then runs.
+   */
+  useServerLookup(lookup: ((name: string) => Promise<Server | null>) | undefined): void {
+    this.lookupServer = lookup
+  }
+
+  /**
+   * The driver of a server, registering it from the catalog when this process does not know it
+   * yet (another process added it): one lookup per name however many ask at once, after any
+   * {@link connectServer} of the name in flight. A name the catalog does not hold is
+   * `SERVER_NOT_FOUND`; a failed lookup is not remembered, so the next call looks again.
+   */
+  ensureServer(name: string): Promise<ServerDriver> {
+    const known = this.drivers.get(name)
+    if (known) return Promise.resolve(known)
+    let p = this.discovering.get(name)
+    if (!p) {
+      p = this.exclusive(name, async () => {
+        const registered = this.drivers.get(name)
+        if (registered || !this.lookupServer) return registered ?? this.driver(name)
+        const server = await this.lookupServer(name).catch((err: unknown) => {
+          if (err instanceof TenantryError) throw err
+          throw new TenantryError('CATALOG_UNAVAILABLE', `Server '${name}' is not registered in this process yet and the catalog could not be read to register it: ${String((err as Error)?.message ?? err).split('\n')[0]}. Retry shortly.`, { cause: err, retryAfter: 5 })
+        })
+        if (!server || this.closed) return this.driver(name)
+        // Registered meanwhile (a synchronous addServer at start-up): keep that driver.
+        return this.drivers.get(name) ?? this.register(server, this.createDriver(server))
+      })
+      const mine = p
+      this.discovering.set(name, mine)
+      mine.then(() => this.discovering.delete(name), () => this.discovering.delete(name))
+    }
+    return p
+  }
+
+  /**
+   * Register every server of `names` (the catalog's list) this process does not know yet, before
+   * work that walks or chooses among the fleet's servers (a fleet migration, a placement).
+   */
+  async ensureServers(names: string[]): Promise<void> {
+    await Promise.all(names.filter((n) => !this.drivers.has(n)).map((n) => this.ensureServer(n)))
+  }
+
+  /** Run `fn` once every earlier registration of `name` has settled. */
+  private exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.registering.get(name)
+    const p = before ? before.then(fn, fn) : fn()
+    const tail = p.catch(() => undefined)
+    this.registering.set(name, tail)
+    tail.then(() => { if (this.registering.get(name) === tail) this.registering.delete(name) })
+    return p
+  }
+
   /** Register (or re-register) a server of the fleet. */
   addServer(server: Server): ServerDriver {
     const existing = this.drivers.get(server.name)
@@ -113,7 +175,17 @@ export class DataPlane implements TenantRunner {
    * when it fails, the driver is closed, nothing is registered and the error is thrown. A name
    * registered meanwhile with the same URL keeps its driver.
    */
-  async connectServer(server: Server, check: (driver: ServerDriver) => Promise<void>): Promise<ServerDriver> {
+  connectServer(server: Server, check: (driver: ServerDriver) => Promise<void>): Promise<ServerDriver> {
+    return this.exclusive(server.name, () => this.connectNow(server, check))
+  }
+
+  private async connectNow(server: Server, check: (driver: ServerDriver) => Promise<void>): Promise<ServerDriver> {
+    const existing = this.drivers.get(server.name)
+    if (existing && this.servers.get(server.name)?.url === server.url) {
+      // Registered already (a discovery came first): checked on its own driver, never a second one.
+      await check(existing)
+      return existing
+    }
     let driver: ServerDriver | undefined
     try {
       driver = this.createDriver(server)
@@ -122,12 +194,13 @@ export class DataPlane implements TenantRunner {
       await driver?.close().catch(() => undefined)
       throw err
     }
-    const existing = this.drivers.get(server.name)
-    if (existing && this.servers.get(server.name)?.url === server.url) {
+    // Calls of one name run one at a time (exclusive), and addServer keeps a same-URL driver.
+    const now = this.drivers.get(server.name)
+    if (now && this.servers.get(server.name)?.url === server.url) {
       await driver.close().catch(() => undefined)
-      return existing
+      return now
     }
-    if (existing) existing.close().catch(() => undefined)
+    if (now) now.close().catch(() => undefined)
     return this.register(server, driver)
   }
 
@@ -157,13 +230,13 @@ export class DataPlane implements TenantRunner {
 
   driver(name: string): ServerDriver {
     const d = this.drivers.get(name)
-    if (!d) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer() (a process started before another added it: the same call registers it here).`)
+    if (!d) throw serverNotFound(name)
     return d
   }
 
   server(name: string): Server {
     const s = this.servers.get(name)
-    if (!s) throw new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer() (a process started before another added it: the same call registers it here).`)
+    if (!s) throw serverNotFound(name)
     return s
   }
 
@@ -243,7 +316,8 @@ export class DataPlane implements TenantRunner {
 
   /** One attempt; a rejection goes to `recover` when given (one `.then`/`.catch` per statement, observed or not). */
   private runOnce<R>(tenant: Tenant, text: string, values: unknown[], recover?: (err: unknown) => Promise<QueryResult<R>>): Promise<QueryResult<R>> {
-    const driver = this.driver(tenant.placement.server)
+    const driver = this.drivers.get(tenant.placement.server)
+    if (driver === undefined) return this.ensureServer(tenant.placement.server).then(() => this.runOnce(tenant, text, values, recover))
     const target = this.target(tenant)
     const watch = this.observer?.beginStatement(tenant, driver.server, target.database, text)
     const guard = this.guard
@@ -263,7 +337,8 @@ export class DataPlane implements TenantRunner {
   }
 
   private transactionOnce<T>(tenant: Tenant, fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    const driver = this.driver(tenant.placement.server)
+    const driver = this.drivers.get(tenant.placement.server)
+    if (driver === undefined) return this.ensureServer(tenant.placement.server).then(() => this.transactionOnce(tenant, fn))
     const target = this.target(tenant)
     const observer = this.observer
     // Each statement of the transaction is reported on its own (metering counts statements).
@@ -286,11 +361,16 @@ export class DataPlane implements TenantRunner {
   }
 
   async close(): Promise<void> {
+    this.closed = true
     const all = [...this.drivers.values()]
     this.drivers.clear()
     this.servers.clear()
     await Promise.all(all.map((d) => d.close()))
   }
+}
+
+function serverNotFound(name: string): TenantryError {
+  return new TenantryError('SERVER_NOT_FOUND', `Server '${name}' is not registered in this process. Add it with 'tenantry servers add ${name} <url>' or tenantry.addServer(); a server another process added is registered here when this process hears of it or first serves one of its tenants.`)
 }
 
 /** A database, schema or tenant role that does not exist (3D000, 3F000; 42P01 for a search_path without it; 42704/22023 for its role, by SET ROLE or set_config): a moved tenant's old room, removed. */

@@ -42,10 +42,34 @@ export interface FleetDeps {
   dataPlane: DataPlane
   /** Prepare a server's main database (idempotent); throws when it cannot be reached. */
   bootstrap(driver: ServerDriver, server: Server): Promise<void>
+  /** A server a notification named could not be registered (emitted, not thrown into nowhere). */
+  onError?(error: unknown, context: string): void
+}
+
+/**
+ * Every process learns of a server another process added: the catalog's notification of it
+ * registers it here at once, and a tenant statement for a server still unknown (a notification
+ * missed) looks it up in the catalog first (see {@link DataPlane.ensureServer}).
+ */
+function followCatalog(deps: FleetDeps): void {
+  const { catalog, dataPlane } = deps
+  dataPlane.useServerLookup((name) => catalog.server(name))
+  const learn = (name: string) => {
+    if (dataPlane.serverNames().includes(name)) return
+    dataPlane.ensureServer(name).catch((e) => deps.onError?.(e, `registering server '${name}' added by another process`))
+  }
+  catalog.onChange((subject, local) => {
+    // This process's own additions register through addServer itself.
+    if (local) return
+    if (subject.startsWith('server:')) learn(subject.slice('server:'.length))
+    // A lost notification connection came back: any server may have been added meanwhile.
+    else if (subject === '*') catalog.listServers().then((all) => all.forEach((s) => learn(s.name)), (e) => deps.onError?.(e, 'reading the servers of the catalog'))
+  })
 }
 
 export function createFleet(deps: FleetDeps): Fleet {
   const { catalog, dataPlane } = deps
+  followCatalog(deps)
   return {
     async addServer(input) {
       const server = serverOf(input)

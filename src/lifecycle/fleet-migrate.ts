@@ -138,6 +138,8 @@ export class FleetMigrator {
     const { catalog, dataPlane, files } = this.o
     const naming = dataPlane.opts.naming
     const tenants = (await catalog.list()).filter((t) => t.status !== 'provisioning')
+    // A server another process added and this one has not heard of yet is migrated too.
+    await dataPlane.ensureServers((await catalog.listServers()).map((s) => s.name))
     const servers = dataPlane.serverNames()
 
     const all: Omit<PlannedTarget, 'pending' | 'canary'>[] = []

@@ -347,7 +347,10 @@ export class Lifecycle {
 
   private async pickServer(input: ProvisionOptions): Promise<Server> {
     const { catalog, dataPlane } = this.o
-    const servers = (await catalog.listServers()).filter((s) => dataPlane.serverNames().includes(s.name))
+    const listed = await catalog.listServers()
+    // Servers another process added, not heard of yet, are registered here first.
+    await dataPlane.ensureServers(listed.map((s) => s.name))
+    const servers = listed.filter((s) => dataPlane.serverNames().includes(s.name))
     if (input.server !== undefined) {
       const found = servers.find((s) => s.name === input.server)
       if (!found) throw new TenantryError('SERVER_NOT_FOUND', `Server '${printable(String(input.server))}' is not registered.`, { status: 400 })

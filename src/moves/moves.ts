@@ -172,6 +172,8 @@ export class Moves {
     requireMigrations(this.d.files)
     const tenant = await this.mustFind(slugOrId)
     const serverName = opts.server ?? tenant.placement.server
+    // A server another process added is registered from the catalog; one it does not hold is refused.
+    await this.d.dataPlane.ensureServer(serverName).catch((err: unknown) => { if (!isTenantryError(err, 'SERVER_NOT_FOUND')) throw err })
     if (!this.d.dataPlane.serverNames().includes(serverName)) {
       throw new TenantryError('SERVER_NOT_FOUND', `Server '${printable(serverName)}' is not registered; add it with 'tenantry servers add' first.`, { status: 400 })
     }
