@@ -334,7 +334,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const credentials = await TenantCredentials.open({ admin: mainDriver.admin(main.mainDatabase), catalog, audit, cacheTtlMs: options.cacheTtlMs })
   for (const s of options.resolve ?? []) if (needsCredentials(s)) s.useCredentials(credentials)
   const resolver = new TenantResolver({ strategies: options.resolve ?? [header()], lookup: catalog })
-  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase), audit, fleet, lifecycle, moves })
+  const configParts = await openConfig(options.config, { catalog, guard, events, plugins: options.plugins, admin: mainDriver.admin(main.mainDatabase), audit, fleet, lifecycle, moves, portability })
   const handles = new WeakMap<Tenant, TenantHandle>()
 
   async function findTenant(slugOrId: string): Promise<Tenant | null> {
@@ -523,7 +523,7 @@ async function openObservability(
  */
 async function openConfig(
   options: ConfigOptions | undefined,
-  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']>; audit: AuditLog; fleet: FleetMigrator; lifecycle: Lifecycle; moves: Awaited<ReturnType<typeof createMoves>> },
+  deps: { catalog: Catalog; guard: Guard; events: TenantryEvents; plugins?: PluginCore[]; admin: ReturnType<ReturnType<DataPlane['driver']>['admin']>; audit: AuditLog; fleet: FleetMigrator; lifecycle: Lifecycle; moves: Awaited<ReturnType<typeof createMoves>>; portability: Portability },
 ): Promise<ConfigParts> {
   const onError = (error: unknown, context: string) => deps.events.emit('error', { error: error as Error, context })
   const parts = await createConfig(options, { catalog: deps.catalog, admin: deps.admin, events: deps.events, plugins: deps.plugins, onError, audit: deps.audit })
@@ -535,6 +535,7 @@ async function openConfig(
   deps.fleet.useExtra(pluginMigrations)
   deps.lifecycle.useExtraMigrations(pluginMigrations)
   deps.moves.useExtraMigrations(pluginMigrations)
+  deps.portability.useExtraMigrations(pluginMigrations)
   pluginMigrations?.watch(deps.catalog, deps.fleet, (e) => onError(e, 'applying plugin migrations'))
   return parts
 }

@@ -1,3 +1,6 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTenantry, type Tenantry } from '../src/index.ts'
 import type { PluginCore } from '../src/config/index.ts'
@@ -145,6 +148,64 @@ function pluginMigrationSuite(backend: Backend): void {
       expect(await state('wayne')).toEqual(NOTES)
       expect((await tenantry.withTenant('wayne', () => tenantry.db.query('SELECT body FROM plugin_notes'))).rows).toEqual([{ body: 'w' }])
     })
+
+    it('backup and restore carry the plugin tables: a pooled tenant with the plugin, and one without it on the same server', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'tenantry-plugin-backup-'))
+      const tier = backend.name === 'PostgreSQL' ? 'database' : 'schema'
+      try {
+        // The pooled tables of 'main' hold plugin_notes (acme has the plugin); pb does not have it.
+        await tenantry.provision({ slug: 'pa', tier: 'pooled', plan: 'pro' })
+        await tenantry.provision({ slug: 'pb', tier: 'pooled', plan: 'biz' })
+        await tenantry.withTenant('pa', async () => {
+          await tenantry.db.query("INSERT INTO plugin_notes (body, pinned) VALUES ('first', false), ('second', true)")
+          await tenantry.db.query("INSERT INTO projects (name) VALUES ('pa-project')")
+        })
+        await tenantry.withTenant('pb', () => tenantry.db.query("INSERT INTO projects (name) VALUES ('pb-1'), ('pb-2')"))
+        await tenantry.withTenant('acme', () => tenantry.db.query("INSERT INTO plugin_notes (body) VALUES ('acme-only')"))
+
+        const a = await tenantry.portability.backup('pa', { to: `${dir}/` })
+        const ra = await tenantry.portability.restore(a.path, { as: 'pa-copy', tier })
+        expect(ra.tables.map((t) => [t.name, t.rows])).toEqual(expect.arrayContaining([['plugin_notes', 2], ['projects', 1], ['tasks', 0]]))
+        expect(ra.tenant).toMatchObject({ slug: 'pa-copy', tier, status: 'active' })
+        expect(await state('pa-copy')).toEqual(NOTES)
+        expect((await tenantry.withTenant('pa-copy', () => tenantry.db.query('SELECT body, pinned FROM plugin_notes ORDER BY id'))).rows).toEqual([{ body: 'first', pinned: false }, { body: 'second', pinned: true }])
+        expect((await tenantry.withTenant('pa-copy', () => tenantry.db.query('SELECT name FROM projects'))).rows).toEqual([{ name: 'pa-project' }])
+
+        // pb's archive was taken from the same pooled tables (their ledger has the plugin's rows): it restores, the plugin table empty.
+        const b = await tenantry.portability.backup('pb', { to: `${dir}/` })
+        const rb = await tenantry.portability.restore(b.path, { as: 'pb-copy', tier })
+        expect(rb.tables.map((t) => [t.name, t.rows])).toEqual(expect.arrayContaining([['plugin_notes', 0], ['projects', 2]]))
+        expect((await tenantry.withTenant('pb-copy', () => tenantry.db.query('SELECT name FROM projects ORDER BY id'))).rows).toEqual([{ name: 'pb-1' }, { name: 'pb-2' }])
+        expect((await tenantry.withTenant('pb-copy', () => tenantry.db.query('SELECT body FROM plugin_notes'))).rows).toEqual([])
+
+        // Over itself in the pooled tables: the plugin rows are replaced by the archive's exactly.
+        await tenantry.withTenant('pa', () => tenantry.db.query("INSERT INTO plugin_notes (body) VALUES ('after-backup')"))
+        await tenantry.portability.restore(a.path, { replace: true })
+        expect((await tenantry.withTenant('pa', () => tenantry.db.query('SELECT body FROM plugin_notes ORDER BY id'))).rows).toEqual([{ body: 'first' }, { body: 'second' }])
+        expect((await tenantry.withTenant('acme', () => tenantry.db.query('SELECT body FROM plugin_notes ORDER BY id'))).rows).toEqual([{ body: 'acme-only' }])
+
+        // An archive with the tables of a plugin this installation does not know: refused before anything is written.
+        const ghost = join(dir, 'ghost.tar')
+        writeFileSync(ghost, Buffer.from(readFileSync(a.path).toString('latin1').replaceAll('"notes:', '"ghost:'), 'latin1'))
+        const refused = await tenantry.portability.restore(ghost, { as: 'pa-ghost', tier }).then(() => null, (e: { code?: string; details?: unknown }) => [e.code, e.details])
+        expect(refused).toEqual(['ARCHIVE_INCOMPATIBLE', { plugins: ['ghost'] }])
+        expect(await tenantry.findTenant('pa-ghost')).toBeNull()
+
+        // Export (GDPR) has the plugin table's rows; erase clears them and its scan covers the plugin tables.
+        const x = await tenantry.portability.export('pa-copy', { format: 'jsonl', to: join(dir, 'exports') })
+        expect(x.tables.find((t) => t.name === 'plugin_notes')?.rows).toBe(2)
+        expect(readFileSync(join(x.path, 'plugin_notes.jsonl'), 'utf8').trimEnd().split('\n').map((l) => (JSON.parse(l) as { body: string }).body)).toEqual(['first', 'second'])
+        await tenantry.delete('pa')
+        const cert = await tenantry.portability.erase('pa')
+        expect(cert.verified).toBe(true)
+        expect(cert.scan.filter((s) => s.before > 0).map((s) => `${s.table.split('.')[1]} ${s.before} ${s.after}`).sort()).toEqual(['plugin_notes 2 0', 'projects 1 0'])
+        // The scan covers the plugin tables of every room, the restored copy's too.
+        const copyRoom = tenantry.dataPlane.migrationTarget(ra.tenant)
+        expect(cert.scan.some((s) => s.table === `${copyRoom.schema}.plugin_notes` && s.database === copyRoom.database)).toBe(true)
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    }, 180_000)
 
     it.skipIf(backend.name !== 'PostgreSQL')('a process without the plugins\' code (the CLI) applies the stored sets too', async () => {
       const url = tenantry.dataPlane.server('main').url

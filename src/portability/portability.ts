@@ -19,6 +19,7 @@ import { faultPoint } from '../lifecycle/faults.ts'
 import { mustFindTenant } from '../lifecycle/lifecycle.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
+import type { TenantExtraMigrations } from '../lifecycle/lifecycle.ts'
 import { packArchive, readManifest, checkManifestMac, readTable, readTables, spoolTable, verifyArchive, type ArchiveManifest } from './archive.ts'
 import { copiesDirectly, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapshot, loadWaves, mapLimited, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
 import { TenantKeys, resolveMasterKey } from './keys.ts'
@@ -183,6 +184,19 @@ interface Deps {
   objectStore?: { removeTenant(tenant: Tenant): Promise<number>; hasObjects(tenant: Tenant): Promise<boolean> }
 }
 
+/** Plugins' own migration sets (src/config/plugin-migrations.ts), as a restore needs them. */
+export interface PluginMigrationSets extends TenantExtraMigrations {
+  /** Plugin name → its files (ledger versions `<plugin>:<NNNN>`). */
+  readonly sets: ReadonlyMap<string, MigrationFile[]>
+}
+
+/** What a restore applies to its room: the app's files, and the plugins' with their invariant check. */
+interface RestoreFiles {
+  /** The archive's own versions first (the room is made at them), the newer ones after the load. */
+  files: MigrationFile[]
+  around?: TenantExtraMigrations['around']
+}
+
 /** A tenant's rows: the server driver, database and schema they live in. */
 interface Room {
   server: string
@@ -203,6 +217,12 @@ interface Room {
 export class Portability {
   readonly keys: TenantKeys
   private readonly d: Deps
+  private plugins?: PluginMigrationSets
+
+  /** Plugins' migration sets: restores apply them like the app's (set once the configuration is open). */
+  useExtraMigrations(plugins: PluginMigrationSets | undefined): void {
+    this.plugins = plugins
+  }
 
   constructor(deps: Deps) {
     this.d = deps
@@ -350,7 +370,7 @@ export class Portability {
     const { manifest, json, mac } = await readManifest(path)
     const key = manifest.encryption ? await this.keys.dataKey(manifest.encryption.tenantId) : null
     if (key) checkManifestMac(path, key, json, mac)
-    const forward = this.checkMigrations(manifest)
+    this.checkMigrations(manifest)
 
     // Where it goes.
     const slug = opts.as ?? manifest.tenant.slug
@@ -393,7 +413,10 @@ export class Portability {
       }
       const staging: Tenant = { ...tenant, tier, placement }
       try {
-        const loaded = await this.load(op, path, manifest, key, staging, existing, opts.onProgress)
+        const apply = await this.restoreFiles(manifest, staging)
+        const have = new Set(manifest.migrations.map((m) => m.version))
+        const forward = apply.files.filter((f) => !have.has(f.version)).map((f) => `${f.version}_${f.name}`)
+        const loaded = await this.load(op, path, manifest, key, staging, existing, apply, opts.onProgress)
         await faultPoint('restore:switch')
         const result = { archiveId: manifest.archiveId, rows: loaded.reduce((n, t) => n + t.rows, 0), tables: loaded, migratedForward: forward, replaced: Boolean(existing) }
         const done = existing ? await this.switchTo(op, existing, staging, result) : await this.d.catalog.setStatus(id, 'active', null, async (tx) => {
@@ -408,21 +431,42 @@ export class Portability {
     })
   }
 
-  /** Archive migrations must be a prefix of this installation's, with the same checksums; returns those to apply after the load. */
-  private checkMigrations(manifest: ArchiveManifest): string[] {
-    const files = new Map(this.d.files.map((f) => [f.version, f]))
+  /**
+   * Archive migrations must be a prefix of this installation's, with the same checksums: the app's
+   * (`NNNN`) and each plugin's (`<plugin>:<NNNN>`). A plugin this installation does not know →
+   * `ARCHIVE_INCOMPATIBLE` naming it (`details.plugins`), before anything is written.
+   */
+  private checkMigrations(manifest: ArchiveManifest): void {
+    const files = new Map([this.d.files, ...(this.plugins?.sets.values() ?? [])].flat().map((f) => [f.version, f]))
+    const unknown = [...new Set(manifest.migrations.map((m) => pluginOf(m.version)).filter((p): p is string => p !== null && !this.plugins?.sets.has(p)))]
+    if (unknown.length > 0) {
+      throw new TenantryError('ARCHIVE_INCOMPATIBLE', `The archive holds the tables of plugin${unknown.length > 1 ? 's' : ''} ${unknown.map((p) => `'${printable(p)}'`).join(', ')}, which this installation does not have; register ${unknown.length > 1 ? 'them' : 'it'} (createTenantry's plugins) and restore again.`, { details: { plugins: unknown } })
+    }
     for (const m of manifest.migrations) {
       const f = files.get(m.version)
       if (!f) throw new TenantryError('ARCHIVE_INCOMPATIBLE', `The archive was taken at migration ${m.version}_${m.name}, which this installation does not have; restore it with the app version that has that migration.`)
       if (f.checksum !== m.checksum) throw new TenantryError('ARCHIVE_INCOMPATIBLE', `Migration ${m.version}_${m.name} differs from the one the archive was taken at (checksum): the archive's tables may not fit.`)
     }
-    const have = new Set(manifest.migrations.map((m) => m.version))
-    return this.d.files.filter((f) => !have.has(f.version)).map((f) => `${f.version}_${f.name}`)
+  }
+
+  /**
+   * The files the restored room gets: the app's, then the whole set of every plugin the archive
+   * was taken with or the restored tenant has (its plan and config), forward only. Plugin tables
+   * the archive lacks are made and stay empty.
+   */
+  private async restoreFiles(manifest: ArchiveManifest, staging: Tenant): Promise<RestoreFiles> {
+    const plugins = this.plugins
+    if (!plugins) return { files: this.d.files }
+    const wanted = new Set([...manifest.migrations.map((m) => pluginOf(m.version)), ...(await plugins.forTenant(staging)).map((f) => f.plugin)])
+    const extra = [...plugins.sets].filter(([name]) => wanted.has(name)).flatMap(([, files]) => files)
+    return { files: [...this.d.files, ...extra], around: plugins.around }
   }
 
   /** Make the staging room at the archive's migrations, load every table in one transaction, then migrate it forward. */
-  private async load(op: Operation, path: string, manifest: ArchiveManifest, key: Buffer | null, staging: Tenant, existing: Tenant | null, onProgress?: (p: PortabilityProgress) => void): Promise<{ name: string; rows: number }[]> {
-    const { dataPlane, files } = this.d
+  private async load(op: Operation, path: string, manifest: ArchiveManifest, key: Buffer | null, staging: Tenant, existing: Tenant | null, apply: RestoreFiles, onProgress?: (p: PortabilityProgress) => void): Promise<{ name: string; rows: number }[]> {
+    const { dataPlane } = this.d
+    const { files } = apply
+    const around = apply.around ? { around: apply.around } : {}
     const ctx = dataPlane.tierContext(staging.placement.server)
     const strategy = TIER_STRATEGIES[staging.tier]
     const room = this.roomOf(staging)
@@ -436,8 +480,13 @@ export class Portability {
     const pooled = staging.tier === 'pooled'
     // The pooled tables serve other tenants: they are brought to the latest migration, never held
     // back to the archive's; an older archive's columns are loaded by name.
-    if (pooled) await migrateTarget(admin, target, files)
-    else await createTarget(admin, target, files.filter((f) => have.has(f.version)), preamble)
+    // The app's files the archive has build the room in one transaction; its plugins' files follow,
+    // each checked against invariants 1–2 like in a fleet run.
+    if (pooled) await migrateTarget(admin, target, files, around)
+    else {
+      await createTarget(admin, target, files.filter((f) => have.has(f.version) && f.plugin === undefined), preamble)
+      await migrateTarget(admin, target, files.filter((f) => have.has(f.version)), around)
+    }
     await this.d.operations.step(op.id, 'load')
     await faultPoint('restore:load')
     const replacingPooledInPlace = pooled && existing?.tier === 'pooled' && existing.placement.server === staging.placement.server
@@ -450,7 +499,7 @@ export class Portability {
         await tx.query(...args(sql.pointAtTenant(token)))
         await raiseSequences(tx, room.schema, staging.id, waves.flat())
       })
-      if (!pooled) await migrateTarget(admin, target, files)
+      if (!pooled) await migrateTarget(admin, target, files, around)
       return counts
     }
     const counts: { name: string; rows: number }[] = []
@@ -479,7 +528,7 @@ export class Portability {
       })
       await raiseSequences(tx, room.schema, staging.id, tables)
     })
-    if (!pooled) await migrateTarget(admin, target, files)
+    if (!pooled) await migrateTarget(admin, target, files, around)
     return counts
   }
 
@@ -902,3 +951,8 @@ function args(s: { text: string; values: unknown[] }): [string, unknown[]] {
   return [s.text, s.values]
 }
 
+/** The plugin of a ledger version (`<plugin>:<NNNN>`), or null for the app's. */
+function pluginOf(version: string): string | null {
+  const i = version.lastIndexOf(':')
+  return i < 0 ? null : version.slice(0, i)
+}
