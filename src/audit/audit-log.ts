@@ -3,6 +3,7 @@ import { TenantryError } from '../core/errors.ts'
 import type { AdminQueryable } from '../data/driver.ts'
 import type { Queryable } from '../data/executor.ts'
 import * as sql from './sql.ts'
+import { currentRequestId } from './audit-context.ts'
 
 /** What a caller records: who did what to which tenant, and the state before and after. */
 export interface AuditInput {
@@ -152,7 +153,7 @@ class CatalogAuditLog implements AuditLog {
         action: input.action,
         tenantId: input.tenantId ?? null,
         slug: input.slug ?? null,
-        requestId: input.requestId ?? null,
+        requestId: input.requestId ?? currentRequestId(),
         beforeDigest: input.before === undefined ? null : digestOf(input.before),
         afterDigest: input.after === undefined ? null : digestOf(input.after),
         details: JSON.parse(canonicalJson(input.details ?? {})) as Record<string, unknown>,

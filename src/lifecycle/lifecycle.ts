@@ -176,7 +176,7 @@ export class Lifecycle {
         throw new TenantryError('CONFLICT', `Tenant '${tenant.slug}' is kept until ${until.toISOString()} (retention ${this.o.retentionDays} days); purge with --force to remove it now.`, { details: { retainedUntil: until.toISOString() } })
       }
     }
-    const op = await this.o.operations.start('purge', { tenantId: tenant.id, slug: tenant.slug, params: { tenant }, step: 'remove', startedBy: opts.startedBy })
+    const op = await this.o.operations.start('purge', { tenantId: tenant.id, slug: tenant.slug, params: { tenant, force: Boolean(opts.force) }, step: 'remove', startedBy: opts.startedBy })
     this.o.events.emit('tenant.purging', { tenant, operationId: op.id })
     return this.runPurge(op, tenant)
   }
