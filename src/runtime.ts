@@ -170,9 +170,10 @@ export interface Tenantry {
   readonly resumedAtStartup: Operation[]
   /** The targets of a fleet operation. */
   operationTargets(id: string): Promise<OperationTarget[]>
-  setStatus(slugOrId: string, status: Exclude<TenantStatus, 'provisioning'>, reason?: string): Promise<Tenant>
+  /** Set a status as it is (an operator's repair); audited as `tenant.status` (actor `library` without `by`). */
+  setStatus(slugOrId: string, status: Exclude<TenantStatus, 'provisioning'>, reason?: string, by?: AuditActor): Promise<Tenant>
   /** Add a custom domain that resolves at once (an operator's own domains). Tenants' domains go through {@link Tenantry.domains}: pending until verified. */
-  addDomain(slugOrId: string, domain: string): Promise<void>
+  addDomain(slugOrId: string, domain: string, by?: AuditActor): Promise<void>
   /** The current tenant's merged configuration (`tenantry.config()`), and reading, changing, versioning it (docs/config.md). */
   readonly config: ConfigParts['config']
   /** Feature flags: `isEnabled`, `evaluate`, `set`, `rollout`, and the OpenFeature `provider` (docs/flags.md). */
@@ -400,14 +401,8 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     operationTargets: (id) => operations.targets(id),
     resumedAtStartup: [],
-    async setStatus(slugOrId, status, reason) {
-      const tenant = await mustFind(slugOrId)
-      return catalog.setStatus(tenant.id, status, reason ?? null)
-    },
-    async addDomain(slugOrId, domain) {
-      const tenant = await mustFind(slugOrId)
-      await catalog.addDomain(tenant.id, domain.toLowerCase())
-    },
+    setStatus: (t, status, reason, by) => lifecycle.setStatus(t, status, reason, by),
+    addDomain: (t, domain, by) => lifecycle.addDomain(t, domain, by),
     config: configParts.config,
     flags: configParts.flags,
     domains: configParts.domains,

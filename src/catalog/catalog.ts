@@ -351,7 +351,8 @@ export class Catalog {
     await this.change(id, (tx) => tx.query(...args(sql.deleteTenantRow(id))))
   }
 
-  async addDomain(tenantId: string, domain: string): Promise<void> {
+  /** Add a domain that resolves at once; `alsoInTransaction` runs in the same transaction (its audit entry). */
+  async addDomain(tenantId: string, domain: string, alsoInTransaction?: (tx: Queryable) => Promise<void>): Promise<void> {
     await this.change(tenantId, async (tx) => {
       try {
         await tx.query(...args(sql.insertDomain(domain, tenantId)))
@@ -360,6 +361,7 @@ export class Catalog {
         if ((err as { code?: string }).code === '23503') throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${printable(tenantId)}'.`, { cause: err })
         throw err
       }
+      await alsoInTransaction?.(tx)
     })
   }
 
