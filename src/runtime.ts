@@ -183,7 +183,7 @@ export interface Tenantry {
   /** The plugins given to createTenantry, and which tenants have them (docs/plugins.md). */
   readonly plugins: ConfigParts['plugins']
   /** Add a PostgreSQL server to the fleet: checked first (valid, reachable), registered only then; a taken name with another URL is a CONFLICT (see {@link Fleet.addServer}). */
-  addServer(server: AddServerOptions): Promise<Server>
+  addServer(server: AddServerOptions, by?: AuditActor): Promise<Server>
   /** Check every target of every server against invariants 1–2. */
   doctor(): Promise<{ findings: Finding[]; tables: number }>
   /** Logs, metrics, spans and the usage meter (docs/observability.md). */
@@ -314,7 +314,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     audit,
     resumers: { kinds: [...portability.kinds, ...moves.kinds], resume: (op) => (moves.kinds.includes(op.kind) ? moves : portability).resume(op) },
   })
-  const servers = createFleet({ catalog, dataPlane, bootstrap: (driver, server) => bootstrapServer(server, driver) })
+  const servers = createFleet({ catalog, dataPlane, audit, bootstrap: (driver, server) => bootstrapServer(server, driver) })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
   const observe = await openObservability(options.observe ?? {}, { catalog, dataPlane, guard, events, operations, admin: mainDriver.admin(main.mainDatabase), objectBytes: () => storage.storedBytes() })
   const cache = await createCache(options.cache, {
@@ -407,7 +407,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     flags: configParts.flags,
     domains: configParts.domains,
     plugins: configParts.plugins,
-    addServer: (input) => servers.addServer(input),
+    addServer: (input, by) => servers.addServer(input, by),
     async doctor() {
       const findings: Finding[] = []
       let tables = 0
