@@ -560,6 +560,9 @@ describe('audit coverage: every control-plane action leaves an entry (PGlite)', 
       ['provision', () => tenantry.provision({ slug: 'audited', tier: 'pooled' }, 'cli:ops@host'), ['operation.provision.start', 'operation.provision.done']],
       ['suspend', () => tenantry.suspend('audited', 'unpaid', by), ['tenant.suspend']],
       ['resume', () => tenantry.resume('audited', by), ['tenant.resume']],
+      // Without an actor, the library's own calls: an operator's domain that resolves at once, a status set as it is.
+      ['operator domain', () => tenantry.addDomain('audited', 'ops.audited.test'), ['tenant.domain.add']],
+      ['status set', () => tenantry.setStatus('audited', 'active'), ['tenant.status']],
       ['config change', () => tenantry.config.set('audited', 'theme', 'dark', { by: by.actor }), ['config.set']],
       ['branding change', () => tenantry.config.set('audited', 'branding.primaryColor', '#00ff00', { by: by.actor }), ['config.set']],
       ['flag change', () => tenantry.flags.set({ key: 'audit-beta', enabled: true }, { by: by.actor }), ['flag.set']],
@@ -582,9 +585,6 @@ describe('audit coverage: every control-plane action leaves an entry (PGlite)', 
       ['delete', () => tenantry.delete('audited-copy', by), ['tenant.delete']],
       ['erase', () => tenantry.portability.erase('audited-copy', { startedBy: by.actor }), ['operation.erase.start', 'operation.erase.done']],
       ['purge', async () => { await tenantry.delete('audited', by); return tenantry.purge('audited', { force: true, startedBy: by.actor }) }, ['tenant.delete', 'operation.purge.start', 'operation.purge.done']],
-      // Without an actor, the library's own calls: an operator's domain that resolves at once, a status set as it is.
-      ['operator domain', () => tenantry.addDomain('audited', 'ops.audited.test'), ['tenant.domain.add']],
-      ['status set', () => tenantry.setStatus('audited', 'active'), ['tenant.status']],
       ['admin sign-in', async () => {
         const r = await admin.inject({ method: 'POST', url: '/admin/api/sign-in', headers: { authorization: `Bearer ${token}` } })
         expect([r.statusCode, r.json()]).toEqual([200, { actor: 'token:auditor', role: 'viewer' }])
