@@ -33,7 +33,7 @@ export {
   type Flag, type FlagContext, type FlagDefinition, type FlagEvaluation, type FlagReason, type FlagRule, type JsonObject, type JsonValue,
   type StandardSchemaLike, type TenantConfigApi, PluginRegistry, pluginFailure, type PluginContext, type PluginCore,
 } from './config/index.ts'
-export { createAuditLog, digestOf, type AuditLog, type AuditActor, type AuditInput, type AuditEntry, type AuditQuery, type AuditVerifyReport } from './audit/index.ts'
+export { createAuditLog, digestOf, onBehalfOfRequest, type AuditLog, type AuditActor, type AuditInput, type AuditEntry, type AuditQuery, type AuditVerifyReport } from './audit/index.ts'
 export type { TenantPage, TenantPageQuery } from './catalog/catalog.ts'
 export {
   Portability, copyTenant, rewriteTenantId, tenantTables, resolveMasterKey,

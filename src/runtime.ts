@@ -170,9 +170,10 @@ export interface Tenantry {
   readonly resumedAtStartup: Operation[]
   /** The targets of a fleet operation. */
   operationTargets(id: string): Promise<OperationTarget[]>
-  setStatus(slugOrId: string, status: Exclude<TenantStatus, 'provisioning'>, reason?: string): Promise<Tenant>
+  /** Set a status as it is (an operator's repair); audited as `tenant.status` (actor `library` without `by`). */
+  setStatus(slugOrId: string, status: Exclude<TenantStatus, 'provisioning'>, reason?: string, by?: AuditActor): Promise<Tenant>
   /** Add a custom domain that resolves at once (an operator's own domains). Tenants' domains go through {@link Tenantry.domains}: pending until verified. */
-  addDomain(slugOrId: string, domain: string): Promise<void>
+  addDomain(slugOrId: string, domain: string, by?: AuditActor): Promise<void>
   /** The current tenant's merged configuration (`tenantry.config()`), and reading, changing, versioning it (docs/config.md). */
   readonly config: ConfigParts['config']
   /** Feature flags: `isEnabled`, `evaluate`, `set`, `rollout`, and the OpenFeature `provider` (docs/flags.md). */
@@ -182,7 +183,7 @@ export interface Tenantry {
   /** The plugins given to createTenantry, and which tenants have them (docs/plugins.md). */
   readonly plugins: ConfigParts['plugins']
   /** Add a PostgreSQL server to the fleet: checked first (valid, reachable), registered only then; a taken name with another URL is a CONFLICT (see {@link Fleet.addServer}). */
-  addServer(server: AddServerOptions): Promise<Server>
+  addServer(server: AddServerOptions, by?: AuditActor): Promise<Server>
   /** Check every target of every server against invariants 1–2. */
   doctor(): Promise<{ findings: Finding[]; tables: number }>
   /** Logs, metrics, spans and the usage meter (docs/observability.md). */
@@ -314,7 +315,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     resumers: { kinds: [...portability.kinds, ...moves.kinds], resume: (op) => (moves.kinds.includes(op.kind) ? moves : portability).resume(op) },
   })
   const servers = createFleet({
-    catalog, dataPlane, bootstrap: (driver, server) => bootstrapServer(server, driver),
+    catalog, dataPlane, audit, bootstrap: (driver, server) => bootstrapServer(server, driver),
     onError: (error, context) => events.emit('error', { error: error as Error, context }),
   })
   const fleet = new FleetMigrator({ catalog, dataPlane, operations, files, events })
@@ -403,19 +404,13 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
     },
     operationTargets: (id) => operations.targets(id),
     resumedAtStartup: [],
-    async setStatus(slugOrId, status, reason) {
-      const tenant = await mustFind(slugOrId)
-      return catalog.setStatus(tenant.id, status, reason ?? null)
-    },
-    async addDomain(slugOrId, domain) {
-      const tenant = await mustFind(slugOrId)
-      await catalog.addDomain(tenant.id, domain.toLowerCase())
-    },
+    setStatus: (t, status, reason, by) => lifecycle.setStatus(t, status, reason, by),
+    addDomain: (t, domain, by) => lifecycle.addDomain(t, domain, by),
     config: configParts.config,
     flags: configParts.flags,
     domains: configParts.domains,
     plugins: configParts.plugins,
-    addServer: (input) => servers.addServer(input),
+    addServer: (input, by) => servers.addServer(input, by),
     async doctor() {
       const findings: Finding[] = []
       let tables = 0

@@ -214,16 +214,18 @@ function adminSuite(backend: Backend): void {
       expect((await call('POST', '/api/tenants/hooli/restore', tokens.operator, {})).json().status).toBe('suspended')
 
       const shown = await call('GET', '/api/tenants/acme', tokens.viewer)
-      // The provision operation's own entries (its start commits with the tenant row) come first.
-      expect(shown.json().audit.map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend', 'tenant.create', 'operation.provision.done', 'operation.provision.start'])
+      // The provision's record is its operation's own entries (its start commits with the tenant row), no summary entry.
+      expect(shown.json().audit.map((e: { action: string }) => e.action)).toEqual(['tenant.resume', 'tenant.suspend', 'operation.provision.done', 'operation.provision.start'])
       const entries = await tenantry.audit.list({ tenant: 'acme' })
       expect(entries.map((e) => [e.actor, e.action])).toEqual([
-        ['token:t-operator', 'tenant.resume'], ['token:t-operator', 'tenant.suspend'], ['token:t-operator', 'tenant.create'],
+        ['token:t-operator', 'tenant.resume'], ['token:t-operator', 'tenant.suspend'],
         ['token:t-operator', 'operation.provision.done'], ['token:t-operator', 'operation.provision.start'],
       ])
       expect(entries[1].details).toEqual({ reason: 'invoice overdue' })
       expect(entries[1].requestId).toMatch(/^req-/)
-      expect(entries[1].beforeDigest).toBe(entries[2].afterDigest)
+      // The operation's entries carry the creating request's id.
+      expect(entries[2].requestId).toMatch(/^req-/)
+      expect([entries[3].requestId, entries[2].details.facts]).toEqual([entries[2].requestId, expect.objectContaining({ slug: 'acme', tier: 'pooled', server: 'main' })])
       expect(entries[1].afterDigest).not.toBe(entries[1].beforeDigest)
     })
 
@@ -253,15 +255,17 @@ function adminSuite(backend: Backend): void {
       // A status change another process made between the read and the write is not overwritten.
       await expect(tenantry.catalog.setStatus(initech.id, 'active', null, undefined, ['suspended'])).rejects.toMatchObject({ code: 'CONFLICT', details: { status: 'deleted' } })
       expect((await tenantry.findTenant('initech'))?.status).toBe('deleted')
-      // Only the in-flight operation's own start and outcome: the refused purge and status change wrote nothing.
-      expect((await tenantry.audit.list({ limit: 3 })).map((e) => [e.seq - before, e.action])).toEqual([[2, 'operation.purge.failed'], [1, 'operation.purge.start'], [0, expect.any(String)]])
+      // Only the library's delete (actor 'library') and the in-flight operation's own start and outcome: the refused purge and status change wrote nothing.
+      expect((await tenantry.audit.list({ limit: 4 })).map((e) => [e.seq - before, e.action, e.actor])).toEqual([
+        [3, 'operation.purge.failed', 'test:other-worker'], [2, 'operation.purge.start', 'test:other-worker'], [1, 'tenant.delete', 'library'], [0, expect.any(String), expect.any(String)],
+      ])
       // Sent together: one purge runs; the other is refused (409 while it runs, 404 once it is gone), never a 500.
       const purges = await Promise.all([1, 2].map(() => call('POST', '/api/tenants/initech/purge', tokens.admin, { force: true })))
       const [purged, refused] = purges.sort((a, b) => a.statusCode - b.statusCode)
       expect([purged.statusCode, purged.json().tenant.slug]).toEqual([200, 'initech'])
       expect([[409, 'CONFLICT'], [404, 'TENANT_NOT_FOUND']]).toContainEqual([refused.statusCode, refused.json().code])
       expect(await tenantry.findTenant('initech')).toBeNull()
-      expect((await tenantry.audit.list({ limit: 1 }))[0]).toMatchObject({ action: 'tenant.purge', actor: 'token:t-admin', slug: 'initech', afterDigest: expect.any(String) })
+      expect((await tenantry.audit.list({ limit: 1 }))[0]).toMatchObject({ action: 'operation.purge.done', actor: 'token:t-admin', slug: 'initech', requestId: expect.stringMatching(/^req-/), details: { facts: { force: true } } })
       // Two creates of one slug sent together: one tenant, one 409.
       const creates = await Promise.all([1, 2].map(() => call('POST', '/api/tenants', tokens.operator, { slug: 'twin', tier: 'pooled' })))
       expect(creates.map((r) => r.statusCode).sort()).toEqual([201, 409])
@@ -437,7 +441,10 @@ function adminSuite(backend: Backend): void {
       expect((await call('GET', '/api/migrations/plan', tokens.viewer)).json().pending).toBe(0)
       const upToDate = await call('POST', '/api/migrations/run', tokens.operator, {})
       expect([upToDate.statusCode, upToDate.json().state]).toEqual([200, 'up-to-date'])
-      expect((await tenantry.audit.list({ action: 'migrations.run' })).map((e) => [e.actor, e.details.operationId])).toEqual([['token:t-operator', id]])
+      // The run's record is its operation's start and outcome, with the caller and the request's id; no summary entry.
+      const record = (await tenantry.audit.list({ limit: 1000 })).filter((e) => e.details.operationId === id).map((e) => [e.action, e.actor, /^req-/.test(e.requestId ?? '')])
+      expect(record).toEqual([['operation.migrate.done', 'token:t-operator', true], ['operation.migrate.start', 'token:t-operator', true]])
+      expect(await tenantry.audit.list({ action: 'migrations.run' })).toEqual([])
     })
 
     it('backs up, lists, downloads, restores a copy, exports and erases through the API as durable operations; bad input 400, missing 404, conflicts 409', async () => {
@@ -526,12 +533,16 @@ function adminSuite(backend: Backend): void {
       const certs = (await call('GET', '/api/erasures?tenant=vault-copy', tokens.viewer)).json()
       expect(certs.map((c: { operationId: string; verified: boolean }) => [c.operationId, c.verified])).toEqual([[erase.json().operationId, true]])
 
-      // Each audited with the admin actor, as the CLI records them (appended once the operation finished, just after its record).
-      const audited = async () => (await tenantry.audit.list({ limit: 20 })).filter((e) => /^(backup|export|tenant\.export|tenant\.erase)/.test(e.action)).map((e) => [e.action, e.actor, e.slug]).reverse()
-      await expect.poll(audited).toEqual([
-        ['backup.create', 'token:t-operator', 'vault'], ['backup.download', 'token:t-operator', 'vault'], ['backup.restore', 'token:t-admin', 'vault-copy'],
-        ['tenant.export', 'token:t-operator', 'vault'], ['export.download', 'token:t-operator', 'vault'], ['tenant.erase', 'token:t-admin', 'vault-copy'],
+      // One record each: the operation's start and outcome with the admin actor and the request's id, as the CLI's runs record them (no summary entry).
+      const trail = (await tenantry.audit.list({ limit: 30 })).filter((e) => /^(backup\.|export\.|operation\.(backup|restore|export|erase)\.)/.test(e.action)).reverse()
+      expect(trail.map((e) => [e.action, e.actor, e.slug, /^req-/.test(e.requestId ?? '')])).toEqual([
+        ['operation.backup.start', 'token:t-operator', 'vault', true], ['operation.backup.done', 'token:t-operator', 'vault', true], ['backup.download', 'token:t-operator', 'vault', true],
+        ['operation.restore.start', 'token:t-admin', 'vault-copy', true], ['operation.restore.done', 'token:t-admin', 'vault-copy', true],
+        ['operation.export.start', 'token:t-operator', 'vault', true], ['operation.export.done', 'token:t-operator', 'vault', true], ['export.download', 'token:t-operator', 'vault', true],
+        ['operation.erase.start', 'token:t-admin', 'vault-copy', true], ['operation.erase.done', 'token:t-admin', 'vault-copy', true],
       ])
+      expect(trail[1].details.facts).toMatchObject({ path: expect.stringMatching(/\.tar/), rows: expect.any(Number) })
+      expect(trail[9].details.facts).toMatchObject({ certificateId: expect.any(String) })
     })
 
     it('answers any unknown /admin URL from the admin plugin (404 coded), never through tenant resolution', async () => {
@@ -643,7 +654,7 @@ function adminSuite(backend: Backend): void {
       expect([added.statusCode, added.json().name, added.json().region, added.json().capacityWeight, added.json().mainDatabase]).toEqual([201, 'second', 'eu', 2, `${ROLE_PREFIX}_second`])
       expect(added.json().connections).toEqual({ used: expect.any(Number), max: expect.any(Number) })
       expect((await call('GET', '/api/servers', tokens.viewer)).json().map((s: { name: string }) => s.name)).toEqual(['main', 'second'])
-      expect((await tenantry.audit.list({ limit: 1 }))[0]).toMatchObject({ action: 'server.add', actor: 'token:t-admin', details: { server: 'second', region: 'eu' } })
+      expect((await tenantry.audit.list({ limit: 1 }))[0]).toMatchObject({ action: 'server.add', actor: 'token:t-admin', requestId: expect.stringMatching(/^req-/), details: { server: 'second', region: 'eu' } })
     })
   })
 }

@@ -221,9 +221,10 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
     await page.locator('.live').getByText('100%').waitFor({ timeout: 60_000 })
     expect(await tenantry.findTenant('acme-copy')).toMatchObject({ status: 'active', tier: 'pooled' })
     expect(await tenantry.withTenant('acme-copy', async () => (await tenantry.db.query<{ name: string }>('SELECT name FROM projects ORDER BY name')).rows)).toEqual([{ name: 'alpha' }, { name: 'beta' }])
-    // Audited as the CLI records them, once each operation finished.
-    await expect.poll(async () => (await tenantry.audit.list({ limit: 3 })).map((e) => [e.action, e.actor, e.slug])).toEqual([
-      ['backup.restore', 'token:browser', 'acme-copy'], ['backup.download', 'token:browser', 'acme'], ['backup.create', 'token:browser', 'acme'],
+    // One record each, as a CLI run's: the operation's start and outcome with the console's actor and request id.
+    await expect.poll(async () => (await tenantry.audit.list({ limit: 5 })).map((e) => [e.action, e.actor, e.slug, e.requestId !== null])).toEqual([
+      ['operation.restore.done', 'token:browser', 'acme-copy', true], ['operation.restore.start', 'token:browser', 'acme-copy', true],
+      ['backup.download', 'token:browser', 'acme', true], ['operation.backup.done', 'token:browser', 'acme', true], ['operation.backup.start', 'token:browser', 'acme', true],
     ])
 
     // Erasing the copy once deleted: Erase stays off until its slug is typed; its operation's page reaches 100%.
@@ -238,7 +239,7 @@ describe.skipIf(!HAS_CHROMIUM)(`admin console in Chromium (${ON_POSTGRES ? 'Post
     await page.getByRole('heading', { level: 1, name: 'erase acme-copy' }).waitFor()
     await page.locator('.live').getByText('100%').waitFor({ timeout: 60_000 })
     expect(await tenantry.findTenant('acme-copy')).toBeNull()
-    await expect.poll(async () => (await tenantry.audit.list({ limit: 1 }))[0].action).toBe('tenant.erase')
+    await expect.poll(async () => (await tenantry.audit.list({ limit: 1 }))[0].action).toBe('operation.erase.done')
   })
 
   it('moves a tenant to another tier after a confirmation; it serves the same rows from there', async () => {

@@ -109,6 +109,11 @@ describe.skipIf(!PG_UP)('tenantry backup / backups list / restore / export / era
     // tenant_id was rewritten: the copy's rows carry its own id
     const ids = await tenantry.withTenant('acme-copy', async () => (await tenantry.db.query<{ tenant_id: string }>('SELECT DISTINCT tenant_id::text FROM projects')).rows)
     expect(ids).toEqual([{ tenant_id: out.tenant.id }])
+    // Recorded once, by the restore operation itself: its start and outcome with the OS user and the archive's facts.
+    const record = (await tenantry.audit.list({ tenant: 'acme-copy' })).filter((e) => e.details.operationId === out.operationId)
+    expect(record.map((e) => [e.action, e.actor.startsWith('cli:'), e.requestId])).toEqual([['operation.restore.done', true, null], ['operation.restore.start', true, null]])
+    expect(record[0].details.facts).toMatchObject({ archiveId: out.archiveId, rows: 5, replaced: false })
+    expect(await tenantry.audit.list({ action: 'backup.restore' })).toEqual([])
   })
 
   it('export <slug> --format jsonl writes a manifest and one JSON-lines file per table, row for row', async () => {

@@ -111,6 +111,10 @@ describe.skipIf(!PG_UP)('kill -9 of backup, restore and erase, then resume (Post
     const again = await cli(['backup', 'src', '--to', target, '--json'], env)
     expect(again.code, show(again)).toBe(0)
     expect(JSON.parse(again.stdout)).toMatchObject({ path: target, rows: 3, encrypted: true })
+    // The CLI's backup is recorded once: its operation's start and outcome (with the archive's path and rows), no summary entry.
+    const done = (await t.audit.list({ tenant: 'src', action: 'operation.backup.done', limit: 1 }))[0]
+    expect([done.actor, done.details.facts]).toEqual([intent.actor, expect.objectContaining({ path: target, rows: 3 })])
+    expect(await t.audit.list({ action: 'backup.create' })).toEqual([])
   })
 
   it('a restore as a new tenant killed before or after its load is never served, and is rolled back with its database', async () => {

@@ -197,8 +197,10 @@ function keySuite(backend: Backend): void {
         // The CLI's other control-plane actions are audited with the OS user too.
         expect((await cli('tenants', 'create', 'initech', '--tier', 'pooled', '--migrations', DEMO_MIGRATIONS)).code).toBe(0)
         const create = (await tenantry.audit.list({ tenant: 'initech' })).map((e) => [e.action, e.actor.startsWith('cli:'), e.afterDigest !== null])
-        // The CLI's summary entry, after the provision operation's own start and outcome (same OS user).
-        expect(create).toEqual([['tenant.create', true, true], ['operation.provision.done', true, false], ['operation.provision.start', true, true]])
+        // One record: the provision operation's own start and outcome, with the OS user (no summary entry after them).
+        expect(create).toEqual([['operation.provision.done', true, false], ['operation.provision.start', true, true]])
+        const outcome = (await tenantry.audit.list({ tenant: 'initech', action: 'operation.provision.done' }))[0]
+        expect(outcome.details.facts).toMatchObject({ slug: 'initech', tier: 'pooled', server: 'main' })
 
         const { token } = await (await adminTokens(tenantry)).create({ name: 'sec-ops', role: 'operator' }, 'test')
         await admin.register(tenantryAdmin, { prefix: '/admin', tenantry, console: false, docs: false })
@@ -558,6 +560,9 @@ describe('audit coverage: every control-plane action leaves an entry (PGlite)', 
       ['provision', () => tenantry.provision({ slug: 'audited', tier: 'pooled' }, 'cli:ops@host'), ['operation.provision.start', 'operation.provision.done']],
       ['suspend', () => tenantry.suspend('audited', 'unpaid', by), ['tenant.suspend']],
       ['resume', () => tenantry.resume('audited', by), ['tenant.resume']],
+      // Without an actor, the library's own calls: an operator's domain that resolves at once, a status set as it is.
+      ['operator domain', () => tenantry.addDomain('audited', 'ops.audited.test'), ['tenant.domain.add']],
+      ['status set', () => tenantry.setStatus('audited', 'active'), ['tenant.status']],
       ['config change', () => tenantry.config.set('audited', 'theme', 'dark', { by: by.actor }), ['config.set']],
       ['branding change', () => tenantry.config.set('audited', 'branding.primaryColor', '#00ff00', { by: by.actor }), ['config.set']],
       ['flag change', () => tenantry.flags.set({ key: 'audit-beta', enabled: true }, { by: by.actor }), ['flag.set']],
@@ -600,6 +605,7 @@ describe('audit coverage: every control-plane action leaves an entry (PGlite)', 
         const actors = appended.map((e) => e.actor)
         if (what === 'admin sign-in') expect(actors).toEqual(['token:auditor'])
         else if (what === 'failed admin sign-in') expect(actors).toEqual(['anonymous@127.0.0.1'])
+        else if (what === 'operator domain' || what === 'status set') expect(actors).toEqual(['library'])
         else expect([what, actors]).toEqual([what, expected.map(() => 'cli:ops@host')])
       }
     } finally {

@@ -27,7 +27,11 @@ export interface AdminContext {
   liveProgress: Map<string, number>
   /** Check an `Authorization` header as the API does (for the sign-in route). */
   authenticate: AdminAuthenticator
-  /** Run a change and append it to the audit log (after it succeeded), with the request's actor and id. */
+  /**
+   * Run a change and append it to the audit log (after it succeeded), with the request's actor and id:
+   * for a route's own action whose call offers no transaction. Durable operations record themselves
+   * (their start and outcome entries); the built-in routes' changes append theirs in their transaction.
+   */
   audited<T>(request: FastifyRequest, what: AuditedAction<T>, change: () => Promise<T>): Promise<T>
 }
 

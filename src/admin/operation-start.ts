@@ -1,13 +1,11 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { AuditInput } from '../audit/index.ts'
+import { onBehalfOfRequest } from '../audit/index.ts'
 import type { AdminContext } from './context.ts'
 
 /** How an action that runs as a durable operation is started from a request. */
 export interface OperationStart<R> {
   /** Start the library call; it calls `onStart` with the operation's id once the operation is recorded. */
   run(onStart: (operationId: string) => void): Promise<R>
-  /** Its audit entry, appended once it succeeded (the same entry the CLI appends). */
-  audit(result: R): AuditInput | null
   /** The 200 body when it finished before telling its id (it had nothing to do). */
   done?(result: R): unknown
 }
@@ -22,17 +20,13 @@ export async function startOperation<R>(ctx: AdminContext, request: FastifyReque
   const { tenantry } = ctx
   let started!: (id: string) => void
   const operationId = new Promise<string>((resolve) => { started = resolve })
-  const run = o.run((id) => started(id))
+  // The operation's own audit entries (start, outcome) are its record, with this request's id.
+  const run = onBehalfOfRequest(request.id, () => o.run((id) => started(id)))
   const first = await Promise.race([operationId.then((id) => ({ id })), run.then((result) => ({ result }))])
-  const finish = async (result: R) => {
-    const entry = o.audit(result)
-    if (entry) await tenantry.audit.append(entry)
-  }
   if ('result' in first) {
-    await finish(first.result)
     return reply.code(200).send(o.done ? o.done(first.result) : { operationId: null, state: 'done' })
   }
-  run.then(finish).catch((error) => tenantry.events.emit('error', { error, context: `admin operation ${first.id}` }))
+  run.catch((error) => tenantry.events.emit('error', { error, context: `admin operation ${first.id}` }))
     .finally(() => ctx.liveProgress.delete(first.id))
   return reply.code(202).send({ operationId: first.id, state: 'running', events: `operations/${first.id}/events` })
 }

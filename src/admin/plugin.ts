@@ -12,6 +12,7 @@ import { createAdminAuthenticator, type AdminAuthOptions } from './auth.ts'
 import type { AdminContext, AdminRoutes } from './context.ts'
 import { consoleRoutes } from './console.ts'
 import { roleAllows, adminTokens, type AdminRole } from './tokens.ts'
+import { onBehalfOfRequest } from '../audit/index.ts'
 import { auditRoutes } from './routes/audit.ts'
 import { configRoutes } from './routes/config.ts'
 import { fleetRoutes } from './routes/fleet.ts'
@@ -162,10 +163,9 @@ async function tenantryAdminPlugin(app: FastifyInstance, opts: TenantryAdminOpti
     liveProgress: new Map(),
     authenticate,
     async audited(request, what, change) {
-      const result = await change()
+      const result = await onBehalfOfRequest(request.id, change)
       const tenant = what.tenant?.(result) ?? what.before ?? null
-      // After the change succeeded: these library calls commit in their own transactions, or in
-      // several (a provision, a purge); status changes append theirs inside (docs/audit.md).
+      // After the change succeeded (a route's own action with no transaction to append in; docs/audit.md).
       await tenantry.audit.append({
         actor: request.admin.actor,
         action: what.action,

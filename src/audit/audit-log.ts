@@ -3,6 +3,7 @@ import { TenantryError } from '../core/errors.ts'
 import type { AdminQueryable } from '../data/driver.ts'
 import type { Queryable } from '../data/executor.ts'
 import * as sql from './sql.ts'
+import { currentRequestId } from './audit-context.ts'
 
 /** What a caller records: who did what to which tenant, and the state before and after. */
 export interface AuditInput {
@@ -141,6 +142,8 @@ class CatalogAuditLog implements AuditLog {
 
   async append(input: AuditInput, tx?: Queryable): Promise<AuditEntry> {
     if (!input.actor || !input.action) throw new TenantryError('VALIDATION_FAILED', 'An audit entry needs an actor and an action.')
+    // The request the caller runs for, read before any wait (see onBehalfOfRequest).
+    const requestId = input.requestId ?? currentRequestId()
     const write = async (q: Queryable): Promise<AuditEntry> => {
       const head = (await q.query<{ seq: string | number; hash: string }>(...args(sql.lockHead()))).rows[0]
       if (!head) throw new TenantryError('INTERNAL', 'The audit head row is missing; run `tenantry audit verify`.')
@@ -152,7 +155,7 @@ class CatalogAuditLog implements AuditLog {
         action: input.action,
         tenantId: input.tenantId ?? null,
         slug: input.slug ?? null,
-        requestId: input.requestId ?? null,
+        requestId,
         beforeDigest: input.before === undefined ? null : digestOf(input.before),
         afterDigest: input.after === undefined ? null : digestOf(input.after),
         details: JSON.parse(canonicalJson(input.details ?? {})) as Record<string, unknown>,

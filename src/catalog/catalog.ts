@@ -351,7 +351,8 @@ export class Catalog {
     await this.change(id, (tx) => tx.query(...args(sql.deleteTenantRow(id))))
   }
 
-  async addDomain(tenantId: string, domain: string): Promise<void> {
+  /** Add a domain that resolves at once; `alsoInTransaction` runs in the same transaction (its audit entry). */
+  async addDomain(tenantId: string, domain: string, alsoInTransaction?: (tx: Queryable) => Promise<void>): Promise<void> {
     await this.change(tenantId, async (tx) => {
       try {
         await tx.query(...args(sql.insertDomain(domain, tenantId)))
@@ -360,6 +361,7 @@ export class Catalog {
         if ((err as { code?: string }).code === '23503') throw new TenantryError('TENANT_NOT_FOUND', `No tenant has the id '${printable(tenantId)}'.`, { cause: err })
         throw err
       }
+      await alsoInTransaction?.(tx)
     })
   }
 
@@ -376,10 +378,11 @@ export class Catalog {
     await this.change(`server:${server.name}`, (tx) => tx.query(...args(sql.upsertServer(server))))
   }
 
-  /** Add a server unless its name is taken; returns what the catalog holds under the name (compare it to tell). */
-  async insertServer(server: Server): Promise<Server> {
+  /** Add a server unless its name is taken; returns what the catalog holds under the name (compare it to tell). `alsoInTransaction` runs when it was added (its audit entry). */
+  async insertServer(server: Server, alsoInTransaction?: (tx: Queryable) => Promise<void>): Promise<Server> {
     return this.change(`server:${server.name}`, async (tx) => {
       const inserted = await tx.query<ServerRow>(...args(sql.insertServer(server)))
+      if (inserted.rows[0]) await alsoInTransaction?.(tx)
       // A statement of its own: a row committed by a racing insert is not in the insert's snapshot.
       return serverOf(inserted.rows[0] ?? (await tx.query<ServerRow>(...args(sql.serverByName(server.name)))).rows[0])
     })

@@ -192,7 +192,6 @@ export function buildProgram(): Command {
       const { templateProgress } = await import('./template-progress.ts')
       const bar = templateProgress(t, !opts.json && Boolean(process.stderr.isTTY))
       const tenant = await t.provision({ slug, tier: opts.tier, name: opts.name, plan: opts.plan, server: opts.server, region: opts.region, forceResidency: opts.forceResidency }, startedBy()).finally(() => bar.stop())
-      await t.audit.append({ actor: startedBy(), action: 'tenant.create', tenantId: tenant.id, slug: tenant.slug, before: null, after: tenant, details: { tier: tenant.tier } })
       print(opts.json, tenantJson(tenant), () => `Created tenant '${tenant.slug}' (${tenant.tier} tier on ${tenant.placement.server}) in ${Date.now() - started} ms.`)
     })
   })
@@ -280,7 +279,6 @@ export function buildProgram(): Command {
   ).action(async (slug: string, opts: ConnectionFlags & { force?: boolean; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const r = await t.purge(slug, { force: opts.force, startedBy: startedBy() })
-      await t.audit.append({ actor: startedBy(), action: 'tenant.purge', tenantId: r.tenant.id, slug: r.tenant.slug, before: r.tenant, after: null, details: { operationId: r.operationId, removed: r.removed, force: Boolean(opts.force) } })
       print(opts.json, { tenant: tenantJson(r.tenant), operationId: r.operationId, removed: r.removed }, () =>
         [`Purged '${r.tenant.slug}' (operation ${r.operationId}). Removed:`, ...r.removed.map((x) => `  - ${x}`)].join('\n'),
       )
@@ -318,7 +316,6 @@ export function buildProgram(): Command {
       } finally {
         bar.stop()
       }
-      if (result.state !== 'dry-run') await t.audit.append({ actor: startedBy(), action: 'migrations.run', details: { operationId: result.operationId ?? null, state: result.state, only: opts.only ?? null, canary: opts.canary ?? null } })
       print(opts.json, result, () => (result.state === 'dry-run' ? dryRunReport(result) : migrateReport(result)))
       if (result.state === 'failed') process.exitCode = 1
     })

@@ -1,7 +1,7 @@
 import cliProgress from 'cli-progress'
 import { InvalidArgumentError, type Command } from 'commander'
 import { TIERS, type Tier } from '../core/types.ts'
-import { EXPORT_FORMATS, portabilityAudit, type BackupRecord, type ErasureCertificate, type ExportFormat, type PortabilityProgress, type SubjectErasureCertificate } from '../portability/index.ts'
+import { EXPORT_FORMATS, type BackupRecord, type ErasureCertificate, type ExportFormat, type PortabilityProgress, type SubjectErasureCertificate } from '../portability/index.ts'
 import type { Tenantry } from '../runtime.ts'
 import { table, tenantJson } from './format.ts'
 import type { ConnectionFlags } from './open.ts'
@@ -118,7 +118,6 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       const bar = progressBar(!opts.json && Boolean(process.stderr.isTTY))
       try {
         const r = await t.portability.backup(slug, { to: opts.to, gzip: opts.gzip, encrypt: opts.encrypt, forceResidency: opts.forceResidency, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
-        await t.audit.append(portabilityAudit.backup(startedBy(), r))
         bar.stop()
         print(opts.json, r, () => [
           `Backed up '${r.slug}' (${r.tier}): ${r.rows} rows in ${r.tables.length} tables, ${mb(r.bytes)}${r.encrypted ? ', encrypted' : ''} (${(r.ms / 1000).toFixed(1)} s; operation ${r.operationId})`,
@@ -160,7 +159,6 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       const bar = progressBar(!opts.json && Boolean(process.stderr.isTTY))
       try {
         const r = await t.portability.restore(archive, { as: opts.as, tier: opts.tier, server: opts.server, replace: opts.replace, forceResidency: opts.forceResidency, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
-        await t.audit.append(portabilityAudit.restore(startedBy(), r))
         bar.stop()
         print(opts.json, { ...r, tenant: tenantJson(r.tenant) }, () => [
           `Restored '${r.tenant.slug}' (${r.tenant.tier} on ${r.tenant.placement.server})${r.replaced ? ', replacing its previous data' : ''}: ${r.rows} rows in ${r.tables.length} tables (operation ${r.operationId}).`,
@@ -184,7 +182,6 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       const c = opts.subject !== undefined
         ? await t.portability.eraseSubject(slug, opts.subject, { startedBy: startedBy() })
         : await t.portability.erase(slug, { force: opts.force, startedBy: startedBy() })
-      await t.audit.append(portabilityAudit.erase(startedBy(), slug, c))
       print(opts.json, c, () => certificateText(c))
       if (!c.verified) process.exitCode = 1
     })
@@ -201,7 +198,6 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
   ).action(async (slug: string, opts: ConnectionFlags & { format: ExportFormat; subject?: string; to?: string; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const r = await t.portability.export(slug, { format: opts.format, subject: opts.subject, to: opts.to, startedBy: startedBy() })
-      await t.audit.append(portabilityAudit.export(startedBy(), r))
       print(opts.json, r, () => [
         `Exported ${r.subject ? "one subject's rows of" : ''} '${r.slug}' as ${r.format}: ${r.rows} rows in ${r.tables.length} files (operation ${r.operationId}).`.replace('  ', ' '),
         r.path,

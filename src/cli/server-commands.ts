@@ -49,8 +49,7 @@ export function registerServerCommands(program: Command, kit: CommandKit): void 
   ).action(async (name: string, url: string, opts: ConnectionFlags & { region?: string; weight?: number; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const known = (await t.catalog.listServers()).some((s) => s.name === name)
-      const server = await t.addServer({ name, url, region: opts.region, capacityWeight: opts.weight })
-      if (!known) await t.audit.append({ actor: startedBy(), action: 'server.add', details: { server: server.name, url: redactUrl(server.url), region: server.region } })
+      const server = await t.addServer({ name, url, region: opts.region, capacityWeight: opts.weight }, { actor: startedBy() })
       const [row] = await serverRows(t, [server])
       print(opts.json, row, () => `${known ? 'Already in the fleet' : 'Added'}: server '${server.name}' at ${row.url}${server.region ? ` (region ${server.region})` : ''}, weight ${server.capacityWeight}, main database ${server.mainDatabase}.`)
     })

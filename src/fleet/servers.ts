@@ -1,8 +1,10 @@
+import type { AuditActor, AuditLog } from '../audit/index.ts'
 import type { Catalog } from '../catalog/catalog.ts'
 import { TenantryError } from '../core/errors.ts'
 import type { Server } from '../core/types.ts'
 import { printable, redactUrl } from '../core/validation.ts'
 import type { DataPlane } from '../data/data-plane.ts'
+import type { Queryable } from '../data/executor.ts'
 import type { ServerDriver } from '../data/driver.ts'
 
 /** What {@link Fleet.addServer} takes: the server record of the catalog without its main database (read from the URL). */
@@ -34,7 +36,7 @@ export interface Fleet {
    * await tenantry.addServer({ name: 'eu-2', url: 'postgres://admin@db-eu-2:5432/app', region: 'eu', capacityWeight: 2 })
    * ```
    */
-  addServer(input: AddServerOptions): Promise<Server>
+  addServer(input: AddServerOptions, by?: AuditActor): Promise<Server>
 }
 
 export interface FleetDeps {
@@ -44,6 +46,8 @@ export interface FleetDeps {
   bootstrap(driver: ServerDriver, server: Server): Promise<void>
   /** A server a notification named could not be registered (emitted, not thrown into nowhere). */
   onError?(error: unknown, context: string): void
+  /** Where an added server is recorded (`server.add`, in the insert's transaction). */
+  audit?: AuditLog
 }
 
 /**
@@ -71,7 +75,7 @@ export function createFleet(deps: FleetDeps): Fleet {
   const { catalog, dataPlane } = deps
   followCatalog(deps)
   return {
-    async addServer(input) {
+    async addServer(input, by) {
       const server = serverOf(input)
       const stored = (await catalog.listServers()).find((s) => s.name === server.name)
       if (stored) {
@@ -80,7 +84,11 @@ export function createFleet(deps: FleetDeps): Fleet {
         return stored
       }
       // Another process may have taken the name since it was read: the catalog decides.
-      await connect(server, async () => refuseOther(await catalog.insertServer(server), input))
+      const audit = deps.audit
+      const record = audit && (async (tx: Queryable) => {
+        await audit.append({ actor: by?.actor ?? 'library', action: 'server.add', requestId: by?.requestId, details: { server: server.name, url: redactUrl(server.url), region: server.region ?? null, ...by?.details } }, tx)
+      })
+      await connect(server, async () => refuseOther(await catalog.insertServer(server, record), input))
       return server
     },
   }

@@ -151,12 +151,28 @@ export class Lifecycle {
     return t
   }
 
-  /** The audit entry of a status change on `by`'s behalf, appended in the change's transaction: both commit or neither. */
+  /** Set a tenant's status as it is (no transition rules: an operator's repair), audited as `tenant.status`. */
+  async setStatus(slugOrId: string, status: Exclude<Tenant['status'], 'provisioning'>, reason?: string, by?: AuditActor): Promise<Tenant> {
+    const tenant = await this.mustFind(slugOrId)
+    return this.o.catalog.setStatus(tenant.id, status, reason ?? null, this.audited('tenant.status', tenant, by))
+  }
+
+  /** Add a custom domain that resolves at once (an operator's own), audited as `tenant.domain.add` in its transaction. */
+  async addDomain(slugOrId: string, domain: string, by?: AuditActor): Promise<void> {
+    const tenant = await this.mustFind(slugOrId)
+    const name = domain.toLowerCase()
+    const audit = this.o.audit
+    await this.o.catalog.addDomain(tenant.id, name, audit && (async (tx) => {
+      await audit.append({ actor: by?.actor ?? 'library', action: 'tenant.domain.add', tenantId: tenant.id, slug: tenant.slug, requestId: by?.requestId, after: { domain: name, status: 'verified' }, details: { domain: name, status: 'verified', ...by?.details } }, tx)
+    }))
+  }
+
+  /** The audit entry of a status change on `by`'s behalf (actor `library` without one), appended in the change's transaction: both commit or neither. */
   private audited(action: string, before: Tenant, by: AuditActor | undefined): ((tx: Queryable, after: Tenant) => Promise<void>) | undefined {
     const audit = this.o.audit
-    if (!by || !audit) return undefined
+    if (!audit) return undefined
     return async (tx, after) => {
-      await audit.append({ actor: by.actor, action, tenantId: before.id, slug: before.slug, requestId: by.requestId, before, after, details: by.details }, tx)
+      await audit.append({ actor: by?.actor ?? 'library', action, tenantId: before.id, slug: before.slug, requestId: by?.requestId, before, after, details: by?.details }, tx)
     }
   }
 
@@ -176,7 +192,7 @@ export class Lifecycle {
         throw new TenantryError('CONFLICT', `Tenant '${tenant.slug}' is kept until ${until.toISOString()} (retention ${this.o.retentionDays} days); purge with --force to remove it now.`, { details: { retainedUntil: until.toISOString() } })
       }
     }
-    const op = await this.o.operations.start('purge', { tenantId: tenant.id, slug: tenant.slug, params: { tenant }, step: 'remove', startedBy: opts.startedBy })
+    const op = await this.o.operations.start('purge', { tenantId: tenant.id, slug: tenant.slug, params: { tenant, force: Boolean(opts.force) }, step: 'remove', startedBy: opts.startedBy })
     this.o.events.emit('tenant.purging', { tenant, operationId: op.id })
     return this.runPurge(op, tenant)
   }

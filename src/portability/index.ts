@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs'
 import { Portability } from './portability.ts'
 
 export { Portability, removeTenantRoom } from './portability.ts'
-export { portabilityAudit } from './audit-entries.ts'
 export type {
   BackupOptions, BackupRecord, BackupResult, ErasureCertificate, ExportOptions, ExportResult, SubjectErasureCertificate, PortabilityOptions, PortabilityProgress, RestoreOptions, RestoreResult,
 } from './portability.ts'

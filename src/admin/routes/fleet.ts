@@ -72,7 +72,7 @@ export const fleetRoutes: AdminRoutes = (app, ctx) => {
   }, async function addServer(request, reply) {
     const body = request.body as AddServerOptions
     // The library checks the server before registering it: 409 CONFLICT for a name in use, 400 for an unreachable URL.
-    const added = await ctx.audited(request, { action: 'server.add', details: () => ({ server: body.name, url: redactUrl(body.url), region: body.region ?? null }) }, () => tenantry.addServer(body))
+    const added = await tenantry.addServer(body, { actor: request.admin.actor, requestId: request.id })
     return reply.code(201).send(await serverStatus(tenantry, added))
   })
 

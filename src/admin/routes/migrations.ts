@@ -1,6 +1,7 @@
 import { requireMigrations } from '../../lifecycle/migrator.ts'
 import type { FleetMigrateResult } from '../../lifecycle/fleet-migrate.ts'
 import type { AdminRoutes } from '../context.ts'
+import { onBehalfOfRequest } from '../../audit/index.ts'
 import { SLUG_PATTERN, errors } from '../schemas.ts'
 
 const TAG = ['migrations']
@@ -48,13 +49,13 @@ export const migrationRoutes: AdminRoutes = (app, ctx) => {
     // The run goes on in this process after the reply; the reply waits only for its operation id.
     let started!: (id: string) => void
     const operationId = new Promise<string>((resolve) => { started = resolve })
-    const run = tenantry.migrate({ ...body, startedBy: request.admin.actor, onStart: (id) => started(id) })
+    // Its record is the operation's audit entries (start, outcome), with this request's id.
+    const run = onBehalfOfRequest(request.id, () => tenantry.migrate({ ...body, startedBy: request.admin.actor, onStart: (id) => started(id) }))
     const first = await Promise.race([operationId, run]) as string | FleetMigrateResult
     if (typeof first !== 'string') {
       return reply.code(200).send({ operationId: null, state: first.state, counts: first.counts })
     }
     run.catch((error) => tenantry.events.emit('error', { error, context: `admin migration ${first}` }))
-    await ctx.audited(request, { action: 'migrations.run', details: () => ({ operationId: first, ...body }) }, async () => first)
     return reply.code(202).send({ operationId: first, state: 'running', events: `operations/${first}/events` })
   })
 }

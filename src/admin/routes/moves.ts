@@ -1,6 +1,7 @@
 import type { Tier } from '../../core/types.ts'
 import { tenantJson } from '../../cli/format.ts'
 import type { AdminRoutes } from '../context.ts'
+import { onBehalfOfRequest } from '../../audit/index.ts'
 import { errors, slugParam } from '../schemas.ts'
 
 const TAG = ['moves']
@@ -29,7 +30,7 @@ export const moveRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function moveTenant(request) {
     const body = request.body as { tier: Tier; server?: string; force?: boolean; graceMs?: number }
-    const r = await tenantry.move((request.params as { slug: string }).slug, { ...body, startedBy: request.admin.actor })
+    const r = await onBehalfOfRequest(request.id, () => tenantry.move((request.params as { slug: string }).slug, { ...body, startedBy: request.admin.actor }))
     return { ...r, tenant: tenantJson(r.tenant) }
   })
 
@@ -37,7 +38,7 @@ export const moveRoutes: AdminRoutes = (app, ctx) => {
     schema: { tags: TAG, summary: "Move a tenant back to the room its last move kept (within the grace period)", params: slugParam, response: { 200: { type: 'object', additionalProperties: true }, ...errors(404, 409) } },
     config: { adminRole: 'operator' },
   }, async function rollBackMove(request) {
-    const r = await tenantry.moves.rollback((request.params as { slug: string }).slug, { startedBy: request.admin.actor })
+    const r = await onBehalfOfRequest(request.id, () => tenantry.moves.rollback((request.params as { slug: string }).slug, { startedBy: request.admin.actor }))
     return { ...r, tenant: tenantJson(r.tenant) }
   })
 }

@@ -7,7 +7,7 @@ import * as tar from 'tar-stream'
 import { TenantryError } from '../../core/errors.ts'
 import { TIERS, type Tier } from '../../core/types.ts'
 import { tenantJson } from '../../cli/format.ts'
-import { EXPORT_FORMATS, portabilityAudit, type BackupRecord, type ErasureCertificate, type ExportFormat, type SubjectErasureCertificate, type PortabilityProgress } from '../../portability/index.ts'
+import { EXPORT_FORMATS, type BackupRecord, type ErasureCertificate, type ExportFormat, type SubjectErasureCertificate, type PortabilityProgress } from '../../portability/index.ts'
 import type { AdminRoutes } from '../context.ts'
 import { startOperation } from '../operation-start.ts'
 import { SERVER_PATTERN, SLUG_PATTERN, UUID_PATTERN, errors, slugParam } from '../schemas.ts'
@@ -120,7 +120,6 @@ export const portabilityRoutes: AdminRoutes = (app, ctx) => {
       run: (onStart) => tenantry.portability.backup(slugOf(request), {
         to: dirOf(body.target), gzip: body.gzip, encrypt: body.encrypt, startedBy: actor(request), onStart: (id) => { op = id; onStart(id) }, onProgress: track(() => op),
       }),
-      audit: (r) => portabilityAudit.backup(actor(request), r, request.id),
     })
   })
 
@@ -162,7 +161,6 @@ export const portabilityRoutes: AdminRoutes = (app, ctx) => {
       run: (onStart) => tenantry.portability.restore(backup.path, {
         ...body, startedBy: actor(request), onStart: (id) => { op = id; onStart(id) }, onProgress: track(() => op),
       }),
-      audit: (r) => portabilityAudit.restore(actor(request), r, request.id),
       done: (r) => ({ ...r, tenant: tenantJson(r.tenant) }),
     })
   })
@@ -182,7 +180,6 @@ export const portabilityRoutes: AdminRoutes = (app, ctx) => {
     const body = request.body as { format: ExportFormat; subject?: string; target?: string }
     return startOperation(ctx, request, reply, {
       run: (onStart) => tenantry.portability.export(slugOf(request), { format: body.format, subject: body.subject, to: dirOf(body.target), startedBy: actor(request), onStart }),
-      audit: (r) => portabilityAudit.export(actor(request), r, request.id),
     })
   })
 
@@ -221,7 +218,6 @@ export const portabilityRoutes: AdminRoutes = (app, ctx) => {
       run: (onStart) => body.subject !== undefined
         ? tenantry.portability.eraseSubject(slug, body.subject, { startedBy: actor(request), onStart })
         : tenantry.portability.erase(slug, { force: body.force, startedBy: actor(request), onStart }),
-      audit: (c) => portabilityAudit.erase(actor(request), slug, c, request.id),
     })
   })
 

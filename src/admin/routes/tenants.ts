@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import type { AuditActor } from '../../audit/index.ts'
+import { onBehalfOfRequest, type AuditActor } from '../../audit/index.ts'
 import { TenantryError } from '../../core/errors.ts'
 import type { Tenant, TenantStatus, Tier } from '../../core/types.ts'
 import { tenantJson } from '../../cli/format.ts'
@@ -90,8 +90,8 @@ export const tenantRoutes: AdminRoutes = (app, ctx) => {
     config: { adminRole: 'operator' },
   }, async function createTenant(request, reply) {
     const body = request.body as { slug: string; tier: Tier; name?: string; plan?: string; server?: string; region?: string }
-    const tenant = await ctx.audited(request, { action: 'tenant.create', before: null, after: (t) => t, tenant: (t) => t, details: () => ({ tier: body.tier }) },
-      () => tenantry.provision(body, request.admin.actor))
+    // Its record is the operation's audit entries (start, outcome), with this request's id.
+    const tenant = await onBehalfOfRequest(request.id, () => tenantry.provision(body, request.admin.actor))
     return reply.code(201).send(tenantJson(tenant))
   })
 
@@ -134,8 +134,7 @@ export const tenantRoutes: AdminRoutes = (app, ctx) => {
   }, async function purgeTenant(request) {
     const before = await mustFind(ctx, slugOf(request))
     const { force } = request.body as { force: boolean }
-    const r = await ctx.audited(request, { action: 'tenant.purge', before, after: () => null, details: (x) => ({ operationId: x.operationId, removed: x.removed, force }) },
-      () => tenantry.purge(before.id, { force, startedBy: request.admin.actor }))
+    const r = await onBehalfOfRequest(request.id, () => tenantry.purge(before.id, { force, startedBy: request.admin.actor }))
     return { tenant: tenantJson(r.tenant), operationId: r.operationId, removed: r.removed }
   })
 
