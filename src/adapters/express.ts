@@ -145,8 +145,9 @@ class ExpressSteps implements AdmitSteps {
  * ```
  */
 export function tenantryStorageHandler(tenantry: Tenantry): RequestHandler {
+  const prefix = `${SIGNED_URL_PATH}/`
   return function tenantryStorageUrl(req, res, next) {
-    if (!req.originalUrl.startsWith(`${SIGNED_URL_PATH}/`) || !['GET', 'HEAD', 'PUT'].includes(req.method)) return next()
+    if (!req.originalUrl.startsWith(prefix) || !['GET', 'HEAD', 'PUT'].includes(req.method)) return next()
     tenantry.storage.serveSigned({ method: req.method, url: req.originalUrl, headers: req.headers, body: req.method === 'PUT' ? req : undefined }).then((r) => {
       res.status(r.status).set(r.headers)
       if (r.body === null || typeof r.body === 'string') res.end(r.body ?? undefined)

@@ -139,14 +139,16 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   }
 
   const storageUrls = opts.storageUrls ?? tenantry.storage.driver.kind === 'local'
-  if (storageUrls) {
+  // The route's URL, built once: compared on every request by the resolution hook below.
+  const storageRoute = storageUrls ? `${SIGNED_URL_PATH}/*` : null
+  if (storageRoute !== null) {
     // Its own context: uploads of any content type arrive as the raw stream, unparsed.
     await fastify.register(async function tenantryStorageUrls(child) {
       child.removeAllContentTypeParsers()
       child.addContentTypeParser('*', function passThrough(_request, payload, done) { done(null, payload) })
       child.route({
         method: ['GET', 'PUT'], // HEAD comes with GET
-        url: `${SIGNED_URL_PATH}/*`,
+        url: storageRoute,
         handler: async function tenantryStorageUrl(request, reply) {
           try {
             const body = request.method === 'PUT' ? ((request.body as Readable | undefined) ?? request.raw) : undefined
@@ -164,7 +166,7 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   fastify.addHook('onRequest', function tenantryResolve(request, reply, done) {
     // The admin API (tenantry/admin) never runs a tenant's resolution chain, nor do presigned storage URLs (signed for their tenant).
     if (skip?.(request) || request.routeOptions.config?.tenantryAdmin || (metricsPath !== null && request.routeOptions.url === metricsPath)) return done()
-    if (storageUrls && request.routeOptions.url === `${SIGNED_URL_PATH}/*`) return done()
+    if (storageRoute !== null && request.routeOptions.url === storageRoute) return done()
     admitRequest(tenantry, new FastifySteps(tenantry, request, reply, done, logTenant))
   })
 
