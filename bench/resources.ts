@@ -190,6 +190,7 @@ export default async function run(args: string[]): Promise<number> {
     options: {
       uploads: { type: 'string' }, 'noisy-streams': { type: 'string' }, keys: { type: 'string' },
       backlog: { type: 'string' }, 'quiet-jobs': { type: 'string' }, 'job-ms': { type: 'string' },
+      only: { type: 'string' },
     },
   })
   const uploads = intFlag('uploads', values.uploads, 200)
@@ -198,6 +199,9 @@ export default async function run(args: string[]): Promise<number> {
   const backlog = intFlag('backlog', values.backlog, 10_000)
   const quietJobs = intFlag('quiet-jobs', values['quiet-jobs'], 100)
   const jobMs = intFlag('job-ms', values['job-ms'], 2, 0)
+  // While developing: `--only jobs` (or uploads, flush; comma-separated) runs just those figures.
+  const only = new Set((values.only ?? 'uploads,flush,jobs').split(','))
+  for (const o of only) if (!['uploads', 'flush', 'jobs'].includes(o)) { log(`--only takes uploads, flush, jobs; got '${o}'`); return 2 }
 
   const adminUrl = process.env.BENCH_PG_URL ?? DEFAULT_PG_URL
   const admin = await connectAdmin('resources', adminUrl)
@@ -242,11 +246,12 @@ export default async function run(args: string[]): Promise<number> {
     t.big = await tenantry.provision({ slug: 'cache-1m', tier: 'pooled' })
 
     log(`(a) uploads: ${uploads} quiet uploads of 64 kB per phase, ${streams} noisy streams of 4 MB uploads`)
-    const up = await uploadFigure(tenantry, t, uploads, streams)
+    const skipped = { p50: NaN, p99: NaN }
+    const up = only.has('uploads') ? await uploadFigure(tenantry, t, uploads, streams) : { solo: skipped, open: { lat: skipped, noisyDone: 0 }, shared: { lat: skipped, noisyDone: 0 } }
     log(`(b) flushTenant: 1,000 vs ${keys.toLocaleString('en')} keys`)
-    const fl = await flushFigure(tenantry, t, redis, keys)
+    const fl = only.has('flush') ? await flushFigure(tenantry, t, redis, keys) : { small: skipped, big: skipped }
     log(`(c) jobs: ${quietJobs} quiet jobs alone and behind ${backlog} noisy jobs, ${jobMs} ms each, 4 workers`)
-    const jb = await jobFigure(tenantry, t, backlog, quietJobs, jobMs)
+    const jb = only.has('jobs') ? await jobFigure(tenantry, t, backlog, quietJobs, jobMs) : { solo: skipped, behind: skipped, ranMeanwhile: 0, stillQueued: 0 }
 
     const ms = (n: number) => round(n, 2)
     printTable(['figure', 'baseline', 'under load', 'ratio'], [

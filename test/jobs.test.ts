@@ -137,6 +137,62 @@ for (const backend of BACKENDS) {
       expect(order.indexOf('B')).toBeLessThanOrEqual(1)
     })
 
+    it('claims a job sent while the worker was claiming at once, not after the poll interval', async () => {
+      // The worker's first claim finds the queue empty and is held; the send lands meanwhile (its
+      // wake finds no sleeping worker). The worker must claim again, not sleep for ten minutes.
+      const jobs = tenantry.jobs as unknown as { opts: { pollIntervalMs: number } }
+      const pollMs = jobs.opts.pollIntervalMs
+      const realFetch = queue.fetch
+      let entered!: () => void
+      const inClaim = new Promise<void>((r) => (entered = r))
+      let release!: () => void
+      const held = new Promise<void>((r) => (release = r))
+      let armed = true
+      queue.fetch = async function (this: JobQueue, q, n, skip) {
+        const got = await realFetch.call(this, q, n, skip)
+        if (q === 'race' && armed) {
+          armed = false
+          expect(got).toEqual([])
+          entered()
+          await held
+        }
+        return got
+      }
+      const ran: string[] = []
+      let stop: (() => Promise<void>) | undefined
+      try {
+        jobs.opts.pollIntervalMs = 600_000
+        stop = await tenantry.jobs.work('race', async (job) => { ran.push(job.id) })
+        await inClaim
+        const id = await tenantry.withTenant('jobs-a', () => tenantry.jobs.send('race', { n: 1 }))
+        release()
+        await vi.waitFor(() => expect(ran).toEqual([id]), { timeout: 15_000 })
+      } finally {
+        jobs.opts.pollIntervalMs = pollMs
+        queue.fetch = realFetch
+        release()
+        await stop?.()
+      }
+    })
+
+    it('claims through an index in claim order on every queue partition', async () => {
+      const admin = tenantry.dataPlane.driver('main').admin(tenantry.dataPlane.server('main').mainDatabase)
+      const parent = await admin.query<{ indexdef: string }>("SELECT indexdef FROM pg_indexes WHERE schemaname = 'pgboss' AND indexname = 'tenantry_claim'")
+      expect(parent.rows.map((r) => r.indexdef)).toEqual([
+        "CREATE INDEX tenantry_claim ON ONLY pgboss.job USING btree (name, priority DESC, created_on, id) WHERE (state < 'active'::pgboss.job_state)",
+      ])
+      // Every queue's partition carries it (those made before and after the index was created).
+      const { rows } = await admin.query<{ partition: string; has: boolean }>(`
+        SELECT c.relname AS partition, EXISTS (
+          SELECT 1 FROM pg_inherits ii JOIN pg_index x ON x.indexrelid = ii.inhrelid
+          WHERE ii.inhparent = 'pgboss.tenantry_claim'::regclass AND x.indrelid = c.oid) AS has
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'pgboss.job'::regclass`)
+      const queues = await admin.query<{ name: string }>('SELECT name FROM pgboss.queue ORDER BY name')
+      expect(queues.rows.map((q) => q.name)).toEqual(['fair', 'guarded', 'race', 'scoped'])
+      expect(rows.map((r) => r.has)).toEqual([true, true, true, true])
+    })
+
     it("caps a tenant's running jobs at its share of the worker: another tenant's job runs beside a blocked backlog", async () => {
       expect(await outcome(tenantry.jobs.work('capped', async () => undefined, { concurrency: 3, maxPerTenant: 0 }))).toBe('VALIDATION_FAILED')
       expect(await outcome(tenantry.jobs.work('capped', async () => undefined, { concurrency: 3, maxPerTenant: 4 }))).toBe('VALIDATION_FAILED')

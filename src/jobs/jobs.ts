@@ -386,6 +386,8 @@ class Worker {
   private readonly perGroup = new Map<string, number>()
   private stopped = false
   private wakeUp?: () => void
+  /** A wake that came while the loop was claiming: the claim may have missed the job, so claim again. */
+  private wakePending = false
   private loop?: Promise<void>
   private readonly active = new Set<Promise<void>>()
 
@@ -402,7 +404,8 @@ class Worker {
   }
 
   wake(): void {
-    this.wakeUp?.()
+    if (this.wakeUp) this.wakeUp()
+    else this.wakePending = true
   }
 
   async stop(): Promise<void> {
@@ -414,6 +417,7 @@ class Worker {
 
   private async main(): Promise<void> {
     while (!this.stopped) {
+      this.wakePending = false
       const skip: string[] = []
       let busiest = 0
       for (const [group, n] of this.perGroup) {
@@ -448,7 +452,7 @@ class Worker {
       if (this.stopped) break
       // Claim again at once while jobs keep coming and slots are free; otherwise wait for a slot
       // to free up, a local send, or the poll interval.
-      if (got > 0 && got === free) continue
+      if ((got > 0 && got === free) || this.wakePending) continue
       await new Promise<void>((resolve) => {
         const t = setTimeout(done, this.running >= this.concurrency ? 60_000 : this.pollMs)
         function done() { clearTimeout(t); resolve() }

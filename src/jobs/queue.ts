@@ -1,6 +1,6 @@
 import type PgBoss from 'pg-boss'
 import type { AdminQueryable } from '../data/driver.ts'
-import { fetchJobs } from './sql.ts'
+import { claimIndexSql, fetchJobs } from './sql.ts'
 
 /** A job as the queue hands it out. */
 export interface QueuedJob {
@@ -76,6 +76,9 @@ export class PgBossQueue implements JobQueue {
       this.bossOrNull = boss
     }
     await this.bossOrNull.start()
+    // Tenantry's claim orders by priority (each tenant's virtual time), which pg-boss's own index
+    // (name, start_after) cannot serve: without this one, every claim sorts the whole backlog.
+    await this.bossOrNull.getDb().executeSql(claimIndexSql(this.opts.schema), [])
   }
 
   private get boss(): PgBoss {

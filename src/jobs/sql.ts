@@ -99,6 +99,18 @@ export function forgetTenant(tenantId: string): Statement {
 }
 
 /**
+ * The index {@link fetchJobs} claims by, on pg-boss's partitioned job table (so every queue's
+ * partition has it, present and future): the queued jobs of a queue in claim order. With it a
+ * claim reads the head of the queue, whatever the backlog behind it; pg-boss's own (name,
+ * start_after) index would sort the whole backlog on every claim. Created once, under a lock, so
+ * processes starting together do not race.
+ */
+export function claimIndexSql(schema: string): string {
+  return `SELECT pg_advisory_xact_lock(7406710003);
+CREATE INDEX IF NOT EXISTS tenantry_claim ON ${quoteIdent(schema)}.job (name, priority DESC, created_on, id) WHERE state < 'active';`
+}
+
+/**
  * Claim up to `n` jobs of a pg-boss 10 queue of the standard policy, as pg-boss's `fetch` does
  * (highest priority, then oldest; locked rows skipped; `retry_count` moved on for a retry), except
  * that jobs whose singleton key (the tenant id) is in `skip` are passed over.
