@@ -1,5 +1,6 @@
 import type PgBoss from 'pg-boss'
 import type { AdminQueryable } from '../data/driver.ts'
+import { quoteIdent } from '../core/sql.ts'
 import { claimIndexSql, fetchJobs } from './sql.ts'
 
 /** A job as the queue hands it out. */
@@ -78,7 +79,10 @@ export class PgBossQueue implements JobQueue {
     await this.bossOrNull.start()
     // Tenantry's claim orders by priority (each tenant's virtual time), which pg-boss's own index
     // (name, start_after) cannot serve: without this one, every claim sorts the whole backlog.
-    await this.bossOrNull.getDb().executeSql(claimIndexSql(this.opts.schema), [])
+    // Looked up first: CREATE INDEX takes a lock that waits for every sender, even when it exists.
+    const db = this.bossOrNull.getDb()
+    const { rows } = await db.executeSql('SELECT to_regclass($1) IS NOT NULL AS present', [`${quoteIdent(this.opts.schema)}.tenantry_claim`])
+    if (!(rows[0] as { present: boolean }).present) await db.executeSql(claimIndexSql(this.opts.schema), [])
   }
 
   private get boss(): PgBoss {
