@@ -86,32 +86,65 @@ function roomOf(t: Tenantry, tenant: Tenant): { database: string; schema: string
   return { database: target.database, schema: target.schema }
 }
 
-/** Routing latency of one tenant from a child process (its own event loop), for `ms`. */
-function probe(env: Record<string, string>, ms: number): Promise<number[]> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench/portability.ts'), '--probe-child', String(ms)], {
+/**
+ * Routing latency of one tenant from a child process (its own event loop), for `ms`: [epoch ms at
+ * the end, latency ms] per request. Closed loop (4 at once, each sent when the last answered) when
+ * `rate` is 0, else open loop: `rate` requests per second on a fixed schedule whatever the answers,
+ * each timed from its scheduled start (no coordinated omission). Resolves `ready` when measuring.
+ */
+function probe(env: Record<string, string>, ms: number, rate = 0): { ready: Promise<void>; done: Promise<[number, number][]> } {
+  let ready!: () => void
+  const readyP = new Promise<void>((r) => (ready = r))
+  const done = new Promise<[number, number][]>((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench/portability.ts'), '--probe-child', String(ms), String(rate)], {
       cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'],
     })
     let out = ''
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c))
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      out += c
+      if (out.startsWith('ready\n')) ready()
+    })
     child.on('error', reject)
     child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`probe exited ${code}`))))
   })
+  return { ready: readyP, done }
 }
 
-async function probeChild(ms: number): Promise<void> {
+async function probeChild(ms: number, rate: number): Promise<void> {
   const t = await createTenantry({ databaseUrl: process.env.PROBE_URL, rolePrefix: ROLE_PREFIX, resumeOperations: false, observe: { metering: false, metrics: false, tracing: false, logger: false as never } })
   const tenant = (await t.findTenant('probe'))!
   const next = lcg(7)
-  const lat: number[] = []
+  const lat: [number, number][] = []
+  const one = () => t.withTenant(tenant, () => t.db.query('SELECT id, name FROM accounts WHERE id = $1', [1 + (next() % 1000)]))
+  await Promise.all(Array.from({ length: 20 }, one)) // warm: connections open
+  process.stdout.write('ready\n')
   const end = Date.now() + ms
-  await Promise.all(Array.from({ length: 4 }, async () => {
+  if (rate <= 0) {
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (Date.now() < end) {
+        const t0 = process.hrtime.bigint()
+        await one()
+        lat.push([Date.now(), Number(process.hrtime.bigint() - t0) / 1e6])
+      }
+    }))
+  } else {
+    const start = performance.now()
+    const gap = 1000 / rate
+    const inFlight: Promise<void>[] = []
+    let sent = 0
     while (Date.now() < end) {
-      const t0 = process.hrtime.bigint()
-      await t.withTenant(tenant, () => t.db.query('SELECT id, name FROM accounts WHERE id = $1', [1 + (next() % 1000)]))
-      lat.push(Number(process.hrtime.bigint() - t0) / 1e6)
+      const due = start + sent * gap
+      const now = performance.now()
+      if (due > now) {
+        await new Promise((r) => setTimeout(r, Math.max(0, due - now)))
+        continue
+      }
+      sent++
+      inFlight.push(one().then(() => { lat.push([Date.now(), performance.now() - due]) }))
+      if (inFlight.length > 10_000) await Promise.all(inFlight.splice(0))
     }
-  }))
+    await Promise.all(inFlight)
+  }
   await t.close()
   console.log(JSON.stringify(lat))
 }
@@ -145,6 +178,7 @@ export default async function run(args: string[]): Promise<number> {
   })
   const results: Record<string, { rows: number; rounds: Round[]; archive_mb: number; native_mb: number }> = {}
   let p99Ratio: number | null = null
+  let p99Detail: { closed?: Record<string, number | null>; open?: Record<string, number | null> } = {}
   try {
     const probeTenant = await t.provision({ slug: 'probe', tier: 'pooled' })
     await fill(t, probeTenant, 5000)
@@ -227,19 +261,44 @@ export default async function run(args: string[]): Promise<number> {
       }
 
       if (tier === 'pooled') {
-        // Another tenant's requests timed alone, then during a backup of the big pooled tenant.
+        // Another tenant's requests timed alone, then during an unpaced backup of the big pooled
+        // tenant, then during a paced one (the default); under two loads: the probe's closed loop
+        // (4 at once: the server saturated, no idle CPU at all) and an open loop at half the
+        // closed loop's rate (a server with room, as servers run). "During" counts the requests
+        // that ended while the backup ran.
         const probeMs = Number(values['probe-ms']) || 8000
-        log('routing probe alone, then during a backup')
-        const alone = await probe({ PROBE_URL: url }, probeMs)
-        const during = probe({ PROBE_URL: url }, probeMs)
-        await new Promise((res) => setTimeout(res, 1500)) // the child connects first
-        const b = await t.portability.backup(tenant.slug, { encrypt: false, gzip })
-        const lat = await during
-        rmSync(b.path, { force: true })
-        const a = percentiles(alone)
-        const d = percentiles(lat)
-        p99Ratio = round(d.p99 / a.p99, 3)
-        log(`routing p99 alone ${round(a.p99, 2)} ms (n=${a.n}), during backup ${round(d.p99, 2)} ms (n=${d.n}): ${p99Ratio}x (the backup took ${b.ms} ms within the probe's ${probeMs} ms)`)
+        const load = async (rate: number) => {
+          const label = rate > 0 ? `open loop at ${Math.round(rate)} req/s` : 'closed loop, 4 at once'
+          const run = async (pace: boolean | null) => {
+            const p = probe({ PROBE_URL: url }, probeMs, rate)
+            await p.ready
+            if (pace === null) return { lat: percentiles((await p.done).map(([, ms]) => ms)), n: (await p.done).length }
+            await new Promise((res) => setTimeout(res, 1000))
+            const from = Date.now()
+            const b = await t.portability.backup(tenant.slug, { encrypt: false, gzip, pace })
+            const to = Date.now()
+            rmSync(b.path, { force: true })
+            const all = await p.done
+            return { lat: percentiles(all.filter(([at]) => at >= from && at <= to).map(([, ms]) => ms)), n: all.length, b }
+          }
+          const alone = await run(null)
+          const res: Record<string, number | null> = { alone_p99_ms: round(alone.lat.p99, 3), alone_rps: Math.round(alone.n / (probeMs / 1000)) }
+          for (const pace of [false, true]) {
+            const d = await run(pace)
+            const key = pace ? 'paced' : 'unpaced'
+            res[`${key}_ratio`] = round(d.lat.p99 / alone.lat.p99, 3)
+            res[`${key}_p99_ms`] = round(d.lat.p99, 3)
+            res[`${key}_samples`] = d.lat.n
+            res[`${key}_backup_ms`] = d.b!.ms
+            if (d.b!.pace) res[`${key}_mean_level`] = round(d.b!.pace.meanLevel, 3)
+            log(`${label}: p99 alone ${round(alone.lat.p99, 2)} ms, during a${pace ? ' paced' : 'n unpaced'} backup ${round(d.lat.p99, 2)} ms (n=${d.lat.n}): ${res[`${key}_ratio`]}x; the backup took ${d.b!.ms} ms${d.b!.pace ? ` (pace: ${d.b!.pace.gauge} baseline ${round(d.b!.pace.baseline, 3)}, mean level ${round(d.b!.pace.meanLevel, 3)}, ${d.b!.pace.slowdowns} slowdowns${d.b!.pace.free ? ', free' : ''})` : ''}`)
+          }
+          return { res, rps: res.alone_rps! }
+        }
+        const closed = await load(0)
+        const open = await load(closed.rps / 2)
+        p99Ratio = open.res.paced_ratio
+        p99Detail = { closed: closed.res, open: open.res } as never
       } else {
         await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`)
       }
@@ -284,9 +343,13 @@ export default async function run(args: string[]): Promise<number> {
     backup_vs_native: worst('backup_vs_native'),
     restore_vs_native: worst('restore_vs_native'),
     p99_during_backup_ratio: p99Ratio,
+    p99_during_unpaced_backup_ratio: p99Detail.open?.unpaced_ratio ?? null,
+    p99_saturated_paced_ratio: p99Detail.closed?.paced_ratio ?? null,
+    p99_saturated_unpaced_ratio: p99Detail.closed?.unpaced_ratio ?? null,
+    p99_during: p99Detail,
     tiers: per,
   }))
   return 0
 }
 
-if (process.argv[2] === '--probe-child') probeChild(Number(process.argv[3])).catch((err) => { console.error(err); process.exit(1) })
+if (process.argv[2] === '--probe-child') probeChild(Number(process.argv[3]), Number(process.argv[4] ?? 0)).catch((err) => { console.error(err); process.exit(1) })

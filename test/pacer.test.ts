@@ -150,6 +150,31 @@ describe('LoadPacer', () => {
     await pacer.stop()
   })
 
+  it('runs free on a server no one else uses (freeBelow), and starts low once users are there (startLevel)', async () => {
+    let u = 0.05
+    const times = { busy: 0, total: 0 }
+    const cpuTimes = async () => {
+      times.total += 100
+      times.busy += u * 100
+      return { ...times }
+    }
+    const pacer = new LoadPacer(() => ({ cpuTimes }), 4, { ...FAST, freeBelow: 0.2, startLevel: 0.25, recalibrateSeconds: 0.05 })
+    await pacer.start('main')
+    // Baseline 5 %: the whole concurrency at once, and no decision holds it back while it runs.
+    expect(pacer.report()).toMatchObject({ gauge: 'cpu', level: 4, free: true, slowdowns: 0 })
+    await Promise.all([pacer.acquire(), pacer.acquire(), pacer.acquire(), pacer.acquire()])
+    u = 1
+    await new Promise((r) => setTimeout(r, 20))
+    expect(pacer.report()).toMatchObject({ level: 4, free: true, slowdowns: 0 })
+    for (let i = 0; i < 4; i++) pacer.release(1)
+    // The next baseline (taken with the run held) finds the server busy: a quarter of a stream,
+    // then halved down to 0.05 while the utilisation stays above its bound.
+    await until(() => pacer.report().free === false, 'a busy baseline')
+    await until(() => pacer.report().level === 0.05, 'level 0.05')
+    expect(pacer.report().slowdowns).toBeGreaterThanOrEqual(3)
+    await pacer.stop()
+  })
+
   it('does not pace a server without a gauge (PGlite): the whole concurrency at once', async () => {
     const pacer = new LoadPacer(() => ({}), 4, FAST)
     await pacer.start('main')

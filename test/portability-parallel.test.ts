@@ -6,7 +6,10 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTenantry, type Tenantry } from '../src/index.ts'
 import { tenantToken } from '../src/data/tenant-token.ts'
-import { copyTableOut, eachTableAtSnapshot, loadWaves, mapLimited, tenantTables, type TenantTable } from '../src/portability/copy-engine.ts'
+import { copyTableOut, eachTableAtSnapshot, loadWaves, mapLimited, pacedStream, tenantTables, type TenantTable } from '../src/portability/copy-engine.ts'
+import { LoadPacer } from '../src/lifecycle/pacer.ts'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { DEMO_MIGRATIONS, PG_ADMIN_URL, dropPostgresLeftovers, outcome, postgresAvailable } from './helpers/backends.ts'
 
 // Parallel tables in backups and restores (issue 13): the exported snapshot every table is read
@@ -61,6 +64,42 @@ describe('load waves and the limited map (units)', () => {
     })
     await expect(failed).rejects.toThrow('second fails')
     expect(started).toEqual([1, 2])
+  })
+})
+
+describe('paced copy streams', () => {
+  /** A CPU gauge answering a fixed utilisation. */
+  const cpuAt = (u: number) => {
+    const times = { busy: 0, total: 0 }
+    return async () => {
+      times.total += 100
+      times.busy += u * 100
+      return { ...times }
+    }
+  }
+  const chunks = Array.from({ length: 200 }, (_, i) => Buffer.from(`${i}\t${'x'.repeat(i % 50)}\n`))
+
+  it('passes every byte through in order, free or held to a twentieth of a stream', async () => {
+    for (const u of [0.01, 1]) {
+      const pacer = new LoadPacer(() => ({ cpuTimes: cpuAt(u) }), 2, { windowMs: 5, freeBelow: 0.2, startLevel: 0.05, recalibrateSeconds: 3600 })
+      await pacer.start('main')
+      expect(pacer.report()).toMatchObject(u < 0.2 ? { free: true, level: 2 } : { free: false, level: 0.05 })
+      const out = new Collect()
+      await pipeline(Readable.from(chunks), pacedStream(pacer, 0), out)
+      expect(Buffer.concat(out.chunks).equals(Buffer.concat(chunks))).toBe(true)
+      await pacer.stop()
+    }
+  })
+
+  it('gives its slot back when the stream fails, so the other tables go on', async () => {
+    const pacer = new LoadPacer(() => ({}), 1) // no gauge: one slot, never rested
+    await pacer.start('main')
+    const failing = new Writable({ write(_c, _e, done) { done(new Error('disk full')) } })
+    await expect(pipeline(Readable.from(chunks), pacedStream(pacer, 1_000_000), failing)).rejects.toThrow('disk full')
+    // Held for a long slice when it failed: the one slot is free again (else this waits forever).
+    await pacer.acquire()
+    pacer.release(0)
+    await pacer.stop()
   })
 })
 
@@ -119,6 +158,15 @@ CREATE POLICY tenant_isolation ON notes USING (tenant_id = (SELECT tenantry.tena
     tasks: (await tenantry.db.query('SELECT id, project_id, title, done FROM tasks ORDER BY id')).rows,
     notes: (await tenantry.db.query('SELECT id, body FROM notes ORDER BY id')).rows,
   }))
+
+  it('paces a backup by default (by round trips: the operator may not read the server\'s CPU times), and not with pace: false', async () => {
+    const paced = await tenantry.portability.backup('acme', { to: join(dir, 'paced.tar') })
+    expect(paced.pace).toMatchObject({ gauge: 'rtt', free: false })
+    expect(paced.rows).toBe(9)
+    const unpaced = await tenantry.portability.backup('acme', { to: join(dir, 'unpaced.tar'), pace: false })
+    expect(unpaced.pace).toBeUndefined()
+    expect(unpaced.rows).toBe(9)
+  })
 
   it('the operator is what the test says: not superuser, no BYPASSRLS, and it may not set session_replication_role', async () => {
     const who = await tenantry.dataPlane.driver('main').admin(DB_NAME).query<{ rolsuper: boolean; rolbypassrls: boolean }>('SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user')

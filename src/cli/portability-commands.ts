@@ -112,15 +112,17 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       .option('--encrypt', 'encrypt with the tenant\'s data key (the default when TENANTRY_MASTER_KEY is set)')
       .option('--no-encrypt', 'write an unencrypted archive even when a master key is set')
       .option('--force-residency', "write to a backup directory of another region than the tenant's anyway (audited; regions from TENANTRY_BACKUP_REGIONS)")
+      .option('--no-pace', "copy at full speed, like pg_dump (default: paced by the server's load, so other tenants keep their latency)")
       .option('--json', 'print JSON'),
-  ).action(async (slug: string, opts: ConnectionFlags & { to?: string; gzip: boolean; encrypt?: boolean; forceResidency?: boolean; json?: boolean }) => {
+  ).action(async (slug: string, opts: ConnectionFlags & { to?: string; gzip: boolean; encrypt?: boolean; forceResidency?: boolean; pace: boolean; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const bar = progressBar(!opts.json && Boolean(process.stderr.isTTY))
       try {
-        const r = await t.portability.backup(slug, { to: opts.to, gzip: opts.gzip, encrypt: opts.encrypt, forceResidency: opts.forceResidency, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
+        const r = await t.portability.backup(slug, { to: opts.to, gzip: opts.gzip, encrypt: opts.encrypt, forceResidency: opts.forceResidency, pace: opts.pace, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
         bar.stop()
+        const pace = !r.pace ? 'not paced' : r.pace.free ? 'paced: the server was free, full speed' : `paced by the server's load: ${r.pace.meanLevel.toFixed(2)} streams on average`
         print(opts.json, r, () => [
-          `Backed up '${r.slug}' (${r.tier}): ${r.rows} rows in ${r.tables.length} tables, ${mb(r.bytes)}${r.encrypted ? ', encrypted' : ''} (${(r.ms / 1000).toFixed(1)} s; operation ${r.operationId})`,
+          `Backed up '${r.slug}' (${r.tier}): ${r.rows} rows in ${r.tables.length} tables, ${mb(r.bytes)}${r.encrypted ? ', encrypted' : ''} (${(r.ms / 1000).toFixed(1)} s, ${pace}; operation ${r.operationId})`,
           r.path,
         ].join('\n'))
       } finally {

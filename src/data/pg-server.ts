@@ -428,7 +428,8 @@ export class PgServer implements ServerDriver {
       }
       throw err
     }
-    // cpu  user nice system idle iowait irq softirq steal …: idle and iowait are CPU to spare.
+    // cpu  user nice system idle iowait irq softirq steal …: idle and iowait are CPU to spare, and so
+    // is the time of niced processes (batch work that yields to the server's own at once).
     const f = line.trim().split(/\s+/)
     if (f[0] !== 'cpu' || f.length < 5) {
       this.cpuReadable = false
@@ -436,7 +437,7 @@ export class PgServer implements ServerDriver {
     }
     const n = f.slice(1, 9).map(Number)
     const total = n.reduce((a, b) => a + b, 0)
-    return { busy: total - n[3] - (n[4] ?? 0), total }
+    return { busy: total - n[1] - n[3] - (n[4] ?? 0), total }
   }
 
   /** Run `fn` on the connection of {@link probe} (its own, never queued behind a pool), opened on first use. */

@@ -33,6 +33,13 @@ export interface PaceOptions {
   probeIntervalMs?: number
   /** Seconds between re-measurements of the baseline (new targets wait meanwhile). Default 10. */
   recalibrateSeconds?: number
+  /**
+   * CPU gauge: a baseline below this utilisation (0–1) means no one else is using the server, and
+   * the run goes at its whole concurrency until a re-measurement finds users. Default 0 (always paced).
+   */
+  freeBelow?: number
+  /** The level a run starts at when its server is in use: a share of one stream, or streams. Default 1 (one stream). */
+  startLevel?: number
 }
 
 /** What a paced run did, for the result and the progress. */
@@ -49,6 +56,8 @@ export interface PaceReport {
   meanLevel: number
   /** Decisions that slowed the run down. */
   slowdowns: number
+  /** Whether the last baseline found the server free (below `freeBelow`): the run was not held back. */
+  free: boolean
 }
 
 /** Cumulative CPU time of a server: busy (user, system, irq, steal…) and total, in any unit. */
@@ -168,6 +177,8 @@ export class LoadPacer {
   private gauge: Gauge | null = null
   /** Bumped when the run moves to another server: a measurement of the old one is dropped. */
   private epoch = 0
+  /** The last baseline was below `freeBelow`: no one to make room for. */
+  private free = false
 
   constructor(
     private readonly gaugeOf: (server: string) => ServerGauge,
@@ -182,9 +193,11 @@ export class LoadPacer {
       windowMs: options.windowMs ?? 500,
       probeIntervalMs: options.probeIntervalMs ?? 10,
       recalibrateSeconds: options.recalibrateSeconds ?? 10,
+      freeBelow: options.freeBelow ?? 0,
+      startLevel: options.startLevel ?? 1,
     }
     // A slow start: one stream until the first decision says the server has room.
-    this.levelNow = Math.min(1, maxLevel)
+    this.levelNow = this.startLevel()
   }
 
   /** Choose the gauge of `server`, measure its baseline (nothing of the run is running yet) and start. */
@@ -234,6 +247,7 @@ export class LoadPacer {
       level: this.levelNow,
       meanLevel: span > 0 ? area / span : this.levelNow,
       slowdowns: this.slowdowns,
+      free: this.free,
     }
   }
 
@@ -265,7 +279,11 @@ export class LoadPacer {
     this.gauge = cpu ? cpuGauge(cpu, this.o) : g.probe ? rttGauge(g.probe, this.o) : null
     // Nothing to pace by: the run may use its whole concurrency.
     if (!this.gauge) this.setLevel(this.maxLevel)
-    else if (this.levelNow > 1) this.setLevel(1)
+    else if (this.levelNow > this.startLevel()) this.setLevel(this.startLevel())
+  }
+
+  private startLevel(): number {
+    return Math.max(this.o.minLevel, Math.min(this.o.startLevel, this.maxLevel))
   }
 
   private admits(): boolean {
@@ -306,6 +324,11 @@ export class LoadPacer {
       if (value !== null && epoch === this.epoch) {
         this.baselines = [...this.baselines.slice(-2), value]
         this.baseline = lowerMedian(this.baselines)
+        // Judged on this measurement alone: users who just arrived are not averaged away.
+        const free = gauge!.kind === 'cpu' && value < this.o.freeBelow
+        if (free) this.setLevel(this.maxLevel)
+        else if (this.free) this.setLevel(this.startLevel())
+        this.free = free
       }
     } finally {
       this.lastCalibration = Date.now()
@@ -322,6 +345,11 @@ export class LoadPacer {
       }
       if (Date.now() - this.lastCalibration > this.o.recalibrateSeconds * 1000) {
         await this.calibrate()
+        continue
+      }
+      if (this.free) {
+        // Nothing to make room for until the next baseline says otherwise.
+        await sleep(Math.min(this.o.windowMs, Math.max(1, this.lastCalibration + this.o.recalibrateSeconds * 1000 - Date.now())))
         continue
       }
       const epoch = this.epoch

@@ -1,4 +1,5 @@
 import { PassThrough, Transform, type Readable, type TransformCallback, type Writable } from 'node:stream'
+import type { LoadPacer } from '../lifecycle/pacer.ts'
 import pLimit from 'p-limit'
 import type { Queryable } from '../data/executor.ts'
 import type { CopyTransaction, ServerDriver } from '../data/driver.ts'
@@ -147,6 +148,44 @@ export function loadWaves(tables: TenantTable[]): TenantTable[][] | null {
   const waves: TenantTable[][] = []
   for (const t of tables) (waves[level.get(t.name)!] ??= []).push(t)
   return waves
+}
+
+/**
+ * A pass-through that lets a table's rows flow only while it holds a slot of `pacer`: a slot is
+ * taken for a slice of `sliceMs` of streaming, then given back with the time it was held (below
+ * one stream the pacer then rests the run several times as long). While it waits, the COPY behind
+ * it waits too (backpressure), so the server's work for the table is paced, not just Node's.
+ */
+export function pacedStream(pacer: LoadPacer, sliceMs = 10): Transform {
+  let since = -1
+  const giveBack = () => {
+    if (since < 0) return
+    const busy = performance.now() - since
+    since = -1
+    pacer.release(busy)
+  }
+  return new Transform({
+    transform(chunk: Buffer, _enc, done: TransformCallback) {
+      const pass = () => {
+        this.push(chunk)
+        if (performance.now() - since >= sliceMs) giveBack()
+        done()
+      }
+      if (since >= 0) return pass()
+      pacer.acquire().then(() => {
+        since = performance.now()
+        pass()
+      }, done)
+    },
+    flush(done: TransformCallback) {
+      giveBack()
+      done()
+    },
+    destroy(err, done) {
+      giveBack()
+      done(err)
+    },
+  })
 }
 
 /** Stream one table's rows of `tenantId` (COPY text format, `tenant_id` first) into `sink`. */

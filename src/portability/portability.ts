@@ -3,7 +3,7 @@ import { auditForcedResidency, backupTarget, checkResidency } from '../security/
 import { createHash, randomUUID } from 'node:crypto'
 import { accessSync, constants as fsConstants, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve as resolvePath } from 'node:path'
-import type { Readable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
 import type { Catalog } from '../catalog/catalog.ts'
 import { TenantryError } from '../core/errors.ts'
 import type { Placement, Tenant, Tier } from '../core/types.ts'
@@ -16,12 +16,13 @@ import { TIER_STRATEGIES, type MigrationTarget, type TemplateSource } from '../d
 import { quoteIdent } from '../core/sql.ts'
 import { tenantToken } from '../data/tenant-token.ts'
 import { faultPoint } from '../lifecycle/faults.ts'
+import { LoadPacer, type PaceOptions, type PaceReport } from '../lifecycle/pacer.ts'
 import { mustFindTenant } from '../lifecycle/lifecycle.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
 import type { TenantExtraMigrations } from '../lifecycle/lifecycle.ts'
 import { packArchive, readManifest, checkManifestMac, readTable, readTables, spoolTable, verifyArchive, type ArchiveManifest } from './archive.ts'
-import { copiesDirectly, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapshot, loadWaves, mapLimited, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
+import { copiesDirectly, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapshot, loadWaves, mapLimited, pacedStream, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
 import { TenantKeys, resolveMasterKey } from './keys.ts'
 import { EXPORT_FORMATS, exportTable, subjectColumns, SUBJECT_MARK, type ExportFormat } from './export.ts'
 import * as sql from './sql.ts'
@@ -64,6 +65,12 @@ export interface BackupOptions {
   onProgress?: (p: PortabilityProgress) => void
   /** Told the operation's id once it is recorded (the admin API answers 202 with it). */
   onStart?: (operationId: string) => void
+  /**
+   * Pace the copy by the load of the tenant's server, so the other tenants keep their latency
+   * (see docs/portability.md#pacing): full speed on a server no one else is using, a small share
+   * of one stream on a busy one. `false`: as fast as it goes, like `pg_dump`. Default true.
+   */
+  pace?: boolean | PaceOptions
 }
 
 /** One archive written, as `backups list` shows it. */
@@ -84,6 +91,8 @@ export interface BackupRecord {
 export interface BackupResult extends BackupRecord {
   tables: { name: string; rows: number }[]
   ms: number
+  /** How the copy was paced; absent when it was not (`pace: false`, or a server without a gauge: PGlite). */
+  pace?: PaceReport
 }
 
 export interface RestoreOptions {
@@ -255,14 +264,14 @@ export class Portability {
     opts.onStart?.(op.id)
     if (residency.forced && this.d.audit) await auditForcedResidency(this.d.audit, tenant, target, residency, { actor: opts.startedBy ?? op.startedBy, details: { operation: 'backup', operationId: op.id } })
     try {
-      return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key }, opts.onProgress))
+      return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key, pace: opts.pace ?? true }, opts.onProgress))
     } catch (err) {
       await this.rollBackBackup(op, path).catch(() => undefined)
       throw err
     }
   }
 
-  private async runBackup(op: Operation, tenant: Tenant, path: string, o: { gzip: boolean; key: Buffer | null }, onProgress?: (p: PortabilityProgress) => void): Promise<BackupResult> {
+  private async runBackup(op: Operation, tenant: Tenant, path: string, o: { gzip: boolean; key: Buffer | null; pace: boolean | PaceOptions }, onProgress?: (p: PortabilityProgress) => void): Promise<BackupResult> {
     const started = Date.now()
     const room = this.roomOf(tenant)
     const archiveId = randomUUID()
@@ -273,6 +282,7 @@ export class Portability {
     const target = this.d.dataPlane.migrationTarget(tenant)
     const driver = this.d.dataPlane.driver(room.server)
     const token = tenantToken(this.d.dataPlane.tenantKey, tenant.id)
+    const pacer = await backupPacer(driver, room.server, this.width(driver, 1000), o.pace)
     const { tables, migrations, spooled } = await driver.copyTransaction(room.database, 'snapshot', async (tx) => {
       // An owner under FORCEd row-level security would otherwise copy no rows at all.
       await tx.query(...args(sql.pointAtTenant(token)))
@@ -284,14 +294,21 @@ export class Portability {
       // the tar is packed from the spool files in table order afterwards.
       const spooled = await eachTableAtSnapshot(tx, { driver, database: room.database, token }, tables, this.width(driver, tables.length), async (w, table, i) => {
         const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId })
-        await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink), s.done])
+        let sink: Writable = s.sink
+        if (pacer) {
+          const gate = pacedStream(pacer)
+          gate.on('error', (err) => s.sink.destroy(err))
+          sink = gate
+          gate.pipe(s.sink)
+        }
+        await Promise.all([copyTableOut(w, room.schema, tenant.id, table, sink), s.done])
         const r = await s.done
         rows += r.rows
         onProgress?.({ phase: 'backup', table: table.name, tablesDone: ++done, tables: tables.length, rows })
         return { entry: s.entry, file: s.file, name: table.name, columns: table.columns, ...r }
       })
       return { tables, migrations: ledger.rows, spooled }
-    })
+    }).finally(() => pacer?.stop())
     await this.d.operations.step(op.id, 'pack')
     await faultPoint('backup:pack')
     const manifest: ArchiveManifest = {
@@ -320,7 +337,7 @@ export class Portability {
       await tx.query(...args(sql.insertBackup({ ...record, manifest })))
       await this.d.operations.finish(op.id, 'done', null, { path, rows: manifest.rows, bytes, tables: tables.length }, tx, 'done')
     })
-    return { ...record, tables: spooled.map((s) => ({ name: s.name, rows: s.rows })), ms: Date.now() - started }
+    return { ...record, tables: spooled.map((s) => ({ name: s.name, rows: s.rows })), ms: Date.now() - started, ...(pacer ? { pace: pacer.report() } : {}) }
   }
 
   /** A backup that failed or whose process died: its partial files are removed, nothing is recorded. */
@@ -955,4 +972,20 @@ function args(s: { text: string; values: unknown[] }): [string, unknown[]] {
 function pluginOf(version: string): string | null {
   const i = version.lastIndexOf(':')
   return i < 0 ? null : version.slice(0, i)
+}
+
+/**
+ * The pacer of one backup (null: not paced). Like a fleet migration's (lifecycle/pacer.ts), with
+ * a backup's own settings: decisions every 200 ms; a server below 20 % CPU with the backup held is
+ * nobody else's, so the backup runs at its whole width there; on a busy one it starts at a
+ * tenth of one stream and takes at most a third of what the users leave idle. The baseline is taken
+ * before the snapshot is, with nothing of the backup running.
+ */
+async function backupPacer(driver: ServerDriver, server: string, width: number, pace: boolean | PaceOptions): Promise<LoadPacer | null> {
+  if (pace === false || !driver.probe) return null
+  const pacer = new LoadPacer(() => ({ cpuTimes: driver.cpuTimes && (() => driver.cpuTimes!()), probe: driver.probe && (() => driver.probe!()) }), width, {
+    windowMs: 200, freeBelow: 0.2, startLevel: 0.1, maxIdleShare: 1 / 3, ...(typeof pace === 'object' ? pace : {}),
+  })
+  await pacer.start(server)
+  return pacer
 }

@@ -108,17 +108,17 @@ export const portabilityRoutes: AdminRoutes = (app, ctx) => {
       tags: TAG, summary: 'Back up a tenant (a durable operation): 202 with its operation id', params: slugParam,
       body: {
         type: 'object', additionalProperties: false,
-        properties: { ...targetField, gzip: { type: 'boolean', default: true }, encrypt: { type: 'boolean', description: 'default: when a master key is set' } },
+        properties: { ...targetField, gzip: { type: 'boolean', default: true }, encrypt: { type: 'boolean', description: 'default: when a master key is set' }, pace: { type: 'boolean', default: true, description: "pace the copy by the server's load (false: full speed, like pg_dump)" } },
       },
       response: { ...started, ...errors(404, 409) },
     },
     config: { adminRole: 'operator' },
   }, async function backUp(request, reply) {
-    const body = request.body as { target?: string; gzip: boolean; encrypt?: boolean }
+    const body = request.body as { target?: string; gzip: boolean; encrypt?: boolean; pace: boolean }
     let op: string | undefined
     return startOperation(ctx, request, reply, {
       run: (onStart) => tenantry.portability.backup(slugOf(request), {
-        to: dirOf(body.target), gzip: body.gzip, encrypt: body.encrypt, startedBy: actor(request), onStart: (id) => { op = id; onStart(id) }, onProgress: track(() => op),
+        to: dirOf(body.target), gzip: body.gzip, encrypt: body.encrypt, pace: body.pace, startedBy: actor(request), onStart: (id) => { op = id; onStart(id) }, onProgress: track(() => op),
       }),
     })
   })
