@@ -416,7 +416,8 @@ export class Portability {
     const notes: string[] = []
     if (uploadId) {
       await s3AbortUpload(await this.s3Sdk(p.path), loc, uploadId).catch((err: Error) => {
-        notes.push(` Its multipart upload ${uploadId} could not be aborted (${err.message}): abort it by hand, or let a lifecycle rule (AbortIncompleteMultipartUpload) remove its parts; it never becomes an object.`)
+        const why = (err.cause ?? err) as Error
+        notes.push(` Its multipart upload ${uploadId} could not be aborted (${why.name}: ${why.message}): abort it by hand, or let a lifecycle rule (AbortIncompleteMultipartUpload) remove its parts; it never becomes an object.`)
       })
     }
     let cleared = true

@@ -162,5 +162,5 @@ export async function s3DownloadArchive(sdk: S3Sdk, loc: S3Location, file: strin
 
 function unavailable(what: string, loc: S3Location, err: unknown): TenantryError {
   const e = err as { name?: string; message?: string }
-  return new TenantryError('STORAGE_UNAVAILABLE', `${what} '${printable(s3Url(loc))}' failed: ${e?.name ?? 'Error'}: ${printable(String(e?.message ?? err))}. Check the bucket, the credentials and the S3 endpoint.`, { cause: err })
+  return new TenantryError('STORAGE_UNAVAILABLE', `${what} '${printable(s3Url(loc))}' failed: ${e?.name ?? 'Error'}: ${printable(String(e?.message ?? err)).replace(/\.$/, '')}. Check the bucket, the credentials and the S3 endpoint.`, { cause: err })
 }
