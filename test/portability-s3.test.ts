@@ -121,6 +121,8 @@ function s3Suite(backend: Backend): void {
       expect(await outcome(tenantry.portability.restore(`s3://${BUCKET}/nightly/`, { as: 'ghost' }))).toBe('VALIDATION_FAILED')
       expect(await outcome(tenantry.portability.restore('s3://Not_A_Bucket/x.tar', { as: 'ghost' }))).toBe('VALIDATION_FAILED')
       expect(await outcome(tenantry.portability.backup('acme', { to: `s3://${BUCKET}/a/../b.tar` }))).toBe('VALIDATION_FAILED')
+      expect(await outcome(tenantry.portability.export('acme', { format: 'jsonl', to: `s3://${BUCKET}/exports/` }))).toBe('VALIDATION_FAILED')
+      expect(await tenantry.operations.list({ kind: 'export' })).toEqual([])
       expect(await tenantry.catalog.bySlug('ghost')).toBeNull()
       expect((await tenantry.catalog.list()).length).toBe(tenants)
       expect((await tenantry.operations.list({ kind: 'restore', limit: 100 })).length).toBe(restores)

@@ -911,6 +911,9 @@ export class Portability {
     const tenant = await this.mustFind(slugOrId)
     const room = this.roomOf(tenant)
     const base = opts.to ?? process.env.TENANTRY_BACKUP_DIR ?? this.d.options.backupDir ?? './backups'
+    if (isS3Url(base)) {
+      throw new TenantryError('VALIDATION_FAILED', `An export is a directory of files and is written to a local directory, not to '${printable(base)}'; give it one with --to (export's \`to\`).`)
+    }
     const path = resolvePath(join(base, `${tenant.slug}-export${opts.subject !== undefined ? '-subject' : ''}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
     const partial = `${path}.partial`
     const op = await this.d.operations.start('export', { tenantId: tenant.id, slug: tenant.slug, params: { path, format: opts.format, subject: opts.subject !== undefined }, step: 'snapshot', startedBy: opts.startedBy })
