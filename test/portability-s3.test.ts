@@ -226,6 +226,16 @@ function s3Suite(backend: Backend): void {
         expect(listed.code, show(listed)).toBe(0)
         expect(listed.stdout.trim().split('\n').slice(2).map((l) => l.split(/\s{2,}/).at(-1))).toEqual([done.path])
         expect(readdirSync(spool)).toEqual([])
+
+        // A spool directory that cannot be written: refused with its code, nothing written.
+        const noSpool = { ...env, TENANTRY_SPOOL_DIR: join(dir, 'no', 'such', 'dir') }
+        const badBackup = await cli(['backup', 'big', '--to', `s3://${BUCKET}/killed/`], noSpool)
+        const badRestore = await cli(['restore', done.path, '--as', 'big-copy'], noSpool)
+        // (stderr may open with Node's warnings of the AWS SDK; the error is its own line)
+        const errorLine = (text: string) => text.split('\n').find((l) => l.startsWith('error '))?.split(':')[0]
+        expect([badBackup.code, errorLine(badBackup.stderr), badRestore.code, errorLine(badRestore.stderr)]).toEqual([1, 'error VALIDATION_FAILED', 1, 'error VALIDATION_FAILED'])
+        expect(await keys('killed/')).toEqual([keyOf(done.path)])
+        expect(await tenantry.catalog.bySlug('big-copy')).toBeNull()
       } finally {
         await db.end()
       }

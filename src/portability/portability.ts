@@ -471,7 +471,12 @@ export class Portability {
     const loc = parseS3Url(archivePath)
     if (loc.key === '' || loc.key.endsWith('/')) throw new TenantryError('VALIDATION_FAILED', `'${printable(archivePath)}' is a prefix; name the archive's key (tenantry backups list shows them).`)
     const sdk = await this.s3Sdk(archivePath)
-    const dir = mkdtempSync(join(this.spoolRoot(), 'tenantry-restore-'))
+    let dir: string
+    try {
+      dir = mkdtempSync(join(this.spoolRoot(), 'tenantry-restore-'))
+    } catch (err) {
+      throw new TenantryError('VALIDATION_FAILED', `Cannot make a temporary directory in the spool directory '${this.spoolRoot()}' (${(err as NodeJS.ErrnoException).code}) to download '${printable(archivePath)}' into; set portability.spoolDir or TENANTRY_SPOOL_DIR to a directory this process may write to.`, { cause: err })
+    }
     try {
       const file = join(dir, 'archive.tar')
       await s3DownloadArchive(sdk, loc, file)
