@@ -227,6 +227,22 @@ function s3Suite(backend: Backend): void {
         expect(listed.stdout.trim().split('\n').slice(2).map((l) => l.split(/\s{2,}/).at(-1))).toEqual([done.path])
         expect(readdirSync(spool)).toEqual([])
 
+        // Killed after the upload completed, before the catalog recorded it: the object is deleted.
+        const late = new CliProcess(['backup', 'acme', '--to', `s3://${BUCKET}/late/`], { ...env, TENANTRY_FAULT: 'pause:backup:uploaded' })
+        await late.waitForStderr(/tenantry-fault: paused at backup:uploaded\n/)
+        await late.kill9()
+        const lateOp = (await db.query<{ params: { path: string } }>("SELECT params FROM tenantry.operations WHERE kind = 'backup' AND state = 'running'")).rows
+        expect(lateOp.length).toBe(1)
+        expect(await keys('late/')).toEqual([keyOf(lateOp[0].params.path)])
+        expect(readdirSync(spool)).toEqual([])
+        const resumed = await cli(['operations', 'resume', '--json'], env)
+        expect(resumed.code, show(resumed)).toBe(0)
+        expect((await db.query("SELECT state, error FROM tenantry.operations WHERE params->>'path' = $1", [lateOp[0].params.path])).rows).toEqual([
+          { state: 'rolled_back', error: `The backup did not finish; its partial files were removed and no object is left under '${lateOp[0].params.path}'. Run it again.` },
+        ])
+        expect(await keys('late/')).toEqual([])
+        expect((await tenantry.portability.listBackups({ tenant: 'acme' })).map((b) => b.path).filter((p) => p.includes('/late/'))).toEqual([])
+
         // A spool directory that cannot be written: refused with its code, nothing written.
         const noSpool = { ...env, TENANTRY_SPOOL_DIR: join(dir, 'no', 'such', 'dir') }
         const badBackup = await cli(['backup', 'big', '--to', `s3://${BUCKET}/killed/`], noSpool)

@@ -308,6 +308,8 @@ export class Portability {
     await this.d.operations.step(op.id, 'upload')
     await s3UploadArchive(await this.s3Sdk(remote.url), remote.loc, file, (uploadId) => this.d.operations.step(op.id, 'upload', { uploadId }))
     rmSync(file, { force: true })
+    // Killed here, the object exists but no catalog row: the rollback deletes it.
+    await faultPoint('backup:uploaded')
     return remote.url
   }
 
