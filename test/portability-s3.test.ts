@@ -11,9 +11,12 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
+import Fastify from 'fastify'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTenantry, type Tenantry } from '../src/index.ts'
+import { tenantryAdmin } from '../src/admin/plugin.ts'
+import { adminTokens } from '../src/admin/tokens.ts'
 import { backupTarget } from '../src/security/residency.ts'
 import { S3_ENV } from '../src/storage/s3-client.ts'
 import { backends, DEMO_MIGRATIONS, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
@@ -184,6 +187,42 @@ function s3Suite(backend: Backend): void {
       expect(cert.verified).toBe(true)
       expect(await keys('erase/')).toEqual([])
       expect((await tenantry.portability.listBackups()).filter((x) => x.slug === 'gone')).toEqual([])
+    })
+
+    it('the admin API backs up into an s3:// target and restores from it by id; no download of an S3 archive, no export into S3', async () => {
+      const app = Fastify()
+      await app.register(tenantryAdmin, { prefix: '/admin', tenantry, docs: false, console: false, backups: { targets: { offsite: `s3://${BUCKET}/admin/` } }, auth: { jwt: { secret: 'portability-s3-test-secret-of-length', issuer: 'https://id.test', audience: 'tenantry-admin' } } })
+      await app.ready()
+      try {
+        const store = await adminTokens(tenantry)
+        const operator = (await store.create({ name: 's3-operator', role: 'operator' }, 'test:setup')).token
+        const admin = (await store.create({ name: 's3-admin', role: 'admin' }, 'test:setup')).token
+        const call = (method: 'GET' | 'POST', path: string, token: string, payload?: object) => app.inject({ method, url: `/admin/api${path}`, headers: { authorization: `Bearer ${token}` }, payload })
+        const finished = async (id: string) => {
+          for (;;) {
+            const op = (await call('GET', `/operations/${id}`, operator)).json()
+            if (op.state !== 'running') return op
+            await new Promise((r) => setTimeout(r, 50))
+          }
+        }
+        const started = await call('POST', '/tenants/acme/backups', operator, { target: 'offsite' })
+        expect(started.statusCode).toBe(202)
+        expect((await finished(started.json().operationId)).state).toBe('done')
+        const [b] = (await call('GET', '/tenants/acme/backups?limit=1', operator)).json() as { id: string; path: string; rows: number }[]
+        expect([b.path.startsWith(`s3://${BUCKET}/admin/acme-`), b.rows]).toEqual([true, 5])
+        expect(await keys('admin/')).toEqual([keyOf(b.path)])
+        const download = await call('GET', `/tenants/acme/backups/${b.id}/archive`, operator)
+        expect([download.statusCode, download.json().code]).toEqual([404, 'NOT_FOUND'])
+        const restore = await call('POST', `/tenants/acme/backups/${b.id}/restore`, admin, { as: 'acme-admin', tier: 'pooled' })
+        expect(restore.statusCode).toBe(202)
+        expect((await finished(restore.json().operationId)).state).toBe('done')
+        expect(await projects('acme-admin')).toEqual(await projects('acme'))
+        const exportTo = await call('POST', '/tenants/acme/exports', operator, { format: 'jsonl', target: 'offsite' })
+        expect([exportTo.statusCode, exportTo.json().code]).toEqual([400, 'VALIDATION_FAILED'])
+        expect(readdirSync(spool)).toEqual([])
+      } finally {
+        await app.close()
+      }
     })
 
     it.skipIf(backend.name !== 'PostgreSQL')('the CLI killed -9 in the middle of a multipart upload: resume leaves no object and no local file; the next backup works', async () => {
