@@ -10,7 +10,7 @@
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import Fastify from 'fastify'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -95,7 +95,8 @@ function s3Suite(backend: Backend): void {
       expect(r.path).toMatch(new RegExp(`^s3://${BUCKET}/nightly/acme-\\d{4}-\\d\\d-\\d\\dT\\d\\d-\\d\\d-\\d\\d-\\d{3}Z\\.tar$`))
       expect(r).toMatchObject({ slug: 'acme', tier: 'pooled', rows: 5, encrypted: true, compressed: true, tables: [{ name: 'projects', rows: 3 }, { name: 'tasks', rows: 2 }] })
       expect(await keys()).toEqual([keyOf(r.path)])
-      expect((await head(keyOf(r.path))).ContentLength).toBe(r.bytes)
+      const object = await head(keyOf(r.path))
+      expect([object.ContentLength, object.ContentType, object.Metadata]).toEqual([r.bytes, 'application/x-tar', { 'tenantry-operation': r.operationId }])
       expect(readdirSync(spool)).toEqual([])
       const listed = await tenantry.portability.listBackups({ tenant: 'acme' })
       expect(listed.map((b) => [b.path, b.rows, b.bytes, b.encrypted])).toEqual([[r.path, 5, r.bytes, true]])
@@ -176,7 +177,7 @@ function s3Suite(backend: Backend): void {
       await tenantry.withTenant('gone', () => tenantry.db.query("INSERT INTO projects (name) VALUES ('bye')"))
       const a = await tenantry.portability.backup('gone', { to: `s3://${BUCKET}/erase/` })
       const b = await tenantry.portability.backup('gone', { to: `s3://${BUCKET}/erase/second.tar` })
-      await raw.send(new (await import('@aws-sdk/client-s3')).DeleteObjectCommand({ Bucket: BUCKET, Key: 'erase/second.tar' }))
+      await raw.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: 'erase/second.tar' }))
       expect(await keys('erase/')).toEqual([keyOf(a.path)])
       await tenantry.delete('gone')
       const cert = await tenantry.portability.erase('gone')
@@ -281,6 +282,18 @@ function s3Suite(backend: Backend): void {
         ])
         expect(await keys('late/')).toEqual([])
         expect((await tenantry.portability.listBackups({ tenant: 'acme' })).map((b) => b.path).filter((p) => p.includes('/late/'))).toEqual([])
+
+        // The same, but another writer replaced the object meanwhile: the rollback leaves theirs alone.
+        const other = new CliProcess(['backup', 'acme', '--to', `s3://${BUCKET}/late/`], { ...env, TENANTRY_FAULT: 'pause:backup:uploaded' })
+        await other.waitForStderr(/tenantry-fault: paused at backup:uploaded\n/)
+        await other.kill9()
+        const otherPath = (await db.query<{ params: { path: string } }>("SELECT params FROM tenantry.operations WHERE kind = 'backup' AND state = 'running'")).rows[0].params.path
+        await raw.send(new PutObjectCommand({ Bucket: BUCKET, Key: keyOf(otherPath), Body: 'not ours' }))
+        expect((await cli(['operations', 'resume', '--json'], env)).code).toBe(0)
+        expect((await db.query("SELECT state, error FROM tenantry.operations WHERE params->>'path' = $1", [otherPath])).rows).toEqual([
+          { state: 'rolled_back', error: `The backup did not finish; its partial files were removed. Run it again. The object under '${otherPath}' was written by another writer, not this backup: it was left as it is.` },
+        ])
+        expect([await keys('late/'), (await head(keyOf(otherPath))).ContentLength]).toEqual([[keyOf(otherPath)], 8])
 
         // A spool directory that cannot be written: refused with its code, nothing written.
         const noSpool = { ...env, TENANTRY_SPOOL_DIR: join(dir, 'no', 'such', 'dir') }

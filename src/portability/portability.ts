@@ -27,7 +27,7 @@ import { copiesDirectly, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapsh
 import { TenantKeys, resolveMasterKey } from './keys.ts'
 import { EXPORT_FORMATS, exportTable, subjectColumns, SUBJECT_MARK, type ExportFormat } from './export.ts'
 import * as sql from './sql.ts'
-import { isS3Url, parseS3Url, s3AbortUpload, s3DeleteObject, s3DownloadArchive, s3ObjectExists, s3UploadArchive, s3Url, type S3Location } from './s3-archive.ts'
+import { isS3Url, parseS3Url, s3AbortUpload, s3DeleteObject, s3DownloadArchive, s3ObjectExists, s3ObjectHead, s3UploadArchive, s3Url, type S3Location } from './s3-archive.ts'
 import type { S3Access, S3Sdk } from '../storage/s3-client.ts'
 
 /** Options of the portability part of {@link createTenantry} (`portability: { … }`). */
@@ -306,7 +306,7 @@ export class Portability {
   /** Upload a packed archive to S3, then remove the local file; the upload id is recorded so a rollback can abort it. */
   private async uploadBackup(op: Operation, remote: S3Backup, file: string): Promise<string> {
     await this.d.operations.step(op.id, 'upload')
-    await s3UploadArchive(await this.s3Sdk(remote.url), remote.loc, file, (uploadId) => this.d.operations.step(op.id, 'upload', { uploadId }))
+    await s3UploadArchive(await this.s3Sdk(remote.url), remote.loc, file, op.id, (uploadId) => this.d.operations.step(op.id, 'upload', { uploadId }))
     rmSync(file, { force: true })
     // Killed here, the object exists but no catalog row: the rollback deletes it.
     await faultPoint('backup:uploaded')
@@ -425,7 +425,13 @@ export class Portability {
     let cleared = true
     try {
       const sdk = await this.s3Sdk(p.path)
-      if (await s3ObjectExists(sdk, loc)) await s3DeleteObject(sdk, loc)
+      const found = await s3ObjectHead(sdk, loc)
+      // Only this operation's own object (its metadata says so): another writer's stays.
+      if (found?.operation === op.id) await s3DeleteObject(sdk, loc)
+      else if (found) {
+        cleared = false
+        notes.push(` The object under '${p.path}' was written by another writer, not this backup: it was left as it is.`)
+      }
     } catch (err) {
       cleared = false
       notes.push(` Checking '${p.path}' failed (${(err as Error).message}): make sure no object is left under that key.`)

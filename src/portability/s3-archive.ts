@@ -51,15 +51,23 @@ export function s3Url(loc: S3Location): string {
   return `s3://${loc.bucket}/${loc.key}`
 }
 
-/** Whether an object exists under the key (HeadObject). */
-export async function s3ObjectExists(sdk: S3Sdk, loc: S3Location): Promise<boolean> {
+/** The user metadata key naming the backup operation that wrote an archive object. */
+export const OPERATION_META = 'tenantry-operation'
+
+/** The object under the key (HeadObject): null when there is none, else the operation that wrote it (null for another writer). */
+export async function s3ObjectHead(sdk: S3Sdk, loc: S3Location): Promise<{ operation: string | null } | null> {
   try {
-    await sdk.client.send(new sdk.s3.HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }))
-    return true
+    const r = await sdk.client.send(new sdk.s3.HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }))
+    return { operation: r.Metadata?.[OPERATION_META] ?? null }
   } catch (err) {
-    if (notFound(err)) return false
+    if (notFound(err)) return null
     throw unavailable('Checking', loc, err)
   }
+}
+
+/** Whether an object exists under the key (HeadObject). */
+export async function s3ObjectExists(sdk: S3Sdk, loc: S3Location): Promise<boolean> {
+  return (await s3ObjectHead(sdk, loc)) !== null
 }
 
 /** Remove the object under the key (no error when there is none). */
@@ -91,7 +99,7 @@ export const ARCHIVE_PART_SIZE = 5 * 1024 * 1024
  * removed), a killed one by the rollback, from the upload id `onUploadId` recorded. The body is
  * held after the first part until that id is recorded (and at the fault point `backup:upload`).
  */
-export async function s3UploadArchive(sdk: S3Sdk, loc: S3Location, file: string, onUploadId: (uploadId: string) => Promise<void>): Promise<void> {
+export async function s3UploadArchive(sdk: S3Sdk, loc: S3Location, file: string, operationId: string, onUploadId: (uploadId: string) => Promise<void>): Promise<void> {
   let release!: () => void
   const recorded = new Promise<void>((r) => (release = r))
   let sent = 0
@@ -113,7 +121,10 @@ export async function s3UploadArchive(sdk: S3Sdk, loc: S3Location, file: string,
   const body: Readable = createReadStream(file).pipe(gate)
   const upload = new sdk.Upload({
     client: sdk.client,
-    params: { Bucket: loc.bucket, Key: loc.key, Body: body, ContentType: 'application/x-tar' },
+    // The writing operation goes along as metadata (a rollback deletes only its own object), and
+    // If-None-Match: * makes S3 refuse (412) to complete over an object written since the
+    // HeadObject of the backup's start (lib-storage sends it with PutObject and CompleteMultipartUpload).
+    params: { Bucket: loc.bucket, Key: loc.key, Body: body, ContentType: 'application/x-tar', Metadata: { [OPERATION_META]: operationId }, IfNoneMatch: '*' },
     queueSize: 1,
     partSize: ARCHIVE_PART_SIZE,
     leavePartsOnError: false,
@@ -139,6 +150,10 @@ export async function s3UploadArchive(sdk: S3Sdk, loc: S3Location, file: string,
     await Promise.race([done, failed])
   } catch (err) {
     if (err instanceof TenantryError) throw err
+    const e = err as { name?: string; $metadata?: { httpStatusCode?: number } }
+    if (e?.name === 'PreconditionFailed' || e?.$metadata?.httpStatusCode === 412) {
+      throw new TenantryError('CONFLICT', `'${printable(s3Url(loc))}' was written by someone else while this backup ran; choose another key or a prefix ending in '/'.`, { cause: err })
+    }
     throw unavailable('Uploading the archive to', loc, err)
   }
 }
