@@ -118,7 +118,8 @@ export async function s3UploadArchive(sdk: S3Sdk, loc: S3Location, file: string,
       }, cb)
     },
   })
-  const body: Readable = createReadStream(file).pipe(gate)
+  const source = createReadStream(file)
+  const body: Readable = source.pipe(gate)
   const upload = new sdk.Upload({
     client: sdk.client,
     // The writing operation goes along as metadata (a rollback deletes only its own object), and
@@ -149,6 +150,9 @@ export async function s3UploadArchive(sdk: S3Sdk, loc: S3Location, file: string,
   try {
     await Promise.race([done, failed])
   } catch (err) {
+    // A body held at the gate (the upload failed before its first part completed) is let go.
+    source.destroy()
+    gate.destroy()
     if (err instanceof TenantryError) throw err
     const e = err as { name?: string; $metadata?: { httpStatusCode?: number } }
     if (e?.name === 'PreconditionFailed' || e?.$metadata?.httpStatusCode === 412) {
