@@ -226,6 +226,29 @@ function s3Suite(backend: Backend): void {
       }
     })
 
+    it.skipIf(backend.name !== 'PostgreSQL')('an erasure by a process without S3 configuration says the archive object was NOT deleted, and leaves it', async () => {
+      await tenantry.provision({ slug: 'far', tier: 'pooled' })
+      const b = await tenantry.portability.backup('far', { to: `s3://${BUCKET}/far/` })
+      await tenantry.delete('far')
+      const saved = Object.fromEntries(S3_ENV.map((k) => [k, process.env[k]]))
+      for (const k of S3_ENV) delete process.env[k]
+      const bare = await createTenantry({ databaseUrl: url!, rolePrefix: PREFIX, migrations, resumeOperations: false, observe: { metering: false, metrics: false, tracing: false }, portability: { masterKey: MASTER } })
+      try {
+        const cert = await bare.portability.erase('far')
+        expect(cert.archives).toEqual([{
+          path: b.path, encrypted: true,
+          action: `S3 object NOT deleted: CONFIG_INVALID: '${b.path}' is in S3, but no S3 client is configured: set portability.s3 (or storage.s3.client) with a region or endpoint in createTenantry, or AWS_REGION (and AWS_ENDPOINT_URL_S3 for an S3-compatible store) in the environment.`,
+        }])
+        expect([cert.verified, cert.cryptoShredding.dataKeyDestroyedAt !== null]).toEqual([true, true])
+      } finally {
+        await bare.close()
+        for (const [k, v] of Object.entries(saved)) if (v !== undefined) process.env[k] = v
+      }
+      expect(await keys('far/')).toEqual([keyOf(b.path)])
+      // The object left behind is encrypted under the destroyed key: unreadable.
+      expect(await outcome(tenantry.portability.restore(b.path, { as: 'far-again' }))).toBe('ARCHIVE_KEY_INVALID')
+    })
+
     it.skipIf(backend.name !== 'PostgreSQL')('the CLI killed -9 in the middle of a multipart upload: resume leaves no object and no local file; the next backup works', async () => {
       // Over 5 MB uncompressed, so the archive goes up in parts; the CLI stops after the first.
       await tenantry.provision({ slug: 'big', tier: 'pooled' })
