@@ -26,7 +26,7 @@ import { checkObserveOptions, createObservability, resolveMetering, type Observa
 import { createUsageService } from './observe/usage-service.ts'
 import { createCache, type CacheOptions, type TenantCache } from './cache/index.ts'
 import { createJobs, type JobsOptions, type TenantJobs } from './jobs/index.ts'
-import { createStorage, type StorageOptions, type TenantStorage } from './storage/index.ts'
+import { createStorage, s3Access, type StorageOptions, type TenantStorage } from './storage/index.ts'
 import type { Advice, AdviseOptions, TopQuery, TopRow, UsageQuery, UsageRow } from './observe/types.ts'
 import { checkConfigOptions, createConfig, type ConfigOptions, type ConfigParts, type PluginCore } from './config/index.ts'
 import { createPortability, resolveMasterKey, type Portability, type PortabilityOptions } from './portability/index.ts'
@@ -304,7 +304,8 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
   const operations = new Operations(mainDriver.admin(main.mainDatabase))
   const audit = await createAuditLog(mainDriver.admin(main.mainDatabase))
   operations.auditor = auditOperations(audit)
-  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {}, audit, objectStore: { removeTenant: (t) => storage.removeTenant(t), hasObjects: (t) => storage.hasObjects(t) } })
+  const backupS3 = s3Access(options.portability?.s3 ?? options.storage?.s3?.client)
+  const portability = await createPortability({ catalog, dataPlane, operations, files, admin: mainDriver.admin(main.mainDatabase), options: options.portability ?? {}, audit, objectStore: { removeTenant: (t) => storage.removeTenant(t), hasObjects: (t) => storage.hasObjects(t) }, s3: backupS3 })
   const moves = await createMoves({ catalog, dataPlane, operations, files, audit, admin: mainDriver.admin(main.mainDatabase), flushCache: (t) => cache.flushTenant(t), options: options.moves ?? {} })
   dataPlane.useRelocator((id) => catalog.fresh(id))
   const lifecycle = new Lifecycle({
@@ -458,6 +459,7 @@ export async function createTenantry(options: TenantryOptions = {}): Promise<Ten
       await observe.close()
       await cache.close()
       await storage.close()
+      await backupS3.close()
       await credentials.close()
       await guard.close()
       await operations.close()

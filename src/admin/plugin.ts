@@ -97,7 +97,7 @@ function backupTargets(targets: Record<string, string> | undefined): Record<stri
     if (!/^[a-z][a-z0-9_-]{0,62}$/.test(name) || typeof dir !== 'string' || dir.length === 0) {
       throw new TenantryError('CONFIG_INVALID', `tenantryAdmin: backups.targets needs names of lowercase letters, digits, - and _ mapped to directories; '${name}' is not.`)
     }
-    out[name] = resolvePath(dir)
+    out[name] = dir.startsWith('s3://') ? dir : resolvePath(dir)
   }
   return out
 }

@@ -107,7 +107,7 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
     program
       .command('backup <slug>')
       .description("write one tenant's archive: a consistent snapshot of its rows in any tier, taken while it serves")
-      .option('--to <path>', 'a file, or a directory (existing or ending in /); default TENANTRY_BACKUP_DIR or ./backups/')
+      .option('--to <path>', 'a file, a directory (existing or ending in /), s3://bucket/prefix/ or s3://bucket/key.tar (S3 client from AWS_REGION, AWS_ENDPOINT_URL_S3…; packed in TENANTRY_SPOOL_DIR first); default TENANTRY_BACKUP_DIR or ./backups/')
       .option('--no-gzip', 'store the tables uncompressed')
       .option('--encrypt', 'encrypt with the tenant\'s data key (the default when TENANTRY_MASTER_KEY is set)')
       .option('--no-encrypt', 'write an unencrypted archive even when a master key is set')
@@ -149,7 +149,7 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
   withConnection(
     program
       .command('restore <archive>')
-      .description('restore an archive into any tier and server: verified whole first, loaded beside what serves, then switched to')
+      .description('restore an archive (a file, or s3://bucket/key.tar: downloaded first) into any tier and server: verified whole first, loaded beside what serves, then switched to')
       .option('--as <slug>', 'restore as a new tenant (new id; tenant_id rewritten)')
       .option('--tier <tier>', `tier of the restored tenant (${TIERS.join(', ')})`, tier)
       .option('--server <name>', 'server of the restored tenant')

@@ -1,8 +1,10 @@
 import type { AuditLog } from '../audit/index.ts'
 import { auditForcedResidency, backupTarget, checkResidency } from '../security/residency.ts'
 import { createHash, randomUUID } from 'node:crypto'
-import { accessSync, constants as fsConstants, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join, resolve as resolvePath } from 'node:path'
+import type { S3ClientConfig } from '@aws-sdk/client-s3'
 import type { Readable, Writable } from 'node:stream'
 import type { Catalog } from '../catalog/catalog.ts'
 import { TenantryError } from '../core/errors.ts'
@@ -26,15 +28,25 @@ import { copiesDirectly, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapsh
 import { TenantKeys, resolveMasterKey } from './keys.ts'
 import { EXPORT_FORMATS, exportTable, subjectColumns, SUBJECT_MARK, type ExportFormat } from './export.ts'
 import * as sql from './sql.ts'
+import { isS3Url, parseS3Url, s3AbortUpload, s3DeleteObject, s3DownloadArchive, s3ObjectExists, s3ObjectHead, s3UploadArchive, s3Url, type S3Location } from './s3-archive.ts'
+import type { S3Access, S3Sdk } from '../storage/s3-client.ts'
 
 /** Options of the portability part of {@link createTenantry} (`portability: { … }`). */
 export interface PortabilityOptions {
   /** 64 hex characters wrapping every tenant's archive data key. Default `TENANTRY_MASTER_KEY`; without one archives are written unencrypted. */
   masterKey?: string
-  /** Where `backup()` writes when no `to` is given. Default `TENANTRY_BACKUP_DIR`, else `./backups`. */
+  /** Where `backup()` writes when no `to` is given: a directory or an `s3://bucket/prefix/`. Default `TENANTRY_BACKUP_DIR`, else `./backups`. */
   backupDir?: string
-  /** Backup directories and their regions (`{ '/mnt/eu-backups': 'eu' }`); default `TENANTRY_BACKUP_REGIONS` (`dir=region,…`). A tenant's archive may only go to its region's. */
+  /** Backup directories (or `s3://` prefixes) and their regions (`{ '/mnt/eu-backups': 'eu', 's3://acme-eu/': 'eu' }`); default `TENANTRY_BACKUP_REGIONS` (`dir=region,…`). A tenant's archive may only go to its region's. */
   backupRegions?: Record<string, string>
+  /**
+   * The S3 client's configuration (region, endpoint, credentials, forcePathStyle…) for `s3://`
+   * backup targets and restore sources. Default: object storage's (`storage.s3.client`); what
+   * neither gives, the AWS SDK reads from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL_S3`…).
+   */
+  s3?: S3ClientConfig
+  /** Where an `s3://` backup is packed, and an `s3://` restore downloaded, before the transfer. Default `TENANTRY_SPOOL_DIR`, else the OS temp directory. */
+  spoolDir?: string
   /**
    * Tables of one tenant a backup or restore copies at once on PostgreSQL (each on its own owner
    * connection; a backup's share one exported snapshot). Default 4; 1 copies one after another.
@@ -53,7 +65,10 @@ export interface PortabilityProgress {
 }
 
 export interface BackupOptions {
-  /** A file, or a directory (existing, or ending in `/`) to write `<slug>-<time>.tar` into. */
+  /**
+   * A file, or a directory (existing, or ending in `/`) to write `<slug>-<time>.tar` into; or
+   * `s3://bucket/prefix/` (the same name under the prefix) or `s3://bucket/key.tar`.
+   */
   to?: string
   /** gzip each table. Default true. */
   gzip?: boolean
@@ -191,6 +206,15 @@ interface Deps {
   audit?: AuditLog
   /** The tenant's objects in object storage (`tenantry.storage`): erasure removes them and checks none is left. */
   objectStore?: { removeTenant(tenant: Tenant): Promise<number>; hasObjects(tenant: Tenant): Promise<boolean> }
+  /** The S3 client of `s3://` backup targets and restore sources (`portability.s3`, else `storage.s3.client`). */
+  s3?: S3Access
+}
+
+/** An `s3://` backup: the object it writes, and the local file the archive is packed into first. */
+interface S3Backup {
+  url: string
+  loc: S3Location
+  local: string
 }
 
 /** Plugins' own migration sets (src/config/plugin-migrations.ts), as a restore needs them. */
@@ -249,29 +273,72 @@ export class Portability {
   async backup(slugOrId: string, opts: BackupOptions = {}): Promise<BackupResult> {
     const tenant = await this.mustFind(slugOrId)
     if (tenant.status === 'provisioning') throw new TenantryError('TENANT_NOT_READY', `Tenant '${tenant.slug}' is still provisioning; back it up once it is active.`)
-    const target = backupTarget(opts.to ?? process.env.TENANTRY_BACKUP_DIR ?? this.d.options.backupDir ?? './backups', this.d.options.backupRegions)
+    const dest = opts.to ?? process.env.TENANTRY_BACKUP_DIR ?? this.d.options.backupDir ?? './backups'
+    const remote = isS3Url(dest) ? this.s3Backup(tenant, dest) : null
+    const target = backupTarget(remote ? remote.url : dest, this.d.options.backupRegions)
     const residency = checkResidency(tenant, target, { force: opts.forceResidency })
+    if (remote && (await s3ObjectExists(await this.s3Sdk(remote.url), remote.loc))) {
+      throw new TenantryError('CONFLICT', `'${remote.url}' already exists; choose another key or a prefix ending in '/'.`)
+    }
     const encrypt = opts.encrypt ?? this.keys.available
     const key = encrypt ? await this.keys.dataKey(tenant.id, { create: true }) : null
-    const path = this.archivePath(tenant, opts.to)
+    const path = remote ? remote.local : this.archivePath(tenant, opts.to)
     if (existsSync(path)) throw new TenantryError('CONFLICT', `'${path}' already exists; choose another file or a directory.`)
     try {
       accessSync(dirname(path), fsConstants.W_OK)
     } catch (err) {
       throw new TenantryError('VALIDATION_FAILED', `Cannot write into '${dirname(path)}' (${(err as NodeJS.ErrnoException).code}); choose a directory this process may write to.`, { cause: err })
     }
-    const op = await this.d.operations.start('backup', { tenantId: tenant.id, slug: tenant.slug, params: { path, gzip: opts.gzip ?? true, encrypt }, step: 'snapshot', startedBy: opts.startedBy })
+    // An S3 backup records its URL as the path, and the local file it packs into as `spool`.
+    const params = remote ? { path: remote.url, spool: path, gzip: opts.gzip ?? true, encrypt } : { path, gzip: opts.gzip ?? true, encrypt }
+    const op = await this.d.operations.start('backup', { tenantId: tenant.id, slug: tenant.slug, params, step: 'snapshot', startedBy: opts.startedBy })
     opts.onStart?.(op.id)
     if (residency.forced && this.d.audit) await auditForcedResidency(this.d.audit, tenant, target, residency, { actor: opts.startedBy ?? op.startedBy, details: { operation: 'backup', operationId: op.id } })
     try {
-      return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key, pace: opts.pace ?? true }, opts.onProgress))
+      const publish = remote ? (file: string) => this.uploadBackup(op, remote, file) : undefined
+      return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key, pace: opts.pace ?? true, publish }, opts.onProgress))
     } catch (err) {
-      await this.rollBackBackup(op, path).catch(() => undefined)
+      await this.rollBackBackup(op).catch(() => undefined)
       throw err
     }
   }
 
-  private async runBackup(op: Operation, tenant: Tenant, path: string, o: { gzip: boolean; key: Buffer | null; pace: boolean | PaceOptions }, onProgress?: (p: PortabilityProgress) => void): Promise<BackupResult> {
+  /** Where an `s3://` backup goes: the key (`<prefix><slug>-<time>.tar` for a prefix) and its local spool file. */
+  private s3Backup(tenant: Tenant, dest: string): S3Backup {
+    const given = parseS3Url(dest)
+    this.requireS3(dest)
+    const asPrefix = given.key === '' || given.key.endsWith('/')
+    const loc = asPrefix ? { bucket: given.bucket, key: `${given.key}${tenant.slug}-${new Date().toISOString().replace(/[:.]/g, '-')}.tar` } : given
+    return { url: s3Url(loc), loc, local: resolvePath(join(this.spoolRoot(), `tenantry-backup-${randomUUID()}.tar`)) }
+  }
+
+  /** Upload a packed archive to S3, then remove the local file; the upload id is recorded so a rollback can abort it. */
+  private async uploadBackup(op: Operation, remote: S3Backup, file: string): Promise<string> {
+    await this.d.operations.step(op.id, 'upload')
+    await s3UploadArchive(await this.s3Sdk(remote.url), remote.loc, file, op.id, (uploadId) => this.d.operations.step(op.id, 'upload', { uploadId }))
+    rmSync(file, { force: true })
+    // Killed here, the object exists but no catalog row: the rollback deletes it.
+    await faultPoint('backup:uploaded')
+    return remote.url
+  }
+
+  private spoolRoot(): string {
+    return this.d.options.spoolDir ?? process.env.TENANTRY_SPOOL_DIR ?? tmpdir()
+  }
+
+  /** An S3 location needs a client configuration: refused before anything is written when there is none. */
+  private requireS3(url: string): S3Access {
+    if (!this.d.s3?.configured) {
+      throw new TenantryError('CONFIG_INVALID', `'${url}' is in S3, but no S3 client is configured: set portability.s3 (or storage.s3.client) with a region or endpoint in createTenantry, or AWS_REGION (and AWS_ENDPOINT_URL_S3 for an S3-compatible store) in the environment.`, { details: { option: 'portability.s3' } })
+    }
+    return this.d.s3
+  }
+
+  private s3Sdk(url: string): Promise<S3Sdk> {
+    return this.requireS3(url).sdk()
+  }
+
+  private async runBackup(op: Operation, tenant: Tenant, path: string, o: { gzip: boolean; key: Buffer | null; pace: boolean | PaceOptions; publish?: (file: string) => Promise<string> }, onProgress?: (p: PortabilityProgress) => void): Promise<BackupResult> {
     const started = Date.now()
     const room = this.roomOf(tenant)
     const archiveId = randomUUID()
@@ -329,24 +396,64 @@ export class Portability {
     const bytes = await packArchive(`${path}.partial`, manifest, spooled, o.key)
     renameSync(`${path}.partial`, path)
     rmSync(spoolDir, { recursive: true, force: true })
+    // An S3 backup: the finished file is uploaded, and the object's URL is what is recorded.
+    const where = o.publish ? await o.publish(path) : path
     const record: BackupRecord = {
-      id: archiveId, tenantId: tenant.id, slug: tenant.slug, tier: tenant.tier, path, rows: manifest.rows, bytes,
+      id: archiveId, tenantId: tenant.id, slug: tenant.slug, tier: tenant.tier, path: where, rows: manifest.rows, bytes,
       encrypted: o.key !== null, compressed: o.gzip, operationId: op.id, createdAt: new Date(manifest.createdAt),
     }
     await this.d.admin.transaction(async (tx) => {
       await tx.query(...args(sql.insertBackup({ ...record, manifest })))
-      await this.d.operations.finish(op.id, 'done', null, { path, rows: manifest.rows, bytes, tables: tables.length }, tx, 'done')
+      await this.d.operations.finish(op.id, 'done', null, { path: where, rows: manifest.rows, bytes, tables: tables.length }, tx, 'done')
     })
     return { ...record, tables: spooled.map((s) => ({ name: s.name, rows: s.rows })), ms: Date.now() - started, ...(pacer ? { pace: pacer.report() } : {}) }
   }
 
-  /** A backup that failed or whose process died: its partial files are removed, nothing is recorded. */
-  private async rollBackBackup(op: Operation, path: string): Promise<void> {
-    rmSync(`${path}.partial`, { force: true })
-    rmSync(`${path}.spool`, { recursive: true, force: true })
+  /**
+   * A backup that failed or whose process died: its partial files are removed, nothing is recorded.
+   * An S3 backup also loses its local file, its multipart upload is aborted (the id recorded at
+   * step `upload`), and an object the upload completed before the catalog recorded it is deleted
+   * (the key was free when the backup started): no object is left under the key.
+   */
+  private async rollBackBackup(op: Operation): Promise<void> {
+    const p = op.params as { path: string; spool?: string }
+    const local = p.spool ?? p.path
+    rmSync(`${local}.partial`, { force: true })
+    rmSync(`${local}.spool`, { recursive: true, force: true })
     const recorded = await this.d.admin.query('SELECT 1 FROM tenantry.backups WHERE operation_id = $1', [op.id])
-    if (recorded.rowCount > 0) await this.d.operations.finish(op.id, 'done')
-    else await this.d.operations.finish(op.id, 'rolled_back', 'The backup did not finish; its partial files were removed. Run it again.')
+    if (p.spool !== undefined) rmSync(local, { force: true })
+    if (recorded.rowCount > 0) {
+      await this.d.operations.finish(op.id, 'done')
+      return
+    }
+    if (p.spool === undefined) {
+      await this.d.operations.finish(op.id, 'rolled_back', 'The backup did not finish; its partial files were removed. Run it again.')
+      return
+    }
+    const loc = parseS3Url(p.path)
+    const uploadId = ((await this.d.operations.get(op.id))?.progress as { uploadId?: string } | undefined)?.uploadId
+    const notes: string[] = []
+    if (uploadId) {
+      await s3AbortUpload(await this.s3Sdk(p.path), loc, uploadId).catch((err: Error) => {
+        const why = (err.cause ?? err) as Error
+        notes.push(` Its multipart upload ${uploadId} could not be aborted (${why.name}: ${why.message}): abort it by hand, or let a lifecycle rule (AbortIncompleteMultipartUpload) remove its parts; it never becomes an object.`)
+      })
+    }
+    let cleared = true
+    try {
+      const sdk = await this.s3Sdk(p.path)
+      const found = await s3ObjectHead(sdk, loc)
+      // Only this operation's own object (its metadata says so): another writer's stays.
+      if (found?.operation === op.id) await s3DeleteObject(sdk, loc)
+      else if (found) {
+        cleared = false
+        notes.push(` The object under '${p.path}' was written by another writer, not this backup: it was left as it is.`)
+      }
+    } catch (err) {
+      cleared = false
+      notes.push(` Checking '${p.path}' failed (${(err as Error).message}): make sure no object is left under that key.`)
+    }
+    await this.d.operations.finish(op.id, 'rolled_back', `The backup did not finish; its partial files were removed${cleared ? ` and no object is left under '${p.path}'` : ''}. Run it again.${notes.join('')}`)
   }
 
   /** Archives written, newest first (of one tenant when given). */
@@ -380,10 +487,32 @@ export class Portability {
    * is served from, migrated forward, and switched to in one catalog transaction.
    */
   async restore(archivePath: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
-    const path = resolvePath(String(archivePath ?? ''))
     if (opts.tier !== undefined && !TIERS.includes(opts.tier)) throw new TenantryError('VALIDATION_FAILED', `Tier '${printable(String(opts.tier))}' is not one of ${TIERS.join(', ')}.`)
     if (opts.as !== undefined) assertSlug(opts.as)
     requireMigrations(this.d.files)
+    if (!isS3Url(archivePath)) return this.restoreFile(resolvePath(String(archivePath ?? '')), null, opts)
+    // From S3: downloaded whole first (the archive is read twice: verified, then loaded), and the
+    // local copy removed whatever happens.
+    const loc = parseS3Url(archivePath)
+    if (loc.key === '' || loc.key.endsWith('/')) throw new TenantryError('VALIDATION_FAILED', `'${printable(archivePath)}' is a prefix; name the archive's key (tenantry backups list shows them).`)
+    const sdk = await this.s3Sdk(archivePath)
+    let dir: string
+    try {
+      dir = mkdtempSync(join(this.spoolRoot(), 'tenantry-restore-'))
+    } catch (err) {
+      throw new TenantryError('VALIDATION_FAILED', `Cannot make a temporary directory in the spool directory '${this.spoolRoot()}' (${(err as NodeJS.ErrnoException).code}) to download '${printable(archivePath)}' into; set portability.spoolDir or TENANTRY_SPOOL_DIR to a directory this process may write to.`, { cause: err })
+    }
+    try {
+      const file = join(dir, 'archive.tar')
+      await s3DownloadArchive(sdk, loc, file)
+      return await this.restoreFile(file, s3Url(loc), opts)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+
+  /** Restore from a local archive file; `source` is the `s3://` URL it was downloaded from. */
+  private async restoreFile(path: string, source: string | null, opts: RestoreOptions): Promise<RestoreResult> {
     const { manifest, json, mac } = await readManifest(path)
     const key = manifest.encryption ? await this.keys.dataKey(manifest.encryption.tenantId) : null
     if (key) checkManifestMac(path, key, json, mac)
@@ -413,7 +542,7 @@ export class Portability {
     if (residency.forced && this.d.audit) await auditForcedResidency(this.d.audit, { id, slug }, target, residency, { actor: opts.startedBy ?? 'library', details: { operation: 'restore' } })
     const op = await this.d.operations.start('restore', {
       tenantId: id, slug, startedBy: opts.startedBy, step: 'prepare',
-      params: { path, archiveId: manifest.archiveId, tier, placement, replace: Boolean(existing), previous: existing ? { tier: existing.tier, placement: existing.placement } : null },
+      params: { path: source ?? path, ...(source ? { spool: path } : {}), archiveId: manifest.archiveId, tier, placement, replace: Boolean(existing), previous: existing ? { tier: existing.tier, placement: existing.placement } : null },
     }, undefined)
     opts.onStart?.(op.id)
     return this.d.operations.holding(async () => {
@@ -680,6 +809,10 @@ export class Portability {
     }
     const archives = progress.archives ?? []
     for (const b of (await this.d.admin.query<{ id: string; path: string; encrypted: boolean }>(...args(sql.backupsOf(tenant.id)))).rows) {
+      if (isS3Url(b.path)) {
+        archives.push({ path: b.path, encrypted: b.encrypted, action: await this.eraseS3Archive(b.path) })
+        continue
+      }
       const present = existsSync(b.path)
       if (present) rmSync(b.path, { force: true })
       archives.push({ path: b.path, encrypted: b.encrypted, action: present ? 'file deleted' : 'file not found here (moved or already deleted)' })
@@ -728,6 +861,25 @@ export class Portability {
       await this.d.operations.finish(op.id, certificate.verified ? 'done' : 'failed', certificate.verified ? null : 'Rows or objects of the tenant were found after erasure; see the certificate.', { certificateId: certificate.certificateId }, tx, 'certificate')
     })
     return certificate
+  }
+
+  /**
+   * Delete one archive object of an erased tenant from S3, and say what happened for the
+   * certificate. An object this process cannot reach (no S3 configuration, an error) is not
+   * deleted and the certificate says so: an encrypted one is still unreadable once the data key is
+   * destroyed; an unencrypted one must be deleted by hand.
+   */
+  private async eraseS3Archive(url: string): Promise<string> {
+    try {
+      const loc = parseS3Url(url)
+      const sdk = await this.s3Sdk(url)
+      if (!(await s3ObjectExists(sdk, loc))) return 'S3 object not found (moved or already deleted)'
+      await s3DeleteObject(sdk, loc)
+      if (await s3ObjectExists(sdk, loc)) return 'S3 object still present after DeleteObject: delete it by hand'
+      return 'S3 object deleted (in a versioned bucket, earlier versions stay until removed by hand or a lifecycle rule)'
+    } catch (err) {
+      return `S3 object NOT deleted: ${(err as TenantryError).code ?? 'ERROR'}: ${(err as Error).message}`
+    }
   }
 
   /** Rows of the tenant id in every table with a tenant_id column, in every database of every server. */
@@ -789,6 +941,9 @@ export class Portability {
     const tenant = await this.mustFind(slugOrId)
     const room = this.roomOf(tenant)
     const base = opts.to ?? process.env.TENANTRY_BACKUP_DIR ?? this.d.options.backupDir ?? './backups'
+    if (isS3Url(base)) {
+      throw new TenantryError('VALIDATION_FAILED', `An export is a directory of files and is written to a local directory, not to '${printable(base)}'; give it one with --to (export's \`to\`).`)
+    }
     const path = resolvePath(join(base, `${tenant.slug}-export${opts.subject !== undefined ? '-subject' : ''}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
     const partial = `${path}.partial`
     const op = await this.d.operations.start('export', { tenantId: tenant.id, slug: tenant.slug, params: { path, format: opts.format, subject: opts.subject !== undefined }, step: 'snapshot', startedBy: opts.startedBy })
@@ -889,7 +1044,7 @@ export class Portability {
    * stays switched), an erasure goes forward (every step is idempotent).
    */
   async resume(op: Operation): Promise<void> {
-    if (op.kind === 'backup') return this.rollBackBackup(op, String(op.params.path))
+    if (op.kind === 'backup') return this.rollBackBackup(op)
     if (op.kind === 'export') return this.rollBackExport(op, String(op.params.path))
     if (op.kind === 'erase-subject') {
       // One transaction: it committed whole or not at all; the value is not kept to run it again.
@@ -897,7 +1052,9 @@ export class Portability {
       return
     }
     if (op.kind === 'restore') {
-      const p = op.params as { tier: Tier; placement: Placement; previous: { tier: Tier; placement: Placement } | null }
+      const p = op.params as { tier: Tier; placement: Placement; previous: { tier: Tier; placement: Placement } | null; spool?: string }
+      // The local copy of an archive downloaded from S3 (its own temporary directory).
+      if (p.spool !== undefined) rmSync(dirname(p.spool), { recursive: true, force: true })
       const current = await this.d.catalog.byId(op.tenantId!)
       const previous = p.previous && current ? { ...current, tier: p.previous.tier, placement: p.previous.placement } : null
       const staging = current ? { ...current, tier: p.tier, placement: p.placement } : ({ id: op.tenantId!, slug: op.slug!, tier: p.tier, placement: p.placement } as Tenant)

@@ -75,7 +75,9 @@ export async function auditForcedResidency(
 /**
  * The backup target a path falls in: the longest configured directory containing it, with its
  * region (`portability.backupRegions`, or `TENANTRY_BACKUP_REGIONS` as `dir=region,dir=region`);
- * a path under none has no region (not constrained).
+ * a path under none has no region (not constrained). An `s3://` URL matches the configured `s3://`
+ * prefixes the same way, by its string: `s3://acme-eu/` or `s3://acme-eu` holds every key of the
+ * bucket, `s3://acme/eu/` the keys under `eu/`.
  *
  * @example
  * ```ts
@@ -84,6 +86,7 @@ export async function auditForcedResidency(
  */
 export function backupTarget(path: string, regions: Record<string, string> | undefined): ResidencyTarget {
   const table = regions ?? parseRegions(process.env.TENANTRY_BACKUP_REGIONS)
+  if (path.startsWith('s3://')) return s3BackupTarget(path, table)
   const full = resolve(path)
   let best: ResidencyTarget = { kind: 'backup', name: full, region: null }
   let bestLength = -1
@@ -92,6 +95,20 @@ export function backupTarget(path: string, regions: Record<string, string> | und
     if ((full === d || full.startsWith(d.endsWith(sep) ? d : d + sep)) && d.length > bestLength) {
       best = { kind: 'backup', name: d, region }
       bestLength = d.length
+    }
+  }
+  return best
+}
+
+function s3BackupTarget(url: string, table: Record<string, string>): ResidencyTarget {
+  let best: ResidencyTarget = { kind: 'backup', name: url, region: null }
+  let bestLength = -1
+  for (const [prefix, region] of Object.entries(table)) {
+    if (!prefix.startsWith('s3://')) continue
+    const p = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+    if ((url === p || url.startsWith(p + '/')) && p.length > bestLength) {
+      best = { kind: 'backup', name: prefix, region }
+      bestLength = p.length
     }
   }
   return best

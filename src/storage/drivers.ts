@@ -5,6 +5,7 @@ import { dirname, join, sep } from 'node:path'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
+import { loadS3, s3NotFound } from './s3-client.ts'
 
 /** What the store knows of an object. `key` is the full path inside the store. */
 export interface StoredObject {
@@ -189,8 +190,8 @@ export class S3StorageDriver implements StorageDriver {
    */
   private load(): Promise<Sdk> {
     this.sdk ??= (async () => {
-      const [s3, storage, presigner] = await Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage'), import('@aws-sdk/s3-request-presigner')])
-      return { s3, Upload: storage.Upload, getSignedUrl: presigner.getSignedUrl, client: new s3.S3Client({ ...this.opts.client }) }
+      const [sdk, presigner] = await Promise.all([loadS3(this.opts.client), import('@aws-sdk/s3-request-presigner')])
+      return { ...sdk, getSignedUrl: presigner.getSignedUrl }
     })()
     return this.sdk
   }
@@ -303,7 +304,4 @@ interface Sdk {
   client: S3Client
 }
 
-function notFound(err: unknown): boolean {
-  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } }
-  return e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404
-}
+const notFound = s3NotFound

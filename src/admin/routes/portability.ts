@@ -129,6 +129,9 @@ export const portabilityRoutes: AdminRoutes = (app, ctx) => {
     compress: false,
   }, async function downloadBackup(request, reply) {
     const backup = await mustFindBackup(request)
+    if (backup.path.startsWith('s3://')) {
+      throw new TenantryError('NOT_FOUND', `Backup ${backup.id}'s archive is in S3 ('${backup.path}'), not on this server's disk: download it from the bucket, or restore it by id.`, { details: { field: 'id' } })
+    }
     if (!existsSync(backup.path) || !statSync(backup.path).isFile()) {
       throw new TenantryError('NOT_FOUND', `Backup ${backup.id}'s archive '${basename(backup.path)}' is not on this server's disk (written elsewhere, or removed).`, { details: { field: 'id' } })
     }
