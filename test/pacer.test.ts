@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { PgServer } from '../src/data/pg-server.ts'
 import { LoadPacer } from '../src/lifecycle/pacer.ts'
 import { PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
+import { scriptedCpuTimes } from './helpers/gauges.ts'
 
 // The pacer of fleet migrations (issue 18) on its own, with scripted gauges: the CPU times or
 // round trips a server would answer with; then the real gauges of a PostgreSQL server.
@@ -121,12 +122,7 @@ describe('LoadPacer', () => {
 
   it('paces by the CPU utilisation where the server tells it: at most half of what the users leave idle', async () => {
     let u = 0.6
-    const times = { busy: 0, total: 0 }
-    const cpuTimes = async () => {
-      times.total += 100
-      times.busy += u * 100
-      return { ...times }
-    }
+    const cpuTimes = scriptedCpuTimes(() => u)
     const probe = scripted(() => 50)
     const pacer = new LoadPacer(() => ({ cpuTimes, probe: probe.probe }), 8, FAST)
     await pacer.start('main')
@@ -152,12 +148,7 @@ describe('LoadPacer', () => {
 
   it('runs free on a server no one else uses (freeBelow), and starts low once users are there (startLevel)', async () => {
     let u = 0.05
-    const times = { busy: 0, total: 0 }
-    const cpuTimes = async () => {
-      times.total += 100
-      times.busy += u * 100
-      return { ...times }
-    }
+    const cpuTimes = scriptedCpuTimes(() => u)
     const pacer = new LoadPacer(() => ({ cpuTimes }), 4, { ...FAST, freeBelow: 0.2, startLevel: 0.25, recalibrateSeconds: 0.05 })
     await pacer.start('main')
     // Baseline 5 %: the whole concurrency at once, and no decision holds it back while it runs.

@@ -8,6 +8,7 @@ import { createTenantry, type Tenantry } from '../src/index.ts'
 import { tenantToken } from '../src/data/tenant-token.ts'
 import { copyTableOut, eachTableAtSnapshot, loadWaves, mapLimited, pacedStream, tenantTables, type TenantTable } from '../src/portability/copy-engine.ts'
 import { LoadPacer } from '../src/lifecycle/pacer.ts'
+import { scriptedCpuTimes } from './helpers/gauges.ts'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { DEMO_MIGRATIONS, PG_ADMIN_URL, dropPostgresLeftovers, outcome, postgresAvailable } from './helpers/backends.ts'
@@ -68,20 +69,11 @@ describe('load waves and the limited map (units)', () => {
 })
 
 describe('paced copy streams', () => {
-  /** A CPU gauge answering a fixed utilisation. */
-  const cpuAt = (u: number) => {
-    const times = { busy: 0, total: 0 }
-    return async () => {
-      times.total += 100
-      times.busy += u * 100
-      return { ...times }
-    }
-  }
   const chunks = Array.from({ length: 200 }, (_, i) => Buffer.from(`${i}\t${'x'.repeat(i % 50)}\n`))
 
   it('passes every byte through in order, free or held to a twentieth of a stream', async () => {
     for (const u of [0.01, 1]) {
-      const pacer = new LoadPacer(() => ({ cpuTimes: cpuAt(u) }), 2, { windowMs: 5, freeBelow: 0.2, startLevel: 0.05, recalibrateSeconds: 3600 })
+      const pacer = new LoadPacer(() => ({ cpuTimes: scriptedCpuTimes(() => u) }), 2, { windowMs: 5, freeBelow: 0.2, startLevel: 0.05, recalibrateSeconds: 3600 })
       await pacer.start('main')
       expect(pacer.report()).toMatchObject(u < 0.2 ? { free: true, level: 2 } : { free: false, level: 0.05 })
       const out = new Collect()
