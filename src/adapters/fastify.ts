@@ -25,6 +25,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Rate-limit points a request to this route costs (default 1): `{ config: { tenantryCost: 5 } }`. */
     tenantryCost?: number
+    /** Set by the Tenantry plugin on its own routes served without a tenant (`/metrics`, presigned storage URLs). */
+    tenantryNoTenant?: boolean
   }
 }
 
@@ -55,7 +57,13 @@ export interface TenantryFastifyOptions {
 }
 
 const kScope = Symbol('tenantry.scope')
-type ScopedRequest = FastifyRequest & { [kScope]?: TenantScope }
+const kRoute = Symbol('tenantry.route')
+/**
+ * What the hooks keep on a request: its tenant scope (for the request's end) and its route
+ * template. Fastify's `request.routeOptions` builds a new object of thirteen fields on every read,
+ * so it is read once per request, in the resolution hook, not once per check and again at the end.
+ */
+type ScopedRequest = FastifyRequest & { [kScope]: TenantScope | null; [kRoute]: string | null }
 
 /** One request's part in {@link admitRequest}. */
 class FastifySteps implements AdmitSteps {
@@ -121,6 +129,9 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   const logTenant = opts.logTenant !== false
   fastify.decorateRequest('tenant', null as unknown as Tenant)
   fastify.decorateRequest('db', null as unknown as TenantHandle)
+  // Declared, so every request has them from its construction (one object shape).
+  fastify.decorateRequest(kScope as unknown as string, null)
+  fastify.decorateRequest(kRoute as unknown as string, null)
   // A getter: a request that never reads its configuration does not pay for it.
   fastify.decorateRequest('tenantConfig', {
     getter(this: FastifyRequest) {
@@ -132,14 +143,13 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   const metricsPath = metrics ? (metrics.path ?? '/metrics') : null
   if (metrics && metricsPath) {
     const registry = tenantry.observe.metricsRegistry('tenantryPlugin({ metrics: true })')
-    fastify.get(metricsPath, { onRequest: metrics.onRequest }, async function tenantryMetrics(_request, reply) {
+    fastify.get(metricsPath, { onRequest: metrics.onRequest, config: { tenantryNoTenant: true } }, async function tenantryMetrics(_request, reply) {
       const text = await registry.metrics()
       return reply.type(registry.contentType).send(text)
     })
   }
 
   const storageUrls = opts.storageUrls ?? tenantry.storage.driver.kind === 'local'
-  // The route's URL, built once: compared on every request by the resolution hook below.
   const storageRoute = storageUrls ? `${SIGNED_URL_PATH}/*` : null
   if (storageRoute !== null) {
     // Its own context: uploads of any content type arrive as the raw stream, unparsed.
@@ -149,6 +159,7 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
       child.route({
         method: ['GET', 'PUT'], // HEAD comes with GET
         url: storageRoute,
+        config: { tenantryNoTenant: true },
         handler: async function tenantryStorageUrl(request, reply) {
           try {
             const body = request.method === 'PUT' ? ((request.body as Readable | undefined) ?? request.raw) : undefined
@@ -164,16 +175,19 @@ async function tenantryFastify(fastify: FastifyInstance, opts: TenantryFastifyOp
   }
 
   fastify.addHook('onRequest', function tenantryResolve(request, reply, done) {
-    // The admin API (tenantry/admin) never runs a tenant's resolution chain, nor do presigned storage URLs (signed for their tenant).
-    if (skip?.(request) || request.routeOptions.config?.tenantryAdmin || (metricsPath !== null && request.routeOptions.url === metricsPath)) return done()
-    if (storageRoute !== null && request.routeOptions.url === storageRoute) return done()
+    const config = request.routeOptions.config as (typeof request.routeOptions.config & { url?: string; tenantryAdmin?: unknown }) | undefined
+    ;(request as ScopedRequest)[kRoute] = config?.url ?? null
+    // The admin API (tenantry/admin) never runs a tenant's resolution chain, nor do /metrics and
+    // presigned storage URLs (signed for their tenant).
+    if (skip?.(request) || config?.tenantryAdmin || config?.tenantryNoTenant) return done()
     admitRequest(tenantry, new FastifySteps(tenantry, request, reply, done, logTenant))
   })
 
   const observe = tenantry.observe
   if (observe.measuresRequests) {
     fastify.addHook('onResponse', function tenantryObserve(request, reply, done) {
-      observe.requestEnded((request as ScopedRequest)[kScope] ?? null, request.method, request.routeOptions.url ?? null, reply.statusCode, reply.elapsedTime / 1000)
+      const r = request as ScopedRequest
+      observe.requestEnded(r[kScope], request.method, r[kRoute], reply.statusCode, reply.elapsedTime / 1000)
       done()
     })
   }

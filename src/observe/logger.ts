@@ -4,6 +4,9 @@ import { currentScope } from '../context/context.ts'
 /** Marks a pino logger (and, through the prototype chain, its children) whose lines already carry the tenant. */
 export const TENANT_MIXIN = Symbol.for('tenantry.logger.tenantMixin')
 
+// Read once: the mixin runs for every line.
+const { chindingsSym, mixinSym } = pino.symbols
+
 /**
  * A pino `mixin` that adds the current tenant (`tenant`: its slug, `tenantId`: its id) and request id (`reqId`)
  * to every line logged inside a tenant context, so the app passes nothing. Tenantry's own logger
@@ -27,7 +30,7 @@ export function tenantLogMixin(_merge?: object, _level?: number, logger?: unknow
 }
 
 function boundReqId(logger: unknown): boolean {
-  const chindings = (logger as Record<symbol, unknown> | undefined)?.[pino.symbols.chindingsSym]
+  const chindings = (logger as Record<symbol, unknown> | undefined)?.[chindingsSym]
   return typeof chindings === 'string' && chindings.includes('"reqId":')
 }
 
@@ -57,7 +60,7 @@ export function createLogger(option: LoggerOption | undefined): Logger {
 export function hasTenantMixin(logger: unknown): boolean {
   if (typeof logger !== 'object' || logger === null) return false
   const l = logger as Record<symbol, unknown>
-  return l[TENANT_MIXIN] === true || l[pino.symbols.mixinSym] === tenantLogMixin
+  return l[mixinSym] === tenantLogMixin || l[TENANT_MIXIN] === true
 }
 
 /** Bindings of a tenant for a log line made outside its context (events of the control plane). */

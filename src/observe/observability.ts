@@ -191,8 +191,8 @@ export class Observability implements OperationObserver {
   }
 
   /** Before a tenant statement is sent. */
-  beginStatement(tenant: Tenant, server: string, database: string, text: string): StatementProbe {
-    const span = this.tracing?.startStatement(tenant, server, database, text)
+  beginStatement(tenant: Tenant, server: string, _database: string, text: string): StatementProbe {
+    const span = this.tracing?.startStatement(tenant, server, text)
     return new StatementProbe(this, tenant, server, performance.now(), span)
   }
 
@@ -202,7 +202,7 @@ export class Observability implements OperationObserver {
     const tenant = probe.tenant
     this.meter?.statement(tenant, ms, rows)
     this.metrics?.statement(probe.server, tenant.tier, error === undefined, ms / 1000)
-    if (probe.span) this.tracing!.endStatement(probe.span, rows, error)
+    if (probe.span) this.tracing!.endStatement(probe.span, error)
     if (error !== undefined) {
       const code = (error as { code?: unknown })?.code
       if (code === 'POOL_TIMEOUT') this.warnThrottled(`pool:${probe.server}`, { ...tenantBindings(tenant), server: probe.server, code }, 'no connection to the server within the acquire timeout')

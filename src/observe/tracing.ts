@@ -64,22 +64,20 @@ function tenantAttributes(tenant: Tenant): Attributes {
 interface StatementShape {
   name: string
   server: string
-  database: string
   attributes: Attributes
 }
 
 const shapes = new BoundedMap<StatementShape>(2000)
 
-function shapeOf(server: string, database: string, text: string): StatementShape {
+function shapeOf(server: string, text: string): StatementShape {
   let shape = shapes.get(text)
-  // Keyed by text alone: the server and database change only between database-tier tenants.
-  if (shape === undefined || shape.server !== server || shape.database !== database) {
+  // Keyed by text alone: the same text on another server is rare (a fleet of several servers).
+  if (shape === undefined || shape.server !== server) {
     const m = /^\s*(?:--[^\n]*\n\s*)*([A-Za-z]+)/.exec(text)
     shape = {
       name: m ? m[1].toUpperCase() : 'SQL',
       server,
-      database,
-      attributes: Object.freeze({ 'db.system': 'postgresql', 'db.name': database, 'db.statement': redactStatement(text), 'server.address': server }),
+      attributes: Object.freeze({ 'db.system': 'postgresql', 'db.statement': redactStatement(text), 'server.address': server }),
     }
     shapes.set(text, shape)
   }
@@ -90,7 +88,7 @@ function shapeOf(server: string, database: string, text: string): StatementShape
  * Tenantry's spans: `tenantry.resolve` of each request whose resolution waits (a catalog lookup;
  * a cached tenant's attributes go on the active span instead), `tenantry.admit` of each request
  * of a tenant with limits, one per statement
- * (`SELECT`, `INSERT`… with `db.system`, `db.name`, the redacted `db.statement`) and one per
+ * (`SELECT`, `INSERT`… with `db.system`, `server.address`, the redacted `db.statement`) and one per
  * lifecycle operation and step; each with `tenant.id`. Spans continue the incoming request's
  * trace: the active context (an HTTP instrumentation's server span), else a W3C `traceparent`
  * header of the request, through the registered propagator.
@@ -98,7 +96,7 @@ function shapeOf(server: string, database: string, text: string): StatementShape
  * @example
  * ```ts
  * const tracing = new Tracing({})
- * const span = tracing.startStatement(tenant, 'main', 'main', 'SELECT 1')
+ * const span = tracing.startStatement(tenant, 'main', 'SELECT 1')
  * span.end()
  * ```
  */
@@ -159,25 +157,24 @@ export class Tracing {
    * A statement's span, a child of the active span, else of the request's parent (`parent`, by
    * default the current tenant scope's: read only when there is no active span).
    */
-  startStatement(tenant: Tenant, server: string, database: string, text: string, parent?: Context): Span {
+  startStatement(tenant: Tenant, server: string, text: string, parent?: Context): Span {
     const active = context.active()
     const ctx = trace.getSpan(active) !== undefined ? active : (parent ?? (currentScope()?.trace as Context | undefined) ?? active)
-    const shape = shapeOf(server, database, text)
+    const shape = shapeOf(server, text)
     const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT }, ctx)
     if (span.isRecording()) {
+      // Four attributes, the fewest that say what ran where for whom: each costs the SDK a
+      // validated copy and grows the span its batch processor retains (docs/benchmarks.md,
+      // "## observe"). The tenant's slug, tier and plan are on the request's spans; rows and
+      // database time per tenant are metered.
       span.setAttributes(shape.attributes)
-      // The tenant's id and slug; tier and plan are on the request's spans (fewer attributes per statement).
       span.setAttribute('tenant.id', tenant.id)
-      span.setAttribute('tenant.slug', tenant.slug)
     }
     return span
   }
 
-  endStatement(span: Span, rows: number, error?: unknown): void {
-    if (span.isRecording()) {
-      if (error !== undefined) fail(span, error)
-      else span.setAttribute('db.response.returned_rows', rows)
-    }
+  endStatement(span: Span, error?: unknown): void {
+    if (error !== undefined && span.isRecording()) fail(span, error)
     span.end()
   }
 
