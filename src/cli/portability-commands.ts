@@ -112,9 +112,9 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       .option('--encrypt', 'encrypt with the tenant\'s data key (the default when TENANTRY_MASTER_KEY is set)')
       .option('--no-encrypt', 'write an unencrypted archive even when a master key is set')
       .option('--force-residency', "write to a backup directory of another region than the tenant's anyway (audited; regions from TENANTRY_BACKUP_REGIONS)")
-      .option('--no-pace', "copy at full speed, like pg_dump (default: paced by the server's load, so other tenants keep their latency)")
+      .option('--pace', "pace the copy by the server's load, to leave the other tenants more of it (default: full speed, like pg_dump)")
       .option('--json', 'print JSON'),
-  ).action(async (slug: string, opts: ConnectionFlags & { to?: string; gzip: boolean; encrypt?: boolean; forceResidency?: boolean; pace: boolean; json?: boolean }) => {
+  ).action(async (slug: string, opts: ConnectionFlags & { to?: string; gzip: boolean; encrypt?: boolean; forceResidency?: boolean; pace?: boolean; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
       const bar = progressBar(!opts.json && Boolean(process.stderr.isTTY))
       try {

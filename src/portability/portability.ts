@@ -81,9 +81,9 @@ export interface BackupOptions {
   /** Told the operation's id once it is recorded (the admin API answers 202 with it). */
   onStart?: (operationId: string) => void
   /**
-   * Pace the copy by the load of the tenant's server, so the other tenants keep their latency
-   * (see docs/portability.md#pacing): full speed on a server no one else is using, a small share
-   * of one stream on a busy one. `false`: as fast as it goes, like `pg_dump`. Default true.
+   * Pace the copy by the load of the tenant's server, to leave the other tenants more of it (see
+   * docs/portability.md#pacing): full speed on a server no one else is using, a small share of one
+   * stream on a busy one. Default false: as fast as it goes, like `pg_dump`.
    */
   pace?: boolean | PaceOptions
 }
@@ -106,7 +106,7 @@ export interface BackupRecord {
 export interface BackupResult extends BackupRecord {
   tables: { name: string; rows: number }[]
   ms: number
-  /** How the copy was paced; absent when it was not (`pace: false`, or a server without a gauge: PGlite). */
+  /** How the copy was paced; absent when it was not (not asked for, or a server without a gauge: PGlite). */
   pace?: PaceReport
 }
 
@@ -296,7 +296,7 @@ export class Portability {
     if (residency.forced && this.d.audit) await auditForcedResidency(this.d.audit, tenant, target, residency, { actor: opts.startedBy ?? op.startedBy, details: { operation: 'backup', operationId: op.id } })
     try {
       const publish = remote ? (file: string) => this.uploadBackup(op, remote, file) : undefined
-      return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key, pace: opts.pace ?? true, publish }, opts.onProgress))
+      return await this.d.operations.holding(() => this.runBackup(op, tenant, path, { gzip: opts.gzip ?? true, key, pace: opts.pace ?? false, publish }, opts.onProgress))
     } catch (err) {
       await this.rollBackBackup(op).catch(() => undefined)
       throw err
