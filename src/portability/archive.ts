@@ -65,12 +65,14 @@ export class Counter extends Transform {
 }
 
 /** Start spooling one table: COPY text in, gzip and encryption on the way, a file out. */
-export function spoolTable(dir: string, index: number, table: TenantTable, opts: { gzip: boolean; key: Buffer | null; archiveId: string }): SpooledTable {
+export function spoolTable(dir: string, index: number, table: TenantTable, opts: { gzip: boolean; key: Buffer | null; archiveId: string; gate?: Transform }): SpooledTable {
   const entry = `tables/${String(index).padStart(3, '0')}-${table.name}.copy${opts.gzip ? '.gz' : ''}${opts.key ? '.enc' : ''}`
   const file = `${dir}/${String(index).padStart(3, '0')}.spool`
   const counter = new Counter({ highWaterMark: CHUNK })
   const out = createWriteStream(file, { highWaterMark: CHUNK })
-  const stages: (Transform | Writable)[] = [counter]
+  // A pacing gate (copy-engine's pacedStream) goes first, in the same pipeline: a failure on
+  // either side of it tears down the whole chain.
+  const stages: (Transform | Writable)[] = opts.gate ? [opts.gate, counter] : [counter]
   if (opts.gzip) stages.push(createGzip({ level: 1, chunkSize: CHUNK }))
   let cipher: CipherGCM | undefined
   if (opts.key) {
@@ -84,7 +86,7 @@ export function spoolTable(dir: string, index: number, table: TenantTable, opts:
     if (cipher) appendFileSync(file, cipher.getAuthTag())
     return { rows: counter.rows, sha256: counter.hash.digest('hex'), bytes: statSync(file).size }
   })
-  return { table, file, entry, sink: counter, done }
+  return { table, file, entry, sink: stages[0] as Writable, done }
 }
 
 /** Pack the manifest and the spooled tables into the tar file `path`. */

@@ -5,7 +5,7 @@ import { accessSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSyn
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve as resolvePath } from 'node:path'
 import type { S3ClientConfig } from '@aws-sdk/client-s3'
-import type { Readable, Writable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import type { Catalog } from '../catalog/catalog.ts'
 import { TenantryError } from '../core/errors.ts'
 import type { Placement, Tenant, Tier } from '../core/types.ts'
@@ -349,7 +349,7 @@ export class Portability {
     const target = this.d.dataPlane.migrationTarget(tenant)
     const driver = this.d.dataPlane.driver(room.server)
     const token = tenantToken(this.d.dataPlane.tenantKey, tenant.id)
-    const pacer = await backupPacer(driver, room.server, this.width(driver, 1000), o.pace)
+    const pacer = await backupPacer(driver, room.server, this.width(driver, Infinity), o.pace) // before the snapshot: the tables are not known yet
     const { tables, migrations, spooled } = await driver.copyTransaction(room.database, 'snapshot', async (tx) => {
       // An owner under FORCEd row-level security would otherwise copy no rows at all.
       await tx.query(...args(sql.pointAtTenant(token)))
@@ -360,15 +360,8 @@ export class Portability {
       // Each table spools to its own file, so tables can be read at once (one exported snapshot);
       // the tar is packed from the spool files in table order afterwards.
       const spooled = await eachTableAtSnapshot(tx, { driver, database: room.database, token }, tables, this.width(driver, tables.length), async (w, table, i) => {
-        const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId })
-        let sink: Writable = s.sink
-        if (pacer) {
-          const gate = pacedStream(pacer)
-          gate.on('error', (err) => s.sink.destroy(err))
-          sink = gate
-          gate.pipe(s.sink)
-        }
-        await Promise.all([copyTableOut(w, room.schema, tenant.id, table, sink), s.done])
+        const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId, gate: pacer ? pacedStream(pacer) : undefined })
+        await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink), s.done])
         const r = await s.done
         rows += r.rows
         onProgress?.({ phase: 'backup', table: table.name, tablesDone: ++done, tables: tables.length, rows })
