@@ -14,6 +14,8 @@ export { createTenantry, type Tenantry, type TenantryOptions } from './runtime.t
 export type { AddServerOptions } from './fleet/index.ts'
 export type { FleetMigrateOptions, FleetMigrateResult, FleetTargetResult, MigrateProgress, PlannedTarget } from './lifecycle/fleet-migrate.ts'
 export type { Operation, OperationTarget } from './lifecycle/operations.ts'
+export { lowerProcessPriority, type PaceOptions, type PaceReport } from './lifecycle/pacer.ts'
+export type { BackendPriority } from './data/driver.ts'
 export type { ProvisionHook, PurgeResult } from './lifecycle/lifecycle.ts'
 export type { TenantryEventMap } from './lifecycle/events.ts'
 export { Observability, type ObserveOptions } from './observe/observability.ts'
@@ -36,7 +38,7 @@ export {
 export { createAuditLog, digestOf, onBehalfOfRequest, type AuditLog, type AuditActor, type AuditInput, type AuditEntry, type AuditQuery, type AuditVerifyReport } from './audit/index.ts'
 export type { TenantPage, TenantPageQuery } from './catalog/catalog.ts'
 export {
-  Portability, copyTenant, rewriteTenantId, tenantTables, resolveMasterKey,
+  Portability, copyTenant, rewriteTenantId, tenantTables, resolveMasterKey, BACKUP_NICE,
   type ArchiveManifest, type BackupOptions, type BackupRecord, type BackupResult, type ErasureCertificate, type PortabilityOptions,
   type PortabilityProgress, type RestoreOptions, type RestoreResult, type TenantPlace, type TenantTable,
   type ExportOptions, type ExportResult, type ExportFormat, type SubjectErasureCertificate, EXPORT_FORMATS, SUBJECT_MARK,

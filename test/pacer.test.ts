@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
 import pg from 'pg'
 import { describe, expect, it } from 'vitest'
 import { PgServer } from '../src/data/pg-server.ts'
@@ -191,6 +193,17 @@ describe('LoadPacer', () => {
   })
 })
 
+/** The server offers the prioritize extension (Debian's postgresql-15-prioritize). */
+const HAS_PRIORITIZE = (await postgresAvailable()) && await (async () => {
+  const c = new pg.Client({ connectionString: PG_ADMIN_URL })
+  await c.connect()
+  try {
+    return (await c.query("SELECT 1 FROM pg_available_extensions WHERE name = 'prioritize'")).rowCount === 1
+  } finally {
+    await c.end()
+  }
+})()
+
 describe.skipIf(!(await postgresAvailable()))('the gauges of a PostgreSQL server', () => {
   const ROLE = 'tp_pacer_plain'
 
@@ -235,9 +248,82 @@ describe.skipIf(!(await postgresAvailable()))('the gauges of a PostgreSQL server
         expect(await s.cpuTimes()).toBeNull()
         expect(await s.cpuTimes()).toBeNull()
         expect(await s.probe()).toBeGreaterThan(0)
+        // Nor the kernel's autogroup setting; and no prioritize extension in its database.
+        expect(await s.backendPriority()).toEqual({ available: false, autogroup: null })
       } finally {
         await s.close()
       }
     })
+  })
+
+  // A paced backup's backends (issue 13): lowered through the prioritize extension where the
+  // server's database has it (Debian's postgresql-15-prioritize; .ci/run installs it).
+  const PRIO_DB = 'tenantry_test_prioritize'
+  const PLAIN_DB = 'tenantry_test_prioritize_none'
+
+  it.skipIf(!HAS_PRIORITIZE)('a copy asked to run at nice 19 runs there where the extension is, its connection never serves again; elsewhere nothing is lowered', async () => {
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+    await admin.connect()
+    const urlOf = (db: string) => Object.assign(new URL(PG_ADMIN_URL), { pathname: `/${db}` }).toString()
+    const niceOf = 'SELECT pg_backend_pid() AS pid, get_backend_priority(pg_backend_pid()) AS nice'
+    try {
+      for (const db of [PRIO_DB, PLAIN_DB]) {
+        await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
+        await admin.query(`CREATE DATABASE ${db}`)
+      }
+      for (const db of [PRIO_DB, PLAIN_DB]) {
+        // get_backend_priority() in both, to read the nice value; set_backend_priority() stays in one.
+        const c = new pg.Client({ connectionString: urlOf(db) })
+        await c.connect()
+        try {
+          await c.query('CREATE EXTENSION prioritize')
+          if (db === PLAIN_DB) {
+            await c.query('ALTER EXTENSION prioritize DROP FUNCTION set_backend_priority(integer, integer)')
+            await c.query('DROP FUNCTION set_backend_priority(integer, integer)')
+          }
+        } finally {
+          await c.end()
+        }
+      }
+      // The server is this machine: its kernel's setting is the one read here.
+      const autogroup = existsSync('/proc/sys/kernel/sched_autogroup_enabled') ? readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1' : null
+      const s = server(urlOf(PRIO_DB))
+      try {
+        expect(await s.backendPriority()).toEqual({ available: true, autogroup })
+        const niced = await s.copyTransaction(PRIO_DB, 'snapshot', async (tx) => (await tx.query<{ pid: number; nice: number }>(niceOf)).rows[0], { nice: 19 })
+        expect(niced.nice).toBe(19)
+        const plain = await s.copyTransaction(PRIO_DB, 'snapshot', async (tx) => (await tx.query<{ pid: number; nice: number }>(niceOf)).rows[0])
+        expect(plain.nice).toBe(0)
+        expect(plain.pid).not.toBe(niced.pid)
+        const gone = await admin.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1', [niced.pid])
+        expect(gone.rows).toEqual([{ n: 0 }])
+      } finally {
+        await s.close()
+      }
+      const none = server(urlOf(PLAIN_DB))
+      try {
+        expect(await none.backendPriority()).toEqual({ available: false, autogroup })
+        const asked = await none.copyTransaction(PLAIN_DB, 'snapshot', async (tx) => (await tx.query<{ nice: number }>(niceOf)).rows[0].nice, { nice: 19 })
+        expect(asked).toBe(0)
+      } finally {
+        await none.close()
+      }
+    } finally {
+      for (const db of [PRIO_DB, PLAIN_DB]) await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined)
+      await admin.end()
+    }
+  })
+})
+
+describe.skipIf(process.platform !== 'linux')('lowerProcessPriority', () => {
+  it('lowers every thread of the process, the pool\'s already running included; a value already lower stays', () => {
+    const r = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', 'test/fixtures/lower-priority.ts', '19', '5'], { encoding: 'utf8' })) as { before: number[]; steps: { lowered: number; after: number[] }[] }
+    expect(r.before.length).toBeGreaterThan(4) // the main thread, V8's and libuv's pool
+    expect(r.before).toEqual(r.before.map(() => 0))
+    expect(r.steps).toEqual([
+      { lowered: r.before.length, after: r.before.map(() => 19) },
+      // Asked for less than the threads already have: nothing raised.
+      { lowered: r.before.length, after: r.before.map(() => 19) },
+    ])
   })
 })

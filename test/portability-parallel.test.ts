@@ -154,9 +154,12 @@ CREATE POLICY tenant_isolation ON notes USING (tenant_id = (SELECT tenantry.tena
   it('paces a backup when asked (by round trips: the operator may not read the server\'s CPU times), not by default', async () => {
     const paced = await tenantry.portability.backup('acme', { to: join(dir, 'paced.tar'), pace: true })
     expect(paced.pace).toMatchObject({ gauge: 'rtt', free: false })
+    // No prioritize extension in its database, and no reading of the host's settings: nothing lowered, nothing known.
+    expect(paced.priority).toEqual({ available: false, autogroup: null })
     expect(paced.rows).toBe(9)
     const unpaced = await tenantry.portability.backup('acme', { to: join(dir, 'unpaced.tar') })
     expect(unpaced.pace).toBeUndefined()
+    expect(unpaced.priority).toBeUndefined()
     expect(unpaced.rows).toBe(9)
   })
 

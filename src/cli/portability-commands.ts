@@ -1,7 +1,8 @@
 import cliProgress from 'cli-progress'
 import { InvalidArgumentError, type Command } from 'commander'
 import { TIERS, type Tier } from '../core/types.ts'
-import { EXPORT_FORMATS, type BackupRecord, type ErasureCertificate, type ExportFormat, type PortabilityProgress, type SubjectErasureCertificate } from '../portability/index.ts'
+import { lowerProcessPriority } from '../lifecycle/pacer.ts'
+import { BACKUP_NICE, EXPORT_FORMATS, type BackupRecord, type ErasureCertificate, type ExportFormat, type PortabilityProgress, type SubjectErasureCertificate } from '../portability/index.ts'
 import type { Tenantry } from '../runtime.ts'
 import { table, tenantJson } from './format.ts'
 import type { ConnectionFlags } from './open.ts'
@@ -112,19 +113,25 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       .option('--encrypt', 'encrypt with the tenant\'s data key (the default when TENANTRY_MASTER_KEY is set)')
       .option('--no-encrypt', 'write an unencrypted archive even when a master key is set')
       .option('--force-residency', "write to a backup directory of another region than the tenant's anyway (audited; regions from TENANTRY_BACKUP_REGIONS)")
-      .option('--pace', "pace the copy by the server's load, to leave the other tenants more of it (default: full speed, like pg_dump)")
+      .option('--pace', "pace the copy by the server's load and run it at the lowest CPU priority (this process, and the backends where the server has the prioritize extension), to leave the other tenants the CPU (default: full speed, like pg_dump)")
       .option('--json', 'print JSON'),
   ).action(async (slug: string, opts: ConnectionFlags & { to?: string; gzip: boolean; encrypt?: boolean; forceResidency?: boolean; pace?: boolean; json?: boolean }) => {
     await withTenantry(opts, async (t) => {
+      // Like `nice -n 19 pg_dump`: this process's compression and writing yield the CPU too.
+      if (opts.pace) lowerProcessPriority(BACKUP_NICE)
       const bar = progressBar(!opts.json && Boolean(process.stderr.isTTY))
       try {
         const r = await t.portability.backup(slug, { to: opts.to, gzip: opts.gzip, encrypt: opts.encrypt, forceResidency: opts.forceResidency, pace: opts.pace, startedBy: startedBy(), onProgress: (p) => bar.update(p) })
         bar.stop()
         const pace = !r.pace ? 'not paced' : r.pace.free ? 'paced: the server was free, full speed' : `paced by the server's load: ${r.pace.meanLevel.toFixed(2)} streams on average`
+        const priority = !r.priority ? ''
+          : !r.priority.available ? '\nThe backends ran at full priority: the server has no prioritize extension (docs/portability.md#pacing).'
+          : r.priority.autogroup ? `\nThe backends ran at nice ${BACKUP_NICE}, but the server's kernel has autogroup on, which makes that inert (docs/portability.md#pacing).`
+          : `\nThe backends ran at nice ${BACKUP_NICE}.`
         print(opts.json, r, () => [
           `Backed up '${r.slug}' (${r.tier}): ${r.rows} rows in ${r.tables.length} tables, ${mb(r.bytes)}${r.encrypted ? ', encrypted' : ''} (${(r.ms / 1000).toFixed(1)} s, ${pace}; operation ${r.operationId})`,
           r.path,
-        ].join('\n'))
+        ].join('\n') + priority)
       } finally {
         bar.stop()
       }

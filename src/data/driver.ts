@@ -51,6 +51,25 @@ export interface CopyTransactionOptions {
    * (parallel tables). Drivers without concurrent connections (PGlite) refuse it.
    */
   snapshot?: string
+  /**
+   * Run the transaction's backend at this nice value (1–19; higher yields the CPU more) where the
+   * server can lower a backend's priority ({@link ServerDriver.backendPriority}). The connection
+   * is closed afterwards: a backend's priority only goes down, so it never serves anyone again.
+   */
+  nice?: number
+}
+
+/** Whether a server can run a backend at a lower CPU priority (`ServerDriver.backendPriority`). */
+export interface BackendPriority {
+  /** `set_backend_priority()` of the `prioritize` extension is in the server URL's database. */
+  available: boolean
+  /**
+   * The server host's `kernel.sched_autogroup_enabled`, where the owner may read it (null where
+   * not). On, each backend is a scheduling group of its own (PostgreSQL starts each one in a
+   * session of its own), and a nice value only ranks tasks within their group: lowering a
+   * backend's priority does nothing there.
+   */
+  autogroup: boolean | null
 }
 
 /**
@@ -98,6 +117,11 @@ export interface ServerDriver {
    * read server files). A fleet migration paces itself by the utilisation they give.
    */
   cpuTimes?(): Promise<{ busy: number; total: number } | null>
+  /**
+   * Whether {@link CopyTransactionOptions.nice} takes effect on this server, asked once. Absent
+   * where the server is this process (PGlite).
+   */
+  backendPriority?(): Promise<BackendPriority>
   /** Subscribe to NOTIFY on `channel`; returns an unsubscribe function. `onReconnect` fires after a lost connection is re-established. */
   listen(channel: string, onMessage: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>>
   stats(): { open: number; busy: number; idle: number; waiting: number; peakOpen: number }

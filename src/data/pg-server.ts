@@ -7,7 +7,8 @@ import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import { printable } from '../core/validation.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { enterStatement, timeoutMs, type AdminQueryable, type CopyMode, type CopyTransaction, type CopyTransactionOptions, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
+import { AUTOGROUP_SQL, BACKEND_PRIORITY_SQL, SET_BACKEND_PRIORITY_SQL } from './sql.ts'
+import { enterStatement, timeoutMs, type AdminQueryable, type BackendPriority, type CopyMode, type CopyTransaction, type CopyTransactionOptions, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
 import { PipelinedQuery, pipelined, type PipelineStep } from './pipelined-query.ts'
 import { ServerPool, type PoolSlot } from './server-pool.ts'
 
@@ -135,6 +136,7 @@ export class PgServer implements ServerDriver {
   private probeClient: Promise<pg.Client> | null = null
   /** False once reading the host's CPU times was refused: not asked again. */
   private cpuReadable = true
+  private priority: Promise<BackendPriority> | null = null
 
   constructor(opts: PgServerOptions) {
     this.opts = opts
@@ -296,6 +298,12 @@ export class PgServer implements ServerDriver {
     const lost = () => { broken = true }
     client.on('error', lost)
     try {
+      if (opts.nice !== undefined && (await this.backendPriority()).available) {
+        // A lowered backend never goes back to the pool (its priority cannot be raised again).
+        broken = true
+        const pid = (client as unknown as { processID: number }).processID
+        await this.onProbeConnection((c) => c.query(SET_BACKEND_PRIORITY_SQL, [pid, Math.max(1, Math.min(19, Math.round(opts.nice!)))]))
+      }
       await client.query(mode === 'snapshot' ? 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY' : 'BEGIN')
       // The first statement of the transaction: it reads at the exporter's instant from here on.
       if (opts.snapshot !== undefined) await client.query(`SET TRANSACTION SNAPSHOT '${opts.snapshot}'`)
@@ -438,6 +446,19 @@ export class PgServer implements ServerDriver {
     const n = f.slice(1, 9).map(Number)
     const total = n.reduce((a, b) => a + b, 0)
     return { busy: total - n[1] - n[3] - (n[4] ?? 0), total }
+  }
+
+  backendPriority(): Promise<BackendPriority> {
+    this.priority ??= this.onProbeConnection(async (c) => {
+      const available = (await c.query<{ available: boolean }>(BACKEND_PRIORITY_SQL)).rows[0]?.available === true
+      // Unreadable (not a superuser nor pg_read_server_files, not Linux, an old kernel): not known.
+      const autogroup = await c.query<{ v: string }>(AUTOGROUP_SQL).then((r) => r.rows[0]?.v === '1', () => null)
+      return { available, autogroup }
+    }).catch((err: unknown) => {
+      this.priority = null // asked again next time: the connection may come back
+      throw err
+    })
+    return this.priority
   }
 
   /** Run `fn` on the connection of {@link probe} (its own, never queued behind a pool), opened on first use. */

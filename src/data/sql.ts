@@ -182,3 +182,13 @@ export function deleteOrder(rows: { table_name: string; references: string[] | s
   for (const t of [...refs.keys()].sort()) visit(t, new Set())
   return order
 }
+
+/**
+ * Whether backends can be reniced here: the `prioritize` extension's `set_backend_priority()` in
+ * this database, and the host's autogroup setting (`pg_read_file`: a superuser or
+ * pg_read_server_files; the caller treats an error as "not known").
+ */
+export const BACKEND_PRIORITY_SQL = "SELECT to_regprocedure('set_backend_priority(integer,integer)') IS NOT NULL AS available"
+export const AUTOGROUP_SQL = "SELECT btrim(pg_read_file('/proc/sys/kernel/sched_autogroup_enabled')) AS v"
+/** Lower one backend's priority: $1 its process id, $2 the nice value (it only ever goes up). */
+export const SET_BACKEND_PRIORITY_SQL = 'SELECT set_backend_priority($1, greatest(get_backend_priority($1), $2))'

@@ -1,3 +1,5 @@
+import { readdirSync } from 'node:fs'
+import { getPriority, setPriority } from 'node:os'
 /**
  * How a fleet migration paces itself against the load of the server it migrates (issue 18).
  *
@@ -361,4 +363,30 @@ export class LoadPacer {
       else if (value < faster && this.levelNow < this.maxLevel) this.setLevel(Math.min(this.maxLevel, this.levelNow < 1 ? this.levelNow * 1.5 : this.levelNow + 1))
     }
   }
+}
+
+/**
+ * Lower this process's CPU priority to `nice` (0–19), for good: what `nice -n` does at a
+ * command's start, for a process already running (`tenantry backup --pace`). Linux keeps a nice
+ * value per thread, so every thread of the process is lowered (libuv's pool, which compresses and
+ * writes, included); threads started later inherit it. Elsewhere, the process's. A value already
+ * lower stays. Returns the threads now at `nice` or lower, 0 where none could be.
+ */
+export function lowerProcessPriority(nice: number): number {
+  let tids: number[]
+  try {
+    tids = readdirSync('/proc/self/task').map(Number)
+  } catch {
+    tids = [0] // not Linux: the process itself
+  }
+  let lowered = 0
+  for (const tid of tids) {
+    try {
+      if (getPriority(tid) < nice) setPriority(tid, nice)
+      lowered++ // at `nice` or lower now
+    } catch {
+      // a thread that ended meanwhile, or no permission: the others still yield
+    }
+  }
+  return lowered
 }

@@ -96,7 +96,7 @@ export async function mapLimited<T, R>(items: readonly T[], width: number, fn: (
  */
 export async function eachTableAtSnapshot<R>(
   tx: CopyTransaction,
-  place: { driver: ServerDriver; database: string; token?: string },
+  place: { driver: ServerDriver; database: string; token?: string; nice?: number },
   tables: TenantTable[],
   width: number,
   fn: (tx: CopyTransaction, table: TenantTable, index: number) => Promise<R>,
@@ -120,7 +120,7 @@ export async function eachTableAtSnapshot<R>(
         if (next >= tables.length || failure) return
         if (place.token) await w.query(sql.pointAtTenant(place.token).text, sql.pointAtTenant(place.token).values)
         await work(w)
-      }, { snapshot }).catch(() => undefined) // a helper's own failure (no connection, a late import) leaves its tables to the others
+      }, { snapshot, nice: place.nice }).catch(() => undefined) // a helper's own failure (no connection, a late import) leaves its tables to the others
     }
   }
   await work(tx)

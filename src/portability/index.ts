@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { Portability } from './portability.ts'
 
-export { Portability, removeTenantRoom } from './portability.ts'
+export { BACKUP_NICE, Portability, removeTenantRoom } from './portability.ts'
 export type {
   BackupOptions, BackupRecord, BackupResult, ErasureCertificate, ExportOptions, ExportResult, SubjectErasureCertificate, PortabilityOptions, PortabilityProgress, RestoreOptions, RestoreResult,
 } from './portability.ts'

@@ -12,7 +12,7 @@ import type { Placement, Tenant, Tier } from '../core/types.ts'
 import { TIERS } from '../core/types.ts'
 import { isUuid, printable } from '../core/validation.ts'
 import { assertSlug } from '../core/validation.ts'
-import type { AdminQueryable, ServerDriver } from '../data/driver.ts'
+import type { AdminQueryable, BackendPriority, ServerDriver } from '../data/driver.ts'
 import type { DataPlane } from '../data/data-plane.ts'
 import { TIER_STRATEGIES, type MigrationTarget, type TemplateSource } from '../data/tiers/index.ts'
 import { quoteIdent } from '../core/sql.ts'
@@ -108,7 +108,16 @@ export interface BackupResult extends BackupRecord {
   ms: number
   /** How the copy was paced; absent when it was not (not asked for, or a server without a gauge: PGlite). */
   pace?: PaceReport
+  /**
+   * A paced backup's database side: whether its backends ran at nice {@link BACKUP_NICE} (the
+   * server has the `prioritize` extension), and the server host's autogroup setting, which makes
+   * that nice value inert when on (null: not readable). Absent when not paced.
+   */
+  priority?: BackendPriority
 }
+
+/** The nice value of a paced backup's backends (and of `tenantry backup --pace`'s own process): the lowest priority. */
+export const BACKUP_NICE = 19
 
 export interface RestoreOptions {
   /** Restore as a new tenant with this slug (a new id; `tenant_id` rewritten). Default: the archive's own tenant. */
@@ -350,6 +359,9 @@ export class Portability {
     const driver = this.d.dataPlane.driver(room.server)
     const token = tenantToken(this.d.dataPlane.tenantKey, tenant.id)
     const pacer = await backupPacer(driver, room.server, this.width(driver, Infinity), o.pace) // before the snapshot: the tables are not known yet
+    // A paced backup's backends also yield the server's CPU to everyone else's, where they can.
+    const priority = pacer && driver.backendPriority ? await driver.backendPriority().catch(() => ({ available: false, autogroup: null })) : undefined
+    const nice = priority?.available ? BACKUP_NICE : undefined
     const { tables, migrations, spooled } = await driver.copyTransaction(room.database, 'snapshot', async (tx) => {
       // An owner under FORCEd row-level security would otherwise copy no rows at all.
       await tx.query(...args(sql.pointAtTenant(token)))
@@ -359,7 +371,7 @@ export class Portability {
       let done = 0
       // Each table spools to its own file, so tables can be read at once (one exported snapshot);
       // the tar is packed from the spool files in table order afterwards.
-      const spooled = await eachTableAtSnapshot(tx, { driver, database: room.database, token }, tables, this.width(driver, tables.length), async (w, table, i) => {
+      const spooled = await eachTableAtSnapshot(tx, { driver, database: room.database, token, nice }, tables, this.width(driver, tables.length), async (w, table, i) => {
         const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId, gate: pacer ? pacedStream(pacer) : undefined })
         await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink), s.done])
         const r = await s.done
@@ -368,7 +380,7 @@ export class Portability {
         return { entry: s.entry, file: s.file, name: table.name, columns: table.columns, ...r }
       })
       return { tables, migrations: ledger.rows, spooled }
-    }).finally(() => pacer?.stop())
+    }, { nice }).finally(() => pacer?.stop())
     await this.d.operations.step(op.id, 'pack')
     await faultPoint('backup:pack')
     const manifest: ArchiveManifest = {
@@ -399,7 +411,7 @@ export class Portability {
       await tx.query(...args(sql.insertBackup({ ...record, manifest })))
       await this.d.operations.finish(op.id, 'done', null, { path: where, rows: manifest.rows, bytes, tables: tables.length }, tx, 'done')
     })
-    return { ...record, tables: spooled.map((s) => ({ name: s.name, rows: s.rows })), ms: Date.now() - started, ...(pacer ? { pace: pacer.report() } : {}) }
+    return { ...record, tables: spooled.map((s) => ({ name: s.name, rows: s.rows })), ms: Date.now() - started, ...(pacer ? { pace: pacer.report() } : {}), ...(priority ? { priority } : {}) }
   }
 
   /**
