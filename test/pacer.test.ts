@@ -316,14 +316,23 @@ describe.skipIf(!(await postgresAvailable()))('the gauges of a PostgreSQL server
 })
 
 describe.skipIf(process.platform !== 'linux')('lowerProcessPriority', () => {
-  it('lowers every thread of the process, the pool\'s already running included; a value already lower stays', () => {
-    const r = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', 'test/fixtures/lower-priority.ts', '19', '5'], { encoding: 'utf8' })) as { before: number[]; steps: { lowered: number; after: number[] }[] }
+  it('lowers every thread of the process, the pool\'s already running included, and threads started after; a value already lower stays; SCHED_IDLE on asking', () => {
+    const r = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', 'test/fixtures/lower-priority.ts', '10', '5', 'idle:19'], { encoding: 'utf8' })) as {
+      before: number[]; policiesBefore: number[]; steps: { lowered: { threads: number; idle: boolean }; after: number[]; policies: number[] }[]; fresh: number[]
+    }
+    // Every thread, whatever their number (V8 may start one between two readings).
+    const values = (xs: number[]) => [...new Set(xs)]
     expect(r.before.length).toBeGreaterThan(4) // the main thread, V8's and libuv's pool
-    expect(r.before).toEqual(r.before.map(() => 0))
-    expect(r.steps).toEqual([
-      { lowered: r.before.length, after: r.before.map(() => 19) },
+    expect(values(r.before)).toEqual([0])
+    expect(values(r.policiesBefore)).toEqual([0])
+    expect(r.steps.map((s) => ({ idle: s.lowered.idle, all: s.lowered.threads >= r.before.length, nice: values(s.after), policy: values(s.policies) }))).toEqual([
+      { idle: false, all: true, nice: [10], policy: [0] },
       // Asked for less than the threads already have: nothing raised.
-      { lowered: r.before.length, after: r.before.map(() => 19) },
+      { idle: false, all: true, nice: [10], policy: [0] },
+      // And SCHED_IDLE (5) on every thread.
+      { idle: true, all: true, nice: [19], policy: [5] },
     ])
+    expect(r.fresh.length).toBeGreaterThan(0)
+    expect(r.fresh).toEqual(Array(r.fresh.length).fill(19))
   })
 })

@@ -116,8 +116,8 @@ export function registerPortabilityCommands(program: Command, kit: CommandKit): 
       .option('--pace', "pace the copy by the server's load and run it at the lowest CPU priority (this process, and the backends where the server has the prioritize extension), to leave the other tenants the CPU (default: full speed, like pg_dump)")
       .option('--json', 'print JSON'),
   ).action(async (slug: string, opts: ConnectionFlags & { to?: string; gzip: boolean; encrypt?: boolean; forceResidency?: boolean; pace?: boolean; json?: boolean }) => {
-    // Like `nice -n 19 pg_dump`: this process (its start, compression and writing) yields the CPU too.
-    if (opts.pace) lowerProcessPriority(BACKUP_NICE)
+    // Like `chrt --idle nice -n 19 pg_dump`: this process (its start, compression and writing) yields the CPU too.
+    if (opts.pace) lowerProcessPriority(BACKUP_NICE, { idle: true })
     await withTenantry(opts, async (t) => {
       const bar = progressBar(!opts.json && Boolean(process.stderr.isTTY))
       try {

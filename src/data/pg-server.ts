@@ -452,7 +452,10 @@ export class PgServer implements ServerDriver {
     this.priority ??= this.onProbeConnection(async (c) => {
       const available = (await c.query<{ available: boolean }>(BACKEND_PRIORITY_SQL)).rows[0]?.available === true
       // Unreadable (not a superuser nor pg_read_server_files, not Linux, an old kernel): not known.
-      const autogroup = await c.query<{ v: string }>(AUTOGROUP_SQL).then((r) => r.rows[0]?.v === '1', () => null)
+      const autogroup = await c.query<{ v: string }>(AUTOGROUP_SQL).then((r) => {
+        const v = r.rows[0]?.v.trim()
+        return v === '1' ? true : v === '0' ? false : null
+      }, () => null)
       return { available, autogroup }
     }).catch((err: unknown) => {
       this.priority = null // asked again next time: the connection may come back

@@ -189,6 +189,6 @@ export function deleteOrder(rows: { table_name: string; references: string[] | s
  * pg_read_server_files; the caller treats an error as "not known").
  */
 export const BACKEND_PRIORITY_SQL = "SELECT to_regprocedure('set_backend_priority(integer,integer)') IS NOT NULL AS available"
-export const AUTOGROUP_SQL = "SELECT btrim(pg_read_file('/proc/sys/kernel/sched_autogroup_enabled')) AS v"
+export const AUTOGROUP_SQL = "SELECT pg_read_file('/proc/sys/kernel/sched_autogroup_enabled', 0, 8) AS v"
 /** Lower one backend's priority: $1 its process id, $2 the nice value (it only ever goes up). */
 export const SET_BACKEND_PRIORITY_SQL = 'SELECT set_backend_priority($1, greatest(get_backend_priority($1), $2))'

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { getPriority, setPriority } from 'node:os'
 /**
@@ -365,28 +366,43 @@ export class LoadPacer {
   }
 }
 
+/** What {@link lowerProcessPriority} did. */
+export interface LoweredPriority {
+  /** Threads now at the nice value asked for or lower. */
+  threads: number
+  /** Whether the process now runs under Linux's SCHED_IDLE policy. */
+  idle: boolean
+}
+
 /**
- * Lower this process's CPU priority to `nice` (0–19), for good: what `nice -n` does at a
+ * Lower this process's CPU priority for good: what `nice -n` (and `chrt --idle`) do at a
  * command's start, for a process already running (`tenantry backup --pace`). Linux keeps a nice
- * value per thread, so every thread of the process is lowered (libuv's pool, which compresses and
- * writes, included); threads started later inherit it. Elsewhere, the process's. A value already
- * lower stays. Returns the threads now at `nice` or lower, 0 where none could be.
+ * value per thread, so every thread of the process is lowered to `nice` (libuv's pool, which
+ * compresses and writes, included); threads started later inherit it. Elsewhere, the process's.
+ * A value already lower stays. With `idle` (Linux), also the SCHED_IDLE policy through
+ * util-linux's `chrt`: the process then runs only on CPU no one else wants and gives it up at once
+ * when someone does, where a nice value still lets it finish its time slice.
  */
-export function lowerProcessPriority(nice: number): number {
+export function lowerProcessPriority(nice: number, opts: { idle?: boolean } = {}): LoweredPriority {
   let tids: number[]
   try {
     tids = readdirSync('/proc/self/task').map(Number)
   } catch {
     tids = [0] // not Linux: the process itself
   }
-  let lowered = 0
+  let threads = 0
   for (const tid of tids) {
     try {
       if (getPriority(tid) < nice) setPriority(tid, nice)
-      lowered++ // at `nice` or lower now
+      threads++
     } catch {
       // a thread that ended meanwhile, or no permission: the others still yield
     }
   }
-  return lowered
+  let idle = false
+  if (opts.idle && process.platform === 'linux') {
+    // Lowering one's own policy needs no privilege; no chrt (not util-linux) leaves the nice value.
+    idle = spawnSync('chrt', ['--idle', '--all-tasks', '--pid', '0', String(process.pid)], { stdio: 'ignore', timeout: 5000 }).status === 0
+  }
+  return { threads, idle }
 }
