@@ -201,4 +201,29 @@ describe.skipIf(!PG_UP)('tenantry backup / backups list / restore / export / era
     expect(await tenantry.findTenant('tampered-copy')).toBeNull()
     expect((await tenantry.portability.listBackups({})).map((b) => b.path)).toEqual([archive])
   })
+
+  it('backup --pace: paced, its own process lowered, and it says whether its backends could be (the prioritize extension, the host\'s autogroup)', async () => {
+    const paced = (extra: string[]) => run('backup', 'bystander', '--pace', '--no-encrypt', '--to', `${join(dir, 'paced')}/`, ...extra)
+    const none = await paced([])
+    expect(none.code, show(none)).toBe(0)
+    expect(none.stdout).toMatch(/^Backed up 'bystander' \(pooled\): 1 rows in 2 tables, .*paced/)
+    expect(none.stdout.trim().split('\n').pop()).toBe('The backends ran at full priority: the server has no prioritize extension (docs/portability.md#pacing).')
+    const available = await tenantry.dataPlane.driver('main').admin(DB_NAME).query("SELECT 1 FROM pg_available_extensions WHERE name = 'prioritize'")
+    if (available.rowCount === 0) return // the server lacks the package (.ci/run installs it): the part above still ran
+    await tenantry.dataPlane.driver('main').admin(DB_NAME).query('CREATE EXTENSION prioritize')
+    try {
+      const json = await paced(['--json'])
+      expect(json.code, show(json)).toBe(0)
+      // The server is this machine: its kernel's setting is the one read here.
+      const autogroup = readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1'
+      expect(JSON.parse(json.stdout)).toMatchObject({ slug: 'bystander', rows: 1, encrypted: false, priority: { available: true, autogroup } })
+      const text = await paced([])
+      expect(text.code, show(text)).toBe(0)
+      expect(text.stdout.trim().split('\n').pop()).toBe(autogroup
+        ? "The backends ran at nice 19, but the server's kernel has autogroup on, which makes that inert (docs/portability.md#pacing)."
+        : 'The backends ran at nice 19.')
+    } finally {
+      await tenantry.dataPlane.driver('main').admin(DB_NAME).query('DROP EXTENSION prioritize')
+    }
+  })
 })
