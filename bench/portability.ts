@@ -1,7 +1,7 @@
 /**
  * Per-tenant backup and restore throughput in every tier against pg_dump/pg_restore and psql \copy, and other tenants' routing p99 during a backup.
  *
- * `npm run bench -- portability [--rows 1000000] [--repeats 4] [--compress gzip|none] [--parallel 4] [--probe-ms 8000] [--open-share 0.3] [--autogroup off|keep] [--tiers pooled,schema,database] [--keep]`
+ * `npm run bench -- portability [--rows 1000000] [--repeats 4] [--compress gzip|none] [--parallel 4] [--probe-ms 8000] [--open-share 0.3] [--p99-rounds 3] [--autogroup off|keep] [--tiers pooled,schema,database] [--keep]`
  *
  * Real PostgreSQL (`BENCH_PG_URL`, else `TENANTRY_TEST_PG_URL`, else postgres://postgres@127.0.0.1:5432/postgres,
  * a superuser), own database `tenantry_bench_portability` and role prefix `tb_port`, removed before
@@ -36,7 +36,8 @@
  *   scheduling group: the bench turns it off for these figures when it may, and back on after
  *   (`--autogroup keep` leaves it). `p99_during_backup_ratio` is the paced backup under the
  *   closed loop; `p99_during_unpaced_backup_ratio`, `p99_open_loop_unpaced_ratio` and
- *   `p99_open_loop_paced_ratio` are beside it.
+ *   `p99_open_loop_paced_ratio` are beside it. `--p99-rounds` rounds of the three, each ratio
+ *   against its round's alone; the figures are the medians.
  * Between rounds, untimed: the restored copy is erased, the native scratch database dropped.
  * The last line is one JSON object: backup_rows_per_s, restore_rows_per_s, backup_vs_native,
  * restore_vs_native (each the worst tier's median), p99_during_backup_ratio, and per tier figures
@@ -208,7 +209,7 @@ export default async function run(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: {
     rows: { type: 'string', default: '1000000' }, tiers: { type: 'string', default: 'pooled,schema,database' }, repeats: { type: 'string', default: '4' },
     compress: { type: 'string', default: 'gzip' }, parallel: { type: 'string', default: '4' }, 'probe-ms': { type: 'string', default: '8000' }, keep: { type: 'boolean', default: false },
-    'open-share': { type: 'string', default: '0.3' }, autogroup: { type: 'string', default: 'off' },
+    'open-share': { type: 'string', default: '0.3' }, autogroup: { type: 'string', default: 'off' }, 'p99-rounds': { type: 'string', default: '3' },
   } })
   const rows = Number(values.rows)
   const repeats = Math.max(1, Number(values.repeats) || 1)
@@ -218,6 +219,7 @@ export default async function run(args: string[]): Promise<number> {
     return 2
   }
   const gzip = values.compress === 'gzip'
+  const p99Rounds = Math.max(1, Number(values['p99-rounds']) || 1)
   if (values.autogroup !== 'off' && values.autogroup !== 'keep') {
     console.error('portability: --autogroup is off or keep')
     return 2
@@ -247,7 +249,7 @@ export default async function run(args: string[]): Promise<number> {
   const results: Record<string, { rows: number; rounds: Round[]; archive_mb: number; native_mb: number }> = {}
   let p99Ratio: number | null = null
   let autogroupChanged = false
-  let p99Detail: { closed?: Record<string, number | null>; open?: Record<string, number | null> } = {}
+  let p99Detail: { closed?: Record<string, number | number[] | null>; open?: Record<string, number | number[] | null> } = {}
   try {
     const probeTenant = await t.provision({ slug: 'probe', tier: 'pooled' })
     await fill(t, probeTenant, 5000)
@@ -340,7 +342,8 @@ export default async function run(args: string[]): Promise<number> {
         const load = async (rate: number) => {
           const label = rate > 0 ? `open loop at ${Math.round(rate)} req/s` : 'closed loop, 4 at once'
           const run = async (pace: boolean | null) => {
-            const p = probe({ PROBE_URL: url }, probeMs, rate)
+            // A paced backup runs longer, after the command's start: the probe outlasts it.
+            const p = probe({ PROBE_URL: url }, pace ? probeMs * 2 : probeMs, rate)
             await p.ready
             if (pace === null) return { lat: percentiles((await p.done).map(([, ms]) => ms)), n: (await p.done).length }
             await new Promise((res) => setTimeout(res, 1000))
@@ -359,19 +362,30 @@ export default async function run(args: string[]): Promise<number> {
             const all = await p.done
             return { lat: percentiles(all.filter(([at]) => at >= from && at <= to).map(([, ms]) => ms)), n: all.length, b }
           }
-          const alone = await run(null)
-          const res: Record<string, number | null> = { alone_p99_ms: round(alone.lat.p99, 3), alone_rps: Math.round(alone.n / (probeMs / 1000)) }
-          for (const pace of [false, true]) {
-            const d = await run(pace)
-            const key = pace ? 'paced' : 'unpaced'
-            res[`${key}_ratio`] = round(d.lat.p99 / alone.lat.p99, 3)
-            res[`${key}_p99_ms`] = round(d.lat.p99, 3)
-            res[`${key}_samples`] = d.lat.n
-            res[`${key}_backup_ms`] = d.b!.ms
-            if (d.b!.pace) res[`${key}_mean_level`] = round(d.b!.pace.meanLevel, 3)
-            log(`${label}: p50 alone ${round(alone.lat.p50, 2)} ms, p99 alone ${round(alone.lat.p99, 2)} ms, during a${pace ? ' paced' : 'n unpaced'} backup ${round(d.lat.p99, 2)} ms (n=${d.lat.n}): ${res[`${key}_ratio`]}x; the backup took ${d.b!.ms} ms${d.b!.pace ? ` (pace: ${d.b!.pace.gauge} baseline ${round(d.b!.pace.baseline, 3)}, mean level ${round(d.b!.pace.meanLevel, 3)}, ${d.b!.pace.slowdowns} slowdowns${d.b!.pace.free ? ', free' : ''})` : ''}`)
+          // --p99-rounds rounds of alone, unpaced, paced: each ratio against its own round's
+          // alone; the figures are the medians of the rounds' (one p99 of one window swings).
+          const per: Record<string, number>[] = []
+          for (let r = 0; r < p99Rounds; r++) {
+            const alone = await run(null)
+            const res: Record<string, number> = { alone_p99_ms: alone.lat.p99, alone_rps: alone.n / (probeMs / 1000) }
+            for (const pace of [false, true]) {
+              const d = await run(pace)
+              const key = pace ? 'paced' : 'unpaced'
+              res[`${key}_ratio`] = d.lat.p99 / alone.lat.p99
+              res[`${key}_p99_ms`] = d.lat.p99
+              res[`${key}_samples`] = d.lat.n
+              res[`${key}_backup_ms`] = d.b!.ms
+              if (d.b!.pace) res[`${key}_mean_level`] = d.b!.pace.meanLevel
+              log(`${label}, round ${r + 1}/${p99Rounds}: p50 alone ${round(alone.lat.p50, 2)} ms, p99 alone ${round(alone.lat.p99, 2)} ms, during a${pace ? ' paced' : 'n unpaced'} backup ${round(d.lat.p99, 2)} ms (n=${d.lat.n}): ${round(res[`${key}_ratio`], 3)}x; the backup took ${d.b!.ms} ms${d.b!.pace ? ` (pace: ${d.b!.pace.gauge} baseline ${round(d.b!.pace.baseline, 3)}, mean level ${round(d.b!.pace.meanLevel, 3)}, ${d.b!.pace.slowdowns} slowdowns${d.b!.pace.free ? ', free' : ''})` : ''}`)
+            }
+            per.push(res)
           }
-          return { res, rps: res.alone_rps! }
+          const res: Record<string, number | number[] | null> = {}
+          for (const k of Object.keys(per[0])) res[k] = round(median(per.map((x) => x[k])), 3)
+          res.alone_rps = Math.round(res.alone_rps as number)
+          res.unpaced_ratios = per.map((x) => round(x.unpaced_ratio, 3))
+          res.paced_ratios = per.map((x) => round(x.paced_ratio, 3))
+          return { res, rps: res.alone_rps }
         }
         const autogroup = autogroupOff(values.autogroup === 'keep')
         let closed: Awaited<ReturnType<typeof load>>
@@ -387,8 +401,8 @@ export default async function run(args: string[]): Promise<number> {
         // The headline is a live backup as users are told to take one (paced, docs/portability.md)
         // under the closed loop, the load of the earlier figures; the default (unpaced, pg_dump's
         // full speed) and the open-loop ratios are beside it.
-        p99Ratio = closed.res.paced_ratio
-        p99Detail = { closed: closed.res, open: open.res } as never
+        p99Ratio = closed.res.paced_ratio as number
+        p99Detail = { closed: closed.res, open: open.res }
       } else {
         await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`)
       }
