@@ -1,7 +1,7 @@
 /**
  * Per-tenant backup and restore throughput in every tier against pg_dump/pg_restore and psql \copy, and other tenants' routing p99 during a backup.
  *
- * `npm run bench -- portability [--rows 1000000] [--repeats 4] [--compress gzip|none] [--parallel 4] [--probe-ms 8000] [--open-share 0.3] [--p99-rounds 3] [--autogroup off|keep] [--tiers pooled,schema,database] [--keep]`
+ * `npm run bench -- portability [--rows 1000000] [--repeats 4] [--compress gzip|none] [--parallel 4] [--probe-ms 8000] [--open-share 0.3] [--p99-rounds 5] [--autogroup off|keep] [--tiers pooled,schema,database] [--keep]`
  *
  * Real PostgreSQL (`BENCH_PG_URL`, else `TENANTRY_TEST_PG_URL`, else postgres://postgres@127.0.0.1:5432/postgres,
  * a superuser), own database `tenantry_bench_portability` and role prefix `tb_port`, removed before
@@ -36,8 +36,9 @@
  *   scheduling group: the bench turns it off for these figures when it may, and back on after
  *   (`--autogroup keep` leaves it). `p99_during_backup_ratio` is the paced backup under the
  *   closed loop; `p99_during_unpaced_backup_ratio`, `p99_open_loop_unpaced_ratio` and
- *   `p99_open_loop_paced_ratio` are beside it. `--p99-rounds` rounds of the three, each ratio
- *   against its round's alone; the figures are the medians.
+ *   `p99_open_loop_paced_ratio` are beside it. `--p99-rounds` rounds, each ratio against its
+ *   round's alone; the figures are the medians. Each round also times the load alone a second
+ *   time (`p99_alone_again_ratio`: the noise between two windows with no backup at all).
  * Between rounds, untimed: the restored copy is erased, the native scratch database dropped.
  * The last line is one JSON object: backup_rows_per_s, restore_rows_per_s, backup_vs_native,
  * restore_vs_native (each the worst tier's median), p99_during_backup_ratio, and per tier figures
@@ -209,7 +210,7 @@ export default async function run(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: {
     rows: { type: 'string', default: '1000000' }, tiers: { type: 'string', default: 'pooled,schema,database' }, repeats: { type: 'string', default: '4' },
     compress: { type: 'string', default: 'gzip' }, parallel: { type: 'string', default: '4' }, 'probe-ms': { type: 'string', default: '8000' }, keep: { type: 'boolean', default: false },
-    'open-share': { type: 'string', default: '0.3' }, autogroup: { type: 'string', default: 'off' }, 'p99-rounds': { type: 'string', default: '3' },
+    'open-share': { type: 'string', default: '0.3' }, autogroup: { type: 'string', default: 'off' }, 'p99-rounds': { type: 'string', default: '5' },
   } })
   const rows = Number(values.rows)
   const repeats = Math.max(1, Number(values.repeats) || 1)
@@ -367,7 +368,11 @@ export default async function run(args: string[]): Promise<number> {
           const per: Record<string, number>[] = []
           for (let r = 0; r < p99Rounds; r++) {
             const alone = await run(null)
-            const res: Record<string, number> = { alone_p99_ms: alone.lat.p99, alone_rps: alone.n / (probeMs / 1000) }
+            // The same load alone again: how far one window's p99 moves from another's with no
+            // backup at all (the noise the other ratios carry).
+            const again = await run(null)
+            const res: Record<string, number> = { alone_p99_ms: alone.lat.p99, alone_rps: alone.n / (probeMs / 1000), again_ratio: again.lat.p99 / alone.lat.p99 }
+            log(`${label}, round ${r + 1}/${p99Rounds}: p99 alone ${round(alone.lat.p99, 2)} ms, alone again ${round(again.lat.p99, 2)} ms: ${round(res.again_ratio, 3)}x`)
             for (const pace of [false, true]) {
               const d = await run(pace)
               const key = pace ? 'paced' : 'unpaced'
@@ -383,6 +388,7 @@ export default async function run(args: string[]): Promise<number> {
           const res: Record<string, number | number[] | null> = {}
           for (const k of Object.keys(per[0])) res[k] = round(median(per.map((x) => x[k])), 3)
           res.alone_rps = Math.round(res.alone_rps as number)
+          res.again_ratios = per.map((x) => round(x.again_ratio, 3))
           res.unpaced_ratios = per.map((x) => round(x.unpaced_ratio, 3))
           res.paced_ratios = per.map((x) => round(x.paced_ratio, 3))
           return { res, rps: res.alone_rps }
@@ -448,6 +454,7 @@ export default async function run(args: string[]): Promise<number> {
     restore_vs_native: worst('restore_vs_native'),
     p99_during_backup_ratio: p99Ratio,
     p99_during_unpaced_backup_ratio: p99Detail.closed?.unpaced_ratio ?? null,
+    p99_alone_again_ratio: p99Detail.closed?.again_ratio ?? null,
     prioritize_extension: prioritize,
     autogroup_turned_off: autogroupChanged,
     p99_open_loop_unpaced_ratio: p99Detail.open?.unpaced_ratio ?? null,
