@@ -108,7 +108,7 @@ export const portabilityRoutes: AdminRoutes = (app, ctx) => {
       tags: TAG, summary: 'Back up a tenant (a durable operation): 202 with its operation id', params: slugParam,
       body: {
         type: 'object', additionalProperties: false,
-        properties: { ...targetField, gzip: { type: 'boolean', default: true }, encrypt: { type: 'boolean', description: 'default: when a master key is set' }, pace: { type: 'boolean', default: false, description: "pace the copy by the server's load (default: full speed, like pg_dump)" } },
+        properties: { ...targetField, gzip: { type: 'boolean', default: true }, encrypt: { type: 'boolean', description: 'default: when a master key is set' }, pace: { type: 'boolean', default: false, description: "pace the copy by the server's load, its backends at the lowest priority where the server has the prioritize extension (default: full speed, like pg_dump)" } },
       },
       response: { ...started, ...errors(404, 409) },
     },
