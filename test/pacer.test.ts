@@ -168,6 +168,28 @@ describe('LoadPacer', () => {
     await pacer.stop()
   })
 
+  it('keeps to busyMaxLevel on a server in use (a paced backup: one stream), and takes the whole concurrency on a free one', async () => {
+    let u = 0.5
+    const cpuTimes = scriptedCpuTimes(() => u)
+    const pacer = new LoadPacer(() => ({ cpuTimes }), 4, { ...FAST, freeBelow: 0.2, startLevel: 0.1, busyMaxLevel: 1, recalibrateSeconds: 0.05 })
+    await pacer.start('main')
+    expect(pacer.report()).toMatchObject({ gauge: 'cpu', level: 0.1, free: false })
+    // Always below its bound (0.5 + 0.375 × 0.5): it grows, ×1.5 from a tenth, and stops at one stream.
+    await until(() => pacer.report().level === 1, 'level 1')
+    const levels = new Set<number>()
+    const until2 = Date.now() + 60
+    while (Date.now() < until2) {
+      levels.add(pacer.report().level)
+      await new Promise((r) => setTimeout(r, 1))
+    }
+    expect([...levels]).toEqual([1])
+    // Free (the next baseline below 20 %): the whole concurrency.
+    u = 0.05
+    await until(() => pacer.report().level === 4, 'level 4')
+    expect(pacer.report().free).toBe(true)
+    await pacer.stop()
+  })
+
   it('does not pace a server without a gauge (PGlite): the whole concurrency at once', async () => {
     const pacer = new LoadPacer(() => ({}), 4, FAST)
     await pacer.start('main')

@@ -134,6 +134,8 @@ export class PgServer implements ServerDriver {
   private sessionTimeoutMs: number | null = null
   /** The connection of {@link probe}, opened on first use. */
   private probeClient: Promise<pg.Client> | null = null
+  /** Settles when the probe connection's statement in progress is done (see {@link onProbeConnection}). */
+  private probeTurn: Promise<void> = Promise.resolve()
   /** False once reading the host's CPU times was refused: not asked again. */
   private cpuReadable = true
   private priority: Promise<BackendPriority> | null = null
@@ -474,6 +476,12 @@ export class PgServer implements ServerDriver {
       this.probeClient.catch(() => { this.probeClient = null })
     }
     const client = await this.probeClient
+    // One statement at a time on the one connection: the pacer's gauges and the lowering of a
+    // backup's backends (several at once, one per table stream) share it.
+    const turn = this.probeTurn
+    let done!: () => void
+    this.probeTurn = new Promise<void>((r) => (done = r))
+    await turn
     try {
       return await fn(client)
     } catch (err) {
@@ -483,6 +491,8 @@ export class PgServer implements ServerDriver {
         client.end().catch(() => undefined)
       }
       throw err
+    } finally {
+      done()
     }
   }
 

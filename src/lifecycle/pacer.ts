@@ -43,6 +43,8 @@ export interface PaceOptions {
   freeBelow?: number
   /** The level a run starts at when its server is in use: a share of one stream, or streams. Default 1 (one stream). */
   startLevel?: number
+  /** The highest level on a server in use (not free), in streams. Default: the run's whole concurrency. */
+  busyMaxLevel?: number
 }
 
 /** What a paced run did, for the result and the progress. */
@@ -198,6 +200,7 @@ export class LoadPacer {
       recalibrateSeconds: options.recalibrateSeconds ?? 10,
       freeBelow: options.freeBelow ?? 0,
       startLevel: options.startLevel ?? 1,
+      busyMaxLevel: options.busyMaxLevel ?? Infinity,
     }
     // A slow start: one stream until the first decision says the server has room.
     this.levelNow = this.startLevel()
@@ -285,6 +288,11 @@ export class LoadPacer {
     else if (this.levelNow > this.startLevel()) this.setLevel(this.startLevel())
   }
 
+  /** The most a run takes of a server in use: its concurrency, or less (`busyMaxLevel`). */
+  private busyMax(): number {
+    return Math.max(this.o.minLevel, Math.min(this.maxLevel, this.o.busyMaxLevel))
+  }
+
   private startLevel(): number {
     return Math.max(this.o.minLevel, Math.min(this.o.startLevel, this.maxLevel))
   }
@@ -361,7 +369,7 @@ export class LoadPacer {
       this.last = value
       const { slower, faster } = gauge.bounds(this.baseline)
       if (value > slower) this.setLevel(Math.max(this.o.minLevel, this.levelNow / 2))
-      else if (value < faster && this.levelNow < this.maxLevel) this.setLevel(Math.min(this.maxLevel, this.levelNow < 1 ? this.levelNow * 1.5 : this.levelNow + 1))
+      else if (value < faster && this.levelNow < this.busyMax()) this.setLevel(Math.min(this.busyMax(), this.levelNow < 1 ? this.levelNow * 1.5 : this.levelNow + 1))
     }
   }
 }

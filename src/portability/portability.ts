@@ -1140,13 +1140,15 @@ function pluginOf(version: string): string | null {
  * The pacer of one backup (null: not paced). Like a fleet migration's (lifecycle/pacer.ts), with
  * a backup's own settings: decisions every 200 ms; a server below 20 % CPU with the backup held is
  * nobody else's, so the backup runs at its whole width there; on a busy one it starts at a
- * tenth of one stream and takes at most a fifth of what the users leave idle. The baseline is taken
+ * tenth of one stream, takes at most a fifth of what the users leave idle and never more than one
+ * stream (its backends' time counts as idle where they are lowered, and several lowered backends
+ * at once still made other tenants' p99 1.5–2.2× in bench/portability.ts, one at most 1.1–1.35×). The baseline is taken
  * before the snapshot is, with nothing of the backup running.
  */
 async function backupPacer(driver: ServerDriver, server: string, width: number, pace: boolean | PaceOptions): Promise<LoadPacer | null> {
   if (pace === false || !driver.probe) return null
   const pacer = new LoadPacer(() => ({ cpuTimes: driver.cpuTimes && (() => driver.cpuTimes!()), probe: driver.probe && (() => driver.probe!()) }), width, {
-    windowMs: 200, freeBelow: 0.2, startLevel: 0.1, maxIdleShare: 0.2, ...(typeof pace === 'object' ? pace : {}),
+    windowMs: 200, freeBelow: 0.2, startLevel: 0.1, maxIdleShare: 0.2, busyMaxLevel: 1, ...(typeof pace === 'object' ? pace : {}),
   })
   await pacer.start(server)
   return pacer
