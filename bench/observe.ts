@@ -10,6 +10,9 @@
  * rounds; load comes from another child process (autocannon), against one server at a time, the
  * same request list for both, spread over several pooled tenants. Rounds alternate which variant
  * goes first. Ratios are medians over rounds of each round's `on` figure over that round's `off`.
+ * Another child measures the OpenTelemetry SDK's own CPU per span (bench/fixtures/span-cost.ts):
+ * set against what the 0.95× req/s target leaves per request (off's node CPU per request × (1/0.95 − 1)),
+ * it tells how much of that budget any span per request takes, whoever makes it.
  * A third child (fresh heap, `--expose-gc`) measures the usage meter's memory with 100,000
  * tenants active in one interval, and its hot path. Prints a table, then as the last line one
  * JSON object with the figures. See docs/benchmarks.md for what is compared and why it is fair.
@@ -32,6 +35,7 @@ const TARGET_RPS_RATIO = 0.95
 const TARGET_P99_RATIO = 1.1
 const SERVER = 'bench/fixtures/observe-server.ts'
 const METER_CHILD = 'bench/fixtures/meter-memory.ts'
+const SPAN_CHILD = 'bench/fixtures/span-cost.ts'
 
 /**
  * `on`: Tenantry's observability on, the app logging each request through Tenantry's logger.
@@ -168,6 +172,21 @@ async function setup(adminUrl: string, admin: pg.Client, pool: number, tenants: 
   } finally {
     await tenantry?.close()
   }
+}
+
+/** The SDK's own CPU per span (bench/fixtures/span-cost.ts), in a fresh process. */
+function measureSpanCost(): Promise<{ sdkSpanUs: number; noopSpanUs: number; iterations: number; exported: number; recorded: number }> {
+  return new Promise((resolve, reject) => {
+    const child = fork(resolvePath(REPO_ROOT, SPAN_CHILD), [], { cwd: REPO_ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    let result: Awaited<ReturnType<typeof measureSpanCost>> | undefined
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error('span cost: no answer within 300 s')) }, 300_000)
+    child.on('message', (m: { type?: string; result?: typeof result }) => { if (m?.type === 'result') result = m.result })
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      if (result) resolve(result)
+      else reject(new Error(`span cost: child exited (code ${code}, signal ${signal}) without a result`))
+    })
+  })
 }
 
 /** Run the meter's memory and hot-path measurement in a fresh process with `--expose-gc`. */
@@ -368,12 +387,16 @@ export default async function observe(argv: string[]): Promise<number> {
   const slugs = new Set(Array.from({ length: tenantCount }, (_, i) => slugOf(i)))
   let pgVersion = ''
   let meter: MeterFigures
+  let spanCost: Awaited<ReturnType<typeof measureSpanCost>>
   try {
     // The meter first: it needs a quiet machine for its timings and no database.
     const quiet = await waitForQuiet({ maxBusyCores: maxOther, timeoutMs: quietWait * 1000 })
     if (!quiet.quiet) log(`machine still busy after ${quietWait} s (${quiet.busy.toFixed(2)} cores): measuring the meter anyway`)
     log(`usage meter: ${meterTenants.toLocaleString('en-US')} tenants, one request and one statement each, in a fresh process…`)
     meter = await measureMeter(meterTenants)
+    log('OpenTelemetry SDK: the CPU of one span per statement, in a fresh process…')
+    spanCost = await measureSpanCost()
+    log(`  ${fmt(spanCost.sdkSpanUs, 2)} µs per span through the SDK, ${fmt(spanCost.noopSpanUs, 2)} µs with no provider (${spanCost.exported} of ${spanCost.recorded} exported)`)
     log(`  meter alone ${fmt(meter.meterMb, 1)} MB (${fmt(meter.meterBytesPerTenant)} B per tenant), with metrics after a scrape ${fmt(meter.withMetricsMb, 1)} MB; ` +
       `request+statement ${fmt(meter.pairNs)} ns (${meterTenants} tenants), ${fmt(meter.pairFewNs)} ns (20 tenants); empty loop ${fmt(meter.emptyNs, 1)} ns`)
 
@@ -556,6 +579,13 @@ export default async function observe(argv: string[]): Promise<number> {
     ],
   )
   console.log(`\nnode CPU per request, on over off (paired, median of rounds): ${fmt(nodeCpuRatio, 3)}×`)
+  // What ≥ 0.95× req/s leaves for everything `on` adds, where the server's CPU is what limits it:
+  // off's CPU per request × (1/0.95 − 1). The SDK's own part of one span per request comes out of it.
+  const offUs = usPerReq('off', 'server')
+  const budgetUs = offUs * (1 / TARGET_RPS_RATIO - 1)
+  const sdkUs = spanCost.sdkSpanUs - spanCost.noopSpanUs
+  console.log(`the ${TARGET_RPS_RATIO}× req/s target leaves ${fmt(budgetUs, 1)} µs per request for all of on's additions (off: ${fmt(offUs, 0)} µs of node CPU per request); ` +
+    `the SDK alone takes ${fmt(sdkUs, 1)} µs of it per span (${fmt((100 * sdkUs) / budgetUs, 0)} %), whoever makes the span`)
   console.log(`\non vs silent (no logging at all): ${fmt(silentRps, 3)}× req/s, ${fmt(silentP99, 3)}× p99; the app's request logging alone (off vs silent): ${fmt(appLogRps, 3)}× req/s`)
 
   console.log(`\nusage meter, ${meter.tenants.toLocaleString('en-US')} tenants active in one interval (heap after GC, MB = 2^20 bytes):\n`)
@@ -621,6 +651,9 @@ export default async function observe(argv: string[]): Promise<number> {
     on_node_us_per_req: round(usPerReq('on', 'server'), 0),
     on_pg_us_per_req: round(usPerReq('on', 'postgres'), 0),
     node_cpu_per_req_ratio: round(nodeCpuRatio, 3),
+    rps_budget_us_per_req: round(budgetUs, 1),
+    sdk_span_us: round(sdkUs, 2),
+    sdk_span_share_of_budget: round(sdkUs / budgetUs, 3),
     log_bytes_per_request: round(checks.logBytes / Math.max(1, sent), 0),
     log_lines_per_request: round(checks.logLines / Math.max(1, sent), 2),
     spans_per_request: round(checks.spansExported / Math.max(1, sent), 2),
