@@ -326,7 +326,7 @@ export default async function run(args: string[]): Promise<number> {
           else nativeRestoreS = await timed(nativeRestore)
         }
         rounds.push({ backup_s: backupS, native_backup_s: nativeBackupS, restore_s: restoreS, native_restore_s: nativeRestoreS })
-        log(`${tier} round ${r + 1}/${repeats} (${tenantryFirst ? 'Tenantry' : 'native'} first): backup ${round(backupS, 2)} s vs ${round(nativeBackupS, 2)} s (${round(nativeBackupS / backupS, 3)}x), restore ${round(restoreS, 2)} s vs ${round(nativeRestoreS, 2)} s (${round(nativeRestoreS / restoreS, 3)}x)`)
+        log(`${tier} round ${r + 1}/${repeats} (${tenantryFirst ? 'Tenantry' : 'native'} first): backup ${round(backupS, 2)} s vs ${round(nativeBackupS, 2)} s (${round(nativeBackupS / backupS, 3)}x), restore ${round(restoreS, 2)} s vs ${round(nativeRestoreS, 2)} s (${round(nativeRestoreS / restoreS, 3)}x); this process: heap ${Math.round(process.memoryUsage().heapUsed / 1e6)} MB, rss ${Math.round(process.memoryUsage().rss / 1e6)} MB`)
         // Untimed: the copy goes, and the archive (a round makes its own).
         await t.portability.erase(`copy-${tier}-${r}`, { force: true })
         rmSync(backupPath, { force: true })
