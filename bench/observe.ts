@@ -1,7 +1,7 @@
 /**
  * Observability overhead: the routing benchmark's point read with logging, metrics, tracing and metering on vs off, and the metering aggregator's memory with 100,000 tenants.
  *
- * `npm run bench -- observe [--duration 5] [--warmup 5] [--run-warmup 1] [--restart-every 3] [--connections 50] [--rounds 12] [--pool 10] [--tenants 20] [--ids 1000] [--no-traceparent] [--retries 1] [--max-other 0.25] [--quiet-wait 30] [--meter-tenants 100000] [--keep] [--check]`
+ * `npm run bench -- observe [--duration 5] [--warmup 5] [--run-warmup 1] [--restart-every 3] [--connections 50] [--rate N] [--rounds 12] [--pool 10] [--tenants 20] [--ids 1000] [--no-traceparent] [--retries 1] [--max-other 0.25] [--quiet-wait 30] [--meter-tenants 100000] [--keep] [--check]`
  *
  * Two servers (bench/fixtures/observe-server.ts: the demo app on Tenantry with `observe` all off,
  * and the same with everything on: pino at info to a file, Prometheus metrics scraped every
@@ -104,7 +104,7 @@ function usage(): string {
   return [
     'usage: npm run bench -- observe [--duration S] [--warmup S] [--run-warmup S] [--restart-every N] [--connections N] [--rounds N] [--pool N]',
     '                                [--tenants N] [--ids N] [--no-traceparent] [--retries N] [--max-other CORES] [--quiet-wait S]',
-    '                                [--meter-tenants N] [--keep] [--check]',
+    '                                [--meter-tenants N] [--rate N] [--keep] [--check]',
     '  --duration 5   measured seconds per run       --warmup 5       discarded seconds per server after each start',
     '  --run-warmup 1 discarded seconds before each run   --restart-every 3  rounds before the servers are replaced by fresh ones',
     '  --connections 50  autocannon connections      --rounds 12      rounds of off and on (which goes first alternates)',
@@ -115,6 +115,8 @@ function usage(): string {
     '  --max-other 0.25  cores other processes may use during a run (and before it starts)',
     '  --quiet-wait 30   seconds to wait for a quiet machine before each run',
     '  --meter-tenants 100000  tenants fed to the usage meter in the memory measurement',
+    '  --rate N       diagnostics: N requests per second for every variant (an open load) instead of as fast as',
+    '                 answered; node µs/req then compares the variants at one rate (req/s ratios mean nothing)',
     '  --keep         leave the bench database, roles and log files   --check   exit 1 when a target is missed',
   ].join('\n')
 }
@@ -300,6 +302,7 @@ export default async function observe(argv: string[]): Promise<number> {
         'run-warmup': { type: 'string' },
         'restart-every': { type: 'string' },
         connections: { type: 'string' },
+        rate: { type: 'string' },
         rounds: { type: 'string' },
         pool: { type: 'string' },
         tenants: { type: 'string' },
@@ -324,12 +327,14 @@ export default async function observe(argv: string[]): Promise<number> {
   }
   let duration: number, warmup: number, runWarmup: number, restartEvery: number, connections: number, rounds: number, pool: number
   let tenantCount: number, idCount: number, meterTenants: number, retries: number, maxOther: number, quietWait: number
+  let rate: number | undefined
   try {
     duration = positiveInt('duration', flags.duration, 5)
     warmup = positiveInt('warmup', flags.warmup, 5)
     runWarmup = positiveInt('run-warmup', flags['run-warmup'], 1)
     restartEvery = positiveInt('restart-every', flags['restart-every'], 3)
     connections = positiveInt('connections', flags.connections, 50)
+    rate = flags.rate === undefined ? undefined : positiveInt('rate', flags.rate, 1)
     rounds = positiveInt('rounds', flags.rounds, 12)
     pool = positiveInt('pool', flags.pool, 10)
     tenantCount = positiveInt('tenants', flags.tenants, 20)
@@ -480,7 +485,7 @@ export default async function observe(argv: string[]): Promise<number> {
       // Only while the `on` server is under load: a scrape during the `off` run would take CPU from it.
       const scraper = variant === 'on' && parts.has('metrics') ? startScraper(server.url, parts.has('metering')) : undefined
       const { result, cpu } = await runLoad(
-        { url: server.url, requests: requests.map(({ path, headers }) => ({ path, headers })), connections, warmupSeconds: warm, durationSeconds: seconds },
+        { url: server.url, requests: requests.map(({ path, headers }) => ({ path, headers })), connections, warmupSeconds: warm, durationSeconds: seconds, rate },
         { server: server.pid, postgresDatabase: DATABASE },
       ).finally(async () => {
         const s = await scraper?.stop()
@@ -672,6 +677,7 @@ export default async function observe(argv: string[]): Promise<number> {
     tenants: tenantCount,
     ids: idCount,
     traceparent,
+    ...(rate ? { rate } : {}),
     errors,
     non_2xx: non2xx,
     max_other_cpu: round(worstOther, 2),

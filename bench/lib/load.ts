@@ -121,6 +121,8 @@ export interface LoadJob {
   /** Seconds of discarded warm-up load before the measurement. 0 for none. */
   warmupSeconds: number
   durationSeconds: number
+  /** Requests per second over all connections (autocannon's `overallRate`); absent: as fast as answered (closed loop). */
+  rate?: number
 }
 
 /** What a measured run produced. Latencies are in milliseconds, exact (not autocannon's integer buckets). */
@@ -182,7 +184,7 @@ async function loadWorker(): Promise<void> {
   const { default: run } = await import('autocannon')
   const job = await new Promise<LoadJob>((resolve) => process.once('message', (m: any) => resolve(m.job)))
   const requests = job.requests.map((r) => ({ method: 'GET' as const, path: r.path, headers: r.headers }))
-  const common = { url: job.url, connections: job.connections, pipelining: 1, requests, timeout: 10 }
+  const common = { url: job.url, connections: job.connections, pipelining: 1, requests, timeout: 10, ...(job.rate ? { overallRate: job.rate } : {}) }
 
   let warm = { requests: 0, errors: 0, non2xx: 0 }
   if (job.warmupSeconds > 0) {
