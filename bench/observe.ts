@@ -176,39 +176,37 @@ async function setup(adminUrl: string, admin: pg.Client, pool: number, tenants: 
   }
 }
 
-/** The SDK's own CPU per span (bench/fixtures/span-cost.ts), in a fresh process. */
-function measureSpanCost(): Promise<{ sdkSpanUs: number; noopSpanUs: number; iterations: number; exported: number; recorded: number }> {
+/**
+ * Run a measurement fixture in a fresh process (`execArgv` after tsx's), and take the
+ * `{ type: 'result', result }` it sends before it exits; `what` names it in errors.
+ */
+function childResult<T>(fixture: string, what: string, execArgv: string[] = [], env: Record<string, string> = {}): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = fork(resolvePath(REPO_ROOT, SPAN_CHILD), [], { cwd: REPO_ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-    let result: Awaited<ReturnType<typeof measureSpanCost>> | undefined
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error('span cost: no answer within 300 s')) }, 300_000)
-    child.on('message', (m: { type?: string; result?: typeof result }) => { if (m?.type === 'result') result = m.result })
+    const child = fork(resolvePath(REPO_ROOT, fixture), [], {
+      cwd: REPO_ROOT,
+      execArgv: ['--import', 'tsx', ...execArgv],
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    })
+    let result: T | undefined
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${what}: no answer within 300 s`)) }, 300_000)
+    child.on('message', (m: { type?: string; result?: T }) => { if (m?.type === 'result') result = m.result })
     child.once('exit', (code, signal) => {
       clearTimeout(timer)
       if (result) resolve(result)
-      else reject(new Error(`span cost: child exited (code ${code}, signal ${signal}) without a result`))
+      else reject(new Error(`${what}: child exited (code ${code}, signal ${signal}) without a result`))
     })
   })
 }
 
+/** The SDK's own CPU per span (bench/fixtures/span-cost.ts), in a fresh process. */
+function measureSpanCost(): Promise<{ sdkSpanUs: number; noopSpanUs: number; iterations: number; exported: number; recorded: number }> {
+  return childResult(SPAN_CHILD, 'span cost')
+}
+
 /** Run the meter's memory and hot-path measurement in a fresh process with `--expose-gc`. */
 function measureMeter(tenants: number): Promise<MeterFigures> {
-  return new Promise((resolve, reject) => {
-    const child = fork(resolvePath(REPO_ROOT, METER_CHILD), [], {
-      cwd: REPO_ROOT,
-      execArgv: ['--import', 'tsx', '--expose-gc'],
-      env: { ...process.env, BENCH_METER_TENANTS: String(tenants) },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    })
-    let result: MeterFigures | undefined
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error('meter measurement: no answer within 300 s')) }, 300_000)
-    child.on('message', (m: { type?: string; result?: MeterFigures }) => { if (m?.type === 'result') result = m.result })
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer)
-      if (result) resolve(result)
-      else reject(new Error(`meter measurement: child exited (code ${code}, signal ${signal}) without a result`))
-    })
-  })
+  return childResult(METER_CHILD, 'meter measurement', ['--expose-gc'], { BENCH_METER_TENANTS: String(tenants) })
 }
 
 /** Requests served per tenant according to a scrape: the sum of `tenantry_tenant_requests_total` over its series. */

@@ -198,7 +198,14 @@ function autogroupOff(keep: boolean): { was: string; restore: () => void } | nul
     const was = readFileSync(path, 'utf8').trim()
     if (keep || was !== '1') return null
     writeFileSync(path, '0')
-    return { was, restore: () => writeFileSync(path, was) }
+    // Back on however the bench ends (a failure, Ctrl-C), not only after the figures.
+    const restore = () => {
+      process.off('exit', restore)
+      try { writeFileSync(path, was) } catch { /* nothing more to do */ }
+    }
+    process.once('exit', restore)
+    process.once('SIGINT', () => process.exit(130))
+    return { was, restore }
   } catch {
     return null
   }
