@@ -93,10 +93,13 @@ COMMENT ON COLUMN tasks.assignee IS 'tenantry:subject';
       expect(manifest.tenant).toMatchObject({ id: acme.id, slug: 'acme', tier: 'pooled' })
       expect(manifest.migrations.map((m) => m.version)).toEqual(['0001'])
       expect(manifest.tables.map((t) => [t.name, t.rows, t.entry])).toEqual([
-        ['projects', 6, 'tables/000-projects.copy.gz.enc'],
-        ['tasks', 3, 'tables/001-tasks.copy.gz.enc'],
+        ['projects', 6, 'tables/000-projects.pgcopy.gz.enc'],
+        ['tasks', 3, 'tables/001-tasks.pgcopy.gz.enc'],
       ])
       expect(manifest.tables[0].columns[0]).toBe('tenant_id')
+      // Format version 2: every column type is built in, so both tables are in binary COPY form.
+      expect([manifest.formatVersion, manifest.tables.map((t) => t.format)]).toEqual([2, ['binary', 'binary']])
+      expect(manifest.tables[0].types).toEqual(['uuid', 'bigint', 'text', 'timestamp with time zone', 'text'])
       expect(manifest.tables.every((t) => /^[0-9a-f]{64}$/.test(t.sha256))).toBe(true)
       expect(manifest.encryption).toEqual({ algorithm: 'aes-256-gcm', key: 'tenant-data-key', tenantId: acme.id })
       expect(mac).toMatch(/^[0-9a-f]{64}$/)
@@ -208,10 +211,10 @@ COMMENT ON COLUMN tasks.assignee IS 'tenantry:subject';
         c[at] ^= 0x01
         return c
       }
-      const rowAt = plainBytes.indexOf(Buffer.from('back\\\\slash'))
+      const rowAt = plainBytes.indexOf(Buffer.from('back\\slash')) // binary COPY: the value's bytes as they are
       expect(rowAt).toBeGreaterThan(0)
       // The tar header of the tasks entry (the name also appears in the manifest, earlier), then its data.
-      const tasksData = bytes.lastIndexOf(Buffer.from('tables/001-tasks.copy.gz.enc')) + 512
+      const tasksData = bytes.lastIndexOf(Buffer.from('tables/001-tasks.pgcopy.gz.enc')) + 512
       const tasksSize = (await readManifest(archive)).manifest.tables[1].bytes
       const manifestRows = plainBytes.indexOf(Buffer.from('"rows": 6'))
       const encManifestRows = bytes.indexOf(Buffer.from('"rows": 6'))

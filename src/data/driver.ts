@@ -1,5 +1,6 @@
 import type { Readable, Writable } from 'node:stream'
 import type { Queryable, QueryResult, TransactionalQueryable } from './executor.ts'
+import type { CopyDataFormat } from './sql.ts'
 
 /**
  * How a connection is pointed at one tenant: which database to use, and the three settings that
@@ -24,16 +25,16 @@ export interface AdminQueryable extends TransactionalQueryable {
 }
 
 /**
- * An owner transaction that streams rows with COPY (text format): backups, restores and tenant
- * copies (src/portability/). `source` and `target` are SQL put after `COPY` — a quoted table with
- * its column list, or a parenthesised SELECT — built by the caller from quoted identifiers.
+ * An owner transaction that streams rows with COPY: backups, restores and tenant copies
+ * (src/portability/). `source` and `target` are SQL put after `COPY` — a quoted table with its
+ * column list, or a parenthesised SELECT — built by the caller from quoted identifiers.
  */
 export interface CopyTransaction extends Queryable {
   exec(sql: string): Promise<void>
-  /** `COPY <source> TO STDOUT` (`csv`: with a header line), written into `sink`; resolves when `sink` has ended. */
-  copyOut(source: string, sink: Writable, format?: 'text' | 'csv'): Promise<void>
-  /** `COPY <target> FROM STDIN`, read from `source`; resolves with the rows loaded. */
-  copyIn(target: string, source: Readable): Promise<number>
+  /** `COPY <source> TO STDOUT` in `format` (default text; `csv` with a header line), written into `sink`; resolves when `sink` has ended. */
+  copyOut(source: string, sink: Writable, format?: CopyDataFormat): Promise<void>
+  /** `COPY <target> FROM STDIN` in `format` (default text), read from `source`; resolves with the rows loaded. */
+  copyIn(target: string, source: Readable, format?: CopyDataFormat): Promise<number>
 }
 
 /**

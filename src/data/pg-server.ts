@@ -7,7 +7,7 @@ import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import { quoteIdent } from '../core/sql.ts'
 import { printable } from '../core/validation.ts'
 import type { Queryable, QueryResult } from './executor.ts'
-import { AUTOGROUP_SQL, BACKEND_PRIORITY_SQL, SET_BACKEND_PRIORITY_SQL } from './sql.ts'
+import { AUTOGROUP_SQL, BACKEND_PRIORITY_SQL, SET_BACKEND_PRIORITY_SQL, copyFormatOptions, type CopyDataFormat } from './sql.ts'
 import { enterStatement, timeoutMs, type AdminQueryable, type BackendPriority, type CopyMode, type CopyTransaction, type CopyTransactionOptions, type ServerDriver, type SessionTarget, type SessionTimeout, type TenantBudget } from './driver.ts'
 import { PipelinedQuery, pipelined, type PipelineStep } from './pipelined-query.ts'
 import { ServerPool, type PoolSlot } from './server-pool.ts'
@@ -37,7 +37,6 @@ export interface PgServerOptions {
   adminPoolSize?: number
 }
 
-const CSV_OPTIONS = ' WITH (FORMAT csv, HEADER true)'
 
 /** Distinct statement texts prepared per connection; beyond it statements go unnamed. */
 const STATEMENT_CACHE_SIZE = 256
@@ -315,9 +314,9 @@ export class PgServer implements ServerDriver {
           return { rows: res.rows, rowCount: res.rowCount ?? 0 }
         },
         exec: async (sql) => { await client.query(sql) },
-        copyOut: async (source: string, sink: Writable, format?: 'text' | 'csv') => { await pipeline(client.query(copyTo(`COPY ${source} TO STDOUT${format === 'csv' ? CSV_OPTIONS : ''}`)), sink) },
-        copyIn: async (target: string, source: Readable) => {
-          const stream = client.query(copyFrom(`COPY ${target} FROM STDIN`))
+        copyOut: async (source: string, sink: Writable, format?: CopyDataFormat) => { await pipeline(client.query(copyTo(`COPY ${source} TO STDOUT${copyFormatOptions(format)}`)), sink) },
+        copyIn: async (target: string, source: Readable, format?: CopyDataFormat) => {
+          const stream = client.query(copyFrom(`COPY ${target} FROM STDIN${copyFormatOptions(format)}`))
           await pipeline(source, stream)
           return Number(stream.rowCount ?? 0)
         },

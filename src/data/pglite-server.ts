@@ -6,6 +6,7 @@ import { PGlite, types } from '@electric-sql/pglite'
 import { TenantryError, fromPostgresError } from '../core/errors.ts'
 import type { Queryable, QueryResult } from './executor.ts'
 import { enterStatement, type AdminQueryable, type CopyMode, type CopyTransaction, type CopyTransactionOptions, type ServerDriver, type SessionTarget, type TenantBudget } from './driver.ts'
+import { copyFormatOptions, type CopyDataFormat } from './sql.ts'
 
 export interface PgliteServerOptions {
   name: string
@@ -126,18 +127,18 @@ export class PgliteServer implements ServerDriver {
         return fn({
           query: async <R>(text: string, values?: unknown[]) => toResult<R>(await tx.query(text, values ?? [])),
           exec: async (sql: string) => { await tx.exec(sql) },
-          copyOut: async (source: string, sink: Writable, format?: 'text' | 'csv') => {
-            const res = await tx.query(`COPY ${source} TO '/dev/blob'${format === 'csv' ? ' WITH (FORMAT csv, HEADER true)' : ''}`)
+          copyOut: async (source: string, sink: Writable, format?: CopyDataFormat) => {
+            const res = await tx.query(`COPY ${source} TO '/dev/blob'${copyFormatOptions(format)}`)
             const bytes = res.blob ? Buffer.from(await res.blob.arrayBuffer()) : Buffer.alloc(0)
             await new Promise<void>((resolve, reject) => {
               sink.once('error', reject)
               sink.end(bytes, () => resolve())
             })
           },
-          copyIn: async (target: string, source: Readable) => {
+          copyIn: async (target: string, source: Readable, format?: CopyDataFormat) => {
             const chunks: Buffer[] = []
             for await (const c of source) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array))
-            const res = await tx.query(`COPY ${target} FROM '/dev/blob'`, [], { blob: new Blob(chunks as Uint8Array<ArrayBuffer>[]) })
+            const res = await tx.query(`COPY ${target} FROM '/dev/blob'${copyFormatOptions(format)}`, [], { blob: new Blob(chunks as Uint8Array<ArrayBuffer>[]) })
             return res.affectedRows ?? 0
           },
         })

@@ -192,3 +192,10 @@ export const BACKEND_PRIORITY_SQL = "SELECT to_regprocedure('set_backend_priorit
 export const AUTOGROUP_SQL = "SELECT pg_read_file('/proc/sys/kernel/sched_autogroup_enabled', 0, 8) AS v"
 /** Lower one backend's priority: $1 its process id, $2 the nice value (it only ever goes up). */
 export const SET_BACKEND_PRIORITY_SQL = 'SELECT set_backend_priority($1, greatest(get_backend_priority($1), $2))'
+
+/** The formats a COPY of tenant rows can stream: text, CSV with a header line (exports), binary (archives). */
+export type CopyDataFormat = 'text' | 'csv' | 'binary'
+
+/** The options after `COPY … TO/FROM …` for `format`. */
+export const copyFormatOptions = (format: CopyDataFormat = 'text'): string =>
+  format === 'csv' ? ' WITH (FORMAT csv, HEADER true)' : format === 'binary' ? ' WITH (FORMAT binary)' : ''

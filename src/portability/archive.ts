@@ -1,11 +1,12 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual, type CipherGCM, type DecipherGCM } from 'node:crypto'
 import { appendFileSync, createReadStream, createWriteStream, statSync } from 'node:fs'
-import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream'
+import { Transform, Writable, type Readable, type TransformCallback, type TransformOptions } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGunzip, createGzip } from 'node:zlib'
 import * as tar from 'tar-stream'
 import { TenantryError } from '../core/errors.ts'
 import { mapLimited, type TenantTable } from './copy-engine.ts'
+import { BinaryCopyScanner } from './copy-binary.ts'
 
 /**
  * The tenant archive: one tar file, the same in every tier.
@@ -13,18 +14,24 @@ import { mapLimited, type TenantTable } from './copy-engine.ts'
  * ```
  * manifest.json                 what the archive holds (below), in the clear
  * manifest.mac                  HMAC-SHA256 of manifest.json under the data key (encrypted archives)
- * tables/000-projects.copy      each table's rows as COPY text, tenant_id first, in load order;
- * tables/001-tasks.copy.gz      `.gz`: gzip; `.enc`: AES-256-GCM (iv ‖ ciphertext ‖ tag,
- * …                             authenticated with the archive id and entry name)
+ * tables/000-projects.pgcopy    each table's rows as COPY data, tenant_id first, in load order:
+ * tables/001-tasks.pgcopy.gz    `.pgcopy` PostgreSQL's binary COPY format, `.copy` COPY text;
+ * …                             `.gz`: gzip; `.enc`: AES-256-GCM (iv ‖ ciphertext ‖ tag,
+ *                               authenticated with the archive id and entry name)
  * ```
  *
- * Each table's `sha256` and `rows` are of its plain COPY text, so a restore checks them whatever the
+ * Format version 2 (written since binary COPY) holds a table in the binary format when every one of
+ * its columns has a built-in type (whose binary form is the same on every PostgreSQL server and
+ * version), else in text; each table says which (`format`) and lists its column types. Version 1
+ * (every table in text) is still read.
+ *
+ * Each table's `sha256` and `rows` are of its plain COPY data, so a restore checks them whatever the
  * compression or encryption. Tar entries need their size up front: each table is spooled to a file
  * beside the archive first, then packed.
  */
 export interface ArchiveManifest {
   format: 'tenantry-archive'
-  formatVersion: 1
+  formatVersion: 1 | 2
   archiveId: string
   tenantryVersion: string
   createdAt: string
@@ -34,9 +41,32 @@ export interface ArchiveManifest {
   migrations: { version: string; name: string; checksum: string }[]
   compression: 'gzip' | 'none'
   encryption: { algorithm: 'aes-256-gcm'; key: 'tenant-data-key'; tenantId: string } | null
-  tables: { name: string; columns: string[]; rows: number; sha256: string; entry: string; bytes: number }[]
+  tables: ArchiveTable[]
   rows: number
 }
+
+/** One table of an archive. */
+export interface ArchiveTable {
+  name: string
+  columns: string[]
+  /** The columns' types (`format_type`), version 2. */
+  types?: string[]
+  /** How its rows are held: `binary` (PostgreSQL's binary COPY format) or `text` (version 1: always text). */
+  format?: CopyFormat
+  rows: number
+  sha256: string
+  entry: string
+  bytes: number
+}
+
+/** The COPY format of a table's rows in an archive. */
+export type CopyFormat = 'text' | 'binary'
+
+/** The format an archive table is held in (version 1 archives: text). */
+export const formatOf = (t: Pick<ArchiveTable, 'format'>): CopyFormat => (t.format === 'binary' ? 'binary' : 'text')
+
+/** The manifest version this installation writes. */
+export const ARCHIVE_FORMAT_VERSION = 2
 
 export const MANIFEST_ENTRY = 'manifest.json'
 /** Stream chunk size: large chunks keep the per-chunk JavaScript work (hashing, counting, gzip calls) small. */
@@ -53,22 +83,46 @@ export interface SpooledTable {
   done: Promise<{ rows: number; sha256: string; bytes: number }>
 }
 
-/** Hashes the bytes passing through and counts their lines (COPY text and JSON lines: one row a line). */
+/**
+ * Hashes the bytes passing through and counts their rows: lines (COPY text and JSON lines: one row
+ * a line), or the tuples of binary COPY data (`binary`), which must then be well formed.
+ */
 export class Counter extends Transform {
   readonly hash = createHash('sha256')
-  rows = 0
+  private lines = 0
+  private readonly scanner?: BinaryCopyScanner
+  constructor(opts: TransformOptions & { binary?: boolean } = {}) {
+    super(opts)
+    if (opts.binary) this.scanner = new BinaryCopyScanner()
+  }
+
+  get rows(): number {
+    return this.scanner ? this.scanner.rows : this.lines
+  }
+
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.hash.update(chunk)
-    for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) this.rows++
+    if (this.scanner) {
+      try {
+        this.scanner.scan(chunk)
+      } catch (err) {
+        done(err as Error)
+        return
+      }
+    } else for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) this.lines++
     done(null, chunk)
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(this.scanner && !this.scanner.complete ? new Error('binary COPY data cut off before its trailer') : null)
   }
 }
 
-/** Start spooling one table: COPY text in, gzip and encryption on the way, a file out. */
-export function spoolTable(dir: string, index: number, table: TenantTable, opts: { gzip: boolean; key: Buffer | null; archiveId: string; gate?: Transform }): SpooledTable {
-  const entry = `tables/${String(index).padStart(3, '0')}-${table.name}.copy${opts.gzip ? '.gz' : ''}${opts.key ? '.enc' : ''}`
+/** Start spooling one table: COPY data in (`format`), gzip and encryption on the way, a file out. */
+export function spoolTable(dir: string, index: number, table: TenantTable, opts: { gzip: boolean; key: Buffer | null; archiveId: string; format: CopyFormat; gate?: Transform }): SpooledTable {
+  const entry = `tables/${String(index).padStart(3, '0')}-${table.name}.${opts.format === 'binary' ? 'pgcopy' : 'copy'}${opts.gzip ? '.gz' : ''}${opts.key ? '.enc' : ''}`
   const file = `${dir}/${String(index).padStart(3, '0')}.spool`
-  const counter = new Counter({ highWaterMark: CHUNK })
+  const counter = new Counter({ highWaterMark: CHUNK, binary: opts.format === 'binary' })
   const out = createWriteStream(file, { highWaterMark: CHUNK })
   // A pacing gate (copy-engine's pacedStream) goes first, in the same pipeline: a failure on
   // either side of it tears down the whole chain.
@@ -140,8 +194,17 @@ export async function readManifest(path: string): Promise<{ manifest: ArchiveMan
   } catch (err) {
     throw corrupt(path, 'its manifest.json is not valid JSON', err)
   }
-  if (manifest.format !== 'tenantry-archive' || manifest.formatVersion !== 1 || !Array.isArray(manifest.tables) || !manifest.tenant?.id) {
-    throw corrupt(path, 'its manifest.json is not a Tenantry archive manifest of format version 1')
+  if (manifest.format !== 'tenantry-archive' || !Array.isArray(manifest.tables) || !manifest.tenant?.id) {
+    throw corrupt(path, 'its manifest.json is not a Tenantry archive manifest')
+  }
+  if (manifest.formatVersion !== 1 && manifest.formatVersion !== 2) {
+    throw new TenantryError('ARCHIVE_INCOMPATIBLE', `The archive '${path}' is of format version ${JSON.stringify(manifest.formatVersion)}; this installation reads versions 1 and 2. Restore it with a newer Tenantry.`, { details: { path } })
+  }
+  for (const t of manifest.tables) {
+    const v2 = manifest.formatVersion === 2
+    if (v2 ? (t.format !== 'binary' && t.format !== 'text') || !Array.isArray(t.types) || t.types.length !== t.columns?.length : t.format !== undefined) {
+      throw corrupt(path, `its manifest.json describes table ${JSON.stringify(t.name)} in a way format version ${manifest.formatVersion} does not`)
+    }
   }
   return { manifest, json, mac }
 }
@@ -164,7 +227,7 @@ export async function readTables(
   path: string,
   manifest: ArchiveManifest,
   key: Buffer | null,
-  consume: (table: ArchiveManifest['tables'][number], plain: Readable) => Promise<unknown>,
+  consume: (table: ArchiveTable, plain: Readable) => Promise<unknown>,
 ): Promise<void> {
   let next = 0
   await walk(path, async (name, size, stream) => {
@@ -194,7 +257,7 @@ export async function readTable(
   manifest: ArchiveManifest,
   key: Buffer | null,
   index: number,
-  consume: (table: ArchiveManifest['tables'][number], plain: Readable) => Promise<unknown>,
+  consume: (table: ArchiveTable, plain: Readable) => Promise<unknown>,
 ): Promise<void> {
   const t = manifest.tables[index]
   let found = false
@@ -215,8 +278,8 @@ export async function readTable(
  * order, and every table decodes to its checksum and row count. With `width` > 1 the tables are
  * decoded that many at once (after one pass over the entry names).
  */
-export async function verifyArchive(path: string, manifest: ArchiveManifest, key: Buffer | null, width: number, onTable?: (table: ArchiveManifest['tables'][number]) => void): Promise<void> {
-  const drainTo = async (t: ArchiveManifest['tables'][number], plain: Readable) => {
+export async function verifyArchive(path: string, manifest: ArchiveManifest, key: Buffer | null, width: number, onTable?: (table: ArchiveTable) => void): Promise<void> {
+  const drainTo = async (t: ArchiveTable, plain: Readable) => {
     for await (const _ of plain) { /* the counter hashes what passes */ }
     onTable?.(t)
   }
@@ -239,15 +302,15 @@ async function decodeEntry(
   path: string,
   manifest: ArchiveManifest,
   key: Buffer | null,
-  t: ArchiveManifest['tables'][number],
+  t: ArchiveTable,
   size: number,
   stream: Readable,
-  consume: (table: ArchiveManifest['tables'][number], plain: Readable) => Promise<unknown>,
+  consume: (table: ArchiveTable, plain: Readable) => Promise<unknown>,
 ): Promise<void> {
   const stages: Transform[] = []
   if (manifest.encryption) stages.push(new GcmOpen(key!, `${manifest.archiveId}:${t.entry}`, size))
   if (manifest.compression === 'gzip') stages.push(createGunzip({ chunkSize: CHUNK }))
-  const counter = new Counter({ highWaterMark: CHUNK })
+  const counter = new Counter({ highWaterMark: CHUNK, binary: formatOf(t) === 'binary' })
   stages.push(counter)
   // The consumer reads the plain text from the counter; both must finish.
   const flowing = (pipeline as (...s: unknown[]) => Promise<void>)(stream, ...stages)

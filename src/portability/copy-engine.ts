@@ -6,6 +6,9 @@ import type { CopyTransaction, ServerDriver } from '../data/driver.ts'
 import { TENANT_TABLES_SQL, deleteOrder } from '../data/sql.ts'
 import { quoteIdent } from '../core/sql.ts'
 import * as sql from './sql.ts'
+import { TenantryError } from '../core/errors.ts'
+import type { CopyFormat } from './archive.ts'
+import { rewriteTenantIdBinary } from './copy-binary.ts'
 
 /**
  * The copy engine: one tenant's rows of one placement streamed with COPY, `tenant_id` rewritten on
@@ -18,6 +21,10 @@ import * as sql from './sql.ts'
 export interface TenantTable {
   name: string
   columns: string[]
+  /** The columns' types (`format_type`), in the same order. */
+  types?: string[]
+  /** Whether every column's type is built in, so its rows can travel in the binary COPY format. */
+  binary?: boolean
   sequences: { column: string; sequence: string }[]
   /** The other tenant tables it has foreign keys to (they load first). */
   references?: string[]
@@ -36,15 +43,22 @@ export interface TenantPlace {
 /** The tenant tables of `schema`, parents before the tables that reference them (load order). */
 export async function tenantTables(q: Queryable, schema: string): Promise<TenantTable[]> {
   const refs = await q.query<{ table_name: string; references: string[] | string }>(TENANT_TABLES_SQL, [schema])
-  const cols = await q.query<{ table: string; column: string; sequence: string | null }>(sql.tenantColumns(schema).text, sql.tenantColumns(schema).values)
+  const cols = await q.query<{ table: string; column: string; sequence: string | null; type: string; builtin: boolean }>(sql.tenantColumns(schema).text, sql.tenantColumns(schema).values)
   const refsOf = new Map(refs.rows.map((r) => [r.table_name, Array.isArray(r.references) ? r.references : r.references.replace(/^\{|\}$/g, '').split(',').filter(Boolean)]))
-  const byTable = new Map<string, TenantTable>()
+  const byTable = new Map<string, TenantTable & { types: string[] }>()
   for (const r of cols.rows) {
     let t = byTable.get(r.table)
-    if (!t) byTable.set(r.table, (t = { name: r.table, columns: ['tenant_id'], sequences: [], references: refsOf.get(r.table) ?? [] }))
-    if (r.column !== 'tenant_id') t.columns.push(r.column)
+    if (!t) byTable.set(r.table, (t = { name: r.table, columns: ['tenant_id'], types: [''], binary: true, sequences: [], references: refsOf.get(r.table) ?? [] }))
+    if (r.column === 'tenant_id') t.types[0] = r.type
+    else {
+      t.columns.push(r.column)
+      t.types.push(r.type)
+    }
+    if (!r.builtin) t.binary = false
     if (r.sequence) t.sequences.push({ column: r.column, sequence: r.sequence })
   }
+  // A binary row's first field is rewritten as a uuid's 16 bytes (restores as another tenant).
+  for (const t of byTable.values()) if (t.types[0] !== 'uuid') t.binary = false
   return deleteOrder(refs.rows).reverse().map((name) => byTable.get(name)!).filter(Boolean)
 }
 
@@ -188,23 +202,54 @@ export function pacedStream(pacer: LoadPacer, sliceMs = 10): Transform {
   })
 }
 
-/** Stream one table's rows of `tenantId` (COPY text format, `tenant_id` first) into `sink`. */
-export function copyTableOut(tx: CopyTransaction, schema: string, tenantId: string, table: TenantTable, sink: Writable): Promise<void> {
-  return tx.copyOut(sql.copyOutSource(schema, table.name, table.columns, tenantId), sink)
+/** Stream one table's rows of `tenantId` (COPY text, or binary: `format`; `tenant_id` first) into `sink`. */
+export function copyTableOut(tx: CopyTransaction, schema: string, tenantId: string, table: TenantTable, sink: Writable, format: CopyFormat = 'text'): Promise<void> {
+  return tx.copyOut(sql.copyOutSource(schema, table.name, table.columns, tenantId), sink, format)
+}
+
+/** What a table's rows were written as: their columns and, for binary rows, the columns' types. */
+export interface CopySource {
+  columns: string[]
+  format?: CopyFormat
+  types?: string[]
 }
 
 /**
- * Load COPY text rows of `table` (as {@link copyTableOut} wrote them) into `schema`; resolves with
- * the rows loaded. PostgreSQL refuses COPY FROM into a table with row-level security unless the
- * role bypasses it (superuser, BYPASSRLS): otherwise (`direct` false) the rows go through a
- * temporary twin of the table and one INSERT … SELECT, under the tenant setting the caller set.
+ * Load COPY rows of `table` (as {@link copyTableOut} wrote them; `from`: their columns and format,
+ * by default the table's own columns in text) into `schema`; resolves with the rows loaded.
+ * PostgreSQL refuses COPY FROM into a table with row-level security unless the role bypasses it
+ * (superuser, BYPASSRLS): otherwise (`direct` false) the rows go through a temporary twin of the
+ * table and one INSERT … SELECT, under the tenant setting the caller set. Binary rows whose types
+ * are no longer the table's (a pooled table migrated since the backup) load into a temporary table
+ * of their own types and go in converted through their text, as text rows would.
  */
-export async function copyTableIn(tx: CopyTransaction, schema: string, table: TenantTable, source: Readable, direct = true): Promise<number> {
-  if (direct) return tx.copyIn(sql.copyInTarget(schema, table.name, table.columns), source)
+export async function copyTableIn(tx: CopyTransaction, schema: string, table: TenantTable, source: Readable, direct = true, from?: CopySource): Promise<number> {
+  const columns = from?.columns ?? table.columns
+  const format = from?.format ?? 'text'
+  if (format === 'binary') {
+    const typeOf = new Map(table.columns.map((c, i) => [c, table.types?.[i]]))
+    const casts = columns.map((c, i) => (typeOf.get(c) === from?.types?.[i] ? null : typeOf.get(c) ?? null))
+    if (casts.some((c, i) => c !== null || !typeOf.has(columns[i]))) return loadConverted(tx, schema, table, source, columns, from?.types ?? [], casts)
+  }
+  if (direct) return tx.copyIn(sql.copyInTarget(schema, table.name, columns), source, format)
   await tx.exec(sql.createLoadTable(schema, table.name))
   await tx.exec(`TRUNCATE ${sql.loadTableName(table.name)}`)
-  await tx.copyIn(`${sql.loadTableName(table.name)} (${table.columns.map(quoteIdent).join(', ')})`, source)
-  const ins = sql.insertFromLoadTable(schema, table.name, table.columns)
+  await tx.copyIn(`${sql.loadTableName(table.name)} (${columns.map(quoteIdent).join(', ')})`, source, format)
+  const ins = sql.insertFromLoadTable(schema, table.name, columns)
+  return (await tx.query(ins.text, ins.values)).rowCount
+}
+
+async function loadConverted(tx: CopyTransaction, schema: string, table: TenantTable, source: Readable, columns: string[], types: string[], casts: (string | null)[]): Promise<number> {
+  const missing = columns.filter((c) => !table.columns.includes(c))
+  if (missing.length > 0) throw new TenantryError('ARCHIVE_INCOMPATIBLE', `The archive's table '${table.name}' has column${missing.length > 1 ? 's' : ''} ${missing.map((c) => `'${c}'`).join(', ')}, which the restore target's table does not.`)
+  const resolved = (await tx.query<{ type: string | null; builtin: boolean | null }>(sql.resolveTypes(types).text, sql.resolveTypes(types).values)).rows
+  const bad = resolved.findIndex((r) => r.type === null || r.builtin !== true)
+  if (resolved.length !== columns.length || bad >= 0) {
+    throw new TenantryError('ARCHIVE_INCOMPATIBLE', `The archive's table '${table.name}' lists a column type this server cannot read binary rows of (${JSON.stringify(types[bad] ?? null)}).`)
+  }
+  await tx.exec(sql.createConvertTable(table.name, columns, resolved.map((r) => r.type!)))
+  await tx.copyIn(`${sql.convertTableName(table.name)} (${columns.map(quoteIdent).join(', ')})`, source, 'binary')
+  const ins = sql.insertConverted(schema, table.name, columns, casts)
   return (await tx.query(ins.text, ins.values)).rowCount
 }
 
@@ -225,10 +270,11 @@ export async function raiseSequences(tx: Queryable, schema: string, tenantId: st
 
 /**
  * Rewrite the leading `tenant_id` of every COPY text line from `from` to `to`, in place (both are
- * 36-byte uuids, so no byte moves). A line that does not start with `from` fails the stream: rows
+ * 36-byte uuids, so no byte moves); binary COPY data: {@link rewriteTenantIdBinary}. A line that does not start with `from` fails the stream: rows
  * of another tenant never pass through a rewrite unnoticed.
  */
-export function rewriteTenantId(from: string, to: string): Transform {
+export function rewriteTenantId(from: string, to: string, format: CopyFormat = 'text'): Transform {
+  if (format === 'binary') return rewriteTenantIdBinary(from, to)
   const want = Buffer.from(from)
   const put = Buffer.from(to)
   if (want.length !== 36 || put.length !== 36) throw new Error('tenant ids must be uuids')

@@ -23,7 +23,7 @@ import { mustFindTenant } from '../lifecycle/lifecycle.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
 import type { TenantExtraMigrations } from '../lifecycle/lifecycle.ts'
-import { packArchive, readManifest, checkManifestMac, readTable, readTables, spoolTable, verifyArchive, type ArchiveManifest } from './archive.ts'
+import { ARCHIVE_FORMAT_VERSION, checkManifestMac, formatOf, packArchive, readManifest, readTable, readTables, spoolTable, verifyArchive, type ArchiveManifest, type CopyFormat } from './archive.ts'
 import { copiesDirectly, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapshot, loadWaves, mapLimited, pacedStream, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
 import { TenantKeys, resolveMasterKey } from './keys.ts'
 import { EXPORT_FORMATS, exportTable, subjectColumns, SUBJECT_MARK, type ExportFormat } from './export.ts'
@@ -372,12 +372,14 @@ export class Portability {
       // Each table spools to its own file, so tables can be read at once (one exported snapshot);
       // the tar is packed from the spool files in table order afterwards.
       const spooled = await eachTableAtSnapshot(tx, { driver, database: room.database, token, nice }, tables, this.width(driver, tables.length), async (w, table, i) => {
-        const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId, gate: pacer ? pacedStream(pacer) : undefined })
-        await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink), s.done])
+        // Binary COPY where every column's type is built in: the server skips each value's text form.
+        const format: CopyFormat = table.binary ? 'binary' : 'text'
+        const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId, format, gate: pacer ? pacedStream(pacer) : undefined })
+        await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink, format), s.done])
         const r = await s.done
         rows += r.rows
         onProgress?.({ phase: 'backup', table: table.name, tablesDone: ++done, tables: tables.length, rows })
-        return { entry: s.entry, file: s.file, name: table.name, columns: table.columns, ...r }
+        return { entry: s.entry, file: s.file, name: table.name, columns: table.columns, types: table.types ?? [], format, ...r }
       })
       return { tables, migrations: ledger.rows, spooled }
     }, { nice }).finally(() => pacer?.stop())
@@ -385,7 +387,7 @@ export class Portability {
     await faultPoint('backup:pack')
     const manifest: ArchiveManifest = {
       format: 'tenantry-archive',
-      formatVersion: 1,
+      formatVersion: ARCHIVE_FORMAT_VERSION,
       archiveId,
       tenantryVersion: this.d.version,
       createdAt: new Date().toISOString(),
@@ -394,7 +396,7 @@ export class Portability {
       migrations,
       compression: o.gzip ? 'gzip' : 'none',
       encryption: o.key ? { algorithm: 'aes-256-gcm', key: 'tenant-data-key', tenantId: tenant.id } : null,
-      tables: spooled.map((s) => ({ name: s.name, columns: s.columns, rows: s.rows, sha256: s.sha256, entry: s.entry, bytes: s.bytes })),
+      tables: spooled.map((s) => ({ name: s.name, columns: s.columns, types: s.types, format: s.format, rows: s.rows, sha256: s.sha256, entry: s.entry, bytes: s.bytes })),
       rows: spooled.reduce((n, s) => n + s.rows, 0),
     }
     // Written beside the target and renamed into place: a killed backup leaves no file that looks complete.
@@ -670,9 +672,9 @@ export class Portability {
       let rows = 0
       let i = 0
       await readTables(path, manifest, key, async (entry, plain) => {
-        const table: TenantTable = { ...byName.get(entry.name)!, columns: entry.columns }
-        const source: Readable = manifest.tenant.id === staging.id ? plain : plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id))
-        const n = await copyTableIn(tx, room.schema, table, source, direct)
+        const format = formatOf(entry)
+        const source: Readable = manifest.tenant.id === staging.id ? plain : plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id, format))
+        const n = await copyTableIn(tx, room.schema, byName.get(entry.name)!, source, direct, { columns: entry.columns, format, types: entry.types })
         rows += n
         counts.push({ name: entry.name, rows: n })
         onProgress?.({ phase: 'load', table: entry.name, tablesDone: ++i, tables: manifest.tables.length, rows })
@@ -703,8 +705,9 @@ export class Portability {
         await tx.query(...args(sql.pointAtTenant(token)))
         const direct = await copiesDirectly(tx)
         await readTable(path, manifest, key, indexOf.get(t.name)!, async (entry, plain) => {
-          const source: Readable = manifest.tenant.id === staging.id ? plain : plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id))
-          const n = await copyTableIn(tx, room.schema, { ...t, columns: entry.columns }, source, direct)
+          const format = formatOf(entry)
+          const source: Readable = manifest.tenant.id === staging.id ? plain : plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id, format))
+          const n = await copyTableIn(tx, room.schema, t, source, direct, { columns: entry.columns, format, types: entry.types })
           counts.set(entry.name, n)
           rows += n
           onProgress?.({ phase: 'load', table: entry.name, tablesDone: counts.size, tables: manifest.tables.length, rows })

@@ -119,9 +119,15 @@ export const countTenantRows = (schema: string, table: string, tenantId: string)
   values: [tenantId],
 })
 
-/** Columns of the tenant tables of `schema`, in column order, with their identity/serial sequence. */
+/**
+ * Columns of the tenant tables of `schema`, in column order, with their identity/serial sequence,
+ * their type (`format_type`) and whether it is built in (below FirstNormalObjectId: its binary COPY
+ * form is the same on every server, unlike an array or record of a type made by a migration, whose
+ * binary form carries that type's own oid).
+ */
 export const tenantColumns = (schema: string): Statement => ({
-  text: `SELECT c.relname AS table, a.attname AS column, pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) AS sequence
+  text: `SELECT c.relname AS table, a.attname AS column, pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) AS sequence,
+                format_type(a.atttypid, a.atttypmod) AS type, a.atttypid < 16384 AS builtin
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
@@ -170,6 +176,30 @@ export const loadTableName = (table: string): string => quoteIdent(`tenantry_loa
 export const insertFromLoadTable = (schema: string, table: string, columns: string[]): Statement => ({
   text: `INSERT INTO ${quoteIdent(schema)}.${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')}) OVERRIDING SYSTEM VALUE
          SELECT ${columns.map(quoteIdent).join(', ')} FROM ${loadTableName(table)}`,
+  values: [],
+})
+
+/**
+ * The archive's column types as this server names them, without their modifiers (`bpchar`, not
+ * `character`, which would mean `character(1)`; `to_regtype` parses each; NULL for a type
+ * it does not have), built in or not. Parameters only: the names come from an archive.
+ */
+export const resolveTypes = (types: string[]): Statement => ({
+  text: `SELECT format_type(to_regtype(u.t), -1) AS type, to_regtype(u.t)::oid < 16384 AS builtin
+         FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY u.i`,
+  values: [types],
+})
+/** The temporary table an archive's binary rows load into when the target's column types differ (`types`: as {@link resolveTypes} named them). */
+export const convertTableName = (table: string): string => quoteIdent(`tenantry_conv_${table}`.slice(0, 63))
+export const createConvertTable = (table: string, columns: string[], types: string[]): string =>
+  `DROP TABLE IF EXISTS ${convertTableName(table)}; CREATE TEMP TABLE ${convertTableName(table)} (${columns.map((c, i) => `${quoteIdent(c)} ${types[i]}`).join(', ')}) ON COMMIT DROP`
+/**
+ * Into the target from the conversion table: a column whose type differs goes through its text
+ * (`casts`: the target's type, from the server's catalog), exactly what loading COPY text does.
+ */
+export const insertConverted = (schema: string, table: string, columns: string[], casts: (string | null)[]): Statement => ({
+  text: `INSERT INTO ${quoteIdent(schema)}.${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')}) OVERRIDING SYSTEM VALUE
+         SELECT ${columns.map((c, i) => (casts[i] ? `${quoteIdent(c)}::text::${casts[i]}` : quoteIdent(c))).join(', ')} FROM ${convertTableName(table)}`,
   values: [],
 })
 
