@@ -40,8 +40,11 @@
  *   round's alone; the figures are the medians. Each round also times the load alone a second
  *   time (`p99_alone_again_ratio`: the noise between two windows with no backup at all).
  * Between rounds, untimed: the restored copy is erased, the native scratch database dropped.
+ * Each side is also charged the machine's CPU seconds while it ran (/proc/stat: every process, not
+ * the time a hypervisor gave other guests): on a host whose CPU others take, the CPU a side needs is
+ * steadier than its wall time.
  * The last line is one JSON object: backup_rows_per_s, restore_rows_per_s, backup_vs_native,
- * restore_vs_native (each the worst tier's median), p99_during_backup_ratio, and per tier figures
+ * restore_vs_native, backup_cpu_vs_native, restore_cpu_vs_native (each the worst tier's median), p99_during_backup_ratio, and per tier figures
  * with every round's ratios. The machine is shared and noisy: compare ratios measured in one run.
  */
 import { execFileSync, spawn } from 'node:child_process'
@@ -77,11 +80,27 @@ CREATE POLICY tenant_isolation ON ${t} USING (tenant_id = (SELECT tenantry.tenan
 const pgUrl = () => process.env.BENCH_PG_URL ?? process.env.TENANTRY_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 const bin = (tool: string) => join(execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim(), tool)
 
-/** Seconds of `fn`. */
-async function timed(fn: () => Promise<unknown> | unknown): Promise<number> {
+/**
+ * The machine's CPU seconds spent so far, all processes (user, nice, system, irq and softirq from
+ * /proc/stat; not idle, not iowait, not steal — the time a hypervisor gave another guest), or null off Linux.
+ */
+function machineCpuSeconds(): number | null {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) / 100 // USER_HZ: 100 on Linux
+  } catch {
+    return null
+  }
+}
+
+/** Wall seconds of `fn`, and the machine's CPU seconds during it (every process: its own, PostgreSQL's, the tools'). */
+async function timed(fn: () => Promise<unknown> | unknown): Promise<{ s: number; cpu: number }> {
+  const c0 = machineCpuSeconds()
   const t0 = process.hrtime.bigint()
   await fn()
-  return Number(process.hrtime.bigint() - t0) / 1e9
+  const s = Number(process.hrtime.bigint() - t0) / 1e9
+  const c1 = machineCpuSeconds()
+  return { s, cpu: c0 === null || c1 === null ? NaN : c1 - c0 }
 }
 
 /** Fill the tenant's tables with `rows` rows in all, as the owner pointed at the tenant. */
@@ -211,7 +230,7 @@ function autogroupOff(keep: boolean): { was: string; restore: () => void } | nul
   }
 }
 
-interface Round { backup_s: number; native_backup_s: number; restore_s: number; native_restore_s: number }
+interface Round { backup_s: number; native_backup_s: number; restore_s: number; native_restore_s: number; backup_cpu_s: number; native_backup_cpu_s: number; restore_cpu_s: number; native_restore_cpu_s: number }
 
 export default async function run(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: {
@@ -316,24 +335,28 @@ export default async function run(args: string[]): Promise<number> {
         const tenantryFirst = r % 2 === 0
         if (tier === 'pooled') await t.dataPlane.driver('main').admin(room.database).query(`VACUUM ${TABLES.map((x) => `public.${x}`).join(', ')}`)
         await admin.query('CHECKPOINT')
-        let backupS = 0
-        let nativeBackupS = 0
+        const z = { s: 0, cpu: NaN }
+        let backup = z
+        let nativeBackup_ = z
         for (const side of tenantryFirst ? ['tenantry', 'native'] : ['native', 'tenantry']) {
-          if (side === 'tenantry') backupS = await timed(tenantryBackup)
-          else nativeBackupS = await timed(nativeBackup)
+          if (side === 'tenantry') backup = await timed(tenantryBackup)
+          else nativeBackup_ = await timed(nativeBackup)
         }
         archiveBytes = Number(execFileSync('stat', ['-c', '%s', backupPath], { encoding: 'utf8' }))
         nativeBytes = Number(execFileSync('du', ['-sb', nativeDir], { encoding: 'utf8' }).split('\t')[0])
-        let restoreS = 0
-        let nativeRestoreS = 0
+        let restore = z
+        let nativeRestore_ = z
         for (const side of tenantryFirst ? ['tenantry', 'native'] : ['native', 'tenantry']) {
           if (side === 'native') await prepareNativeRestore()
           await admin.query('CHECKPOINT')
-          if (side === 'tenantry') restoreS = await timed(() => tenantryRestore(r))
-          else nativeRestoreS = await timed(nativeRestore)
+          if (side === 'tenantry') restore = await timed(() => tenantryRestore(r))
+          else nativeRestore_ = await timed(nativeRestore)
         }
-        rounds.push({ backup_s: backupS, native_backup_s: nativeBackupS, restore_s: restoreS, native_restore_s: nativeRestoreS })
-        log(`${tier} round ${r + 1}/${repeats} (${tenantryFirst ? 'Tenantry' : 'native'} first): backup ${round(backupS, 2)} s vs ${round(nativeBackupS, 2)} s (${round(nativeBackupS / backupS, 3)}x), restore ${round(restoreS, 2)} s vs ${round(nativeRestoreS, 2)} s (${round(nativeRestoreS / restoreS, 3)}x); this process: heap ${Math.round(process.memoryUsage().heapUsed / 1e6)} MB, rss ${Math.round(process.memoryUsage().rss / 1e6)} MB`)
+        rounds.push({
+          backup_s: backup.s, native_backup_s: nativeBackup_.s, restore_s: restore.s, native_restore_s: nativeRestore_.s,
+          backup_cpu_s: backup.cpu, native_backup_cpu_s: nativeBackup_.cpu, restore_cpu_s: restore.cpu, native_restore_cpu_s: nativeRestore_.cpu,
+        })
+        log(`${tier} round ${r + 1}/${repeats} (${tenantryFirst ? 'Tenantry' : 'native'} first): backup ${round(backup.s, 2)} s vs ${round(nativeBackup_.s, 2)} s (${round(nativeBackup_.s / backup.s, 3)}x; machine CPU ${round(backup.cpu, 2)} s vs ${round(nativeBackup_.cpu, 2)} s), restore ${round(restore.s, 2)} s vs ${round(nativeRestore_.s, 2)} s (${round(nativeRestore_.s / restore.s, 3)}x; CPU ${round(restore.cpu, 2)} s vs ${round(nativeRestore_.cpu, 2)} s); this process: heap ${Math.round(process.memoryUsage().heapUsed / 1e6)} MB, rss ${Math.round(process.memoryUsage().rss / 1e6)} MB`)
         // Untimed: the copy goes, and the archive (a round makes its own).
         await t.portability.erase(`copy-${tier}-${r}`, { force: true })
         rmSync(backupPath, { force: true })
@@ -443,13 +466,21 @@ export default async function run(args: string[]): Promise<number> {
       restore_vs_native: round(median(r.rounds.map((x) => x.native_restore_s / x.restore_s)), 3),
       backup_ratios: r.rounds.map((x) => round(x.native_backup_s / x.backup_s, 3)),
       restore_ratios: r.rounds.map((x) => round(x.native_restore_s / x.restore_s, 3)),
+      // The machine's CPU seconds each side took, native over Tenantry (above 1: Tenantry needed less
+      // CPU): what a host whose CPU is taken by others (steal, neighbours) leaves as the fair figure.
+      backup_cpu_s: round(med('backup_cpu_s'), 2),
+      native_backup_cpu_s: round(med('native_backup_cpu_s'), 2),
+      backup_cpu_vs_native: round(median(r.rounds.map((x) => x.native_backup_cpu_s / x.backup_cpu_s)), 3),
+      restore_cpu_s: round(med('restore_cpu_s'), 2),
+      native_restore_cpu_s: round(med('native_restore_cpu_s'), 2),
+      restore_cpu_vs_native: round(median(r.rounds.map((x) => x.native_restore_cpu_s / x.restore_cpu_s)), 3),
       archive_mb: r.archive_mb,
       native_mb: r.native_mb,
     }
   })
   printTable(['TIER', 'BACKUP ROWS/S', 'NATIVE', 'RATIO', 'RESTORE ROWS/S', 'NATIVE', 'RATIO', 'ARCHIVE MB', 'NATIVE MB'],
     per.map((p) => [p.tier, p.backup_rows_per_s, p.native_backup_rows_per_s, p.backup_vs_native, p.restore_rows_per_s, p.native_restore_rows_per_s, p.restore_vs_native, p.archive_mb, p.native_mb]))
-  const worst = (k: 'backup_rows_per_s' | 'restore_rows_per_s' | 'backup_vs_native' | 'restore_vs_native') => per.reduce((m, p) => Math.min(m, p[k]), Infinity)
+  const worst = (k: 'backup_rows_per_s' | 'restore_rows_per_s' | 'backup_vs_native' | 'restore_vs_native' | 'backup_cpu_vs_native' | 'restore_cpu_vs_native') => per.reduce((m, p) => Math.min(m, p[k]), Infinity)
   console.log(JSON.stringify({
     rows_per_tenant: rows,
     rounds: repeats,
@@ -459,6 +490,8 @@ export default async function run(args: string[]): Promise<number> {
     restore_rows_per_s: worst('restore_rows_per_s'),
     backup_vs_native: worst('backup_vs_native'),
     restore_vs_native: worst('restore_vs_native'),
+    backup_cpu_vs_native: worst('backup_cpu_vs_native'),
+    restore_cpu_vs_native: worst('restore_cpu_vs_native'),
     p99_during_backup_ratio: p99Ratio,
     p99_during_unpaced_backup_ratio: p99Detail.closed?.unpaced_ratio ?? null,
     p99_alone_again_ratio: p99Detail.closed?.again_ratio ?? null,

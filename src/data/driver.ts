@@ -31,8 +31,8 @@ export interface AdminQueryable extends TransactionalQueryable {
  */
 export interface CopyTransaction extends Queryable {
   exec(sql: string): Promise<void>
-  /** `COPY <source> TO STDOUT` in `format` (default text; `csv` with a header line), written into `sink`; resolves when `sink` has ended. */
-  copyOut(source: string, sink: Writable, format?: CopyDataFormat): Promise<void>
+  /** `COPY <source> TO STDOUT` in `format` (default text; `csv` with a header line), written into `sink`; resolves with the rows copied when `sink` has ended. */
+  copyOut(source: string, sink: Writable, format?: CopyDataFormat): Promise<number>
   /** `COPY <target> FROM STDIN` in `format` (default text), read from `source`; resolves with the rows loaded. */
   copyIn(target: string, source: Readable, format?: CopyDataFormat): Promise<number>
 }

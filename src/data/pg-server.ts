@@ -314,7 +314,11 @@ export class PgServer implements ServerDriver {
           return { rows: res.rows, rowCount: res.rowCount ?? 0 }
         },
         exec: async (sql) => { await client.query(sql) },
-        copyOut: async (source: string, sink: Writable, format?: CopyDataFormat) => { await pipeline(client.query(copyTo(`COPY ${source} TO STDOUT${copyFormatOptions(format)}`)), sink) },
+        copyOut: async (source: string, sink: Writable, format?: CopyDataFormat) => {
+          const stream = client.query(copyTo(`COPY ${source} TO STDOUT${copyFormatOptions(format)}`))
+          await pipeline(stream, sink)
+          return stream.rowCount
+        },
         copyIn: async (target: string, source: Readable, format?: CopyDataFormat) => {
           const stream = client.query(copyFrom(`COPY ${target} FROM STDIN${copyFormatOptions(format)}`))
           await pipeline(source, stream)

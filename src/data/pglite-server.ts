@@ -134,6 +134,7 @@ export class PgliteServer implements ServerDriver {
               sink.once('error', reject)
               sink.end(bytes, () => resolve())
             })
+            return res.affectedRows ?? 0
           },
           copyIn: async (target: string, source: Readable, format?: CopyDataFormat) => {
             const chunks: Buffer[] = []

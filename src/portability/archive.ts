@@ -78,22 +78,26 @@ export interface SpooledTable {
   table: TenantTable
   file: string
   entry: string
-  /** Where the plain COPY text is written; resolves once the spool file is complete. */
+  /** Where the plain COPY data is written; resolves once the spool file is complete. */
   sink: Writable
-  done: Promise<{ rows: number; sha256: string; bytes: number }>
+  /** The rows are the COPY's to count (its command tag says how many): the spool only hashes them. */
+  done: Promise<{ sha256: string; bytes: number }>
 }
 
 /**
  * Hashes the bytes passing through and counts their rows: lines (COPY text and JSON lines: one row
- * a line), or the tuples of binary COPY data (`binary`), which must then be well formed.
+ * a line), or the tuples of binary COPY data (`binary`), which must then be well formed; or
+ * nothing but the hash (`countRows: false`, where the COPY itself says how many rows it sent).
  */
 export class Counter extends Transform {
   readonly hash = createHash('sha256')
   private lines = 0
   private readonly scanner?: BinaryCopyScanner
-  constructor(opts: TransformOptions & { binary?: boolean } = {}) {
+  private readonly counting: boolean
+  constructor(opts: TransformOptions & { binary?: boolean; countRows?: boolean } = {}) {
     super(opts)
-    if (opts.binary) this.scanner = new BinaryCopyScanner()
+    this.counting = opts.countRows !== false
+    if (opts.binary && this.counting) this.scanner = new BinaryCopyScanner()
   }
 
   get rows(): number {
@@ -109,7 +113,7 @@ export class Counter extends Transform {
         done(err as Error)
         return
       }
-    } else for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) this.lines++
+    } else if (this.counting) for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) this.lines++
     done(null, chunk)
   }
 
@@ -122,7 +126,7 @@ export class Counter extends Transform {
 export function spoolTable(dir: string, index: number, table: TenantTable, opts: { gzip: boolean; key: Buffer | null; archiveId: string; format: CopyFormat; gate?: Transform }): SpooledTable {
   const entry = `tables/${String(index).padStart(3, '0')}-${table.name}.${opts.format === 'binary' ? 'pgcopy' : 'copy'}${opts.gzip ? '.gz' : ''}${opts.key ? '.enc' : ''}`
   const file = `${dir}/${String(index).padStart(3, '0')}.spool`
-  const counter = new Counter({ highWaterMark: CHUNK, binary: opts.format === 'binary' })
+  const counter = new Counter({ highWaterMark: CHUNK, countRows: false })
   const out = createWriteStream(file, { highWaterMark: CHUNK })
   // A pacing gate (copy-engine's pacedStream) goes first, in the same pipeline: a failure on
   // either side of it tears down the whole chain.
@@ -138,7 +142,7 @@ export function spoolTable(dir: string, index: number, table: TenantTable, opts:
   }
   const done = (pipeline as (...s: unknown[]) => Promise<void>)(...stages, out).then(() => {
     if (cipher) appendFileSync(file, cipher.getAuthTag())
-    return { rows: counter.rows, sha256: counter.hash.digest('hex'), bytes: statSync(file).size }
+    return { sha256: counter.hash.digest('hex'), bytes: statSync(file).size }
   })
   return { table, file, entry, sink: stages[0] as Writable, done }
 }

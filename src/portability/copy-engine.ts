@@ -202,8 +202,8 @@ export function pacedStream(pacer: LoadPacer, sliceMs = 10): Transform {
   })
 }
 
-/** Stream one table's rows of `tenantId` (COPY text, or binary: `format`; `tenant_id` first) into `sink`. */
-export function copyTableOut(tx: CopyTransaction, schema: string, tenantId: string, table: TenantTable, sink: Writable, format: CopyFormat = 'text'): Promise<void> {
+/** Stream one table's rows of `tenantId` (COPY text, or binary: `format`; `tenant_id` first) into `sink`; resolves with the rows copied. */
+export function copyTableOut(tx: CopyTransaction, schema: string, tenantId: string, table: TenantTable, sink: Writable, format: CopyFormat = 'text'): Promise<number> {
   return tx.copyOut(sql.copyOutSource(schema, table.name, table.columns, tenantId), sink, format)
 }
 

@@ -375,11 +375,10 @@ export class Portability {
         // Binary COPY where every column's type is built in: the server skips each value's text form.
         const format: CopyFormat = table.binary ? 'binary' : 'text'
         const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId, format, gate: pacer ? pacedStream(pacer) : undefined })
-        await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink, format), s.done])
-        const r = await s.done
-        rows += r.rows
+        const [copied, r] = await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink, format), s.done])
+        rows += copied
         onProgress?.({ phase: 'backup', table: table.name, tablesDone: ++done, tables: tables.length, rows })
-        return { entry: s.entry, file: s.file, name: table.name, columns: table.columns, types: table.types ?? [], format, ...r }
+        return { entry: s.entry, file: s.file, name: table.name, columns: table.columns, types: table.types ?? [], format, rows: copied, ...r }
       })
       return { tables, migrations: ledger.rows, spooled }
     }, { nice }).finally(() => pacer?.stop())
