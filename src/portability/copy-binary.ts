@@ -36,6 +36,25 @@ export class BinaryCopyScanner {
     return this.state === State.Trailer
   }
 
+  /** Where {@link int} stopped in its chunk. */
+  private at = 0
+
+  /**
+   * The big-endian int16 or int32 (`size`) at `i`, or its bytes carried over from the chunk
+   * before; null when this chunk ends first (its bytes so far are kept). Sets {@link at}.
+   */
+  private int(buf: Buffer, i: number, size: 2 | 4): number | null {
+    if (this.partLen === 0 && buf.length - i >= size) {
+      this.at = i + size
+      return size === 2 ? buf.readInt16BE(i) : buf.readInt32BE(i)
+    }
+    this.part[this.partLen++] = buf[i]
+    this.at = i + 1
+    if (this.partLen < size) return null
+    this.partLen = 0
+    return size === 2 ? this.part.readInt16BE(0) : this.part.readInt32BE(0)
+  }
+
   /** Read `buf` (changed in place when rewriting); throws on a malformed stream or a foreign first field. */
   scan(buf: Buffer): void {
     let i = 0
@@ -72,16 +91,9 @@ export class BinaryCopyScanner {
           break
         }
         case State.Count: {
-          let count: number
-          if (this.partLen === 0 && n - i >= 2) {
-            count = buf.readInt16BE(i)
-            i += 2
-          } else {
-            this.part[this.partLen++] = buf[i++]
-            if (this.partLen < 2) continue
-            count = this.part.readInt16BE(0)
-            this.partLen = 0
-          }
+          const count = this.int(buf, i, 2)
+          i = this.at
+          if (count === null) continue
           if (count === -1) {
             this.state = State.Trailer
             break
@@ -96,16 +108,9 @@ export class BinaryCopyScanner {
           break
         }
         case State.Length: {
-          let len: number
-          if (this.partLen === 0 && n - i >= 4) {
-            len = buf.readInt32BE(i)
-            i += 4
-          } else {
-            this.part[this.partLen++] = buf[i++]
-            if (this.partLen < 4) continue
-            len = this.part.readInt32BE(0)
-            this.partLen = 0
-          }
+          const len = this.int(buf, i, 4)
+          i = this.at
+          if (len === null) continue
           this.fieldsLeft--
           if (this.first && this.rewrite && len !== this.rewrite.want.length) throw new Error(`a row does not belong to ${this.rewrite.what} (its first field is ${len < 0 ? 'NULL' : `${len} bytes`})`)
           if (len < -1) throw new Error(`binary COPY data with a field of length ${len}`)
