@@ -340,7 +340,7 @@ async function copyWithin(from: TenantPlace, to: TenantPlace, onTable?: (table: 
 /**
  * Copy one tenant between placements: one snapshot transaction on the source, one transaction on
  * the target (all or nothing), `tenant_id` rewritten when the ids differ, sequences raised past the
- * copied rows. The target's tables must exist (provisioned at the same migrations).
+ * copied rows. Between databases the rows stream with COPY, binary for tables of built-in types. The target's tables must exist (provisioned at the same migrations).
  *
  * @example
  * ```ts
@@ -359,15 +359,23 @@ export async function copyTenant(from: TenantPlace, to: TenantPlace, onTable?: (
     return to.driver.copyTransaction(to.database, 'write', async (dst) => {
       if (to.token) await dst.query(sql.pointAtTenant(to.token).text, sql.pointAtTenant(to.token).values)
       const direct = await copiesDirectly(dst)
+      const targets = await tenantTables(dst, to.schema)
+      const targetOf = new Map(targets.map((t) => [t.name, t]))
       const counts: { table: string; rows: number }[] = []
       for (const table of tables) {
+        // Binary COPY where every column's type is built in, as backups do (a target whose types differ converts).
+        const format: CopyFormat = table.binary ? 'binary' : 'text'
         const pipe = new PassThrough()
-        const tail = from.tenantId === to.tenantId ? pipe : pipe.pipe(rewriteTenantId(from.tenantId, to.tenantId))
-        const [, rows] = await Promise.all([copyTableOut(src, from.schema, from.tenantId, table, pipe), copyTableIn(dst, to.schema, table, tail, direct)])
+        const tail = from.tenantId === to.tenantId ? pipe : pipe.pipe(rewriteTenantId(from.tenantId, to.tenantId, format))
+        const into = targetOf.get(table.name) ?? table
+        const [, rows] = await Promise.all([
+          copyTableOut(src, from.schema, from.tenantId, table, pipe, format),
+          copyTableIn(dst, to.schema, into, tail, direct, { columns: table.columns, format, types: table.types }),
+        ])
         counts.push({ table: table.name, rows })
         onTable?.(table.name, rows)
       }
-      await raiseSequences(dst, to.schema, to.tenantId, await tenantTables(dst, to.schema))
+      await raiseSequences(dst, to.schema, to.tenantId, targets)
       return counts
     })
   })
