@@ -200,6 +200,13 @@ function binarySuite(backend: Backend): void {
         expect(ids).toEqual([{ tenant_id: r.tenant.id }])
       }
       expect(await rowsOf(tenantry, 'neighbour', 'kinds')).toHaveLength(1)
+      // Tables with no rows of the tenant: a binary COPY of header and trailer only.
+      await tenantry.provision({ slug: 'hollow', tier: 'pooled' })
+      const empty = await tenantry.portability.backup('hollow', { encrypt: false })
+      expect((await readManifest(empty.path)).manifest.tables.map((t) => [t.name, t.format, t.rows])).toEqual([['moods', 'text', 0], ['kinds', 'binary', 0]])
+      const e = await tenantry.portability.restore(empty.path, { as: 'hollow-copy', tier: 'schema' })
+      expect(e.tables).toEqual([{ name: 'moods', rows: 0 }, { name: 'kinds', rows: 0 }])
+      expect(await rowsOf(tenantry, 'hollow-copy', 'kinds')).toEqual([])
       // Every value compared above, and one read back by eye.
       const [first] = await rowsOf(tenantry, 'copy-schema', 'kinds')
       expect(JSON.parse(first)).toMatchObject({ id: 1, n: 123456789.125, f: 'NaN', r: '-Infinity', i4: 2147483647, bin: '\\x00ff10', iv: '1 year 2 mons -3 days +04:05:06', arr: ['x', null, 'y,z'] })
