@@ -270,8 +270,9 @@ export async function raiseSequences(tx: Queryable, schema: string, tenantId: st
 
 /**
  * Rewrite the leading `tenant_id` of every COPY text line from `from` to `to`, in place (both are
- * 36-byte uuids, so no byte moves); binary COPY data: {@link rewriteTenantIdBinary}. A line that does not start with `from` fails the stream: rows
- * of another tenant never pass through a rewrite unnoticed.
+ * 36-byte uuids, so no byte moves); binary COPY data: {@link rewriteTenantIdBinary}. A line that
+ * does not start with `from` fails the stream: rows of another tenant never pass through a rewrite
+ * unnoticed.
  */
 export function rewriteTenantId(from: string, to: string, format: CopyFormat = 'text'): Transform {
   if (format === 'binary') return rewriteTenantIdBinary(from, to)
@@ -340,7 +341,8 @@ async function copyWithin(from: TenantPlace, to: TenantPlace, onTable?: (table: 
 /**
  * Copy one tenant between placements: one snapshot transaction on the source, one transaction on
  * the target (all or nothing), `tenant_id` rewritten when the ids differ, sequences raised past the
- * copied rows. Between databases the rows stream with COPY, binary for tables of built-in types. The target's tables must exist (provisioned at the same migrations).
+ * copied rows. Between databases the rows stream with COPY, binary for tables of built-in types.
+ * The target's tables must exist (provisioned at the same migrations).
  *
  * @example
  * ```ts
