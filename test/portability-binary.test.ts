@@ -1,12 +1,15 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Readable } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
+import { createHash, randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTenantry, type Tenantry } from '../src/index.ts'
-import { Counter, readManifest } from '../src/portability/archive.ts'
+import { Counter, packArchive, readManifest } from '../src/portability/archive.ts'
+import { copyTableOut, tenantTables, type TenantTable } from '../src/portability/copy-engine.ts'
+import { tenantToken } from '../src/data/tenant-token.ts'
 import { BinaryCopyScanner, rewriteTenantIdBinary, uuidBytes } from '../src/portability/copy-binary.ts'
-import { backends, postgresAvailable, type Backend } from './helpers/backends.ts'
+import { backends, outcome, postgresAvailable, type Backend } from './helpers/backends.ts'
 
 // Archives of format version 2 (issue 13): tables whose columns are all of built-in types travel in
 // PostgreSQL's binary COPY format, the others in text. The scanner that counts binary rows and
@@ -211,6 +214,40 @@ function binarySuite(backend: Backend): void {
       const [first] = await rowsOf(tenantry, 'copy-schema', 'kinds')
       expect(JSON.parse(first)).toMatchObject({ id: 1, n: 123456789.125, f: 'NaN', r: '-Infinity', i4: 2147483647, bin: '\\x00ff10', iv: '1 year 2 mons -3 days +04:05:06', arr: ['x', null, 'y,z'] })
     }, 180_000)
+
+    it('still restores an archive of format version 1 (every table as COPY text, checksums of the plain text)', async () => {
+      // A version 1 archive of the source tenant, as Tenantry wrote them before binary COPY.
+      const source = (await tenantry.findTenant('source'))!
+      const room = tenantry.dataPlane.migrationTarget(source)
+      const copies = await tenantry.dataPlane.driver(source.placement.server).copyTransaction(room.database, 'snapshot', async (tx) => {
+        await tx.query("SELECT set_config('tenantry.tenant_id', $1, true)", [tenantToken(tenantry.dataPlane.tenantKey, source.id)])
+        const out: { table: TenantTable; data: Buffer; rows: number }[] = []
+        for (const table of await tenantTables(tx, room.schema)) {
+          const chunks: Buffer[] = []
+          const rows = await copyTableOut(tx, room.schema, source.id, table, new Writable({ write(c: Buffer, _e, cb) { chunks.push(c); cb() } }))
+          out.push({ table, data: Buffer.concat(chunks), rows })
+        }
+        return out
+      })
+      const v2 = (await readManifest(archive)).manifest
+      const spooled = copies.map((c, i) => ({ entry: `tables/${String(i).padStart(3, '0')}-${c.table.name}.copy`, file: join(dir, `v1-${i}.copy`), ...c }))
+      for (const s of spooled) writeFileSync(s.file, s.data)
+      const v1 = {
+        ...v2, formatVersion: 1 as const, archiveId: randomUUID(), compression: 'none' as const, encryption: null, rows: 6,
+        tables: spooled.map((s) => ({ name: s.table.name, columns: s.table.columns, rows: s.rows, sha256: createHash('sha256').update(s.data).digest('hex'), entry: s.entry, bytes: s.data.length })),
+      }
+      const path = join(dir, 'v1.tar')
+      await packArchive(path, v1, spooled, null)
+      const r = await tenantry.portability.restore(path, { as: 'copy-v1', tier: 'schema' })
+      expect([r.rows, r.tables]).toEqual([6, [{ name: 'moods', rows: 3 }, { name: 'kinds', rows: 3 }]])
+      expect(await rowsOf(tenantry, 'copy-v1', 'kinds')).toEqual(await rowsOf(tenantry, 'source', 'kinds'))
+      expect(await rowsOf(tenantry, 'copy-v1', 'moods')).toEqual(await rowsOf(tenantry, 'source', 'moods'))
+      // Its checks are still those of version 1: a changed row count is refused before anything is written.
+      const miscounted = join(dir, 'v1-miscounted.tar')
+      await packArchive(miscounted, { ...v1, tables: v1.tables.map((t, i) => (i === 1 ? { ...t, rows: 2 } : t)) }, spooled, null)
+      expect(await outcome(tenantry.portability.restore(miscounted, { as: 'never-v1' }))).toBe('ARCHIVE_CORRUPT')
+      expect(await tenantry.findTenant('never-v1')).toBeNull()
+    }, 120_000)
 
     it.skipIf(backend.name !== 'PostgreSQL')('restores into pooled tables whose column types a later migration changed, each value read as its new type', async () => {
       if (!url) throw new Error('no PostgreSQL URL')

@@ -1,6 +1,6 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual, type CipherGCM, type DecipherGCM } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual, type CipherGCM, type DecipherGCM, type Hash } from 'node:crypto'
 import { appendFileSync, createReadStream, createWriteStream, statSync } from 'node:fs'
-import { Transform, Writable, type Readable, type TransformCallback, type TransformOptions } from 'node:stream'
+import { PassThrough, Transform, Writable, type Readable, type TransformCallback, type TransformOptions } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGunzip, createGzip } from 'node:zlib'
 import * as tar from 'tar-stream'
@@ -25,9 +25,11 @@ import { BinaryCopyScanner } from './copy-binary.ts'
  * version), else in text; each table says which (`format`) and lists its column types. Version 1
  * (every table in text) is still read.
  *
- * Each table's `sha256` and `rows` are of its plain COPY data, so a restore checks them whatever the
- * compression or encryption. Tar entries need their size up front: each table is spooled to a file
- * beside the archive first, then packed.
+ * A table's `sha256`: in version 2, of the entry's stored bytes (compressed, encrypted: as they are
+ * in the tar) after its name and row count ({@link entryHash}), so a restore verifies the whole
+ * archive by reading it once, without decompressing, and a changed count fails like a changed
+ * byte; in version 1, of the plain COPY text, with the rows counted as its lines. Tar entries need
+ * their size up front: each table is spooled to a file beside the archive first, then packed.
  */
 export interface ArchiveManifest {
   format: 'tenantry-archive'
@@ -80,22 +82,23 @@ export interface SpooledTable {
   entry: string
   /** Where the plain COPY data is written; resolves once the spool file is complete. */
   sink: Writable
-  /** The rows are the COPY's to count (its command tag says how many): the spool only hashes them. */
-  done: Promise<{ sha256: string; bytes: number }>
+  /** The entry's size; its checksum needs the row count, which the COPY says ({@link entrySha256}). */
+  done: Promise<{ bytes: number }>
 }
 
 /**
  * Hashes the bytes passing through and counts their rows: lines (COPY text and JSON lines: one row
  * a line), or the tuples of binary COPY data (`binary`), which must then be well formed; or
- * nothing but the hash (`countRows: false`, where the COPY itself says how many rows it sent).
+ * nothing but the hash (`countRows: false`; `hash`: one already fed a prefix).
  */
 export class Counter extends Transform {
-  readonly hash = createHash('sha256')
+  readonly hash: Hash
   private lines = 0
   private readonly scanner?: BinaryCopyScanner
   private readonly counting: boolean
-  constructor(opts: TransformOptions & { binary?: boolean; countRows?: boolean } = {}) {
+  constructor(opts: TransformOptions & { binary?: boolean; countRows?: boolean; hash?: Hash } = {}) {
     super(opts)
+    this.hash = opts.hash ?? createHash('sha256')
     this.counting = opts.countRows !== false
     if (opts.binary && this.counting) this.scanner = new BinaryCopyScanner()
   }
@@ -126,11 +129,10 @@ export class Counter extends Transform {
 export function spoolTable(dir: string, index: number, table: TenantTable, opts: { gzip: boolean; key: Buffer | null; archiveId: string; format: CopyFormat; gate?: Transform }): SpooledTable {
   const entry = `tables/${String(index).padStart(3, '0')}-${table.name}.${opts.format === 'binary' ? 'pgcopy' : 'copy'}${opts.gzip ? '.gz' : ''}${opts.key ? '.enc' : ''}`
   const file = `${dir}/${String(index).padStart(3, '0')}.spool`
-  const counter = new Counter({ highWaterMark: CHUNK, countRows: false })
   const out = createWriteStream(file, { highWaterMark: CHUNK })
   // A pacing gate (copy-engine's pacedStream) goes first, in the same pipeline: a failure on
   // either side of it tears down the whole chain.
-  const stages: (Transform | Writable)[] = opts.gate ? [opts.gate, counter] : [counter]
+  const stages: (Transform | Writable)[] = [opts.gate ?? new PassThrough({ highWaterMark: CHUNK })]
   if (opts.gzip) stages.push(createGzip({ level: 1, chunkSize: CHUNK }))
   let cipher: CipherGCM | undefined
   if (opts.key) {
@@ -142,9 +144,21 @@ export function spoolTable(dir: string, index: number, table: TenantTable, opts:
   }
   const done = (pipeline as (...s: unknown[]) => Promise<void>)(...stages, out).then(() => {
     if (cipher) appendFileSync(file, cipher.getAuthTag())
-    return { sha256: counter.hash.digest('hex'), bytes: statSync(file).size }
+    return { bytes: statSync(file).size }
   })
   return { table, file, entry, sink: stages[0] as Writable, done }
+}
+
+/** Format 2's table checksum, fed the entry's name and row count; its stored bytes follow. */
+export function entryHash(entry: string, rows: number): Hash {
+  return createHash('sha256').update(`tenantry-archive-table\0${entry}\0${rows}\0`)
+}
+
+/** The format 2 checksum of a spooled table (read back from its spool file: compressed, it is small). */
+export async function entrySha256(file: string, entry: string, rows: number): Promise<string> {
+  const hash = entryHash(entry, rows)
+  for await (const chunk of createReadStream(file, { highWaterMark: CHUNK })) hash.update(chunk as Buffer)
+  return hash.digest('hex')
 }
 
 /** Pack the manifest and the spooled tables into the tar file `path`. */
@@ -232,6 +246,7 @@ export async function readTables(
   manifest: ArchiveManifest,
   key: Buffer | null,
   consume: (table: ArchiveTable, plain: Readable) => Promise<unknown>,
+  decode = true,
 ): Promise<void> {
   let next = 0
   await walk(path, async (name, size, stream) => {
@@ -245,7 +260,7 @@ export async function readTables(
       throw corrupt(path, `entry '${name}' is not the one its manifest lists next (${t?.entry ?? 'none'})`)
     }
     next++
-    await decodeEntry(path, manifest, key, t, size, stream, consume)
+    await decodeEntry(path, manifest, key, t, size, stream, consume, decode)
     return 'next'
   })
   if (next !== manifest.tables.length) throw corrupt(path, `it ends after ${next} of the ${manifest.tables.length} tables its manifest lists (truncated)`)
@@ -279,14 +294,16 @@ export async function readTable(
 
 /**
  * Check the whole archive before anything is written: its entries are exactly the manifest's, in
- * order, and every table decodes to its checksum and row count. With `width` > 1 the tables are
- * decoded that many at once (after one pass over the entry names).
+ * order, and every table matches its checksum — version 2: its stored bytes, read once and not
+ * decoded (bytes identical to those written decode as they did); version 1: its plain text and row
+ * count, decoded, with `width` > 1 that many tables at once (after one pass over the entry names).
  */
 export async function verifyArchive(path: string, manifest: ArchiveManifest, key: Buffer | null, width: number, onTable?: (table: ArchiveTable) => void): Promise<void> {
   const drainTo = async (t: ArchiveTable, plain: Readable) => {
     for await (const _ of plain) { /* the counter hashes what passes */ }
     onTable?.(t)
   }
+  if (manifest.formatVersion === 2) return readTables(path, manifest, key, drainTo, false)
   if (width <= 1) return readTables(path, manifest, key, drainTo)
   const names: string[] = []
   await walk(path, async (name, _size, stream) => {
@@ -301,7 +318,12 @@ export async function verifyArchive(path: string, manifest: ArchiveManifest, key
   await mapLimited(manifest.tables, width, (_t, i) => readTable(path, manifest, key, i, drainTo))
 }
 
-/** Decode one table entry (decrypt, gunzip) through `consume` and check it against the manifest. */
+/**
+ * Decode one table entry (decrypt, gunzip) through `consume` and check it against the manifest:
+ * version 2 by its stored bytes (and, when `consume` resolves with the rows it loaded, their
+ * count), version 1 by its plain text and lines. `decode` false (version 2's verify pass) reads the
+ * stored bytes as they are.
+ */
 async function decodeEntry(
   path: string,
   manifest: ArchiveManifest,
@@ -310,24 +332,30 @@ async function decodeEntry(
   size: number,
   stream: Readable,
   consume: (table: ArchiveTable, plain: Readable) => Promise<unknown>,
+  decode = true,
 ): Promise<void> {
-  const stages: Transform[] = []
-  if (manifest.encryption) stages.push(new GcmOpen(key!, `${manifest.archiveId}:${t.entry}`, size))
-  if (manifest.compression === 'gzip') stages.push(createGunzip({ chunkSize: CHUNK }))
-  const counter = new Counter({ highWaterMark: CHUNK, binary: formatOf(t) === 'binary' })
-  stages.push(counter)
-  // The consumer reads the plain text from the counter; both must finish.
+  const stored = manifest.formatVersion === 2 ? new Counter({ highWaterMark: CHUNK, countRows: false, hash: entryHash(t.entry, t.rows) }) : null
+  const stages: Transform[] = stored ? [stored] : []
+  if (decode) {
+    if (manifest.encryption) stages.push(new GcmOpen(key!, `${manifest.archiveId}:${t.entry}`, size))
+    if (manifest.compression === 'gzip') stages.push(createGunzip({ chunkSize: CHUNK }))
+  }
+  const plain = stored ? null : new Counter({ highWaterMark: CHUNK, binary: formatOf(t) === 'binary' })
+  if (plain) stages.push(plain)
+  // The consumer reads the last stage's output; both must finish.
   const flowing = (pipeline as (...s: unknown[]) => Promise<void>)(stream, ...stages)
-  const consumed = consume(t, counter)
+  const consumed = consume(t, stages[stages.length - 1])
+  let loaded: unknown
   try {
-    await Promise.all([flowing, consumed])
+    [, loaded] = await Promise.all([flowing, consumed])
   } catch (err) {
     if (err instanceof TenantryError) throw err
     throw corrupt(path, `table ${t.name} (${t.entry}) does not decode: ${(err as Error).message}`, err)
   }
-  const sha = counter.hash.digest('hex')
-  if (sha !== t.sha256 || counter.rows !== t.rows) {
-    throw corrupt(path, `table ${t.name} does not match its manifest (${counter.rows} rows, sha256 ${sha.slice(0, 12)}… instead of ${t.rows} rows, ${t.sha256.slice(0, 12)}…)`)
+  const sha = (stored ?? plain!).hash.digest('hex')
+  const rows = plain ? plain.rows : typeof loaded === 'number' ? loaded : t.rows
+  if (sha !== t.sha256 || rows !== t.rows) {
+    throw corrupt(path, `table ${t.name} does not match its manifest (${rows} rows, sha256 ${sha.slice(0, 12)}… instead of ${t.rows} rows, ${t.sha256.slice(0, 12)}…)`)
   }
 }
 

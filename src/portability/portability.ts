@@ -23,7 +23,7 @@ import { mustFindTenant } from '../lifecycle/lifecycle.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
 import type { TenantExtraMigrations } from '../lifecycle/lifecycle.ts'
-import { ARCHIVE_FORMAT_VERSION, checkManifestMac, formatOf, packArchive, readManifest, readTable, readTables, spoolTable, verifyArchive, type ArchiveManifest, type CopyFormat } from './archive.ts'
+import { ARCHIVE_FORMAT_VERSION, checkManifestMac, entrySha256, formatOf, packArchive, readManifest, readTable, readTables, spoolTable, verifyArchive, type ArchiveManifest, type CopyFormat } from './archive.ts'
 import { copiesDirectly, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapshot, loadWaves, mapLimited, pacedStream, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
 import { TenantKeys, resolveMasterKey } from './keys.ts'
 import { EXPORT_FORMATS, exportTable, subjectColumns, SUBJECT_MARK, type ExportFormat } from './export.ts'
@@ -376,9 +376,10 @@ export class Portability {
         const format: CopyFormat = table.binary ? 'binary' : 'text'
         const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId, format, gate: pacer ? pacedStream(pacer) : undefined })
         const [copied, r] = await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink, format), s.done])
+        const sha256 = await entrySha256(s.file, s.entry, copied)
         rows += copied
         onProgress?.({ phase: 'backup', table: table.name, tablesDone: ++done, tables: tables.length, rows })
-        return { entry: s.entry, file: s.file, name: table.name, columns: table.columns, types: table.types ?? [], format, rows: copied, ...r }
+        return { entry: s.entry, file: s.file, name: table.name, columns: table.columns, types: table.types ?? [], format, rows: copied, sha256, ...r }
       })
       return { tables, migrations: ledger.rows, spooled }
     }, { nice }).finally(() => pacer?.stop())
@@ -677,6 +678,7 @@ export class Portability {
         rows += n
         counts.push({ name: entry.name, rows: n })
         onProgress?.({ phase: 'load', table: entry.name, tablesDone: ++i, tables: manifest.tables.length, rows })
+        return n
       })
       await raiseSequences(tx, room.schema, staging.id, tables)
     })
@@ -710,6 +712,7 @@ export class Portability {
           counts.set(entry.name, n)
           rows += n
           onProgress?.({ phase: 'load', table: entry.name, tablesDone: counts.size, tables: manifest.tables.length, rows })
+          return n
         })
       }).then(() => faultPoint('restore:table')))
     }
