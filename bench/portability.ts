@@ -44,8 +44,8 @@
  * the time a hypervisor gave other guests): on a host whose CPU others take, the CPU a side needs is
  * steadier than its wall time.
  * The last line is one JSON object: backup_rows_per_s, restore_rows_per_s, backup_vs_native,
- * restore_vs_native, backup_cpu_vs_native, restore_cpu_vs_native (each the worst tier's median), p99_during_backup_ratio, and per tier figures
- * with every round's ratios. The machine is shared and noisy: compare ratios measured in one run.
+ * restore_vs_native, backup_cpu_vs_native, restore_cpu_vs_native (each the worst tier's median),
+ * p99_during_backup_ratio, and per tier figures with every round's ratios. The machine is shared and noisy: compare ratios measured in one run.
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -335,28 +335,29 @@ export default async function run(args: string[]): Promise<number> {
         const tenantryFirst = r % 2 === 0
         if (tier === 'pooled') await t.dataPlane.driver('main').admin(room.database).query(`VACUUM ${TABLES.map((x) => `public.${x}`).join(', ')}`)
         await admin.query('CHECKPOINT')
-        const z = { s: 0, cpu: NaN }
-        let backup = z
-        let nativeBackup_ = z
+        // Each side's wall and machine CPU seconds (t: Tenantry, n: the native tools).
+        const none = { s: 0, cpu: NaN }
+        let tBackup = none
+        let nBackup = none
         for (const side of tenantryFirst ? ['tenantry', 'native'] : ['native', 'tenantry']) {
-          if (side === 'tenantry') backup = await timed(tenantryBackup)
-          else nativeBackup_ = await timed(nativeBackup)
+          if (side === 'tenantry') tBackup = await timed(tenantryBackup)
+          else nBackup = await timed(nativeBackup)
         }
         archiveBytes = Number(execFileSync('stat', ['-c', '%s', backupPath], { encoding: 'utf8' }))
         nativeBytes = Number(execFileSync('du', ['-sb', nativeDir], { encoding: 'utf8' }).split('\t')[0])
-        let restore = z
-        let nativeRestore_ = z
+        let tRestore = none
+        let nRestore = none
         for (const side of tenantryFirst ? ['tenantry', 'native'] : ['native', 'tenantry']) {
           if (side === 'native') await prepareNativeRestore()
           await admin.query('CHECKPOINT')
-          if (side === 'tenantry') restore = await timed(() => tenantryRestore(r))
-          else nativeRestore_ = await timed(nativeRestore)
+          if (side === 'tenantry') tRestore = await timed(() => tenantryRestore(r))
+          else nRestore = await timed(nativeRestore)
         }
         rounds.push({
-          backup_s: backup.s, native_backup_s: nativeBackup_.s, restore_s: restore.s, native_restore_s: nativeRestore_.s,
-          backup_cpu_s: backup.cpu, native_backup_cpu_s: nativeBackup_.cpu, restore_cpu_s: restore.cpu, native_restore_cpu_s: nativeRestore_.cpu,
+          backup_s: tBackup.s, native_backup_s: nBackup.s, restore_s: tRestore.s, native_restore_s: nRestore.s,
+          backup_cpu_s: tBackup.cpu, native_backup_cpu_s: nBackup.cpu, restore_cpu_s: tRestore.cpu, native_restore_cpu_s: nRestore.cpu,
         })
-        log(`${tier} round ${r + 1}/${repeats} (${tenantryFirst ? 'Tenantry' : 'native'} first): backup ${round(backup.s, 2)} s vs ${round(nativeBackup_.s, 2)} s (${round(nativeBackup_.s / backup.s, 3)}x; machine CPU ${round(backup.cpu, 2)} s vs ${round(nativeBackup_.cpu, 2)} s), restore ${round(restore.s, 2)} s vs ${round(nativeRestore_.s, 2)} s (${round(nativeRestore_.s / restore.s, 3)}x; CPU ${round(restore.cpu, 2)} s vs ${round(nativeRestore_.cpu, 2)} s); this process: heap ${Math.round(process.memoryUsage().heapUsed / 1e6)} MB, rss ${Math.round(process.memoryUsage().rss / 1e6)} MB`)
+        log(`${tier} round ${r + 1}/${repeats} (${tenantryFirst ? 'Tenantry' : 'native'} first): backup ${round(tBackup.s, 2)} s vs ${round(nBackup.s, 2)} s (${round(nBackup.s / tBackup.s, 3)}x; machine CPU ${round(tBackup.cpu, 2)} s vs ${round(nBackup.cpu, 2)} s), restore ${round(tRestore.s, 2)} s vs ${round(nRestore.s, 2)} s (${round(nRestore.s / tRestore.s, 3)}x; CPU ${round(tRestore.cpu, 2)} s vs ${round(nRestore.cpu, 2)} s); this process: heap ${Math.round(process.memoryUsage().heapUsed / 1e6)} MB, rss ${Math.round(process.memoryUsage().rss / 1e6)} MB`)
         // Untimed: the copy goes, and the archive (a round makes its own).
         await t.portability.erase(`copy-${tier}-${r}`, { force: true })
         rmSync(backupPath, { force: true })

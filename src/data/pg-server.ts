@@ -37,7 +37,6 @@ export interface PgServerOptions {
   adminPoolSize?: number
 }
 
-
 /** Distinct statement texts prepared per connection; beyond it statements go unnamed. */
 const STATEMENT_CACHE_SIZE = 256
 

@@ -5,8 +5,7 @@ import { pipeline } from 'node:stream/promises'
 import { createGunzip, createGzip } from 'node:zlib'
 import * as tar from 'tar-stream'
 import { TenantryError } from '../core/errors.ts'
-import { mapLimited, type TenantTable } from './copy-engine.ts'
-import { BinaryCopyScanner } from './copy-binary.ts'
+import { mapLimited, type CopyFormat, type TenantTable } from './copy-engine.ts'
 
 /**
  * The tenant archive: one tar file, the same in every tier.
@@ -61,9 +60,6 @@ export interface ArchiveTable {
   bytes: number
 }
 
-/** The COPY format of a table's rows in an archive. */
-export type CopyFormat = 'text' | 'binary'
-
 /** The format an archive table is held in (version 1 archives: text). */
 export const formatOf = (t: Pick<ArchiveTable, 'format'>): CopyFormat => (t.format === 'binary' ? 'binary' : 'text')
 
@@ -87,41 +83,23 @@ export interface SpooledTable {
 }
 
 /**
- * Hashes the bytes passing through and counts their rows: lines (COPY text and JSON lines: one row
- * a line), or the tuples of binary COPY data (`binary`), which must then be well formed; or
- * nothing but the hash (`countRows: false`; `hash`: one already fed a prefix).
+ * Hashes the bytes passing through and counts their lines (COPY text and JSON lines: one row a
+ * line); `countRows: false` only hashes (`hash`: one already fed a prefix).
  */
 export class Counter extends Transform {
   readonly hash: Hash
-  private lines = 0
-  private readonly scanner?: BinaryCopyScanner
+  rows = 0
   private readonly counting: boolean
-  constructor(opts: TransformOptions & { binary?: boolean; countRows?: boolean; hash?: Hash } = {}) {
+  constructor(opts: TransformOptions & { countRows?: boolean; hash?: Hash } = {}) {
     super(opts)
     this.hash = opts.hash ?? createHash('sha256')
     this.counting = opts.countRows !== false
-    if (opts.binary && this.counting) this.scanner = new BinaryCopyScanner()
-  }
-
-  get rows(): number {
-    return this.scanner ? this.scanner.rows : this.lines
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.hash.update(chunk)
-    if (this.scanner) {
-      try {
-        this.scanner.scan(chunk)
-      } catch (err) {
-        done(err as Error)
-        return
-      }
-    } else if (this.counting) for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) this.lines++
+    if (this.counting) for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) this.rows++
     done(null, chunk)
-  }
-
-  override _flush(done: TransformCallback): void {
-    done(this.scanner && !this.scanner.complete ? new Error('binary COPY data cut off before its trailer') : null)
   }
 }
 
@@ -340,7 +318,7 @@ async function decodeEntry(
     if (manifest.encryption) stages.push(new GcmOpen(key!, `${manifest.archiveId}:${t.entry}`, size))
     if (manifest.compression === 'gzip') stages.push(createGunzip({ chunkSize: CHUNK }))
   }
-  const plain = stored ? null : new Counter({ highWaterMark: CHUNK, binary: formatOf(t) === 'binary' })
+  const plain = stored ? null : new Counter({ highWaterMark: CHUNK })
   if (plain) stages.push(plain)
   // The consumer reads the last stage's output; both must finish.
   const flowing = (pipeline as (...s: unknown[]) => Promise<void>)(stream, ...stages)

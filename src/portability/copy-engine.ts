@@ -3,11 +3,10 @@ import type { LoadPacer } from '../lifecycle/pacer.ts'
 import pLimit from 'p-limit'
 import type { Queryable } from '../data/executor.ts'
 import type { CopyTransaction, ServerDriver } from '../data/driver.ts'
-import { TENANT_TABLES_SQL, deleteOrder } from '../data/sql.ts'
+import { TENANT_TABLES_SQL, deleteOrder, type CopyDataFormat } from '../data/sql.ts'
 import { quoteIdent } from '../core/sql.ts'
 import * as sql from './sql.ts'
 import { TenantryError } from '../core/errors.ts'
-import type { CopyFormat } from './archive.ts'
 import { rewriteTenantIdBinary } from './copy-binary.ts'
 
 /**
@@ -39,6 +38,12 @@ export interface TenantPlace {
   /** The tenant's signed setting (`tenantToken`), for an owner under FORCEd row-level security; optional for a superuser. */
   token?: string
 }
+
+/** How a tenant table's rows stream: COPY text, or binary. */
+export type CopyFormat = Extract<CopyDataFormat, 'text' | 'binary'>
+
+/** Binary COPY where every column's type is built in (the server skips each value's text form), else text. */
+export const copyFormatFor = (table: TenantTable): CopyFormat => (table.binary ? 'binary' : 'text')
 
 /** The tenant tables of `schema`, parents before the tables that reference them (load order). */
 export async function tenantTables(q: Queryable, schema: string): Promise<TenantTable[]> {
@@ -272,7 +277,7 @@ export async function raiseSequences(tx: Queryable, schema: string, tenantId: st
  * Rewrite the leading `tenant_id` of every COPY text line from `from` to `to`, in place (both are
  * 36-byte uuids, so no byte moves); binary COPY data: {@link rewriteTenantIdBinary}. A line that
  * does not start with `from` fails the stream: rows of another tenant never pass through a rewrite
- * unnoticed.
+ * unnoticed (with `to` equal to `from`, it is that check alone).
  */
 export function rewriteTenantId(from: string, to: string, format: CopyFormat = 'text'): Transform {
   if (format === 'binary') return rewriteTenantIdBinary(from, to)
@@ -365,8 +370,8 @@ export async function copyTenant(from: TenantPlace, to: TenantPlace, onTable?: (
       const targetOf = new Map(targets.map((t) => [t.name, t]))
       const counts: { table: string; rows: number }[] = []
       for (const table of tables) {
-        // Binary COPY where every column's type is built in, as backups do (a target whose types differ converts).
-        const format: CopyFormat = table.binary ? 'binary' : 'text'
+        // As backups do; a target whose types differ converts.
+        const format = copyFormatFor(table)
         const pipe = new PassThrough()
         const tail = from.tenantId === to.tenantId ? pipe : pipe.pipe(rewriteTenantId(from.tenantId, to.tenantId, format))
         const into = targetOf.get(table.name) ?? table

@@ -23,8 +23,8 @@ import { mustFindTenant } from '../lifecycle/lifecycle.ts'
 import { createTarget, migrateTarget, requireMigrations, type MigrationFile } from '../lifecycle/migrator.ts'
 import type { Operation, Operations } from '../lifecycle/operations.ts'
 import type { TenantExtraMigrations } from '../lifecycle/lifecycle.ts'
-import { ARCHIVE_FORMAT_VERSION, checkManifestMac, entrySha256, formatOf, packArchive, readManifest, readTable, readTables, spoolTable, verifyArchive, type ArchiveManifest, type CopyFormat } from './archive.ts'
-import { copiesDirectly, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapshot, loadWaves, mapLimited, pacedStream, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
+import { ARCHIVE_FORMAT_VERSION, checkManifestMac, entrySha256, formatOf, packArchive, readManifest, readTable, readTables, spoolTable, verifyArchive, type ArchiveManifest } from './archive.ts'
+import { copiesDirectly, copyFormatFor, copyTableIn, copyTableOut, copyWidth, eachTableAtSnapshot, loadWaves, mapLimited, pacedStream, raiseSequences, rewriteTenantId, tenantTables, type TenantTable } from './copy-engine.ts'
 import { TenantKeys, resolveMasterKey } from './keys.ts'
 import { EXPORT_FORMATS, exportTable, subjectColumns, SUBJECT_MARK, type ExportFormat } from './export.ts'
 import * as sql from './sql.ts'
@@ -372,8 +372,7 @@ export class Portability {
       // Each table spools to its own file, so tables can be read at once (one exported snapshot);
       // the tar is packed from the spool files in table order afterwards.
       const spooled = await eachTableAtSnapshot(tx, { driver, database: room.database, token, nice }, tables, this.width(driver, tables.length), async (w, table, i) => {
-        // Binary COPY where every column's type is built in: the server skips each value's text form.
-        const format: CopyFormat = table.binary ? 'binary' : 'text'
+        const format = copyFormatFor(table)
         const s = spoolTable(spoolDir, i, table, { gzip: o.gzip, key: o.key, archiveId, format, gate: pacer ? pacedStream(pacer) : undefined })
         const [copied, r] = await Promise.all([copyTableOut(w, room.schema, tenant.id, table, s.sink, format), s.done])
         const sha256 = await entrySha256(s.file, s.entry, copied)
@@ -673,7 +672,9 @@ export class Portability {
       let i = 0
       await readTables(path, manifest, key, async (entry, plain) => {
         const format = formatOf(entry)
-        const source: Readable = manifest.tenant.id === staging.id ? plain : plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id, format))
+        // Every row must be the archive's tenant's, restored as it or as a copy (a role that
+        // bypasses row-level security would otherwise load whatever an edited archive holds).
+        const source: Readable = plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id, format))
         const n = await copyTableIn(tx, room.schema, byName.get(entry.name)!, source, direct, { columns: entry.columns, format, types: entry.types })
         rows += n
         counts.push({ name: entry.name, rows: n })
@@ -707,7 +708,7 @@ export class Portability {
         const direct = await copiesDirectly(tx)
         await readTable(path, manifest, key, indexOf.get(t.name)!, async (entry, plain) => {
           const format = formatOf(entry)
-          const source: Readable = manifest.tenant.id === staging.id ? plain : plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id, format))
+          const source: Readable = plain.pipe(rewriteTenantId(manifest.tenant.id, staging.id, format))
           const n = await copyTableIn(tx, room.schema, t, source, direct, { columns: entry.columns, format, types: entry.types })
           counts.set(entry.name, n)
           rows += n
