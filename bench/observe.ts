@@ -137,15 +137,19 @@ function hex(next: () => number, chars: number): string {
 
 const slugOf = (i: number) => `bench-t${String(i + 1).padStart(2, '0')}`
 
-async function setup(adminUrl: string, admin: pg.Client, pool: number, tenants: number): Promise<{ ids: string[][]; pgVersion: string }> {
-  await admin.query(`CREATE DATABASE ${DATABASE}`)
-  const dbUrl = withDatabase(adminUrl, DATABASE)
+/**
+ * The bench database: `tenants` pooled tenants (`slugOf`) with 1,000 projects each, vacuumed; each
+ * tenant's project ids. Also the database of `bench/observe-split.ts` (its own name and roles).
+ */
+export async function setup(adminUrl: string, admin: pg.Client, pool: number, tenants: number, database = DATABASE, rolePrefix = ROLE_PREFIX): Promise<{ ids: string[][]; pgVersion: string }> {
+  await admin.query(`CREATE DATABASE ${database}`)
+  const dbUrl = withDatabase(adminUrl, database)
   let tenantry: Tenantry | undefined
   try {
     tenantry = await createTenantry({
       databaseUrl: dbUrl,
       migrations: resolvePath(REPO_ROOT, 'demo/migrations'),
-      rolePrefix: ROLE_PREFIX,
+      rolePrefix,
       resolve: [subdomain({ baseDomain: 'localhost' }), header()],
       connectionBudget: pool,
       observe: { logger: false, metrics: false, tracing: false, metering: false },
