@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import pg from 'pg'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { PgServer } from '../src/data/pg-server.ts'
 import { LoadPacer } from '../src/lifecycle/pacer.ts'
 import { PG_ADMIN_URL, postgresAvailable } from './helpers/backends.ts'
@@ -212,6 +212,31 @@ describe('LoadPacer', () => {
     await pacer.stop()
     await waiting
     expect(waited).toBe(true)
+  })
+
+  it('a waiter whose rest ends while it is being queued is still woken (no waiter left with no timer)', async () => {
+    const pacer = new LoadPacer(() => ({ cpuTimes: scriptedCpuTimes(() => 1) }), 2, { windowMs: 5, startLevel: 0.05, recalibrateSeconds: 3600 })
+    await pacer.start('main')
+    expect(pacer.report()).toMatchObject({ gauge: 'cpu', level: 0.05 })
+    await pacer.acquire()
+    // A clock that moves 70 ms per reading: the release rests the slot until t + 190 (10 ms × 19);
+    // acquire() reads t + 70 (rest on: queued), its wake-up t + 140 (still on) and t + 210 (over).
+    const real = Date.now()
+    let t = real
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => (t += 70) - 70)
+    let admitted = false
+    try {
+      pacer.release(10)
+      const waiting = pacer.acquire().then(() => { admitted = true })
+      clock.mockRestore()
+      // The rest, in real time, ends at once: within a second the waiter has the slot.
+      await Promise.race([waiting, new Promise((r) => setTimeout(r, 1000))])
+    } finally {
+      clock.mockRestore()
+    }
+    expect(admitted).toBe(true)
+    pacer.release(0)
+    await pacer.stop()
   })
 })
 

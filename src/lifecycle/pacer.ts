@@ -297,20 +297,27 @@ export class LoadPacer {
     return Math.max(this.o.minLevel, Math.min(this.o.startLevel, this.maxLevel))
   }
 
+  private slots(): number {
+    return Math.max(1, Math.floor(this.levelNow))
+  }
+
   private admits(): boolean {
     if (this.stopped) return true
     if (this.holding) return false
-    const slots = Math.max(1, Math.floor(this.levelNow))
-    return this.active < slots && Date.now() >= this.restUntil
+    return this.active < this.slots() && Date.now() >= this.restUntil
   }
 
   private wake(): void {
     while (this.waiters.length > 0 && this.admits()) this.waiters.shift()!()
-    if (this.waiters.length > 0 && !this.holding && Date.now() < this.restUntil && !this.wakeTimer) {
+    // A slot is free and only the rest holds the waiters back: wake when it ends. Not decided by
+    // a second reading of the clock: a rest that ended between `admits()` and here would leave
+    // the waiters with no one to wake them (a release, a new level or the end of a calibration
+    // wake them otherwise).
+    if (this.waiters.length > 0 && !this.holding && this.active < this.slots() && !this.wakeTimer) {
       this.wakeTimer = setTimeout(() => {
         this.wakeTimer = null
         this.wake()
-      }, this.restUntil - Date.now())
+      }, Math.max(0, this.restUntil - Date.now()))
     }
   }
 
