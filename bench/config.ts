@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util'
 import { InMemoryProvider, OpenFeature, type EvaluationContext } from '@openfeature/server-sdk'
 import { createTenantry, currentTenant, header, rolloutBucket, type Tenantry } from '../src/index.ts'
 import { connectBenchAdmin, dropBenchLeftovers, shuffled, withDatabase } from './lib/bench-db.ts'
-import { REPO_ROOT, killChildren, median, printTable, round, runLoad, startServer, waitForQuiet, type ServerChild } from './lib/load.ts'
+import { REPO_ROOT, intFlag, killChildren, median, printTable, round, runLoad, startServer, waitForQuiet, type ServerChild } from './lib/load.ts'
 
 const DATABASE = 'tenantry_bench_config'
 const ROLE_PREFIX = 'tb_config'
@@ -69,10 +69,7 @@ function usage(): string {
 }
 
 function int(name: string, value: string | undefined, fallback: number, min = 1): number {
-  if (value === undefined) return fallback
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got '${value}'\n${usage()}`)
-  return n
+  return intFlag(name, value, fallback, usage(), min)
 }
 
 /** The flag both providers serve, as Tenantry defines it. */

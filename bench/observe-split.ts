@@ -33,7 +33,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve as resolvePath } from 'node:path'
 import { parseArgs } from 'node:util'
 import { connectBenchAdmin, dropBenchLeftovers, withDatabase } from './lib/bench-db.ts'
-import { REPO_ROOT, median, printTable, round } from './lib/load.ts'
+import { REPO_ROOT, intFlag, median, printTable, round } from './lib/load.ts'
 import { setup } from './observe.ts'
 
 const DATABASE = 'tenantry_bench_observe_split'
@@ -57,13 +57,6 @@ function usage(): string {
     '  --pool 10        connections per process              --tenants 20    pooled tenants (1,000 projects each)',
     '  --keep           leave the bench database and roles',
   ].join('\n')
-}
-
-function positiveInt(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, not '${value}'\n${usage()}`)
-  return n
 }
 
 /** A message of `type` from `child`, or a rejection when it exits first. */
@@ -98,13 +91,13 @@ export default async function observeSplit(args: string[]): Promise<number> {
         warmup: { type: 'string' }, pool: { type: 'string' }, tenants: { type: 'string' }, keep: { type: 'boolean' },
       },
     })
-    sets = positiveInt('sets', values.sets, 3)
-    processes = positiveInt('processes', values.processes, 2)
-    rounds = positiveInt('rounds', values.rounds, 8)
-    requests = positiveInt('requests', values.requests, 4000)
-    warmup = positiveInt('warmup', values.warmup, 20_000)
-    pool = positiveInt('pool', values.pool, 10)
-    tenants = positiveInt('tenants', values.tenants, 20)
+    sets = intFlag('sets', values.sets, 3, usage())
+    processes = intFlag('processes', values.processes, 2, usage())
+    rounds = intFlag('rounds', values.rounds, 8, usage())
+    requests = intFlag('requests', values.requests, 4000, usage())
+    warmup = intFlag('warmup', values.warmup, 20_000, usage())
+    pool = intFlag('pool', values.pool, 10, usage())
+    tenants = intFlag('tenants', values.tenants, 20, usage())
     keep = values.keep === true
   } catch (err) {
     console.error((err as Error).message)

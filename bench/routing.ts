@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { createTenantry, header, subdomain, type Tenantry } from '../src/index.ts'
 import { dropBenchLeftovers, redact, shuffled, withDatabase } from './lib/bench-db.ts'
-import { REPO_ROOT, killChildren, median, printTable, round, runLoad, startServer, waitForQuiet, type CpuShare, type LoadResult, type ServerChild } from './lib/load.ts'
+import { REPO_ROOT, intFlag, killChildren, median, printTable, round, runLoad, startServer, waitForQuiet, type CpuShare, type LoadResult, type ServerChild } from './lib/load.ts'
 
 const DATABASE = 'tenantry_bench_routing'
 const ROLE_PREFIX = 'tb_routing'
@@ -73,11 +73,7 @@ function usage(): string {
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  const n = Number(value)
-  const min = name === 'warmup' || name === 'run-warmup' ? 0 : 1
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a ${min === 0 ? 'non-negative' : 'positive'} integer, got '${value}'\n${usage()}`)
-  return n
+  return intFlag(name, value, fallback, usage(), name === 'warmup' || name === 'run-warmup' ? 0 : 1)
 }
 
 async function setup(adminUrl: string, admin: pg.Client, pool: number): Promise<{ pooledId: string; pooledIds: string[]; schemaIds: string[]; pgVersion: string }> {

@@ -221,15 +221,15 @@ describe('LoadPacer', () => {
     await pacer.acquire()
     // A clock that moves 70 ms per reading: the release rests the slot until t + 190 (10 ms × 19);
     // acquire() reads t + 70 (rest on: queued), its wake-up t + 140 (still on) and t + 210 (over).
-    const real = Date.now()
-    let t = real
+    let t = Date.now()
     const clock = vi.spyOn(Date, 'now').mockImplementation(() => (t += 70) - 70)
     let admitted = false
     try {
       pacer.release(10)
       const waiting = pacer.acquire().then(() => { admitted = true })
       clock.mockRestore()
-      // The rest, in real time, ends at once: within a second the waiter has the slot.
+      // In real time the rest ends 190 ms from now: the old code set no timer and left the
+      // waiter queued for good; within a second it has the slot.
       await Promise.race([waiting, new Promise((r) => setTimeout(r, 1000))])
     } finally {
       clock.mockRestore()

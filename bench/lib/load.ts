@@ -333,6 +333,22 @@ export function median(values: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 
+/**
+ * An integer flag of a benchmark: `fallback` when absent, else its value, which must be an
+ * integer ≥ `min`; a bad value throws a message naming the flag, followed by the bench's `usage`.
+ *
+ * @example
+ * ```ts
+ * const rounds = intFlag('rounds', flags.rounds, 12, usage())
+ * ```
+ */
+export function intFlag(name: string, value: string | undefined, fallback: number, usage: string, min = 1): number {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got '${value}'\n${usage}`)
+  return n
+}
+
 export function round(value: number, digits: number): number {
   const f = 10 ** digits
   return Math.round(value * f) / f
